@@ -1,0 +1,197 @@
+"""Run configuration: dataclasses, TOML/JSON files, dotted overrides.
+
+A run is described by three parts:
+
+* ``model``: a flat spec ``{"name": "vae", "latent_dim": 16, ...}`` resolved through the model
+  registry (``name`` picks the preset, every other key is a keyword argument of the preset);
+* ``data``: :class:`DataConfig`;
+* ``train``: :class:`TrainConfig`.
+
+Overrides are ``"section.key=value"`` strings (``"model.latent_dim=32"``, ``"train.lr=3e-4"``);
+values are parsed as JSON where possible (numbers, booleans, lists, null), else kept as strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from simulacra.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on and how to prepare it.
+
+    Attributes:
+        name: a registered dataset (``digits``, ``mnist``, ``binarized-mnist``, ``moons``, ...)
+            or a path to a ``.npz``/``.npy``/``.csv`` file or an image folder.
+        data_dir: where to look for downloaded files (default ``$SIMULACRA_DATA``).
+        binarize: ``None``, ``"static"`` (one fixed Bernoulli draw) or ``"dynamic"`` (a fresh
+            Bernoulli draw of every batch).
+        valid_fraction: share of the training split held out for validation when the source has
+            no validation split.
+        limit: keep only the first ``limit`` training examples (quick experiments).
+        num_samples: size of generated (toy) datasets.
+    """
+
+    name: str = "digits"
+    data_dir: str | None = None
+    binarize: str | None = None
+    valid_fraction: float = 0.1
+    limit: int | None = None
+    num_samples: int = 20000
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`simulacra.train.fit`. Steps count optimizer steps of the first group.
+
+    Attributes:
+        steps / epochs: training length; ``steps`` wins when both are given.
+        batch_size: global batch size (split across ranks under torchrun).
+        lr, weight_decay, betas: Adam(W) settings.
+        lr_schedule: ``constant``, ``cosine`` or ``linear`` decay, after ``warmup_steps`` of
+            linear warm-up.
+        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+        updates_per_step: ``{group: n}`` repeats a group's update n times per step (GANs).
+        ema_decay: keep an exponential moving average of the weights (``None``: off).
+        kl_warmup_steps: anneal the objective's β linearly from 0 over this many steps.
+        eval_every: evaluate the validation loss every N steps (0: never).
+        patience: stop after this many evaluations without improvement (``None``: never).
+        sample_every: save a sample grid every N steps (0: never).
+        checkpoint_every: write a resumable checkpoint every N steps (0: only at the end).
+        log_every: append a line to ``metrics.jsonl`` every N steps.
+        seed: seeds parameters, batches and noise; a run is reproducible from it.
+        device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (cuda when present).
+        num_threads: torch intra-op threads (``None``: leave torch's default).
+    """
+
+    steps: int | None = None
+    epochs: float | None = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    updates_per_step: dict[str, int] = field(default_factory=dict)
+    ema_decay: float | None = None
+    kl_warmup_steps: int = 0
+    eval_every: int = 0
+    patience: int | None = None
+    sample_every: int = 0
+    checkpoint_every: int = 0
+    log_every: int = 50
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int | None = None
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rebuild and re-run a training run."""
+
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "vae"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
+        """Build from a dict, rejecting unknown sections and keys with a clear message."""
+        unknown = set(raw) - {"model", "data", "train"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected model, data, train")
+        model = dict(raw.get("model", {"name": "vae"}))
+        if "name" not in model:
+            raise ConfigError("the [model] section needs a 'name' (see `simulacra models`)")
+        return cls(
+            model=model,
+            data=_dataclass_from(DataConfig, raw.get("data", {}), "data"),
+            train=_dataclass_from(TrainConfig, raw.get("train", {}), "train"),
+        )
+
+
+def _dataclass_from(cls: type, raw: Mapping[str, Any], section: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {sorted(unknown)} in [{section}]; valid keys: {', '.join(sorted(names))}"
+        )
+    values = dict(raw)
+    if "betas" in values and values["betas"] is not None:
+        values["betas"] = tuple(values["betas"])
+    return cls(**values)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or JSON (``.json``) config file into a plain dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        if path.suffix == ".json":
+            return json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot parse {str(path)!r}: {err}") from None
+    raise ConfigError(f"config file {str(path)!r} must end in .toml or .json")
+
+
+def parse_value(text: str) -> Any:
+    """``"32"`` -> 32, ``"3e-4"`` -> 0.0003, ``"true"`` -> True, ``"[1, 2]"`` -> [1, 2], ``"none"`` ->
+    None; anything else stays a string."""
+    lowered = text.strip().lower()
+    if lowered in {"none", "null"}:
+        return None
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a deep copy of ``raw`` with each ``"a.b.c=value"`` applied.
+
+    Raises:
+        ConfigError: an override without ``=`` or with an empty key.
+    """
+    result = json.loads(json.dumps(raw, default=_jsonable))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not sep or not parts:
+            raise ConfigError(
+                f"override {item!r} is not of the form section.key=value (e.g. model.latent_dim=32)"
+            )
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = parse_value(value)
+    return result
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return asdict(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")

@@ -1,0 +1,87 @@
+"""What a model needs to know about its data, and the in-memory dataset container."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+Support = Literal["binary", "unit", "real"]
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """Shape and support of one example; passed to every model preset.
+
+    Attributes:
+        event_shape: shape of one example: ``(C, H, W)`` for images, ``(D,)`` for vectors.
+        support: ``"binary"`` (values in {0, 1}), ``"unit"`` (values in [0, 1], e.g. grey
+            levels scaled by 1/255), or ``"real"`` (any real value, e.g. standardized data).
+        num_classes: number of labels when the data have them (conditional models), else None.
+        levels: number of discrete values per dimension before scaling (256 for 8-bit images,
+            17 for scikit-learn's digits, 2 for binary data), None for continuous data. Used
+            for dequantization and discretized likelihoods.
+    """
+
+    event_shape: tuple[int, ...]
+    support: Support = "real"
+    num_classes: int | None = None
+    levels: int | None = None
+
+    @property
+    def dim(self) -> int:
+        """Number of scalar dimensions D of one example (for bits/dim)."""
+        n = 1
+        for s in self.event_shape:
+            n *= s
+        return n
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.event_shape) == 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DataInfo:
+        raw = dict(raw)
+        raw["event_shape"] = tuple(raw["event_shape"])
+        return cls(**raw)
+
+
+@dataclass
+class Split:
+    """One split held in memory. ``x``: (N, *event_shape) float32; ``y``: (N,) int64 or None."""
+
+    x: Tensor
+    y: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), None if self.y is None else self.y.to(device))
+
+
+BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@dataclass
+class Dataset:
+    """A validated dataset in memory: train, optional valid and test splits, and its info.
+
+    ``batch_transform`` (e.g. dynamic binarization) is applied by the training loop to every
+    training batch with a generator seeded from the run's seed and the step, so a resumed run
+    sees the same draws as an uninterrupted one.
+    """
+
+    name: str
+    info: DataInfo
+    train: Split
+    valid: Split | None = None
+    test: Split | None = None
+    batch_transform: BatchTransform | None = None

@@ -1,0 +1,35 @@
+"""User-facing errors.
+
+Every error a user can act on (a bad shape, NaNs in the data, an unknown name, a corrupt
+checkpoint) is a :class:`SimulacraError`. The CLI prints its message as one line and exits
+with status 2, without a traceback; library users catch it like any other exception.
+"""
+
+from __future__ import annotations
+
+
+class SimulacraError(Exception):
+    """Base class of every error whose message tells the user what to fix."""
+
+
+class UnknownNameError(SimulacraError, KeyError):
+    """A name (model, dataset, sampler, ...) that no registry knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(SimulacraError, ValueError):
+    """A configuration file or override that cannot be read or applied."""
+
+
+class DataError(SimulacraError, ValueError):
+    """Data with the wrong shape or dtype, non-finite values, or values outside the support."""
+
+
+class CheckpointError(SimulacraError):
+    """A run directory or checkpoint that is missing, incomplete or corrupt."""
+
+
+class CapabilityError(SimulacraError, TypeError):
+    """A model asked for something it cannot do (e.g. a likelihood from a GAN)."""

@@ -1,0 +1,148 @@
+"""The interface every model speaks, and the capabilities that metrics, tasks and the CLI use.
+
+Every model is a :class:`GenerativeModel`: ``loss`` for training, ``sample`` for generation.
+What else a model can do is described by structural capabilities (``typing.Protocol``), so
+code that needs a likelihood asks ``isinstance(model, ExactLikelihood)`` instead of checking a
+class. Inheritance stops at ``GenerativeModel -> concrete model``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from simulacra.data.info import DataInfo
+from simulacra.errors import CapabilityError
+
+
+@dataclass
+class LossOutput:
+    """What ``loss`` returns.
+
+    Attributes:
+        loss: scalar tensor to minimise (mean over the batch).
+        metrics: scalar tensors to log (detached), e.g. ``{"elbo": ..., "kl": ...}`` in nats.
+    """
+
+    loss: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+class GenerativeModel(nn.Module, abc.ABC):
+    """Base class of every model.
+
+    Attributes:
+        groups: optimizer groups in update order (a GAN has ``("discriminator", "generator")``).
+        info: the :class:`DataInfo` the model was built for (shape and support of one example).
+    """
+
+    groups: ClassVar[tuple[str, ...]] = ("main",)
+
+    def __init__(self, info: DataInfo) -> None:
+        super().__init__()
+        self.info = info
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one example, e.g. ``(1, 28, 28)`` or ``(2,)``."""
+        return self.info.event_shape
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def forward(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
+        """Same as :meth:`loss`; DDP synchronises gradients through ``forward``."""
+        return self.loss(x, c, group=group)
+
+    @abc.abstractmethod
+    def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
+        """Training loss of a batch ``x`` (B, *event_shape) for optimizer group ``group``."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        n: int,
+        c: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **sampler_options: Any,
+    ) -> Tensor:
+        """Draw ``n`` samples, shape (n, *event_shape). ``c``: (n,) labels or (n, ...) context."""
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters of each optimizer group (default: all parameters in ``"main"``)."""
+        return {"main": [p for p in self.parameters() if p.requires_grad]}
+
+
+@runtime_checkable
+class ExactLikelihood(Protocol):
+    """Models with a tractable density: flows, autoregressive models, diffusion via the PF-ODE."""
+
+    def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """log p(x | c) in nats, shape (B,)."""
+        ...
+
+
+@runtime_checkable
+class LikelihoodBound(Protocol):
+    """Models with a lower bound on log p(x): the VAE family (ELBO, IWAE), diffusion (VLB)."""
+
+    def log_prob_bound(self, x: Tensor, c: Tensor | None = None, num_samples: int = 1) -> Tensor:
+        """A lower bound on log p(x | c) in nats, shape (B,); tighter as ``num_samples`` grows."""
+        ...
+
+
+@runtime_checkable
+class ImportanceWeighted(Protocol):
+    """Models that expose importance weights log p(x, z_i) - log q(z_i | x), i = 1..k.
+
+    ``log (1/k) Σ_i exp(w_i)`` is the IWAE bound and, as k grows, a consistent estimate of
+    log p(x). Exposing the weights lets metrics split k into memory-sized chunks.
+    """
+
+    def log_importance_weights(self, x: Tensor, c: Tensor | None = None, num_samples: int = 1) -> Tensor:
+        """Log weights, shape (num_samples, B), in nats."""
+        ...
+
+
+@runtime_checkable
+class LatentVariableModel(Protocol):
+    """Models with a latent z: ``prior(c)`` = p(z), ``encode`` = q(z | x), ``decode`` = p(x | z)."""
+
+    def prior(self, c: Tensor | None = None) -> Distribution: ...
+
+    def encode(self, x: Tensor, c: Tensor | None = None) -> Distribution: ...
+
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Distribution: ...
+
+
+@runtime_checkable
+class EnergyBased(Protocol):
+    def energy(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """Unnormalised energy E(x), shape (B,); p(x) ∝ exp(-E(x))."""
+        ...
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    def predict(self, x_t: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor: ...
+
+
+def require(model: object, capability: type, what: str, hint: str = "") -> None:
+    """Raise :class:`CapabilityError` unless ``model`` has ``capability``.
+
+    Example: ``require(model, ExactLikelihood, "an exact likelihood", "use --metric mmd")``.
+    """
+    if not isinstance(model, capability):
+        name = getattr(model, "preset_name", type(model).__name__)
+        raise CapabilityError(f"{name} has no {what}" + (f"; {hint}" if hint else ""))

@@ -1,0 +1,112 @@
+"""Name -> object registries: the one place where strings become objects.
+
+Strings (model names, dataset names, sampler names) exist only at the edge (CLI, config files)
+and are resolved once, here. An unknown name raises :class:`UnknownNameError` listing the
+closest valid names.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from simulacra.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """A registered object with its name and a one-line description."""
+
+    name: str
+    obj: T
+    description: str
+
+
+class Registry(Generic[T]):
+    """A mapping from names to objects (usually factories).
+
+    Example::
+
+        MODELS = Registry("model")
+
+        @MODELS.register("vae", "Gaussian VAE (Kingma & Welling 2014)")
+        def vae(info, latent_dim=16): ...
+
+        model = MODELS.build({"name": "vae", "latent_dim": 8}, info=info)
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, description: str | None = None) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``; the description defaults to the
+        first line of the object's docstring."""
+
+        def decorator(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            doc = description or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
+            self._entries[name] = Entry(name, obj, doc)
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        """The object registered as ``name``; an unknown name lists the close matches."""
+        try:
+            return self._entries[name].obj
+        except KeyError:
+            raise UnknownNameError(self._unknown_message(name)) from None
+
+    def _unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(self.names())}."
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def build(self, spec: str | Mapping[str, Any], /, **extra: Any) -> Any:
+        """Call the factory named by ``spec`` with its keyword arguments.
+
+        Args:
+            spec: a name, or a mapping ``{"name": ..., **kwargs}``.
+            extra: further keyword arguments (e.g. the data's shape), given to the factory too.
+        """
+        if isinstance(spec, str):
+            name, kwargs = spec, {}
+        else:
+            kwargs = dict(spec)
+            if "name" not in kwargs:
+                raise UnknownNameError(f"a {self.kind} spec needs a 'name' key; got keys {sorted(kwargs)}")
+            name = kwargs.pop("name")
+        factory = self.get(name)
+        if not callable(factory):
+            raise TypeError(f"{self.kind} {name!r} is not callable")
+        try:
+            return factory(**extra, **kwargs)
+        except TypeError as err:
+            if "unexpected keyword argument" in str(err):
+                from simulacra.errors import ConfigError
+
+                raise ConfigError(f"{self.kind} {name!r}: {err}") from None
+            raise
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._entries)
+
+    def describe(self) -> dict[str, str]:
+        """``{name: one-line description}`` for every entry, sorted by name."""
+        return {n: self._entries[n].description for n in self.names()}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
