@@ -39,9 +39,12 @@ class GenerativeModel(nn.Module, abc.ABC):
     Attributes:
         groups: optimizer groups in update order (a GAN has ``("discriminator", "generator")``).
         info: the :class:`DataInfo` the model was built for (shape and support of one example).
+        conditional: True when the model uses a context ``c`` (labels); the training loop then
+            passes the labels of each batch as ``c``.
     """
 
     groups: ClassVar[tuple[str, ...]] = ("main",)
+    conditional: bool = False
 
     def __init__(self, info: DataInfo) -> None:
         super().__init__()
