@@ -1,0 +1,327 @@
+"""Registered datasets and :func:`load_dataset`, the one entry point from a config to tensors.
+
+Registered names: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist`` (grey-level),
+``binarized-mnist`` (Larochelle's fixed binarization) and the 2-D toys of
+:mod:`simulacra.data.toys`. Any other name is read as a path (see :mod:`simulacra.data.files`).
+MNIST files are looked for in ``DataConfig.data_dir``, then ``$SIMULACRA_DATA``, then
+``~/.simulacra/data``; :func:`simulacra.data.download` fetches them.
+
+Binarization (``DataConfig.binarize``):
+
+* ``"static"``: every split is replaced by one draw ``b ~ Bernoulli(x)``, seeded from the run
+  seed (one generator per split);
+* ``"dynamic"``: the training split keeps its grey levels and ``Dataset.batch_transform`` draws a
+  fresh binarization of every batch; validation and test get the same single seeded draw as with
+  ``"static"``, so evaluations are stable and comparable between the two.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simulacra.config import DataConfig
+from simulacra.data import transforms
+from simulacra.data.files import (
+    build_dataset,
+    holdout_count,
+    load_path,
+    looks_like_path,
+    read_idx,
+    read_npz,
+    search_dirs,
+    split_indices,
+)
+from simulacra.data.info import Dataset, Split
+from simulacra.data.toys import TOYS, ToySampler
+from simulacra.errors import DataError, UnknownNameError
+from simulacra.registry import Registry
+
+DatasetFactory = Callable[[DataConfig, int], Dataset]
+
+DATASETS: Registry[DatasetFactory] = Registry("dataset")
+
+BINARIZE: tuple[str, ...] = ("static", "dynamic")
+
+DIGITS_TEST_SIZE = 297
+
+
+def derive_seed(seed: int, *tags: str) -> int:
+    """A 63-bit seed derived from ``seed`` and ``tags`` (stable across processes and platforms),
+    so that e.g. the train, valid and test draws of a run are independent yet reproducible."""
+    digest = hashlib.blake2b(repr((int(seed), *tags)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def _generator(seed: int, *tags: str) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, *tags))
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+@DATASETS.register("digits", "scikit-learn's 8x8 handwritten digits: 1797 images, 17 grey levels, 10 classes")
+def digits(config: DataConfig, seed: int = 0) -> Dataset:
+    """scikit-learn's bundled ``load_digits``: 1797 images (1, 8, 8), values 0..16 scaled by 1/16.
+
+    A fixed permutation (seed 0) gives 297 test images; ``valid_fraction`` of the remaining
+    1500 (150 by default) are for validation and the rest for training. ``seed`` is unused:
+    the split is the same for every run.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    n_valid = holdout_count(len(x) - DIGITS_TEST_SIZE, config.valid_fraction)
+    train, valid, test = split_indices(len(x), valid=n_valid, test=DIGITS_TEST_SIZE, seed=0)
+    splits = {"train": (x[train], y[train]), "test": (x[test], y[test])}
+    if n_valid:
+        splits["valid"] = (x[valid], y[valid])
+    return build_dataset("digits", "digits", splits, support="unit", levels=17, num_classes=10)
+
+
+# ----------------------------------------------------------------------------- mnist
+
+MNIST_IDX: dict[str, tuple[str, int]] = {
+    "x_train": ("train-images-idx3-ubyte", 3),
+    "y_train": ("train-labels-idx1-ubyte", 1),
+    "x_test": ("t10k-images-idx3-ubyte", 3),
+    "y_test": ("t10k-labels-idx1-ubyte", 1),
+}
+
+
+def _not_found(what: str, looked_for: str, folders: list[Path], name: str, notes: list[str]) -> DataError:
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    return DataError(
+        f"{what} not found: looked for {looked_for} in {', '.join(str(f) for f in folders)}{extra}. "
+        "Put the files in one of these folders, pass --data-dir DIR (DataConfig.data_dir) or set "
+        f"$SIMULACRA_DATA to their folder, or fetch them on a machine with a network with "
+        f"simulacra.data.download({name!r}, DIR)"
+    )
+
+
+def _idx_path(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_mnist(folders: list[Path]) -> tuple[dict[str, np.ndarray], str]:
+    """MNIST arrays ``x_train, y_train, x_test, y_test`` from the first folder holding
+    ``mnist.npz`` or the four IDX files (plain or ``.gz``; also under ``MNIST/raw``, as
+    torchvision stores them), and the file or folder they came from."""
+    notes = []
+    for folder in folders:
+        for place in (folder, folder / "MNIST" / "raw"):
+            npz = place / "mnist.npz"
+            if npz.is_file():
+                arrays = read_npz(npz)
+                missing = [k for k in MNIST_IDX if k not in arrays]
+                if missing:
+                    raise DataError(
+                        f"{str(npz)!r} has keys {sorted(arrays)}; expected x_train, y_train, x_test, y_test "
+                        f"(missing {', '.join(missing)})"
+                    )
+                return {k: arrays[k] for k in MNIST_IDX}, str(npz)
+            found = {key: _idx_path(place, stem) for key, (stem, _) in MNIST_IDX.items()}
+            if all(found.values()):
+                return {
+                    key: read_idx(path, ndim=MNIST_IDX[key][1])  # type: ignore[arg-type]
+                    for key, path in found.items()
+                }, str(place)
+            if any(found.values()):
+                lacking = [MNIST_IDX[k][0] for k, p in found.items() if p is None]
+                notes.append(f"{place} lacks {', '.join(lacking)}")
+    raise _not_found(
+        "mnist",
+        "mnist.npz or the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, optionally .gz)",
+        folders,
+        "mnist",
+        notes,
+    )
+
+
+def _mnist_images(x: np.ndarray, source: str) -> np.ndarray:
+    """(N, 28, 28) or (N, 784) 8-bit grey levels -> (N, 1, 28, 28) float32 in [0, 1]."""
+    if x.ndim == 2 and x.shape[1] == 784:
+        x = x.reshape(-1, 28, 28)
+    if x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise DataError(f"{source!r}: expected MNIST images of shape (N, 28, 28); got {x.shape}")
+    if x.dtype != np.uint8:
+        raise DataError(f"{source!r}: expected 8-bit grey levels (uint8); got dtype {x.dtype}")
+    return (x.astype(np.float32) / np.float32(255))[:, None]
+
+
+@DATASETS.register("mnist", "MNIST, 28x28 grey levels scaled to [0, 1], 10 classes (needs the files)")
+def mnist(config: DataConfig, seed: int = 0) -> Dataset:
+    """MNIST: 60000 training and 10000 test images (1, 28, 28), grey levels /255, 10 classes.
+
+    The test split is the official test set; ``valid_fraction`` of the official training set
+    (6000 by default), chosen by a fixed permutation (seed 0), is for validation.
+    """
+    arrays, source = find_mnist(search_dirs(config.data_dir))
+    x_train = _mnist_images(arrays["x_train"], f"{source} x_train")
+    x_test = _mnist_images(arrays["x_test"], f"{source} x_test")
+    y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
+    for y, key in ((y_train, "y_train"), (y_test, "y_test")):
+        if y.size and (y.min() < 0 or y.max() > 9):
+            raise DataError(f"{source!r} {key}: expected digit labels 0..9; found {y.min()}..{y.max()}")
+    n_valid = holdout_count(len(x_train), config.valid_fraction)
+    train, valid, _ = split_indices(len(x_train), valid=n_valid, seed=0)
+    splits = {"train": (x_train[train], y_train[train]), "test": (x_test, y_test)}
+    if n_valid:
+        splits["valid"] = (x_train[valid], y_train[valid])
+    return build_dataset("mnist", source, splits, support="unit", levels=256, num_classes=10)
+
+
+@DATASETS.register(
+    "binarized-mnist", "Larochelle's statically binarized MNIST, 50000/10000/10000 (needs the file)"
+)
+def binarized_mnist(config: DataConfig, seed: int = 0) -> Dataset:
+    """Binarized MNIST (Salakhutdinov & Murray 2008; files by H. Larochelle): ``train``,
+    ``valid`` and ``test`` of ``binarized_mnist.npz``, values {0, 1}, shape (1, 28, 28), no labels."""
+    folders = search_dirs(config.data_dir)
+    path = next((f / "binarized_mnist.npz" for f in folders if (f / "binarized_mnist.npz").is_file()), None)
+    if path is None:
+        raise _not_found("binarized-mnist", "binarized_mnist.npz", folders, "binarized-mnist", [])
+    arrays = read_npz(path)
+    missing = [k for k in ("train", "valid", "test") if k not in arrays]
+    if missing:
+        raise DataError(
+            f"{str(path)!r} has keys {sorted(arrays)}; expected train, valid, test (missing {', '.join(missing)})"
+        )
+    splits = {}
+    for key in ("train", "valid", "test"):
+        x = arrays[key]
+        if x.ndim not in (2, 3) or x.shape[0] == 0 or int(np.prod(x.shape[1:])) != 784:
+            raise DataError(f"{str(path)!r} {key}: expected (N, 784) binary images; got shape {x.shape}")
+        splits[key] = (x.reshape(-1, 1, 28, 28).astype(np.float32), None)
+    return build_dataset("binarized-mnist", str(path), splits, support="binary", levels=2)
+
+
+# ----------------------------------------------------------------------------- toys
+
+
+def _toy_factory(name: str, sampler: ToySampler) -> DatasetFactory:
+    def factory(config: DataConfig, seed: int = 0) -> Dataset:
+        n = config.num_samples
+        splits = {"train": (sampler(n, _generator(seed, name, "train")), None)}
+        if n // 5:
+            for key in ("valid", "test"):
+                splits[key] = (sampler(n // 5, _generator(seed, name, key)), None)
+        return build_dataset(name, name, splits, support="real", levels=None)
+
+    factory.__doc__ = (
+        f"2-D toy {name!r}: train = num_samples points, valid and test num_samples // 5 each, drawn "
+        f"independently with seeds derived from the run seed.\n\n{sampler.__doc__}"
+    )
+    return factory
+
+
+for _name, _sampler in TOYS.items():
+    _summary = (_sampler.__doc__ or "").strip().split("\n")[0].rstrip(".")
+    DATASETS.register(_name, f"2-D toy: {_summary[0].lower()}{_summary[1:]}")(_toy_factory(_name, _sampler))
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _check_config(config: DataConfig) -> None:
+    vf = config.valid_fraction
+    if isinstance(vf, bool) or not isinstance(vf, int | float) or not 0 <= vf < 1:
+        raise DataError(f"data.valid_fraction must be a number in [0, 1); got {vf!r}")
+    for key, value in (("limit", config.limit), ("num_samples", config.num_samples)):
+        if value is None and key == "limit":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"data.{key} must be a positive integer; got {value!r}")
+    if config.binarize not in (None, "none", *BINARIZE):
+        raise DataError(
+            f"unknown data.binarize {config.binarize!r}; valid values: none (keep grey levels), "
+            + ", ".join(repr(b) for b in BINARIZE)
+        )
+
+
+def _unknown(name: str) -> UnknownNameError:
+    close = difflib.get_close_matches(name, DATASETS.names(), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return UnknownNameError(
+        f"unknown dataset {name!r}.{hint} Valid datasets: {', '.join(DATASETS.names())}, "
+        "or a path to a .npz, .npy, .csv file or an image folder."
+    )
+
+
+def _limit(dataset: Dataset, limit: int | None) -> Dataset:
+    if limit is None or limit >= len(dataset.train):
+        return dataset
+    train = dataset.train
+    kept = Split(train.x[:limit].clone(), None if train.y is None else train.y[:limit].clone())
+    return replace(dataset, train=kept)
+
+
+def binarize(dataset: Dataset, mode: str | None, seed: int = 0) -> Dataset:
+    """``dataset`` binarized ``"static"``-ally or ``"dynamic"``-ally (see the module docstring).
+
+    Raises:
+        DataError: an unknown mode, or data whose support is not ``unit`` or ``binary``.
+    """
+    if mode is None:
+        return dataset
+    if mode not in BINARIZE:
+        raise DataError(f"unknown binarization {mode!r}; valid values: {', '.join(BINARIZE)}")
+    if dataset.info.support not in ("unit", "binary"):
+        raise DataError(
+            f"cannot binarize {dataset.name!r}: binarization draws Bernoulli(x) and needs values in [0, 1] "
+            f"(support 'unit' or 'binary'), but its support is {dataset.info.support!r}"
+        )
+
+    def draw(split: Split | None, key: str) -> Split | None:
+        if split is None:
+            return None
+        x = transforms.bernoulli(split.x, _generator(seed, "binarize", key))
+        return Split(x, split.y)
+
+    info = replace(dataset.info, support="binary", levels=2)
+    valid, test = draw(dataset.valid, "valid"), draw(dataset.test, "test")
+    if mode == "static":
+        return replace(dataset, info=info, train=draw(dataset.train, "train"), valid=valid, test=test)
+    return replace(dataset, info=info, valid=valid, test=test, batch_transform=transforms.bernoulli)
+
+
+def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
+    """The dataset described by ``config``, validated, limited and binarized.
+
+    Args:
+        config: ``name`` is a registered dataset (``DATASETS.names()``) or a path to a ``.npz``,
+            ``.npy`` or ``.csv`` file or a folder of images; see :class:`DataConfig` for the rest.
+        seed: the run's seed; toy draws and binarization are derived from it (fixed splits of
+            real data are not).
+
+    Returns:
+        a :class:`Dataset` with float32 examples (N, *info.event_shape) and int64 labels or None.
+
+    Raises:
+        UnknownNameError: a name that is neither registered nor an existing path.
+        DataError: a missing file, a file that cannot be read, or data that fail validation.
+    """
+    _check_config(config)
+    name = config.name
+    if name in DATASETS:
+        dataset = DATASETS.get(name)(config, seed)
+    elif Path(name).expanduser().exists():
+        dataset = load_path(name, valid_fraction=config.valid_fraction)
+    elif looks_like_path(name):
+        raise DataError(f"no such file or folder: {name!r}")
+    else:
+        raise _unknown(name)
+    mode = None if config.binarize == "none" else config.binarize
+    return binarize(_limit(dataset, config.limit), mode, seed)

@@ -1,0 +1,77 @@
+"""Elementwise data transforms: binarization, dequantization, standardization.
+
+Stochastic transforms take ``(x, generator)`` so that they can serve as a
+:attr:`Dataset.batch_transform <simulacra.data.info.Dataset.batch_transform>`, which the
+training loop applies to every training batch with a generator seeded from the run's seed and
+the step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from simulacra.errors import DataError
+
+
+def _draw_on_generator_device(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``x`` on the generator's device (torch samplers need the two to match)."""
+    if generator is not None and generator.device != x.device:
+        return x.to(generator.device)
+    return x
+
+
+def bernoulli(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Binarize grey levels: ``b ~ Bernoulli(x)`` elementwise (dynamic binarization).
+
+    Args:
+        x: probabilities in [0, 1], any shape (e.g. a batch (B, C, H, W)).
+        generator: source of randomness; may live on another device than ``x``.
+
+    Returns:
+        a tensor of 0.0 and 1.0 with the shape, dtype and device of ``x``. The range of ``x`` is
+        not checked here (that would synchronise with the GPU every batch); datasets are
+        validated once on load.
+    """
+    draw = torch.bernoulli(_draw_on_generator_device(x, generator), generator=generator)
+    return draw.to(x.device)
+
+
+def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None) -> Tensor:
+    """Uniform dequantization of data with ``levels`` discrete values scaled to [0, 1].
+
+    ``x = k / (levels - 1)`` with k ∈ {0, ..., levels - 1} becomes ``(k + u) / levels`` with
+    ``u ~ U[0, 1)``, a continuous variable in [0, 1) whose density lower-bounds the discrete
+    probability: ``log P(k) ≥ E_u[log p((k + u) / levels)] - D log levels`` (Theis et al. 2016).
+
+    Args:
+        x: (B, ...) values on the grid ``k / (levels - 1)``.
+        levels: number of discrete values (256 for 8-bit images).
+        generator: source of the uniform noise.
+
+    Returns:
+        (B, ...) float, same device as ``x``.
+    """
+    if levels < 2:
+        raise DataError(f"dequantization needs at least 2 levels; got {levels}")
+    k = torch.round(x * (levels - 1))
+    u = torch.rand(
+        x.shape, generator=generator, dtype=x.dtype, device=generator.device if generator else x.device
+    )
+    return (k + u.to(x.device)) / levels
+
+
+def standardization(x: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """Per-dimension mean and standard deviation of examples ``x`` (N, ...), each of shape (...).
+
+    A dimension whose standard deviation is below ``eps`` (a constant column) gets 1, so that
+    standardizing leaves it centred instead of dividing by zero.
+    """
+    mean = x.mean(dim=0)
+    std = x.std(dim=0, unbiased=False) if x.shape[0] > 1 else torch.ones_like(mean)
+    return mean, torch.where(std < eps, torch.ones_like(std), std)
+
+
+def standardize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``(x - mean) / std``, broadcasting over the leading example dimension."""
+    return (x - mean) / std
