@@ -1,0 +1,187 @@
+"""The variational auto-encoder family: one class, every variant a configuration.
+
+``VAE(info, encoder, decoder, prior, objective)`` is the model of Kingma & Welling (2014) and
+Rezende et al. (2014): a prior p(z | c), a decoder p(x | z, c) and an amortized posterior
+q(z | x, c), trained by maximising a variational bound. β-VAE, free bits, IWAE and the
+conditional VAE (Sohn et al. 2015) differ only in the objective or in whether the networks see c.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from simulacra.data.info import DataInfo
+from simulacra.distributions.kl import kl_divergence_or_mc
+from simulacra.distributions.standard import sample_from
+from simulacra.errors import ConfigError, DataError
+from simulacra.models.base import GenerativeModel, LossOutput
+from simulacra.objectives.variational import ELBO, IWAE, Decode
+from simulacra.objectives.variational import log_importance_weights as _log_weights
+
+
+def check_context(model: GenerativeModel, c: Tensor | None, n: int) -> None:
+    """Raise :class:`DataError` when a conditional model gets no context, or the wrong number of rows."""
+    if not model.conditional:
+        return
+    name = getattr(model, "preset_name", type(model).__name__)
+    if c is None:
+        raise DataError(
+            f"{name} is conditional: it needs a context c, ({n},) labels in [0, {model.info.num_classes}); found None"
+        )
+    if c.shape[0] != n:
+        raise DataError(
+            f"{name}: expected a context c with {n} rows (one per example); found shape {tuple(c.shape)}"
+        )
+
+
+class VAE(GenerativeModel):
+    """p(x, z | c) = p(z | c) p(x | z, c), with q(z | x, c) trained on a variational bound.
+
+    Args:
+        info: shape and support of one example.
+        encoder: module ``(x (B, *event), c) -> q(z | x, c)``, a Distribution with batch (B,).
+        decoder: module ``(z (B, *latent), c) -> p(x | z, c)``, batch (B,), event = data's.
+        prior: lazy module ``(c, n) -> p(z | c)`` (e.g. :class:`StandardNormal`).
+        objective: :class:`ELBO` or :class:`IWAE` (any callable with that signature).
+        conditional: the networks use ``c`` (labels); then every method needs ``c``.
+    """
+
+    def __init__(
+        self,
+        info: DataInfo,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        prior: nn.Module,
+        objective: ELBO | IWAE | Any,
+        conditional: bool = False,
+    ) -> None:
+        super().__init__(info)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior_module = prior
+        self.objective = objective
+        self.conditional = bool(conditional)
+
+    # -- the latent-variable interface -------------------------------------------------------
+
+    def prior(self, c: Tensor | None = None, n: int | None = None) -> Distribution:
+        """p(z | c), batch shape ``(len(c),)``, else ``(n,)``, else ``()``."""
+        return self.prior_module(c if self.conditional else None, n if c is None else c.shape[0])
+
+    def encode(self, x: Tensor, c: Tensor | None = None) -> Distribution:
+        """q(z | x, c) with batch shape (B,)."""
+        check_context(self, c, x.shape[0])
+        return self.encoder(x, c if self.conditional else None)
+
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Distribution:
+        """p(x | z, c) with batch shape (B,) and the data's event shape."""
+        check_context(self, c, z.shape[0])
+        return self.decoder(z, c if self.conditional else None)
+
+    def _decoder_for(self, c: Tensor | None, batch: int) -> Decode:
+        """z (m·B, ...) -> p(x | z, c) with c repeated m times (the objectives' convention)."""
+        if not self.conditional or c is None:
+            return lambda z: self.decoder(z, None)
+        return lambda z: self.decoder(z, c.repeat(z.shape[0] // batch, *([1] * (c.dim() - 1))))
+
+    # -- training ------------------------------------------------------------------------------
+
+    def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
+        """Mean over the batch of the objective's loss; metrics ``elbo`` (the objective's bound),
+        ``kl`` and ``rec`` = E_q log p(x | z), nats per example."""
+        q = self.encode(x, c)
+        terms = self.objective(x, q, self._decoder_for(c, x.shape[0]), self.prior(c, x.shape[0]))
+        metrics = {
+            "elbo": terms.bound.mean().detach(),
+            "kl": terms.kl.mean().detach(),
+            "rec": terms.reconstruction.mean().detach(),
+        }
+        return LossOutput(terms.loss.mean(), metrics)
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def validate(self, x: Tensor) -> None:
+        """Check shape and support of x for the decoder's likelihood (synchronises with the host)."""
+        check = getattr(self.decoder, "validate", None)
+        if check is not None:
+            check(x)
+
+    def log_importance_weights(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        num_samples: int = 1,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``log p(x, z_i | c) − log q(z_i | x, c)``, z_i ~ q, shape (num_samples, B), nats."""
+        self.validate(x)
+        q = self.encode(x, c)
+        return _log_weights(
+            x,
+            q,
+            self._decoder_for(c, x.shape[0]),
+            self.prior(c, x.shape[0]),
+            num_samples,
+            generator=generator,
+        )
+
+    def log_prob_bound(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        num_samples: int = 1,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """A lower bound on log p(x | c), (B,) nats.
+
+        ``num_samples = 1``: the ELBO ``log p(x | z) − KL(q ‖ p)`` (β = 1; closed-form KL when
+        available, one draw z ~ q). ``num_samples = k > 1``: the IWAE bound
+        ``logsumexp_i log w_i − log k`` (Burda et al. 2016), tighter as k grows.
+        """
+        if num_samples > 1:
+            log_w = self.log_importance_weights(x, c, num_samples, generator=generator)
+            return torch.logsumexp(log_w, 0) - math.log(num_samples)
+        if num_samples < 1:
+            raise ConfigError(f"log_prob_bound needs num_samples >= 1; found {num_samples}")
+        self.validate(x)
+        q = self.encode(x, c)
+        z = sample_from(q, (), generator)
+        rec = self.decode(z, c).log_prob(x)
+        return rec - kl_divergence_or_mc(q, self.prior(c, x.shape[0]), z)
+
+    # -- generation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        c: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        mean: bool = True,
+        **sampler_options: Any,
+    ) -> Tensor:
+        """z ~ p(z | c), then x = E[x | z, c] (``mean=True``, the usual picture) or x ~ p(x | z, c).
+
+        Args:
+            n: number of samples.
+            c: (n,) labels for a conditional model (required then).
+            generator: makes the draw reproducible.
+            mean: return the decoder mean instead of a draw from the likelihood.
+
+        Returns:
+            (n, *event_shape).
+        """
+        if sampler_options:
+            raise ConfigError(f"VAE.sample takes only mean=; found options {sorted(sampler_options)}")
+        check_context(self, c, n)
+        z = sample_from(self.prior(c, n), (), generator)
+        px = self.decode(z, c)
+        return px.mean if mean else sample_from(px, (), generator)

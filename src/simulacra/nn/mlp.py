@@ -1,0 +1,57 @@
+"""Multi-layer perceptrons and the activation registry.
+
+An MLP is the composition ``h_{l+1} = φ(W_l h_l + b_l)`` for the hidden layers, with a final affine
+map and no activation, so its output can parametrise any distribution head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from simulacra.registry import Registry
+
+ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
+ACTIVATIONS.register("relu", "max(0, x)")(nn.ReLU)
+ACTIVATIONS.register("tanh", "tanh(x) (Burda et al. 2016 use it in the IWAE experiments)")(nn.Tanh)
+ACTIVATIONS.register("elu", "x if x > 0 else exp(x) - 1")(nn.ELU)
+ACTIVATIONS.register("gelu", "x Φ(x)")(nn.GELU)
+ACTIVATIONS.register("silu", "x σ(x) (swish)")(nn.SiLU)
+
+
+def activation(name: str) -> nn.Module:
+    """A fresh activation module for a registered ``name`` (relu, tanh, elu, gelu, silu)."""
+    return ACTIVATIONS.get(name)()
+
+
+class MLP(nn.Sequential):
+    """Fully connected network ``in_features -> hidden[0] -> ... -> out_features``.
+
+    ``y = W_L φ(... φ(W_1 x + b_1) ...) + b_L``: the activation ``φ`` follows every hidden layer, the
+    last layer is affine. With ``hidden = ()`` the MLP is a single linear map.
+
+    Args:
+        in_features: size of the input, (B, in_features).
+        hidden: sizes of the hidden layers (a list from JSON is fine).
+        out_features: size of the output, (B, out_features).
+        activation: a name in :data:`ACTIVATIONS`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        activation: str = "relu",
+    ) -> None:
+        act = ACTIVATIONS.get(activation)  # resolve the name once, fail before building layers
+        sizes = [int(in_features), *(int(h) for h in hidden), int(out_features)]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(act())
+        super().__init__(*layers)
+        self.in_features = sizes[0]
+        self.out_features = sizes[-1]

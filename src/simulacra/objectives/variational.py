@@ -1,0 +1,191 @@
+"""Variational objectives: the ELBO (with β and free bits) and the IWAE bound.
+
+Both are plain objects called as ``objective(x, q, decode, prior)`` with
+
+* ``x``: a batch (B, *event_shape);
+* ``q``: the approximate posterior q(z | x), a Distribution with batch shape (B,);
+* ``decode``: z -> p(x | z). It receives latents of shape (m·B, *latent_shape) where row
+  ``i·B + b`` belongs to example ``b`` (so a conditional decoder repeats its context with
+  ``c.repeat(m)``), and returns a Distribution with batch shape (m·B,);
+* ``prior``: p(z), a Distribution whose batch shape broadcasts against (B,).
+
+They return :class:`VariationalTerms`, per-example (B,) tensors in nats. ``beta`` is a mutable
+attribute so that a KL warm-up callback can anneal it (Bowman et al. 2016); the reported bound is
+always the true (β = 1) bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from simulacra.distributions.kl import kl_divergence_or_mc, kl_per_dimension
+from simulacra.distributions.standard import sample_from
+from simulacra.errors import ConfigError
+
+Decode = Callable[[Tensor], Distribution]
+
+
+@dataclass
+class VariationalTerms:
+    """Per-example (B,) terms of a variational objective, in nats.
+
+    Attributes:
+        loss: what to minimise (average it over the batch).
+        bound: the lower bound on log p(x) (the β = 1 ELBO, or the IWAE bound).
+        reconstruction: an estimate of E_q[log p(x | z)].
+        kl: KL(q(z | x) ‖ p(z)) (closed form or Monte Carlo).
+    """
+
+    loss: Tensor
+    bound: Tensor
+    reconstruction: Tensor
+    kl: Tensor
+
+
+def _repeat_rows(x: Tensor, m: int) -> Tensor:
+    """(B, ...) -> (m·B, ...), row i·B + b = x[b]."""
+    return x.repeat(m, *([1] * (x.dim() - 1)))
+
+
+def _weight_terms(
+    x: Tensor,
+    q: Distribution,
+    decode: Decode,
+    prior: Distribution,
+    num_samples: int,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """log p(x | z_i), log p(z_i), log q(z_i | x) for z_i ~ q reparameterized, each (k, B)."""
+    k, batch = int(num_samples), x.shape[0]
+    z = sample_from(q, (k,), generator)  # (k, B, *latent)
+    px = decode(z.reshape(k * batch, *z.shape[2:]))
+    log_px = px.log_prob(_repeat_rows(x, k)).reshape(k, batch)
+    return log_px, prior.log_prob(z), q.log_prob(z)
+
+
+def log_importance_weights(
+    x: Tensor,
+    q: Distribution,
+    decode: Decode,
+    prior: Distribution,
+    num_samples: int,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``log w_i = log p(x | z_i) + log p(z_i) − log q(z_i | x)``, z_i ~ q(z | x), i = 1..k.
+
+    ``logsumexp_i(log w_i) − log k`` is the IWAE bound (Burda et al. 2016); each ``log w_i`` alone
+    is an unbiased estimate of the ELBO. Samples are reparameterized, so the weights carry gradients.
+
+    Returns:
+        (k, B) log weights in nats.
+    """
+    if int(num_samples) < 1:
+        raise ConfigError(f"importance sampling needs num_samples >= 1; found {num_samples}")
+    log_px, log_pz, log_qz = _weight_terms(x, q, decode, prior, num_samples, generator)
+    return log_px + log_pz - log_qz
+
+
+class ELBO:
+    """Evidence lower bound ``E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)) ≤ log p(x)`` (Kingma & Welling 2014).
+
+    Loss per example: ``−log p(x | z) + β · KL`` with one reparameterized draw ``z ~ q`` (β-VAE,
+    Higgins et al. 2017, for β ≠ 1). With free bits λ > 0 (Kingma et al. 2016, IAF paper) the KL
+    term of the loss becomes ``Σ_j max(λ, KL_j)`` where ``KL_j`` is the KL of latent dimension j
+    averaged over the batch: dimensions whose average KL is below λ nats are not pushed further
+    towards the prior. Per example this is ``Σ_j (KL_ij if KL̄_j ≥ λ else λ)``, whose batch mean is
+    the free-bits objective. The reported ``bound`` is always the true β = 1 ELBO.
+
+    Args:
+        beta: weight β of the KL term in the loss (mutable: KL warm-up sets it).
+        free_bits: λ ≥ 0, nats per latent dimension (needs factorized q and p).
+        analytic_kl: use the closed-form KL when torch has one, else ``log q(z) − log p(z)``.
+    """
+
+    def __init__(self, beta: float = 1.0, free_bits: float = 0.0, analytic_kl: bool = True) -> None:
+        if beta < 0:
+            raise ConfigError(f"ELBO beta must be >= 0; found {beta}")
+        if free_bits < 0:
+            raise ConfigError(f"ELBO free_bits must be >= 0 nats; found {free_bits}")
+        self.beta = float(beta)
+        self.free_bits = float(free_bits)
+        self.analytic_kl = bool(analytic_kl)
+
+    def __call__(
+        self,
+        x: Tensor,
+        q: Distribution,
+        decode: Decode,
+        prior: Distribution,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> VariationalTerms:
+        z = sample_from(q, (), generator)  # (B, *latent)
+        rec = decode(z).log_prob(x)  # (B,)
+        if self.free_bits > 0:
+            kl_dims = kl_per_dimension(q, p=prior, z=z, analytic=self.analytic_kl)  # (B, *latent)
+            kl = kl_dims.flatten(1).sum(1)
+            mean_dims = kl_dims.mean(0, keepdim=True)
+            clamped = torch.where(
+                mean_dims >= self.free_bits, kl_dims, torch.full_like(kl_dims, self.free_bits)
+            )
+            kl_loss = clamped.flatten(1).sum(1)
+        else:
+            kl = kl_divergence_or_mc(q, prior, z, self.analytic_kl)
+            kl_loss = kl
+        return VariationalTerms(loss=-rec + self.beta * kl_loss, bound=rec - kl, reconstruction=rec, kl=kl)
+
+    def __repr__(self) -> str:
+        return f"ELBO(beta={self.beta}, free_bits={self.free_bits}, analytic_kl={self.analytic_kl})"
+
+
+class IWAE:
+    """Importance-weighted bound ``L_k = E[log (1/k) Σ_i p(x, z_i) / q(z_i | x)]`` (Burda et al. 2016).
+
+    ``L_1`` is the ELBO, ``L_k ≤ L_{k+1} ≤ log p(x)``, and ``L_k → log p(x)`` as k → ∞. The loss is
+    ``−L_k`` with reparameterized z_i, whose gradient is the IWAE gradient
+    ``−Σ_i w̃_i ∇ log w_i`` with normalized weights ``w̃_i = w_i / Σ_j w_j``.
+
+    For uniformity with :class:`ELBO` the object has a mutable ``beta``: the loss uses the weights
+    ``log p(x | z_i) + β (log p(z_i) − log q(z_i | x))`` (β = 1 is IWAE; a warm-up may anneal it).
+    ``bound`` is always the β = 1 IWAE bound; ``reconstruction`` and ``kl`` are the k-sample
+    Monte Carlo averages of ``log p(x | z_i)`` and ``log q(z_i | x) − log p(z_i)``.
+
+    Args:
+        num_samples: k ≥ 1.
+    """
+
+    def __init__(self, num_samples: int = 5) -> None:
+        if int(num_samples) < 1:
+            raise ConfigError(f"IWAE needs num_samples >= 1; found {num_samples}")
+        self.num_samples = int(num_samples)
+        self.beta = 1.0
+
+    def __call__(
+        self,
+        x: Tensor,
+        q: Distribution,
+        decode: Decode,
+        prior: Distribution,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> VariationalTerms:
+        log_px, log_pz, log_qz = _weight_terms(x, q, decode, prior, self.num_samples, generator)
+        log_k = math.log(self.num_samples)
+        bound = torch.logsumexp(log_px + log_pz - log_qz, 0) - log_k
+        if self.beta == 1.0:
+            loss = -bound
+        else:
+            loss = -(torch.logsumexp(log_px + self.beta * (log_pz - log_qz), 0) - log_k)
+        return VariationalTerms(
+            loss=loss, bound=bound, reconstruction=log_px.mean(0), kl=(log_qz - log_pz).mean(0)
+        )
+
+    def __repr__(self) -> str:
+        return f"IWAE(num_samples={self.num_samples})"

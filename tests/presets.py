@@ -1,0 +1,27 @@
+"""TINY: small keyword arguments and a matching DataInfo for every registered model preset.
+
+The contract test iterates ``MODELS.names()`` and builds each preset with these settings; a preset
+missing here fails it. Keep models tiny (a few thousand parameters) so the whole table runs in
+seconds on CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulacra.data.info import DataInfo
+
+DIGITS = DataInfo(event_shape=(1, 8, 8), support="unit", num_classes=10, levels=17)
+VECTORS = DataInfo(event_shape=(5,), support="real")
+
+TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
+    "vae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
+    "conv-vae": ({"latent_dim": 3, "channels": [4, 8]}, DIGITS),
+    "beta-vae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
+    "iwae": ({"latent_dim": 3, "hidden": [16], "num_samples": 3}, DIGITS),
+    "cvae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
+    "ae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
+    "conv-ae": ({"latent_dim": 3, "channels": [4, 8]}, DIGITS),
+    "linear-ae": ({"latent_dim": 2}, VECTORS),
+    "dae": ({"latent_dim": 3, "hidden": [16], "corruption": "masking", "noise": 0.25}, DIGITS),
+}
