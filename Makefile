@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+LINTED := src tests benchmarks examples
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned through constraints.txt: an unpinned torch pulls a CUDA build of several GB.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Trains a VAE on scikit-learn's bundled 8x8 digits (about a minute on 2 CPU cores) and writes
+# runs/demo/: model.safetensors, config.json, samples.png, reconstructions.png,
+# interpolation.png, latents.png, training.png, metrics.json.
+demo: setup
+	$(BIN)/simulacra train vae --data digits --out runs/demo --epochs 300 --set train.log_every=100
+
+lint: setup
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+# The whole test suite, with ruff. CI (.ci/run) runs exactly this.
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,162 @@
+"""Batches as index slices of tensors that already sit on the device.
+
+Step ``s`` of a run with ``K = N // B`` steps per epoch (last incomplete batch dropped) reads
+positions ``[(s mod K) B, (s mod K + 1) B)`` of the permutation of epoch ``e = s // K``. The
+permutation is drawn by a generator seeded with ``derive_seed(seed, e)``: nothing is carried
+from one step to the next, so a run resumed at any step sees exactly the batches of an
+uninterrupted one. Under DDP, rank ``r`` of ``R`` takes the ``r``-th contiguous shard of size
+``B / R`` of every global batch, so the union over ranks is the single-process batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from simulacra.errors import ConfigError
+
+_MASK64 = (1 << 64) - 1
+
+# Salts separating the random streams derived from one seed.
+SALT_PERMUTATION = 0x5045524D
+SALT_TRANSFORM = 0x5452414E
+SALT_EVAL = 0x4556414C
+SALT_RANK = 0x52414E4B
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixing the integers ``parts`` (splitmix64), e.g. ``(seed, salt, epoch)``.
+
+    Distinct tuples give (with overwhelming probability) unrelated generator streams.
+    """
+    h = 0
+    for p in parts:
+        h = _splitmix64(h ^ (int(p) & _MASK64))
+    return h >> 1
+
+
+def generator_for(*parts: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh ``torch.Generator`` on ``device`` seeded with ``derive_seed(*parts)``."""
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many examples and steps a run has.
+
+    Attributes:
+        global_batch: examples per step over all ranks (``batch_size`` capped at N).
+        local_batch: examples per step on one rank (``global_batch / world_size``).
+        steps_per_epoch: ``N // global_batch``.
+        total_steps: ``steps``, else ``ceil(epochs * steps_per_epoch)``.
+    """
+
+    global_batch: int
+    local_batch: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def plan_steps(
+    n_train: int,
+    batch_size: int,
+    *,
+    steps: int | None,
+    epochs: float | None,
+    world_size: int = 1,
+) -> StepPlan:
+    """Batch sizes and run length from the config.
+
+    Raises:
+        ConfigError: an empty training split, a batch size or length that is not positive, or a
+            global batch that does not divide evenly among the ranks.
+    """
+    if n_train < 1:
+        raise ConfigError("the training split is empty; expected at least one example")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    global_batch = min(batch_size, n_train)
+    if global_batch % world_size:
+        raise ConfigError(
+            f"the global batch ({global_batch} = min(batch_size={batch_size}, {n_train} examples)) must "
+            f"divide evenly among {world_size} processes; choose a multiple of {world_size}"
+        )
+    steps_per_epoch = n_train // global_batch
+    if steps is not None:
+        total = int(steps)
+    elif epochs is not None:
+        total = math.ceil(float(epochs) * steps_per_epoch)
+    else:
+        raise ConfigError("set train.steps or train.epochs; both are None")
+    if total < 1:
+        raise ConfigError(f"the run must have at least one step; got steps={steps}, epochs={epochs}")
+    return StepPlan(global_batch, global_batch // world_size, steps_per_epoch, total)
+
+
+class BatchSchedule:
+    """Indices of the examples each step reads on this rank.
+
+    Args:
+        n: number of training examples N.
+        global_batch: examples per step over all ranks, B <= N, divisible by ``world_size``.
+        seed: the run's seed.
+        rank, world_size: this process and how many there are.
+        device: where the returned indices live (the device holding the data).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        global_batch: int,
+        seed: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not 1 <= global_batch <= n:
+            raise ConfigError(f"global batch must be in [1, {n}], got {global_batch}")
+        if global_batch % world_size:
+            raise ConfigError(f"global batch {global_batch} does not divide among {world_size} processes")
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.rank, self.world_size = rank, world_size
+        self.local_batch = global_batch // world_size
+        self.steps_per_epoch = n // global_batch
+        self.device = torch.device(device)
+        self._epoch = -1
+        self._perm: Tensor | None = None
+
+    def permutation(self, epoch: int) -> Tensor:
+        """The permutation of ``0..N-1`` used in ``epoch``, shape (N,), int64 on ``device``."""
+        if epoch != self._epoch or self._perm is None:
+            g = generator_for(self.seed, SALT_PERMUTATION, epoch)
+            self._perm = torch.randperm(self.n, generator=g).to(self.device)
+            self._epoch = epoch
+        return self._perm
+
+    def epoch(self, step: int) -> int:
+        """The epoch that step ``step`` (0-based) belongs to."""
+        return step // self.steps_per_epoch
+
+    def indices(self, step: int) -> Tensor:
+        """Indices read by this rank at 0-based ``step``, shape (global_batch / world_size,)."""
+        perm = self.permutation(self.epoch(step))
+        start = (step % self.steps_per_epoch) * self.global_batch + self.rank * self.local_batch
+        return perm[start : start + self.local_batch]
+
+
+def transform_generator(
+    seed: int, step: int, rank: int = 0, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """The generator a batch transform (dynamic binarization) uses at ``step`` on ``rank``."""
+    return generator_for(seed, SALT_TRANSFORM, step, rank, device=device)

@@ -1,0 +1,310 @@
+"""Callbacks: what happens around the training loop without living in it.
+
+A callback is any object with some of the hooks ``on_fit_start(state)``, ``on_step_end(state)``
+and ``on_fit_end(state)`` (subclass :class:`Callback` for no-op defaults). ``state`` is the
+:class:`TrainState`: ``state.step`` counts *completed* steps, so ``on_step_end`` sees 1, 2, ...,
+``total_steps``. A callback that must survive a resume has a ``state_key`` and
+``state_dict() -> {name: Tensor}`` / ``load_state_dict(...)``; fit saves that state as
+``<state_key>.safetensors`` in every checkpoint and restores it after ``on_fit_start``.
+
+Callbacks are stateless given the step where they can be (KL warm-up), so a resumed run is exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from simulacra.config import TrainConfig
+from simulacra.errors import CheckpointError, ConfigError
+from simulacra.models.base import GenerativeModel
+
+
+@dataclass
+class TrainState:
+    """What callbacks see of the run.
+
+    Attributes:
+        step: completed training steps (0 before the first step).
+        total_steps: the run's length in steps.
+        model: the model being trained (never the DDP wrapper).
+        config: the training settings.
+        run_dir: the run directory, or None when nothing is written.
+        is_main: True on the process that writes files (rank 0).
+        steps_per_epoch: steps in one pass over the training split.
+        metrics: the most recently logged metrics (floats), e.g. ``{"loss": ...}``.
+        valid_loss: the most recent validation loss, if any.
+    """
+
+    step: int
+    total_steps: int
+    model: GenerativeModel
+    config: TrainConfig
+    run_dir: Path | None
+    is_main: bool
+    steps_per_epoch: int = 1
+    metrics: dict[str, float] = field(default_factory=dict)
+    valid_loss: float | None = None
+
+    @property
+    def epoch(self) -> float:
+        """Completed epochs (fractional)."""
+        return self.step / self.steps_per_epoch
+
+
+@runtime_checkable
+class CallbackProtocol(Protocol):
+    """The hooks fit calls; every one is optional on a concrete callback."""
+
+    def on_fit_start(self, state: TrainState) -> None: ...
+
+    def on_step_end(self, state: TrainState) -> None: ...
+
+    def on_fit_end(self, state: TrainState) -> None: ...
+
+
+class Callback:
+    """Base class with no-op hooks."""
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """Called once after the model, optimizers and (on resume) weights are ready."""
+
+    def on_step_end(self, state: TrainState) -> None:
+        """Called after every step, once ``state.step`` has been incremented."""
+
+    def on_fit_end(self, state: TrainState) -> None:
+        """Called once after the final checkpoint."""
+
+
+def _rng_devices(model: GenerativeModel) -> list[int]:
+    device = model.device
+    return (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else []
+    )
+
+
+class EMA(Callback):
+    """Exponential moving average of the parameters and floating-point buffers.
+
+        θ̄_0 = θ_0,   θ̄_t = d θ̄_{t-1} + (1 - d) θ_t   after every step t
+
+    (Polyak & Juditsky 1992; used for sampling by most diffusion and GAN work). Integer buffers
+    (counters) are copied. The shadow is saved as ``ema.safetensors`` in checkpoints and next to
+    the final model; evaluate or sample with it inside :meth:`average_weights`.
+
+    Args:
+        decay: d in [0, 1).
+    """
+
+    state_key = "ema"
+
+    def __init__(self, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.shadow: dict[str, Tensor] | None = None
+        self._model: GenerativeModel | None = None
+        self._swapped = False
+
+    def attach(self, model: GenerativeModel) -> None:
+        """Start the average at the model's current weights."""
+        self._model = model
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._swapped = False
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.attach(state.model)
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.update()
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One step of the recursion, from the model's current weights."""
+        model, shadow = self._require()
+        if self._swapped:
+            raise RuntimeError("EMA.update() while the averaged weights are swapped in; swap back first")
+        for key, value in model.state_dict().items():
+            avg = shadow[key]
+            if avg.is_floating_point():
+                avg.mul_(self.decay).add_(value.detach(), alpha=1.0 - self.decay)
+            else:
+                avg.copy_(value)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the model's weights with the averaged ones (call again to swap back)."""
+        model, shadow = self._require()
+        for key, value in model.state_dict().items():
+            saved = value.detach().clone()
+            value.copy_(shadow[key])
+            shadow[key].copy_(saved)
+        self._swapped = not self._swapped
+
+    @contextlib.contextmanager
+    def average_weights(self) -> Iterator[GenerativeModel]:
+        """``with ema.average_weights() as model:`` evaluate/sample with θ̄; θ is restored after."""
+        model, _ = self._require()
+        self.swap()
+        try:
+            yield model
+        finally:
+            self.swap()
+
+    def averaged_state(self) -> dict[str, Tensor]:
+        """θ̄ as a ``state_dict`` (whatever is currently swapped in)."""
+        model, shadow = self._require()
+        return dict(model.state_dict()) if self._swapped else dict(shadow)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.averaged_state()
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Restore θ̄ (from a checkpoint); keys and shapes must match the model."""
+        _, shadow = self._require()
+        if set(state) != set(shadow):
+            missing = sorted(set(shadow) ^ set(state))
+            raise CheckpointError(f"EMA state does not match the model: key {missing[0]!r} differs")
+        with torch.no_grad():
+            for key, value in state.items():
+                if value.shape != shadow[key].shape:
+                    raise CheckpointError(
+                        f"EMA state does not match the model: {key!r} has shape {tuple(value.shape)} "
+                        f"in the file but {tuple(shadow[key].shape)} in the model"
+                    )
+                shadow[key].copy_(value)
+
+    def _require(self) -> tuple[GenerativeModel, dict[str, Tensor]]:
+        if self._model is None or self.shadow is None:
+            raise RuntimeError("EMA is not attached to a model; call attach(model) or pass it to fit")
+        return self._model, self.shadow
+
+
+class KLWarmup(Callback):
+    """Linear KL warm-up: β_t = β · min(1, t / steps) (Bowman et al. 2016; Sønderby et al. 2016).
+
+    Sets ``model.objective.beta`` before every step t (t = completed steps, so the first step
+    uses β = 0). The target β is the objective's value at fit start. Stateless given the step,
+    so a resumed run is exact.
+
+    Args:
+        steps: length of the warm-up, >= 1.
+    """
+
+    def __init__(self, steps: int) -> None:
+        if steps < 1:
+            raise ConfigError(f"KL warm-up needs steps >= 1, got {steps}")
+        self.steps = int(steps)
+        self.target: float | None = None
+
+    def beta_at(self, step: int) -> float:
+        """β used by the step after ``step`` completed steps."""
+        if self.target is None:
+            raise RuntimeError("KLWarmup has no target yet; it is set at fit start")
+        return self.target * min(1.0, step / self.steps)
+
+    def on_fit_start(self, state: TrainState) -> None:
+        objective = getattr(state.model, "objective", None)
+        if objective is None or not hasattr(objective, "beta"):
+            name = getattr(state.model, "preset_name", type(state.model).__name__)
+            raise ConfigError(
+                f"KL warm-up sets model.objective.beta, but {name} has no objective with a beta; "
+                "set train.kl_warmup_steps=0"
+            )
+        if self.target is None:
+            beta = objective.beta
+            self.target = float(beta.item() if isinstance(beta, Tensor) else beta)
+        self._apply(state)
+
+    def on_step_end(self, state: TrainState) -> None:
+        self._apply(state)
+
+    def _apply(self, state: TrainState) -> None:
+        objective = state.model.objective
+        value = self.beta_at(state.step)
+        if isinstance(objective.beta, Tensor):
+            objective.beta.fill_(value)
+        else:
+            objective.beta = value
+
+
+SampleWriter = Callable[[Tensor, Path], None]
+
+
+class SampleEvery(Callback):
+    """Every ``every`` steps, draw ``n`` samples with a fixed generator and hand them to ``writer``.
+
+    ``writer(samples, path)`` receives (n, *event_shape) CPU samples and
+    ``run_dir/"samples"/f"step-{step:07d}.png"``; it is supplied by the caller (e.g. an image-grid
+    writer from :mod:`simulacra.viz`), so training does not depend on pictures. Sampling runs in
+    eval mode, without gradients, inside ``torch.random.fork_rng``: it does not perturb training.
+    Conditional models get labels ``0, 1, ..., num_classes - 1, 0, 1, ...``.
+
+    Args:
+        every: period in steps (>= 1).
+        writer: ``(samples, path) -> None``.
+        n: number of samples.
+        seed: seed of the fixed generator (the same noise every time, so grids are comparable).
+        ema: when given, sample with the averaged weights.
+    """
+
+    def __init__(
+        self, every: int, writer: SampleWriter, n: int = 64, seed: int = 0, ema: EMA | None = None
+    ) -> None:
+        if every < 1:
+            raise ConfigError(f"sample_every must be >= 1, got {every}")
+        self.every, self.writer, self.n, self.seed, self.ema = int(every), writer, int(n), int(seed), ema
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.is_main and state.run_dir is not None and state.step % self.every == 0:
+            path = Path(state.run_dir) / "samples" / f"step-{state.step:07d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer(self.draw(state.model), path)
+
+    def draw(self, model: GenerativeModel) -> Tensor:
+        """The samples, (n, *event_shape), on CPU."""
+        was_training = model.training
+        device = model.device
+        model.eval()
+        try:
+            swap = self.ema.average_weights() if self.ema is not None else contextlib.nullcontext()
+            with torch.random.fork_rng(devices=_rng_devices(model)), torch.no_grad(), swap:
+                generator = torch.Generator(device=device).manual_seed(self.seed)
+                c = None
+                if model.conditional:
+                    k = model.info.num_classes or 1
+                    c = torch.arange(self.n, device=device) % k
+                samples = model.sample(self.n, c, generator=generator)
+        finally:
+            model.train(was_training)
+        return samples.detach().cpu()
+
+
+def builtin_callbacks(config: TrainConfig, sample_writer: SampleWriter | None = None) -> list[Any]:
+    """The callbacks ``config`` asks for: KL warm-up, EMA, sample-every (in that order).
+
+    Raises:
+        ConfigError: ``sample_every`` without a writer.
+    """
+    out: list[Any] = []
+    if config.kl_warmup_steps:
+        out.append(KLWarmup(config.kl_warmup_steps))
+    ema = EMA(config.ema_decay) if config.ema_decay is not None else None
+    if ema is not None:
+        out.append(ema)
+    if config.sample_every:
+        if sample_writer is None:
+            raise ConfigError(
+                f"train.sample_every={config.sample_every} needs a sample writer: "
+                "fit(..., sample_writer=lambda samples, path: ...)"
+            )
+        out.append(SampleEvery(config.sample_every, sample_writer, ema=ema))
+    return out

@@ -1,0 +1,108 @@
+"""Two CPU processes under torchrun (gloo) train exactly like one process with the same batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+import torch.distributed as dist
+
+import _ddp_worker as worker
+from simulacra.errors import ConfigError
+from simulacra.train import fit, init_from_env
+from simulacra.train.distributed import TORCHRUN_VARIABLES
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in (*TORCHRUN_VARIABLES, "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_gloo_processes_match_one_process(tmp_path: Path, no_torchrun: None) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(TESTS / "_ddp_worker.py"),
+        str(tmp_path / "ddp"),
+    ]
+    proc = subprocess.run(cmd, cwd=TESTS, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    ranks = [safetensors.torch.load_file(tmp_path / "ddp" / f"rank{r}.safetensors") for r in range(2)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # replicas stay in sync
+
+    model, data = worker.build()
+    fit(model, data, worker.config(), run_dir=tmp_path / "single", progress=False)
+    ddp_losses, single_losses = _losses(tmp_path / "ddp" / "run"), _losses(tmp_path / "single")
+    assert len(ddp_losses) == worker.STEPS
+    assert ddp_losses == pytest.approx(single_losses, rel=1e-5)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(ranks[0][key], value, rtol=1e-4, atol=1e-5)
+    assert (tmp_path / "ddp" / "run" / "model.safetensors").is_file()  # rank 0 wrote the run
+    assert json.loads((tmp_path / "ddp" / "run" / "checkpoint.json").read_text())["step"] == worker.STEPS
+
+    two = [safetensors.torch.load_file(tmp_path / "ddp" / f"rank{r}-two-group.safetensors") for r in range(2)]
+    assert all(torch.equal(two[0][k], two[1][k]) for k in two[0])
+    model, data = worker.build_two_group()
+    fit(model, data, worker.two_group_config(), progress=False)
+    assert model.calls == {"a": 10, "b": 5}
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(two[0][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_without_torchrun_nothing_is_initialised(no_torchrun: None) -> None:
+    ctx = init_from_env("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.device.type) == (0, 1, True, "cpu")
+    model, data = worker.build()
+    fit(model, data, worker.config(), progress=False)
+    assert not dist.is_initialized()
+
+
+def test_world_size_one_stays_single_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(key, value)
+    assert init_from_env("cpu").world_size == 1 and not dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="WORLD_SIZE='two'"):
+        init_from_env("cpu")
+
+
+def test_devices_are_checked() -> None:
+    with pytest.raises(ConfigError, match="unknown device"):
+        init_from_env("tpu:0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            init_from_env("cuda")
+        assert init_from_env("auto").device.type == "cpu"
