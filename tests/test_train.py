@@ -15,7 +15,7 @@ from simulacra.config import TrainConfig
 from simulacra.data.info import DataInfo, Dataset, Split
 from simulacra.errors import ConfigError
 from simulacra.models.zoo import build_model
-from simulacra.train import EMA, Callback, KLWarmup, TrainState, fit, lr_factor
+from simulacra.train import EMA, Callback, KLWarmup, TimeBudget, TrainState, fit, lr_factor
 from simulacra.train.batches import BatchSchedule, plan_steps
 from simulacra.train.schedules import SCHEDULES
 
@@ -113,6 +113,33 @@ def test_updates_per_step_counts_calls_per_group() -> None:
     assert model.calls == {"a": 21, "b": 7}
     with pytest.raises(ConfigError, match="updates_per_step names group"):
         fit(model, data, _config(steps=1, updates_per_step={"generator": 2}), progress=False)
+
+
+class StopAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, state: TrainState) -> None:
+        state.stop_requested = state.step >= self.step
+
+
+def test_a_callback_can_stop_training_and_the_model_is_still_written(tmp_path: Path) -> None:
+    data = tm.toy_dataset(64)
+    model = build_model("test-toy-det", data.info)
+    result = fit(model, data, _config(steps=50), run_dir=tmp_path, callbacks=[StopAt(7)], progress=False)
+    assert result.steps == 7 and result.stopped_early
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_time_budget_stops_after_its_seconds() -> None:
+    ticks = iter(float(t) for t in range(10_000))  # every reading advances one "second"
+    budget = TimeBudget(5, check_every=1, clock=lambda: next(ticks))
+    data = tm.toy_dataset(64)
+    model = build_model("test-toy-det", data.info)
+    result = fit(model, data, _config(steps=1000), callbacks=[budget], progress=False)
+    assert result.steps == 5 and result.stopped_early
+    with pytest.raises(ConfigError, match="positive"):
+        TimeBudget(0)
 
 
 def test_conditional_models_receive_labels() -> None:

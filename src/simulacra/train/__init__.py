@@ -1,6 +1,6 @@
 """Training: the one loop (:func:`fit`), callbacks, checkpoints and multi-process runs."""
 
-from simulacra.train.callbacks import EMA, Callback, KLWarmup, SampleEvery, TrainState
+from simulacra.train.callbacks import EMA, Callback, KLWarmup, SampleEvery, TimeBudget, TrainState
 from simulacra.train.checkpoint import (
     Checkpoint,
     load_model,
@@ -22,6 +22,7 @@ __all__ = [
     "FitResult",
     "KLWarmup",
     "SampleEvery",
+    "TimeBudget",
     "TrainState",
     "all_reduce_mean",
     "barrier",

@@ -13,6 +13,7 @@ Callbacks are stateless given the step where they can be (KL warm-up), so a resu
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ class TrainState:
         steps_per_epoch: steps in one pass over the training split.
         metrics: the most recently logged metrics (floats), e.g. ``{"loss": ...}``.
         valid_loss: the most recent validation loss, if any.
+        stop_requested: a callback sets it to end training after the current step (the final
+            checkpoint and model are written as usual). Under DDP every rank must set it at the
+            same step (see :class:`TimeBudget`).
     """
 
     step: int
@@ -51,6 +55,7 @@ class TrainState:
     steps_per_epoch: int = 1
     metrics: dict[str, float] = field(default_factory=dict)
     valid_loss: float | None = None
+    stop_requested: bool = False
 
     @property
     def epoch(self) -> float:
@@ -308,3 +313,33 @@ def builtin_callbacks(config: TrainConfig, sample_writer: SampleWriter | None = 
             )
         out.append(SampleEvery(config.sample_every, sample_writer, ema=ema))
     return out
+
+
+class TimeBudget(Callback):
+    """Stop training once ``seconds`` of wall time have passed since the fit started.
+
+    The clock is read every ``check_every`` steps; under DDP the ranks agree on the decision
+    (the largest elapsed time wins), so they all stop at the same step.
+    """
+
+    def __init__(
+        self, seconds: float, check_every: int = 20, *, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        if seconds <= 0:
+            raise ConfigError(f"TimeBudget needs a positive number of seconds, got {seconds}")
+        self.seconds = float(seconds)
+        self.check_every = max(1, int(check_every))
+        self.clock = clock
+        self._start = 0.0
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self._start = self.clock()
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step % self.check_every:
+            return
+        elapsed = torch.tensor([self.clock() - self._start], dtype=torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)
+        if float(elapsed) >= self.seconds:
+            state.stop_requested = True

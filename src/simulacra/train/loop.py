@@ -72,7 +72,7 @@ class FitResult:
         metrics: the last logged training metrics, e.g. ``{"loss": 0.31, "kl": 2.1}`` (means
             since the previous log line).
         best_valid_loss: the lowest validation loss seen, or None without evaluation.
-        stopped_early: True when early stopping ended the run.
+        stopped_early: True when early stopping or a callback (e.g. a time budget) ended the run.
         run_dir: where the run was written, or None.
         wall_time: seconds spent in this call.
         examples_per_s: training examples (all ranks) per second in this call.
@@ -337,7 +337,7 @@ def fit(
 
     transform = data.batch_transform
     with bar:
-        while step < plan.total_steps and not early.stopped:
+        while step < plan.total_steps and not early.stopped and not state.stop_requested:
             idx = batches.indices(step)  # (B / world_size,)
             x = train.x[idx]
             c = train.y[idx] if model.conditional and train.y is not None else None
@@ -399,7 +399,7 @@ def fit(
         steps=step,
         metrics=dict(last_metrics),
         best_valid_loss=early.best,
-        stopped_early=early.stopped,
+        stopped_early=early.stopped or state.stop_requested,
         run_dir=run_path,
         wall_time=wall,
         examples_per_s=trained / max(time.perf_counter() - loop_start, 1e-9),

@@ -1,0 +1,181 @@
+"""Burda et al. (2016), one stochastic layer, on statically binarized MNIST.
+
+Architecture (their Sec. 5): encoder 784-200-200-(50 mean, 50 std), decoder 50-200-200-784,
+tanh, Bernoulli likelihood, N(0, I) prior. Trained on the 50k train split with the ELBO (VAE)
+or the IWAE bound with k samples, the checkpoint chosen on the 10k valid split, and the test
+NLL estimated by importance sampling with k = 5000 on all 10k test images.
+
+Published (dynamic binarization, 3280 passes): VAE 86.76, IWAE k=5 85.54, k=50 84.78 nats.
+
+The run gets a budget of wall time on a fixed number of threads: a short calibration measures
+the step rate on this machine and sets the number of steps (the cosine learning-rate schedule
+anneals over them); a TimeBudget callback stops training at the budget in any case.
+
+    python benchmarks/burda_binarized_mnist.py --k 1 --minutes 60 --threads 1   # VAE
+    python benchmarks/burda_binarized_mnist.py --k 5 --minutes 60 --threads 1   # IWAE k=5
+
+Writes benchmarks/results/burda-k{K}.json and runs/bench/burda-k{K}/ (checkpoint, samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from simulacra.config import DataConfig, TrainConfig
+from simulacra.data import load_dataset
+from simulacra.metrics.likelihood import Estimate, importance_sampled_log_likelihood
+from simulacra.models.zoo import build_model
+from simulacra.train import TimeBudget, fit
+from simulacra.viz.grids import save_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    """CPU model, cores and torch version, for the results table."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+
+
+def spec(k: int) -> dict:
+    return {"name": "vae", "hidden": [200, 200], "latent_dim": 50, "activation": "tanh", "num_samples": k}
+
+
+def calibrate(data, k: int, batch_size: int, steps: int) -> float:
+    """Training steps per second of this architecture on this machine (throwaway model)."""
+    torch.manual_seed(123)
+    model = build_model(spec(k), data.info)
+    fit(model, data, TrainConfig(steps=20, batch_size=batch_size, log_every=10**9), progress=False)
+    result = fit(
+        model, data, TrainConfig(steps=steps, batch_size=batch_size, log_every=10**9), progress=False
+    )
+    return result.steps / result.wall_time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--k", type=int, default=1, help="1: VAE (ELBO); k > 1: IWAE with k samples")
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget (wall minutes)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--eval-k", type=int, default=5000)
+    parser.add_argument("--eval-n", type=int, default=10000)
+    parser.add_argument("--eval-every-epochs", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    name = f"burda-k{args.k}"
+    run_dir = Path(args.out or ROOT / "runs" / "bench" / name)
+    data = load_dataset(
+        DataConfig("binarized-mnist", data_dir=args.data_dir, valid_fraction=0.0), seed=args.seed
+    )
+    print(f"{name}: {len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test; {machine()}")
+
+    rate = calibrate(data, args.k, args.batch_size, steps=300)
+    steps_per_epoch = len(data.train) // args.batch_size
+    eval_every = max(1, int(args.eval_every_epochs * steps_per_epoch))
+    # leave ~4% of the budget for the periodic validation passes
+    steps = int(args.minutes * 60 * rate * 0.96)
+    print(f"calibration: {rate:.1f} steps/s -> {steps} steps = {steps / steps_per_epoch:.0f} epochs")
+
+    config = TrainConfig(
+        steps=steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_schedule="cosine",
+        warmup_steps=min(1000, steps // 20),
+        eval_every=eval_every,
+        patience=10**6,  # never stop early, but keep and restore the weights best on valid
+        log_every=1000,
+        checkpoint_every=20 * eval_every,
+        seed=args.seed,
+    )
+    torch.manual_seed(args.seed)
+    model = build_model(spec(args.k), data.info)
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    result = fit(
+        model,
+        data,
+        config,
+        run_dir=run_dir,
+        run_config={"model": spec(args.k)},
+        callbacks=[TimeBudget(args.minutes * 60)],
+        progress=sys.stdout.isatty(),
+    )
+    print(
+        f"trained {result.steps} steps in {result.wall_time / 60:.1f} min; best valid loss {result.best_valid_loss}"
+    )
+
+    model.eval()
+    x = data.test.x[: args.eval_n]
+    g = torch.Generator().manual_seed(args.seed)
+    start = time.perf_counter()
+    log_p = importance_sampled_log_likelihood(model, x, num_samples=args.eval_k, generator=g)
+    eval_seconds = time.perf_counter() - start
+    nll = Estimate.from_values(-log_p, f"IWAE k={args.eval_k}", "nats")
+    with torch.no_grad():
+        elbo = torch.cat([model.log_prob_bound(xb, generator=g) for xb in x.split(1000)])
+    elbo_nll = Estimate.from_values(-elbo, "ELBO", "nats")
+    print(f"test NLL {nll}  ({eval_seconds:.0f} s);  test -ELBO {elbo_nll}")
+    with torch.no_grad():
+        save_examples(
+            model.sample(64, generator=torch.Generator().manual_seed(0)), data.info, run_dir / "samples.png"
+        )
+
+    published = {1: 86.76, 5: 85.54, 50: 84.78}.get(args.k)
+    record = {
+        "benchmark": name,
+        "objective": "ELBO (VAE)" if args.k == 1 else f"IWAE k={args.k}",
+        "test_nll": nll.value,
+        "test_nll_stderr": nll.stderr,
+        "test_neg_elbo": elbo_nll.value,
+        "published_nll": published,
+        "gap_to_published": None if published is None else nll.value - published,
+        "eval_k": args.eval_k,
+        "eval_n": len(x),
+        "eval_seconds": round(eval_seconds, 1),
+        "steps": result.steps,
+        "epochs": round(result.steps / steps_per_epoch, 1),
+        "train_minutes": round(result.wall_time / 60, 1),
+        "examples_per_s": round(result.examples_per_s, 1),
+        "best_valid_loss": result.best_valid_loss,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "command": "python " + " ".join(sys.argv),
+    }
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    return 0 if math.isfinite(nll.value) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
