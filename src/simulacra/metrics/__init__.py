@@ -1,0 +1,20 @@
+"""Evaluation: likelihoods (exact, bounds, importance sampling) and two-sample statistics."""
+
+from simulacra.metrics.likelihood import (
+    Estimate,
+    bits_per_dim,
+    dequantization_offset,
+    evaluate_nll,
+    importance_sampled_log_likelihood,
+)
+from simulacra.metrics.two_sample import mmd, mmd_permutation_test
+
+__all__ = [
+    "Estimate",
+    "bits_per_dim",
+    "dequantization_offset",
+    "evaluate_nll",
+    "importance_sampled_log_likelihood",
+    "mmd",
+    "mmd_permutation_test",
+]

@@ -1,0 +1,140 @@
+"""Image grids and example pictures, written with Pillow (images) or matplotlib (vectors).
+
+Small images are enlarged by nearest-neighbour repetition, so that 8 × 8 digits are readable
+and pixels stay sharp. Figures use ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot,
+no global state.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from simulacra.data.info import DataInfo
+from simulacra.errors import DataError
+
+MIN_PIXELS = 28  # smallest side of one image in a grid, after upscaling
+
+
+def make_grid(
+    images: Tensor,
+    nrow: int | None = None,
+    padding: int = 1,
+    scale: int | None = None,
+    *,
+    pad_value: float = 0.5,
+) -> np.ndarray:
+    """Tile images into one uint8 picture.
+
+    Each image is clamped to [0, 1], enlarged ``scale`` times by pixel repetition, and placed on
+    a ``pad_value`` background with ``padding`` pixels between images and around the border:
+
+        H' = rows · (s·H + p) + p,   W' = nrow · (s·W + p) + p,   rows = ⌈N / nrow⌉.
+
+    Args:
+        images: (N, C, H, W) with C ∈ {1, 3}, or (N, H, W); values in [0, 1] (NaN shown as 0).
+        nrow: images per row; ⌈√N⌉ when None.
+        padding: pixels between images and at the border (in output pixels).
+        scale: integer upscaling factor; the smallest with s·min(H, W) ≥ 28 when None.
+        pad_value: grey level of the background in [0, 1].
+
+    Returns:
+        uint8 array (H', W') for one channel, (H', W', 3) for three.
+    """
+    images = torch.as_tensor(images).detach().float().cpu()
+    if images.dim() == 3:
+        images = images[:, None]
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise DataError(
+            f"make_grid expects images (N, C, H, W) with C in (1, 3) and N ≥ 1, got {tuple(images.shape)}"
+        )
+    if padding < 0:
+        raise DataError(f"padding must be ≥ 0, got {padding}")
+    n, ch, h, w = images.shape
+    nrow = max(1, min(nrow or math.ceil(math.sqrt(n)), n))
+    rows = math.ceil(n / nrow)
+    s = scale if scale is not None else max(1, math.ceil(MIN_PIXELS / min(h, w)))
+    if s < 1:
+        raise DataError(f"scale must be a positive integer, got {s}")
+    images = torch.nan_to_num(images, nan=0.0).clamp(0.0, 1.0)
+    images = images.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)  # (N, C, sH, sW)
+    sh, sw = h * s, w * s
+    grid = torch.full(
+        (ch, rows * (sh + padding) + padding, nrow * (sw + padding) + padding), float(pad_value)
+    )
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        top, left = padding + r * (sh + padding), padding + col * (sw + padding)
+        grid[:, top : top + sh, left : left + sw] = images[i]
+    array = (grid * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return array[0] if ch == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
+
+
+def save_grid(
+    images: Tensor, path: str | Path, nrow: int | None = None, *, padding: int = 1, scale: int | None = None
+) -> Path:
+    """Write :func:`make_grid` of ``images`` (N, C, H, W) as a PNG (parent folders created)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(make_grid(images, nrow, padding, scale)).save(path)
+    return path
+
+
+def save_figure(fig: object, path: Path, dpi: int = 120) -> Path:
+    """Render a ``matplotlib.figure.Figure`` with the Agg canvas to a PNG (parent folders created)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)  # attaches itself to the figure
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")  # type: ignore[attr-defined]
+    return path
+
+
+def save_examples(x: Tensor, info: DataInfo, path: str | Path, *, nrow: int | None = None) -> Path:
+    """Picture a batch of examples the way their kind is best seen.
+
+    * images (C, H, W): a grid (:func:`save_grid`), values clamped to [0, 1];
+    * 2-D vectors: a scatter plot;
+    * other vectors: a heat map with one row per example.
+
+    Args:
+        x: (N, *event_shape) examples.
+        info: the data's :class:`DataInfo` (decides the picture).
+        path: PNG to write; parent folders are created.
+        nrow: images per row of a grid.
+
+    Returns:
+        the path written.
+    """
+    path = Path(path)
+    x = torch.as_tensor(x).detach().float().cpu()
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise DataError(f"save_examples expects a batch (N, *event_shape) with N ≥ 1, got {tuple(x.shape)}")
+    if info.is_image:
+        return save_grid(x.reshape(x.shape[0], *info.event_shape), path, nrow)
+    from matplotlib.figure import Figure
+
+    flat = x.reshape(x.shape[0], -1).numpy()
+    if flat.shape[1] == 2:
+        fig = Figure(figsize=(4.5, 4.5))
+        ax = fig.add_subplot()
+        ax.scatter(flat[:, 0], flat[:, 1], s=6, alpha=0.6, linewidths=0)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+        ax.set_title(f"{flat.shape[0]} examples")
+    else:
+        fig = Figure(figsize=(min(12.0, 2 + flat.shape[1] * 0.15), min(10.0, 1.5 + flat.shape[0] * 0.12)))
+        ax = fig.add_subplot()
+        vmin, vmax = (0.0, 1.0) if info.support in ("binary", "unit") else (None, None)
+        im = ax.imshow(flat, aspect="auto", interpolation="nearest", cmap="viridis", vmin=vmin, vmax=vmax)
+        fig.colorbar(im, ax=ax)
+        ax.set_xlabel("dimension")
+        ax.set_ylabel("example")
+    return save_figure(fig, path)
