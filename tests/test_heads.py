@@ -19,6 +19,7 @@ from simulacra.distributions import (
     PointMass,
     StandardNormal,
     head_for,
+    is_discrete,
     sample_from,
 )
 from simulacra.errors import ConfigError, DataError, UnknownNameError
@@ -122,9 +123,15 @@ def test_conv_layout_features_are_read_per_parameter() -> None:
 
 def test_head_for_picks_and_checks() -> None:
     assert isinstance(head_for(DataInfo((4,), "binary")), BernoulliHead)
-    assert isinstance(head_for(DataInfo((4,), "unit")), BernoulliHead)
+    # "auto" is always a normalized likelihood of the data: discrete levels get a discrete one
+    assert isinstance(head_for(DataInfo((4,), "unit", levels=17)), CategoricalHead)
+    assert isinstance(head_for(DataInfo((4,), "unit", levels=256)), DiscretizedLogisticHead)
+    assert isinstance(head_for(DataInfo((4,), "unit")), GaussianHead)
+    assert isinstance(head_for(DataInfo((4,), "unit"), "bernoulli"), BernoulliHead)
     auto_real = head_for(DataInfo((4,), "real"))
     assert isinstance(auto_real, GaussianHead) and auto_real.params_per_dim == 2
+    assert is_discrete(BernoulliHead((4,))) and is_discrete(CategoricalHead((4,), 3))
+    assert is_discrete(DiscretizedLogisticHead((4,), 256)) and not is_discrete(auto_real)
     assert head_for(DataInfo((4,), "unit", levels=17), "categorical").params_per_dim == 17
     with pytest.raises(ConfigError, match="levels"):
         head_for(DataInfo((4,), "unit"), "logistic")

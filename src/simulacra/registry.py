@@ -8,11 +8,12 @@ closest valid names.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from simulacra.errors import UnknownNameError
+from simulacra.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -88,14 +89,34 @@ class Registry(Generic[T]):
         factory = self.get(name)
         if not callable(factory):
             raise TypeError(f"{self.kind} {name!r} is not callable")
+        self._check_kwargs(name, factory, kwargs, extra)
         try:
             return factory(**extra, **kwargs)
-        except TypeError as err:
+        except TypeError as err:  # a preset forwarding **kwargs to another one
             if "unexpected keyword argument" in str(err):
-                from simulacra.errors import ConfigError
-
                 raise ConfigError(f"{self.kind} {name!r}: {err}") from None
             raise
+
+    def _check_kwargs(
+        self, name: str, factory: Callable[..., Any], kwargs: Mapping[str, Any], extra: Mapping[str, Any]
+    ) -> None:
+        """Raise :class:`ConfigError` naming any setting the factory does not take."""
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):  # builtins without a signature: let the call decide
+            return
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        valid = [
+            p for p in params if p not in extra and params[p].kind is not inspect.Parameter.VAR_POSITIONAL
+        ]
+        for key in kwargs:
+            if key not in params:
+                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"{self.kind} {name!r} has no setting {key!r}.{hint} Its settings: {', '.join(valid) or 'none'}."
+                )
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

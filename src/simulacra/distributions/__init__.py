@@ -9,6 +9,7 @@ from simulacra.distributions.heads import (
     GaussianHead,
     QuantizedCategorical,
     head_for,
+    is_discrete,
 )
 from simulacra.distributions.kl import kl_divergence_or_mc, kl_per_dimension
 from simulacra.distributions.lazy import Amortized, LazyDistribution
@@ -28,6 +29,7 @@ __all__ = [
     "QuantizedCategorical",
     "StandardNormal",
     "head_for",
+    "is_discrete",
     "kl_divergence_or_mc",
     "kl_per_dimension",
     "sample_from",

@@ -78,6 +78,7 @@ class BernoulliHead(nn.Module):
     """
 
     params_per_dim = 1
+    discrete = True  # probabilities of binary values, not densities
 
     def __init__(self, event_shape: int | Sequence[int]) -> None:
         super().__init__()
@@ -107,6 +108,8 @@ class GaussianHead(nn.Module):
         std: a positive float, or ``"learned"``.
         min_std: floor of the learned σ (ignored for a fixed σ).
     """
+
+    discrete = False  # a density: bits/dim on discrete data add the dequantization offset
 
     def __init__(
         self, event_shape: int | Sequence[int], std: float | str = 1.0, min_std: float = 1e-3
@@ -242,6 +245,8 @@ class CategoricalHead(nn.Module):
     PixelRNN likelihood (van den Oord et al. 2016). ``mean`` is in data units.
     """
 
+    discrete = True
+
     def __init__(self, event_shape: int | Sequence[int], levels: int) -> None:
         super().__init__()
         if int(levels) < 2:
@@ -270,6 +275,7 @@ class DiscretizedLogisticHead(nn.Module):
     """
 
     params_per_dim = 2
+    discrete = True
 
     def __init__(self, event_shape: int | Sequence[int], levels: int) -> None:
         super().__init__()
@@ -329,10 +335,22 @@ def _logistic(info: DataInfo) -> nn.Module:
     return DiscretizedLogisticHead(info.event_shape, _needs_levels(info, "logistic"))
 
 
+def auto_likelihood(info: DataInfo) -> str:
+    """The likelihood ``"auto"`` stands for (see :func:`head_for`)."""
+    if info.support == "binary":
+        return "bernoulli"
+    if info.support == "unit" and info.levels is not None and info.levels >= 2:
+        return "categorical" if info.levels <= 64 else "logistic"
+    return "gaussian-learned"
+
+
 def head_for(info: DataInfo, name: str = "auto", **kwargs: Any) -> nn.Module:
     """The decoder head named ``name`` for data described by ``info``.
 
-    ``"auto"`` picks ``bernoulli`` for binary or [0, 1] data and ``gaussian-learned`` for real data.
+    ``"auto"`` picks a normalized likelihood for the data: ``bernoulli`` for binary data;
+    for [0, 1] data with ``L = info.levels`` values, ``categorical`` (L ≤ 64, e.g. the 17 grey
+    levels of scikit-learn's digits) or ``logistic`` (discretized logistic, e.g. 8-bit images);
+    ``gaussian-learned`` for real data and for [0, 1] data of unknown levels.
 
     Raises:
         UnknownNameError: an unknown name (the message lists the valid ones).
@@ -340,5 +358,12 @@ def head_for(info: DataInfo, name: str = "auto", **kwargs: Any) -> nn.Module:
             categorical/logistic without ``info.levels``) or a bad keyword argument.
     """
     if name == "auto":
-        name = "gaussian-learned" if info.support == "real" else "bernoulli"
+        name = auto_likelihood(info)
     return HEADS.build(name, info=info, **kwargs)
+
+
+def is_discrete(decoder: nn.Module) -> bool:
+    """True when ``decoder`` (a head, or a module with a ``head``) assigns probabilities to
+    discrete values (Bernoulli, categorical, discretized logistic) rather than densities."""
+    head = getattr(decoder, "head", decoder)
+    return bool(getattr(head, "discrete", False))

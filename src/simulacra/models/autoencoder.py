@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from simulacra.data.info import DataInfo
+from simulacra.distributions.heads import is_discrete
 from simulacra.distributions.standard import PointMass, sample_from
 from simulacra.errors import ConfigError
 from simulacra.models.base import GenerativeModel, LossOutput
@@ -57,6 +58,11 @@ class Autoencoder(GenerativeModel):
     def _context(self, c: Tensor | None, n: int) -> Tensor | None:
         check_context(self, c, n)
         return c if self.conditional else None
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        """True when p(x | z) assigns probabilities (no dequantization offset in bits/dim)."""
+        return is_discrete(self.decoder)
 
     def encode(self, x: Tensor, c: Tensor | None = None) -> Distribution:
         """The point mass δ(z − f(x, c)), batch (B,), event (latent_dim,)."""

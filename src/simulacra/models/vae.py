@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from simulacra.data.info import DataInfo
+from simulacra.distributions.heads import is_discrete
 from simulacra.distributions.kl import kl_divergence_or_mc
 from simulacra.distributions.standard import sample_from
 from simulacra.errors import ConfigError, DataError
@@ -66,6 +67,11 @@ class VAE(GenerativeModel):
         self.prior_module = prior
         self.objective = objective
         self.conditional = bool(conditional)
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        """True when p(x | z) assigns probabilities (no dequantization offset in bits/dim)."""
+        return is_discrete(self.decoder)
 
     # -- the latent-variable interface -------------------------------------------------------
 
