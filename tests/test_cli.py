@@ -236,3 +236,48 @@ def test_python_dash_m_reports_errors_without_traceback(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: unknown model 'vea'") and "Traceback" not in done.stderr
+
+
+def test_torchrun_trains_through_the_cli(tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node=2 -m simulacra train ...`: DDP on gloo, rank 0 writes the run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            "-m",
+            "simulacra",
+            "train",
+            "vae",
+            "--data",
+            "digits",
+            "--out",
+            str(run),
+            "--steps",
+            "6",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--eval-samples",
+            "4",
+            *TINY_VAE,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    report = f"stdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, report
+    assert done.stdout.count("vae on digits") == 1, report  # only rank 0 speaks and writes
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 6 and (run / "model.safetensors").is_file(), report
