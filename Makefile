@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # runs/demo/: model.safetensors, config.json, samples.png, reconstructions.png,
 # interpolation.png, latents.png, training.png, metrics.json.
 demo: setup
-	$(BIN)/simulacra train vae --data digits --out runs/demo --epochs 300 --set train.log_every=100
+	$(BIN)/simulacra train --config examples/demo.toml --out runs/demo --overwrite
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)

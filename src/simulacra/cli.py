@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set model.latent_dim=32 --set train.lr=3e-4",
     )
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
     p.add_argument(
         "--eval-samples", type=int, default=None, help="importance samples k for the final test NLL"
     )
@@ -173,6 +174,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     device = _resolve_device(config.train.device)
     dist = init_from_env(device)
+    if args.overwrite and not args.resume and dist.is_main:
+        _remove_run(run_dir)
+    if dist.world_size > 1:
+        torch.distributed.barrier()
     try:
         if config.train.num_threads:
             torch.set_num_threads(config.train.num_threads)
@@ -202,6 +207,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         cleanup()
     return 0
+
+
+def _remove_run(run_dir: Path) -> None:
+    """Delete a previous run in ``run_dir`` (only a folder that holds a run, never anything else)."""
+    if not run_dir.exists():
+        return
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(
+            f"--overwrite: {str(run_dir)!r} exists but holds no run (no config.json); not deleting it"
+        )
+    import shutil
+
+    shutil.rmtree(run_dir)
 
 
 def _after_training(

@@ -225,7 +225,7 @@ def fit(
         if (run_path / POINTER_FILE).exists() or (run_path / MODEL_FILE).exists():
             raise CheckpointError(
                 f"{str(run_path)!r} already holds a run; resume it (`simulacra train --resume RUN`) "
-                "or choose a new run directory"
+                "or choose a new run directory (the CLI's --overwrite replaces it)"
             )
         stored = (
             dict(run_config) if run_config is not None else {"train": json.loads(json.dumps(asdict(config)))}

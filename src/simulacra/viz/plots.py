@@ -19,7 +19,17 @@ from simulacra.viz.grids import save_figure
 
 SPLITS = ("train", "valid", "val", "test")
 STEP_KEYS = ("step", "global_step", "iteration")
-IGNORED = {"epoch", "time", "wall_time", "elapsed", "seconds", "examples", "rank"}
+IGNORED = {
+    "epoch",
+    "time",
+    "wall_time",
+    "elapsed",
+    "elapsed_s",
+    "seconds",
+    "examples",
+    "rank",
+    "best_valid_loss",
+}
 
 
 def _series_key(key: str, split: str | None) -> tuple[str, str]:
