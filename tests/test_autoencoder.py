@@ -114,5 +114,5 @@ def test_gmm_latent_density_preset() -> None:
     draws = model.sample(200, generator=torch.Generator().manual_seed(0))
     assert draws.shape == (200, *info.event_shape)
     assert set(model.latent_density.state_dict()) == {"logits", "means", "scale_tril"}
-    with pytest.raises(ConfigError, match="unexpected keyword"):
+    with pytest.raises(ConfigError, match="no setting .bogus."):
         build_model({"name": "ae", "latent_density": "normal", "bogus": 1}, info)

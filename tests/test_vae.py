@@ -102,7 +102,7 @@ def test_preset_errors() -> None:
         build_model({"name": "vae", "num_samples": 5, "free_bits": 1.0}, DIGITS)
     with pytest.raises(ConfigError, match="images"):
         build_model("conv-vae", DataInfo((4,), "real"))
-    with pytest.raises(ConfigError, match="unexpected keyword"):
+    with pytest.raises(ConfigError, match="no setting 'latnet_dim'. Did you mean 'latent_dim'"):
         build_model({"name": "vae", "latnet_dim": 3}, DIGITS)
 
 
