@@ -490,32 +490,30 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def _print_registry(title: str, described: dict[str, str]) -> None:
     from rich.table import Table
 
-    import simulacra.models  # noqa: F401  (registers every preset)
-    from simulacra.models.zoo import MODELS
-
-    table = Table(title="registered models")
+    table = Table(title=title)
     table.add_column("name", style="bold")
     table.add_column("description")
-    for name, description in MODELS.describe().items():
+    for name, description in described.items():
         table.add_row(name, description)
     _console().print(table)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from simulacra.models.zoo import MODELS
+
+    _print_registry("registered models", MODELS.describe())
     return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from simulacra.data import DATASETS
 
-    table = Table(title="registered datasets (or pass a path: .npz, .npy, .csv, image folder)")
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    for name, description in DATASETS.describe().items():
-        table.add_row(name, description)
-    _console().print(table)
+    _print_registry(
+        "registered datasets (or pass a path: .npz, .npy, .csv, image folder)", DATASETS.describe()
+    )
     return 0
 
 
