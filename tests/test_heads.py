@@ -187,3 +187,28 @@ def test_sample_from_is_reproducible_and_leaves_global_rng_alone() -> None:
     g = torch.Generator().manual_seed(7)
     first, second = sample_from(StandardNormal(2)(n=3), (), g), sample_from(StandardNormal(2)(n=3), (), g)
     assert not torch.equal(first, second)  # the generator advances
+
+
+@pytest.mark.parametrize("scale", [0.1, 3.0, 40.0, 300.0])
+def test_logit_bernoulli_matches_torch_in_value_and_gradient(scale: float) -> None:
+    """The log1p-free Bernoulli log-probability equals torch's (float64) for any logit size,
+    including confident logits where exp(−|l|) underflows, and its gradient is x − σ(l)."""
+    from torch.distributions import Bernoulli
+
+    from simulacra.distributions.heads import LogitBernoulli, softplus
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(400, 50, generator=g, dtype=torch.float64) * scale).requires_grad_(True)
+    x = torch.bernoulli(torch.full_like(logits, 0.3), generator=g)
+    ours = LogitBernoulli(logits=logits).log_prob(x)
+    torch.testing.assert_close(ours, Bernoulli(logits=logits).log_prob(x), rtol=0, atol=1e-12)
+    exact = torch.logaddexp(torch.zeros_like(logits), logits)  # log(1 + e^l), stable in float64
+    torch.testing.assert_close(softplus(logits), exact, rtol=1e-15, atol=1e-12)
+    (grad,) = torch.autograd.grad(ours.sum(), logits)
+    torch.testing.assert_close(grad, x - torch.sigmoid(logits), rtol=0, atol=1e-12)
+    grey = torch.rand(400, 50, generator=g, dtype=torch.float64)  # cross-entropy on grey levels
+    bce = -torch.nn.functional.binary_cross_entropy_with_logits(logits, grey, reduction="none")
+    with torch.no_grad():  # the evaluation path (log1p-free softplus) gives the same values
+        for target, reference in ((x, Bernoulli(logits=logits).log_prob(x)), (grey, bce)):
+            fast = LogitBernoulli(logits=logits).log_prob(target)
+            torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-9)

@@ -70,6 +70,34 @@ def _check_grid(x: Tensor, levels: int, likelihood: str) -> None:
         )
 
 
+def softplus(logits: Tensor) -> Tensor:
+    """softplus(l) = log(1 + e^l) = max(l, 0) + log(1 + e^{−|l|}), elementwise.
+
+    Same values as ``torch.nn.functional.softplus`` (within one float ulp of 1, ≤ 6e-8 in float32),
+    written with ``exp`` on [−80, 0] and ``log`` on [1, 2]: torch's CPU ``log1p`` takes a slow path
+    for arguments below ~1e-15, which is where a well-trained decoder's logits (|l| > 35) send
+    ``log1p(exp(−|l|))``; there it is 8–20× slower than this form. Terms with |l| > 80 are below
+    1e-34 and vanish in either form.
+    """
+    return logits.clamp(min=0) + torch.exp(-logits.abs().clamp(max=80.0)).add(1.0).log()
+
+
+class LogitBernoulli(Bernoulli):
+    """Bernoulli(σ(l)) whose ``log_prob(x) = x·l − softplus(l)`` (see :func:`softplus`).
+
+    For x ∈ {0, 1} this is the Bernoulli log-probability; for grey levels x ∈ [0, 1] it is the
+    cross-entropy −BCE(σ(l), x) of Kingma & Welling (2014). Equal to torch's ``Bernoulli.log_prob``
+    up to float rounding. Without gradients (evaluation, importance sampling) it uses the
+    log1p-free :func:`softplus`, about 2× faster on CPU for confident logits; with gradients it
+    uses torch's fused binary cross-entropy, whose backward is cheaper.
+    """
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and self.logits.requires_grad:
+            return -F.binary_cross_entropy_with_logits(self.logits, value, reduction="none")
+        return value * self.logits - softplus(self.logits)
+
+
 class BernoulliHead(nn.Module):
     """p(x | h) = Π_d σ(h_d)^{x_d} (1 − σ(h_d))^{1 − x_d}, logits h (B, D).
 
@@ -87,7 +115,7 @@ class BernoulliHead(nn.Module):
     def forward(self, features: Tensor) -> Distribution:
         logits = features.reshape(features.shape[0], *self.event_shape)
         return Independent(
-            Bernoulli(logits=logits, validate_args=False), len(self.event_shape), validate_args=False
+            LogitBernoulli(logits=logits, validate_args=False), len(self.event_shape), validate_args=False
         )
 
     def validate(self, x: Tensor) -> None:
