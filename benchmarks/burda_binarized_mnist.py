@@ -89,14 +89,19 @@ def main() -> int:
         "(valid/test: one fixed draw of 10k held-out train images / the 10k test images)",
     )
     parser.add_argument("--out", default=None)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    name = f"burda-k{args.k}"
+    name = f"burda-k{args.k}" + ("-dynamic" if args.dynamic else "")
     run_dir = Path(args.out or ROOT / "runs" / "bench" / name)
-    data = load_dataset(
-        DataConfig("binarized-mnist", data_dir=args.data_dir, valid_fraction=0.0), seed=args.seed
-    )
+    if run_dir.exists() and not args.overwrite:
+        raise SystemExit(f"{run_dir} exists; pass --overwrite to replace it")
+    if args.dynamic:
+        source = DataConfig("mnist", data_dir=args.data_dir, valid_fraction=1 / 6, binarize="dynamic")
+    else:
+        source = DataConfig("binarized-mnist", data_dir=args.data_dir, valid_fraction=0.0)
+    data = load_dataset(source, seed=args.seed)
     print(f"{name}: {len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test; {machine()}")
 
     rate = calibrate(data, args.k, args.batch_size, steps=300)
@@ -157,6 +162,9 @@ def main() -> int:
     record = {
         "benchmark": name,
         "objective": "ELBO (VAE)" if args.k == 1 else f"IWAE k={args.k}",
+        "binarization": "dynamic (grey MNIST, fresh draw per batch)"
+        if args.dynamic
+        else "static (Larochelle)",
         "binarization": "dynamic (grey MNIST)" if args.dynamic else "static (Larochelle)",
         "test_nll": nll.value,
         "test_nll_stderr": nll.stderr,
