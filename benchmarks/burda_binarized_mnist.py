@@ -165,7 +165,6 @@ def main() -> int:
         "binarization": "dynamic (grey MNIST, fresh draw per batch)"
         if args.dynamic
         else "static (Larochelle)",
-        "binarization": "dynamic (grey MNIST)" if args.dynamic else "static (Larochelle)",
         "test_nll": nll.value,
         "test_nll_stderr": nll.stderr,
         "test_neg_elbo": elbo_nll.value,
