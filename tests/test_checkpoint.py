@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,8 @@ TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src" / "simulacra"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one thread avoids oversubscribing the shared cores (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(run_dir: Path, **kw: object) -> torch.nn.Module:

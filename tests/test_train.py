@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,8 @@ from simulacra.train.schedules import SCHEDULES
 
 import toymodels as tm
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny tensors: one thread avoids oversubscribing the shared cores; restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one thread avoids oversubscribing the shared cores (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(**kw: object) -> TrainConfig:
