@@ -151,10 +151,11 @@ def plot_latent_scatter(z: Tensor, labels: Tensor | None, path: str | Path) -> P
         z, title = _pca_2d(z)
         xlabel, ylabel = "PC 1", "PC 2"
     xy = z.numpy()
+    size = float(min(20.0, max(2.0, 4000.0 / max(len(xy), 1))))  # visible dots for a few hundred codes
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
     if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.6, linewidths=0)
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.6, linewidths=0)
     else:
         lab = torch.as_tensor(labels).detach().cpu()
         classes = torch.unique(lab)
@@ -163,12 +164,14 @@ def plot_latent_scatter(z: Tensor, labels: Tensor | None, path: str | Path) -> P
             for colour, cls in zip(colors, classes.tolist()):
                 keep = (lab == cls).numpy()
                 ax.scatter(
-                    xy[keep, 0], xy[keep, 1], s=4, alpha=0.7, linewidths=0, color=colour, label=str(cls)
+                    xy[keep, 0], xy[keep, 1], s=size, alpha=0.7, linewidths=0, color=colour, label=str(cls)
                 )
-            ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2 if len(classes) > 10 else 1)
+            ax.legend(
+                markerscale=max(1.0, 12.0 / size), fontsize=7, loc="best", ncol=2 if len(classes) > 10 else 1
+            )
         else:
             sc = ax.scatter(
-                xy[:, 0], xy[:, 1], c=lab.double().numpy(), s=4, alpha=0.7, linewidths=0, cmap="viridis"
+                xy[:, 0], xy[:, 1], c=lab.double().numpy(), s=size, alpha=0.7, linewidths=0, cmap="viridis"
             )
             fig.colorbar(sc, ax=ax)
     ax.set_xlabel(xlabel)
