@@ -343,3 +343,39 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
+
+
+def test_small_image_folder_with_labels(tmp_path: Path) -> None:
+    """A folder of PNGs in class sub-folders, with fewer held-out images than a picture grid has."""
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(15):
+            Image.fromarray((rng.random((12, 12)) * 255).astype(np.uint8)).save(
+                tmp_path / "imgs" / cls / f"{i}.png"
+            )
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "conv-vae",
+        "--data",
+        str(tmp_path / "imgs"),
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--out",
+        str(run),
+        "--no-progress",
+        "--eval-samples",
+        "2",
+        "--set",
+        "model.channels=[4]",
+        "--set",
+        "model.latent_dim=2",
+    ]
+    assert main(argv) == 0
+    for name in ("samples.png", "reconstructions.png", "interpolation.png", "latents.png"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["info"]["event_shape"] == [1, 12, 12] and config["info"]["num_classes"] == 2

@@ -280,9 +280,12 @@ def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int)
         y = held_out.y[:32].to(model.device) if (model.conditional and held_out.y is not None) else None
         if info.is_image:
             rec = reconstruct(model, x, y)
-            # rows alternate originals and reconstructions, 8 per row
-            pairs = torch.stack([x.reshape(4, 8, *x.shape[1:]), rec.reshape(4, 8, *x.shape[1:])], 1)
-            save_grid(pairs.reshape(-1, *x.shape[1:]).cpu(), run_dir / "reconstructions.png", nrow=8)
+            # rows alternate originals and reconstructions, up to 8 per row
+            cols = min(8, len(x))
+            n = (len(x) // cols) * cols
+            shape = (n // cols, cols, *x.shape[1:])
+            pairs = torch.stack([x[:n].reshape(shape), rec[:n].reshape(shape)], 1)
+            save_grid(pairs.reshape(-1, *x.shape[1:]).cpu(), run_dir / "reconstructions.png", nrow=cols)
             written.append("reconstructions.png")
             rows = [
                 interpolate(
@@ -292,10 +295,11 @@ def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int)
                     None if y is None else y[2 * i : 2 * i + 1],
                     steps=10,
                 )
-                for i in range(8)
+                for i in range(min(8, len(x) // 2))
             ]
-            save_grid(torch.cat(rows).cpu(), run_dir / "interpolation.png", nrow=10)
-            written.append("interpolation.png")
+            if rows:
+                save_grid(torch.cat(rows).cpu(), run_dir / "interpolation.png", nrow=10)
+                written.append("interpolation.png")
         latent_dim = encode_means(model, x[:2], y[:2] if y is not None else None).shape[-1]
         if latent_dim == 2 and info.is_image and not model.conditional:
             save_grid(latent_manifold(model, n=20).cpu(), run_dir / "manifold.png", nrow=20)
