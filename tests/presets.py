@@ -13,6 +13,7 @@ from simulacra.data.info import DataInfo
 
 DIGITS = DataInfo(event_shape=(1, 8, 8), support="unit", num_classes=10, levels=17)
 VECTORS = DataInfo(event_shape=(5,), support="real")
+TOY = DataInfo(event_shape=(2,), support="real")
 
 TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     "vae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
@@ -24,4 +25,8 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     "conv-ae": ({"latent_dim": 3, "channels": [4, 8]}, DIGITS),
     "linear-ae": ({"latent_dim": 2}, VECTORS),
     "dae": ({"latent_dim": 3, "hidden": [16], "corruption": "masking", "noise": 0.25}, DIGITS),
+    # -- flows
+    "realnvp": ({"transforms": 2, "hidden": [8], "batchnorm": True}, TOY),
+    "maf": ({"transforms": 2, "hidden": [8], "conditional": True}, DIGITS),
+    "iaf": ({"transforms": 2, "hidden": [8]}, VECTORS),
 }

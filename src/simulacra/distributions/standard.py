@@ -12,6 +12,7 @@ evaluation methods.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -32,25 +33,28 @@ def softplus_std(raw: Tensor, min_std: float) -> Tensor:
 
 
 class StandardNormal(LazyDistribution):
-    """p(z) = N(0, I_dim), event shape (dim,).
+    """p(z) = N(0, I), event shape ``(dim,)`` or any shape (e.g. ``(C, H, W)`` for an image flow).
 
     ``forward(c=None, n=None)`` returns the distribution with batch shape ``(len(c),)`` when a
     context is given, ``(n,)`` when ``n`` is, else ``()``. The zeros and ones are buffers, so the
     distribution follows the module's device and dtype.
+
+    Args:
+        dim: D for vectors, or the event shape.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int | Sequence[int]) -> None:
         super().__init__()
-        self.dim = int(dim)
-        self.register_buffer("loc", torch.zeros(self.dim), persistent=False)
-        self.register_buffer("scale", torch.ones(self.dim), persistent=False)
+        self.event_shape = _shape(dim)
+        self.dim = math.prod(self.event_shape)
+        self.register_buffer("loc", torch.zeros(self.event_shape), persistent=False)
+        self.register_buffer("scale", torch.ones(self.event_shape), persistent=False)
 
     def forward(self, c: Tensor | None = None, n: int | None = None) -> Distribution:
         batch = batch_shape_of(c, n)
-        base = Normal(
-            self.loc.expand(*batch, self.dim), self.scale.expand(*batch, self.dim), validate_args=False
-        )
-        return Independent(base, 1, validate_args=False)
+        shape = (*batch, *self.event_shape)
+        base = Normal(self.loc.expand(shape), self.scale.expand(shape), validate_args=False)
+        return Independent(base, len(self.event_shape), validate_args=False)
 
 
 def batch_shape_of(c: Tensor | None, n: int | None) -> tuple[int, ...]:

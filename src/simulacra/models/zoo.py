@@ -280,3 +280,150 @@ def dae(
         corruption,
         noise,
     )
+
+
+# -- normalizing flows --------------------------------------------------------------------------
+# Every flow is FlowModel(info, LazyFlow(transforms, ...)): the presets differ only in the list of
+# transforms. Vector presets flatten image data first (and dequantize it: see _dequantizer).
+
+from simulacra.flows.autoregressive import MaskedAutoregressive  # noqa: E402
+from simulacra.flows.base import Affine, Elementwise, Inverse, Reshape, Transform  # noqa: E402
+from simulacra.flows.coupling import Coupling, alternating_mask  # noqa: E402
+from simulacra.flows.flow import LazyFlow  # noqa: E402
+from simulacra.flows.permutation import BatchNorm  # noqa: E402
+from simulacra.models.flow import FlowModel  # noqa: E402
+from simulacra.nn.masked import MADE  # noqa: E402
+
+
+def _flow_context(
+    info: DataInfo, conditional: bool, embedding_dim: int | None
+) -> tuple[nn.Module | None, int]:
+    context = _context(info, conditional, embedding_dim)
+    return context, (0 if context is None else context.out_features)
+
+
+def _dequantizer(info: DataInfo, dequantization: str) -> nn.Module | None:
+    """Dequantizer for discrete data (levels or binary), None for continuous data."""
+    if info.levels is None and info.support != "binary":
+        return None
+    from simulacra.flows.dequantization import DEQUANTIZERS
+
+    return DEQUANTIZERS.build({"name": dequantization}, info=info)
+
+
+def _vector_flow(
+    info: DataInfo,
+    layers: Sequence[Transform],
+    context: nn.Module | None,
+    conditional: bool,
+    dequantization: str,
+) -> FlowModel:
+    """FlowModel over vectors; images are reshaped to (D,) first (a volume-preserving step)."""
+    transforms: list[Transform] = []
+    dequantizer = _dequantizer(info, dequantization)
+    if dequantizer is not None:
+        transforms += list(dequantizer.preprocessing())
+    if len(info.event_shape) != 1:
+        transforms.append(Reshape(tuple(info.event_shape), (info.dim,)))
+    flow = LazyFlow(transforms + list(layers), info.event_shape, context=context, base_shape=(info.dim,))
+    return FlowModel(info, flow, dequantizer, conditional=conditional)
+
+
+def _autoregressive_layers(
+    info: DataInfo,
+    transforms: int,
+    hidden: Sequence[int],
+    activation: str,
+    context_features: int,
+    elementwise: Callable[[], Elementwise],
+    inverse: bool = False,
+    batchnorm: bool = False,
+) -> list[Transform]:
+    """``transforms`` MADE layers with alternating (identity, reversed) orders, as MAF and zuko."""
+    d = info.dim
+    layers: list[Transform] = []
+    for i in range(_positive_int(transforms, "transforms")):
+        h = elementwise()
+        order = range(d) if i % 2 == 0 else range(d - 1, -1, -1)
+        made = MADE(d, hidden, h.num_params, context_features, list(order), activation)
+        layer: Transform = MaskedAutoregressive(made, h)
+        layers.append(Inverse(layer) if inverse else layer)
+        if batchnorm and i < transforms - 1:
+            layers.append(BatchNorm(d))
+    return layers
+
+
+def _coupling_layers(
+    info: DataInfo,
+    transforms: int,
+    hidden: Sequence[int],
+    activation: str,
+    context_features: int,
+    elementwise: Callable[[], Elementwise],
+    batchnorm: bool = False,
+) -> list[Transform]:
+    """``transforms`` vector couplings with alternating masks (RealNVP §3.3)."""
+    d = info.dim
+    layers: list[Transform] = []
+    for i in range(_positive_int(transforms, "transforms")):
+        h = elementwise()
+        mask = alternating_mask(d, i % 2)
+        n_a, n_b = int(mask.sum()), int((~mask).sum())
+        net = MLP(n_a + context_features, hidden, n_b * h.num_params, activation)
+        layers.append(Coupling(mask, net, h))
+        if batchnorm and i < transforms - 1:
+            layers.append(BatchNorm(d))
+    return layers
+
+
+@MODELS.register("realnvp", "RealNVP (Dinh et al. 2017): affine coupling layers with alternating masks")
+def realnvp(
+    info: DataInfo,
+    transforms: int = 8,
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "relu",
+    batchnorm: bool = False,
+    conditional: bool = False,
+    embedding_dim: int | None = None,
+    dequantization: str = "uniform",
+) -> FlowModel:
+    """Affine couplings z_B = x_B·exp(s(x_A)) + t(x_A) on vectors (images are flattened);
+    ``conditional`` feeds the one-hot label (or a learned ``embedding_dim`` embedding) to every layer."""
+    context, cf = _flow_context(info, conditional, embedding_dim)
+    layers = _coupling_layers(info, transforms, hidden, activation, cf, Affine, batchnorm)
+    return _vector_flow(info, layers, context, conditional, dequantization)
+
+
+@MODELS.register("maf", "masked autoregressive flow (Papamakarios et al. 2017): affine MADE layers")
+def maf(
+    info: DataInfo,
+    transforms: int = 5,
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "relu",
+    batchnorm: bool = False,
+    conditional: bool = False,
+    embedding_dim: int | None = None,
+    dequantization: str = "uniform",
+) -> FlowModel:
+    """z_i = x_i·exp(s_i(x_<i)) + t_i(x_<i), orders alternating between layers; one pass for
+    log p, D passes to sample."""
+    context, cf = _flow_context(info, conditional, embedding_dim)
+    layers = _autoregressive_layers(info, transforms, hidden, activation, cf, Affine, batchnorm=batchnorm)
+    return _vector_flow(info, layers, context, conditional, dequantization)
+
+
+@MODELS.register("iaf", "inverse autoregressive flow (Kingma et al. 2016): MAF inverted, one-pass sampling")
+def iaf(
+    info: DataInfo,
+    transforms: int = 5,
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "relu",
+    conditional: bool = False,
+    embedding_dim: int | None = None,
+    dequantization: str = "uniform",
+) -> FlowModel:
+    """The inverse of a MAF: sampling takes one pass, log p takes D passes (slow to train on
+    data; its use is as a posterior or wherever samples are scored by the flow itself)."""
+    context, cf = _flow_context(info, conditional, embedding_dim)
+    layers = _autoregressive_layers(info, transforms, hidden, activation, cf, Affine, inverse=True)
+    return _vector_flow(info, layers, context, conditional, dequantization)

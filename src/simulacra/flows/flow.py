@@ -1,0 +1,148 @@
+"""Normalizing flows as torch distributions: p(x | c) = p_Z(f(x; c)) |det ∂f/∂x|.
+
+:class:`Flow` is a :class:`torch.distributions.Distribution` (``log_prob``, ``sample``,
+``rsample``, ``sample_and_log_prob``) built from a transform, a base distribution and an
+optional context; :class:`LazyFlow` is the module that holds the parameters and builds the
+distribution, ``p = flow(c)`` (the lazy-distribution idea of zuko; see
+:mod:`simulacra.distributions.lazy`). References: Rezende & Mohamed (2015), "Variational inference
+with normalizing flows"; Papamakarios et al. (2021), "Normalizing flows for probabilistic
+modeling and inference".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, constraints
+
+from simulacra.distributions.standard import StandardNormal
+from simulacra.errors import DataError
+from simulacra.flows.base import Composed, Transform
+
+
+class Flow(Distribution):
+    """The distribution of x = f⁻¹(z; c), z ~ p_Z.
+
+    Args:
+        transform: the bijection f (normalizing direction, data -> base).
+        base: p_Z with batch shape () and the flow's event shape.
+        context: (B, C_c) context or None; the flow then has batch shape (B,) and every
+            ``log_prob`` / ``sample`` pairs row b of the context with batch element b.
+        event_shape: the shape of one x when it differs from the base's (e.g. a flow that
+            flattens images (C, H, W) to vectors (D,) first).
+
+    ``log_prob(x)`` takes x of shape (*S, *event) with S broadcastable to the batch shape and
+    returns (*S',) in nats. ``rsample(sample_shape)`` returns (*sample_shape, *batch, *event) and
+    is differentiable with respect to the flow's parameters (reparameterized through f⁻¹).
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(
+        self,
+        transform: Transform,
+        base: Distribution,
+        context: Tensor | None = None,
+        event_shape: Sequence[int] | None = None,
+    ) -> None:
+        self.transform = transform
+        self.base = base
+        self.context = context
+        batch = torch.Size(() if context is None else context.shape[:1])
+        event = base.event_shape if event_shape is None else torch.Size(event_shape)
+        super().__init__(batch, event, validate_args=False)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _flat_context(self, shape: torch.Size) -> Tensor | None:
+        """The context expanded to the leading shape ``shape`` (ending in the batch) and flattened."""
+        if self.context is None:
+            return None
+        c = self.context.expand(*shape, *self.context.shape[1:])
+        return c.reshape(-1, *self.context.shape[1:])
+
+    def _draw_base(self, shape: torch.Size, generator: torch.Generator | None) -> Tensor:
+        n = math.prod(shape)
+        if generator is None:
+            return self.base.rsample((n,))
+        from simulacra.distributions.standard import sample_from
+
+        return sample_from(self.base, (n,), generator)
+
+    # -- the Distribution interface --------------------------------------------------------------
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p(x | c) in nats, shape (*S,) for x (*S, *event_shape)."""
+        k = len(self.event_shape)
+        if tuple(x.shape[x.dim() - k :]) != tuple(self.event_shape) or x.dim() < k:
+            raise DataError(
+                f"expected values of event shape {tuple(self.event_shape)}; found shape {tuple(x.shape)}"
+            )
+        lead = torch.broadcast_shapes(x.shape[: x.dim() - k], self.batch_shape)
+        flat = x.expand(*lead, *self.event_shape).reshape(-1, *self.event_shape)
+        z, ladj = self.transform(flat, self._flat_context(lead))
+        return (self.base.log_prob(z) + ladj).reshape(lead)
+
+    def rsample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> Tensor:
+        """Draws (*sample_shape, *batch_shape, *event_shape), differentiable in the parameters."""
+        x, _ = self.rsample_and_log_prob(sample_shape, generator=generator)
+        return x
+
+    def sample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator=generator)
+
+    def rsample_and_log_prob(
+        self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Draws x and log p(x | c) from one inverse pass: log p(x) = log p_Z(z) − log|det ∂f⁻¹/∂z|."""
+        shape = torch.Size(sample_shape) + self.batch_shape
+        z = self._draw_base(shape, generator)
+        log_pz = self.base.log_prob(z)
+        x, ladj = self.transform.inverse(z, self._flat_context(shape))
+        return x.reshape(*shape, *self.event_shape), (log_pz - ladj).reshape(shape)
+
+    def sample_and_log_prob(
+        self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            return self.rsample_and_log_prob(sample_shape, generator=generator)
+
+
+class LazyFlow(nn.Module):
+    """Module ``c -> Flow``: holds the transform's parameters and the base distribution.
+
+    Args:
+        transforms: the transforms in the normalizing order (data -> base), or one transform.
+        base: a lazy base ``(c=None, n=None) -> p_Z`` (default: a standard normal over
+            ``base_shape``).
+        event_shape: the shape of one example x.
+        base_shape: the shape of z when it differs from x's (default ``event_shape``).
+        context: optional module mapping the raw context (e.g. labels (B,)) to the (B, C_c)
+            features that the transforms read; None passes the context through unchanged.
+    """
+
+    def __init__(
+        self,
+        transforms: Transform | Sequence[Transform],
+        event_shape: Sequence[int],
+        base: nn.Module | None = None,
+        context: nn.Module | None = None,
+        base_shape: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.transform = transforms if isinstance(transforms, Transform) else Composed(transforms)
+        self.event_shape = tuple(int(s) for s in event_shape)
+        self.base = base if base is not None else StandardNormal(tuple(base_shape or self.event_shape))
+        self.context = context
+
+    def forward(self, c: Tensor | None = None) -> Flow:
+        """p(x | c) with batch shape (len(c),) when a context is given, else ()."""
+        if c is not None and self.context is not None:
+            c = self.context(c)
+        return Flow(self.transform, self.base(), c, self.event_shape)
