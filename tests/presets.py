@@ -29,4 +29,7 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     "realnvp": ({"transforms": 2, "hidden": [8], "batchnorm": True}, TOY),
     "maf": ({"transforms": 2, "hidden": [8], "conditional": True}, DIGITS),
     "iaf": ({"transforms": 2, "hidden": [8]}, VECTORS),
+    # -- flows: splines and the torus
+    # -- flows: glow and image flows
+    # -- flows: umnn and cnf
 }

@@ -427,3 +427,12 @@ def iaf(
     context, cf = _flow_context(info, conditional, embedding_dim)
     layers = _autoregressive_layers(info, transforms, hidden, activation, cf, Affine, inverse=True)
     return _vector_flow(info, layers, context, conditional, dequantization)
+
+
+# -- flows: neural spline flows and the torus (flows/splines.py, flows/circular.py) -------------
+
+
+# -- flows: Glow and image flows (flows/glow.py) ------------------------------------------------
+
+
+# -- flows: UMNN and continuous flows (flows/monotonic.py, flows/continuous.py) -----------------
