@@ -60,18 +60,18 @@ class Composed(Transform):
         self.event_dims = max(dims) if dims else 1
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = x.new_zeros(x.shape[0])
+        total: Tensor | None = None
         for t in self.transforms:
             x, ladj = t(x, c)
-            total = total + ladj
-        return x, total
+            total = ladj if total is None else total + ladj
+        return x, (x.new_zeros(x.shape[0]) if total is None else total)
 
     def inverse(self, z: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = z.new_zeros(z.shape[0])
+        total: Tensor | None = None
         for t in reversed(self.transforms):
             z, ladj = t.inverse(z, c)
-            total = total + ladj
-        return z, total
+            total = ladj if total is None else total + ladj
+        return z, (z.new_zeros(z.shape[0]) if total is None else total)
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -174,3 +174,39 @@ class Reshape(Transform):
 
     def inverse(self, z: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z.reshape(z.shape[0], *self.in_shape), z.new_zeros(z.shape[0])
+
+
+class ElementwiseTransform(Transform):
+    """z_i = h(x_i; θ_i) with θ = NN(c) from the context, or learned constants when ``conditioner``
+    is None: a diagonal affine layer, or the Gaussian step z = μ(c) + σ(c) ε of an amortized posterior
+    (in the normalizing direction, ε = (z − μ(c)) / σ(c)).
+
+    Args:
+        elementwise: the map h.
+        features: D (vectors (B, D)).
+        conditioner: module (B, C_c) -> (B, D·P), or None for parameters θ of shape (D, P).
+    """
+
+    def __init__(self, elementwise: Elementwise, features: int, conditioner: nn.Module | None = None) -> None:
+        super().__init__()
+        self.elementwise = elementwise
+        self.features = int(features)
+        self.conditioner = conditioner
+        self.params = (
+            nn.Parameter(torch.zeros(self.features, elementwise.num_params)) if conditioner is None else None
+        )
+
+    def _params(self, x: Tensor, c: Tensor | None) -> Tensor:
+        if self.conditioner is None:
+            return self.params.expand(x.shape[0], -1, -1)
+        if c is None:
+            raise ValueError("this transform is conditional: it needs a context c of shape (B, C_c)")
+        return self.conditioner(c).reshape(x.shape[0], self.features, self.elementwise.num_params)
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z, ladj = self.elementwise(x, self._params(x, c))
+        return z, ladj.sum(-1)
+
+    def inverse(self, z: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, ladj = self.elementwise.inverse(z, self._params(z, c))
+        return x, ladj.sum(-1)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from simulacra.distributions.standard import StandardNormal
+from simulacra.distributions.standard import UnitGaussian, UnitNormal, sample_from
 from simulacra.errors import DataError
 from simulacra.flows.base import Composed, Transform
 
@@ -33,6 +33,8 @@ class Flow(Distribution):
             ``log_prob`` / ``sample`` pairs row b of the context with batch element b.
         event_shape: the shape of one x when it differs from the base's (e.g. a flow that
             flattens images (C, H, W) to vectors (D,) first).
+        batch_shape: the batch shape of an unconditional flow (e.g. (n,) for a VAE prior asked
+            for n draws); a context sets it to (B,).
 
     ``log_prob(x)`` takes x of shape (*S, *event) with S broadcastable to the batch shape and
     returns (*S',) in nats. ``rsample(sample_shape)`` returns (*sample_shape, *batch, *event) and
@@ -49,13 +51,17 @@ class Flow(Distribution):
         base: Distribution,
         context: Tensor | None = None,
         event_shape: Sequence[int] | None = None,
+        batch_shape: Sequence[int] = (),
     ) -> None:
         self.transform = transform
         self.base = base
         self.context = context
-        batch = torch.Size(() if context is None else context.shape[:1])
+        batch = torch.Size(batch_shape if context is None else context.shape[:1])
         event = base.event_shape if event_shape is None else torch.Size(event_shape)
         super().__init__(batch, event, validate_args=False)
+        # the last draw and its log-density: scoring one's own sample needs no inverse pass
+        # (the D-pass direction of an IAF), as with pyro's transform caching
+        self._cached: tuple[Tensor, Tensor] | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -68,16 +74,20 @@ class Flow(Distribution):
 
     def _draw_base(self, shape: torch.Size, generator: torch.Generator | None) -> Tensor:
         n = math.prod(shape)
-        if generator is None:
-            return self.base.rsample((n,))
-        from simulacra.distributions.standard import sample_from
-
+        if isinstance(self.base, UnitNormal):
+            return self.base.rsample((n,), generator=generator)
         return sample_from(self.base, (n,), generator)
 
     # -- the Distribution interface --------------------------------------------------------------
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """log p(x | c) in nats, shape (*S,) for x (*S, *event_shape)."""
+        """log p(x | c) in nats, shape (*S,) for x (*S, *event_shape).
+
+        When ``x`` is the very tensor returned by this distribution's last ``rsample``, the
+        log-density computed during sampling is returned (no second pass).
+        """
+        if self._cached is not None and x is self._cached[0]:
+            return self._cached[1]
         k = len(self.event_shape)
         if tuple(x.shape[x.dim() - k :]) != tuple(self.event_shape) or x.dim() < k:
             raise DataError(
@@ -105,7 +115,19 @@ class Flow(Distribution):
         z = self._draw_base(shape, generator)
         log_pz = self.base.log_prob(z)
         x, ladj = self.transform.inverse(z, self._flat_context(shape))
-        return x.reshape(*shape, *self.event_shape), (log_pz - ladj).reshape(shape)
+        x, log_p = x.reshape(*shape, *self.event_shape), (log_pz - ladj).reshape(shape)
+        self._cached = (x, log_p)
+        return x, log_p
+
+    @property
+    def center(self) -> Tensor:
+        """f⁻¹(E[z]; c), shape (*batch, *event): the image of the base's mean, a deterministic
+        representative point (used for reconstructions and interpolations). It is not the flow's
+        mean, which has no closed form."""
+        shape = self.batch_shape
+        z = self.base.mean.expand(math.prod(shape), *self.base.event_shape)
+        x, _ = self.transform.inverse(z, self._flat_context(shape))
+        return x.reshape(*shape, *self.event_shape)
 
     def sample_and_log_prob(
         self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
@@ -119,7 +141,7 @@ class LazyFlow(nn.Module):
 
     Args:
         transforms: the transforms in the normalizing order (data -> base), or one transform.
-        base: a lazy base ``(c=None, n=None) -> p_Z`` (default: a standard normal over
+        base: a lazy base ``(c=None, n=None) -> p_Z`` (default: a standard normal (:class:`UnitGaussian`) over
             ``base_shape``).
         event_shape: the shape of one example x.
         base_shape: the shape of z when it differs from x's (default ``event_shape``).
@@ -138,11 +160,35 @@ class LazyFlow(nn.Module):
         super().__init__()
         self.transform = transforms if isinstance(transforms, Transform) else Composed(transforms)
         self.event_shape = tuple(int(s) for s in event_shape)
-        self.base = base if base is not None else StandardNormal(tuple(base_shape or self.event_shape))
+        self.base = base if base is not None else UnitGaussian(tuple(base_shape or self.event_shape))
         self.context = context
 
-    def forward(self, c: Tensor | None = None) -> Flow:
-        """p(x | c) with batch shape (len(c),) when a context is given, else ()."""
+    def forward(self, c: Tensor | None = None, n: int | None = None) -> Flow:
+        """p(x | c) with batch shape (len(c),) when a context is given, else (n,), else ()."""
         if c is not None and self.context is not None:
             c = self.context(c)
-        return Flow(self.transform, self.base(), c, self.event_shape)
+        return Flow(self.transform, self.base(), c, self.event_shape, () if n is None else (int(n),))
+
+
+class AmortizedFlow(nn.Module):
+    """q(z | x, c) = Flow(transform, base, context = net(x, c)): a flow whose every transform reads
+    features of the conditioning input, e.g. the IAF posterior of a VAE (Kingma et al. 2016),
+    where the first transform is the Gaussian z₀ = μ(h) + σ(h) ε and IAF steps follow.
+
+    Args:
+        net: module (x, c) -> (B, H) features h.
+        transforms: transforms in the normalizing order (z -> ε), each reading h as its context.
+        event_shape: the shape of z.
+    """
+
+    def __init__(
+        self, net: nn.Module, transforms: Transform | Sequence[Transform], event_shape: Sequence[int]
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.transform = transforms if isinstance(transforms, Transform) else Composed(transforms)
+        self.base = UnitGaussian(tuple(event_shape))
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> Flow:
+        """(B, ...) inputs -> a flow with batch shape (B,)."""
+        return Flow(self.transform, self.base(), self.net(x, c))

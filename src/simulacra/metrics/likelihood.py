@@ -354,7 +354,7 @@ def evaluate_nll(
 
     if isinstance(model, ExactLikelihood):
         log_p = _batched(model.log_prob, model, x, c, batch_size or default_batch, generator)
-        add("", log_p, "exact")
+        add("", log_p, getattr(model, "likelihood_estimator", "exact"))
     elif isinstance(model, ImportanceWeighted):
         # a second stream for the ELBO, so that it does not depend on how k is chunked
         seeds = None if generator is None else torch.Generator().manual_seed(draw_seed(generator))

@@ -16,15 +16,16 @@ from simulacra.models.base import LatentVariableModel, require
 
 
 def distribution_mean(d: Distribution) -> Tensor:
-    """E[x] under ``d``; the mode where the mean is not implemented (e.g. some mixtures)."""
-    try:
-        return d.mean
-    except NotImplementedError:
-        pass
-    try:
-        return d.mode
-    except NotImplementedError:
-        raise CapabilityError(f"{type(d).__name__} has neither a mean nor a mode to decode to") from None
+    """E[x] under ``d``; the mode where the mean is not implemented (e.g. some mixtures); for a
+    flow, whose mean has no closed form, the image of its base's mean (``Flow.center``)."""
+    for attribute in ("mean", "mode", "center"):
+        try:
+            value = getattr(d, attribute, None)
+        except NotImplementedError:
+            continue
+        if value is not None:
+            return value
+    raise CapabilityError(f"{type(d).__name__} has neither a mean nor a mode to decode to")
 
 
 def batched_slices(n: int, batch_size: int) -> range:
