@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run)
 from simulacra.config import DataConfig, TrainConfig
 from simulacra.data import load_dataset
 from simulacra.metrics.likelihood import Estimate, importance_sampled_log_likelihood
@@ -38,19 +38,6 @@ from simulacra.train import TimeBudget, fit
 from simulacra.viz.grids import save_examples
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    """CPU model, cores and torch version, for the results table."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
 
 
 def spec(k: int) -> dict:

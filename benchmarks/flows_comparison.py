@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         versions[lib] = getattr(__import__(mod), "__version__", "?")
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
+        "machine": machine(),
         "versions": versions,
         "protocol": vars(args),
         "results": {},

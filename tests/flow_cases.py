@@ -14,9 +14,14 @@ import torch
 
 from simulacra.flows.autoregressive import MaskedAutoregressive
 from simulacra.flows.base import Additive, Affine, Composed, Inverse, Reshape, Transform
+from simulacra.flows.circular import AngleFeatures, CircularSpline
+from simulacra.flows.continuous import ConcatSquashField, ContinuousFlow
 from simulacra.flows.coupling import Coupling, alternating_mask, channel_mask, checkerboard_mask
 from simulacra.flows.dequantization import Logit
+from simulacra.flows.glow import ActNorm, InvertibleConv1x1, MultiScale, Squeeze
+from simulacra.flows.monotonic import UMNN
 from simulacra.flows.permutation import BatchNorm, Permutation
+from simulacra.flows.splines import RationalQuadraticSpline
 from simulacra.nn.conv import ConvEncoder  # noqa: F401  (kept for image conditioners below)
 from simulacra.nn.masked import MADE
 from simulacra.nn.mlp import MLP
@@ -100,6 +105,67 @@ CASES: dict[str, Case] = {
         (2,),
     ),
     # -- splines (flows/splines.py), circular (flows/circular.py): cases below ------------------
+    "spline-coupling-2d": Case(lambda: _vector_coupling(2, lambda: RationalQuadraticSpline(5, 3.0)), (2,)),
+    "spline-maf-3d-context": Case(
+        lambda: MaskedAutoregressive(_made(3, 11, 2, [2, 0, 1]), RationalQuadraticSpline(4, 2.0)), (3,), 2
+    ),
+    # bound 1.5: the density grid spans the spline and both identity tails
+    "spline-1d-context": Case(
+        lambda: _vector_coupling(1, lambda: RationalQuadraticSpline(6, 1.5), 2), (1,), 2
+    ),
+    "circular-spline-torus": Case(
+        lambda: Composed(
+            [
+                Coupling(
+                    alternating_mask(2, p), AngleFeatures(1, MLP(2, [16], 13, "tanh")), CircularSpline(4)
+                )
+                for p in (0, 1)
+            ]
+        ),
+        (2,),
+        domain="circle",
+        tails=False,
+    ),
+    "circular-spline-torus-context": Case(
+        lambda: Coupling(
+            alternating_mask(3, 1), AngleFeatures(1, MLP(2 + 2, [16], 2 * 16, "tanh")), CircularSpline(5)
+        ),
+        (3,),
+        2,
+        domain="circle",
+        tails=False,
+    ),
     # -- glow (flows/glow.py): cases below ------------------------------------------------------
+    "actnorm-2d": Case(lambda: ActNorm(2, event_dims=1).initialize(torch.randn(64, 2) * 2 + 1), (2,)),
+    "actnorm-image": Case(
+        lambda: ActNorm(3).initialize(torch.randn(8, 3, 2, 2) * 3 - 1), (3, 2, 2), density=False
+    ),
+    "invconv-2d": Case(lambda: InvertibleConv1x1(2, event_dims=1), (2,)),
+    "invconv-image": Case(lambda: InvertibleConv1x1(4), (4, 2, 3), density=False),
+    "squeeze": Case(lambda: Squeeze(), (2, 4, 2), density=False, out_shape=(8, 2, 1)),
+    "multiscale-one-level": Case(
+        lambda: MultiScale(
+            [Coupling(checkerboard_mask((2, 4, 4)), _Conv(2, 4), Affine())],
+            [
+                ActNorm(8).initialize(torch.randn(4, 8, 2, 2) + 0.5),
+                InvertibleConv1x1(8),
+                Coupling(channel_mask((8, 2, 2)), _Conv(8, 16), Affine()),
+            ],
+            inner=Coupling(channel_mask((4, 2, 2), 1), _Conv(4, 8), Affine()),
+            keep=4,
+        ),
+        (2, 4, 4),
+        density=False,
+    ),
     # -- monotonic (flows/monotonic.py), continuous (flows/continuous.py): cases below ---------
+    "umnn-maf-2d": Case(lambda: MaskedAutoregressive(_made(2, 4), UMNN(3, [8], nodes=16)), (2,)),
+    "umnn-1d-context": Case(lambda: MaskedAutoregressive(_made(1, 3, 2), UMNN(2, [8], nodes=16)), (1,), 2),
+    # tight tolerances: the table compares with autograd and inverts to 1e-6 in float64; the
+    # 160 000-point density grid would take seconds of ODE solves (tests/test_continuous.py checks ∫p = 1 in 1-D)
+    "cnf-2d-exact-context": Case(
+        lambda: ContinuousFlow(ConcatSquashField(2, [8], 2), trace="exact", rtol=1e-9, atol=1e-9),
+        (2,),
+        2,
+        density=False,
+    ),
 }

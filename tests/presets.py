@@ -21,6 +21,8 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     "beta-vae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
     "iwae": ({"latent_dim": 3, "hidden": [16], "num_samples": 3}, DIGITS),
     "cvae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
+    "vae-iaf": ({"latent_dim": 3, "hidden": [16], "flow_transforms": 2, "flow_hidden": [8]}, DIGITS),
+    "vae-flow-prior": ({"latent_dim": 3, "hidden": [16], "flow_transforms": 2, "flow_hidden": [8]}, DIGITS),
     "ae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
     "conv-ae": ({"latent_dim": 3, "channels": [4, 8]}, DIGITS),
     "linear-ae": ({"latent_dim": 2}, VECTORS),
@@ -30,6 +32,18 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     "maf": ({"transforms": 2, "hidden": [8], "conditional": True}, DIGITS),
     "iaf": ({"transforms": 2, "hidden": [8]}, VECTORS),
     # -- flows: splines and the torus
+    "nsf": ({"transforms": 2, "hidden": [8], "bins": 4}, VECTORS),
+    "nsf-coupling": ({"transforms": 2, "hidden": [8], "bins": 4}, TOY),
+    "torus": ({"transforms": 2, "hidden": [8], "bins": 4}, TOY),
     # -- flows: glow and image flows
+    "glow": (
+        {"levels": 2, "steps": 2, "hidden": 8, "conditional": True, "dequantization": "variational"},
+        DIGITS,
+    ),
     # -- flows: umnn and cnf
+    "umnn": (
+        {"transforms": 2, "hidden": [8], "integrand_embedding": 2, "integrand_hidden": [8], "nodes": 8},
+        TOY,
+    ),
+    "cnf": ({"hidden": [8], "conditional": True, "train_rtol": 1e-3, "train_atol": 1e-3}, DIGITS),
 }

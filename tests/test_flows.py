@@ -16,6 +16,7 @@ import torch
 
 from flow_cases import CASES, Case
 from simulacra.distributions.standard import StandardNormal
+from simulacra.flows.circular import UniformCircle
 from simulacra.flows.flow import Flow
 
 NAMES = sorted(CASES)
@@ -97,7 +98,7 @@ def test_density_integrates_to_one(name: str, one_thread: None) -> None:
     d = math.prod(case.shape)
     points, cell = _grid(case, 2000 if d == 1 else 400)
     _, c = _inputs(case, 1)
-    base = StandardNormal(case.shape).double()()
+    base = (UniformCircle(case.shape) if case.domain == "circle" else StandardNormal(case.shape)).double()()
     flow = Flow(t, base, None if c is None else c)
     with torch.no_grad():
         log_p = torch.cat([flow.log_prob(p.unsqueeze(1)).reshape(-1) for p in points.split(8192)])

@@ -205,9 +205,10 @@ def test_ema_follows_the_closed_form_recursion() -> None:
     trajectory = Recorder(lambda s: {k: v.clone() for k, v in s.model.state_dict().items()})
     ema = EMA(0.8)
     fit(model, data, _config(steps=6), callbacks=[trajectory, ema], progress=False)
+    assert any(not torch.equal(initial[k], trajectory.values[0][k]) for k in initial)
     for key, avg in ema.shadow.items():
-        expected = initial[key].clone()
-        for weights in trajectory.values:
+        expected = trajectory.values[0][key].clone()  # θ̄_1 = θ_1
+        for weights in trajectory.values[1:]:
             if expected.is_floating_point():
                 expected = 0.8 * expected + 0.2 * weights[key]
             else:

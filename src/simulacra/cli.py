@@ -88,6 +88,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
 
+    p = sub.add_parser(
+        "posterior", help="neural posterior estimation on a simulator, with calibration checks"
+    )
+    p.add_argument("simulator", help="a registered simulator: gaussian-linear, two-moons")
+    p.add_argument(
+        "--flow", default="nsf", help="conditional flow: nsf (default), nsf-coupling, maf or realnvp"
+    )
+    p.add_argument("--simulations", type=int, default=10000, help="training pairs (θ, x) to simulate")
+    p.add_argument(
+        "--steps", type=int, default=3000, help="maximum optimizer steps (early stopping on 10%% held out)"
+    )
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--transforms", type=int, default=5, help="flow layers")
+    p.add_argument("--hidden", default="64,64", help="hidden widths of each layer's network, e.g. 64,64")
+    p.add_argument("--observation", default=None, help="x_o as 'x1,x2,...' (default: the task's own)")
+    p.add_argument("--samples", type=int, default=10000, help="posterior draws for the plot and metrics")
+    p.add_argument("--sbc-trials", type=int, default=200, help="calibration trials (θ*, x) ~ p(θ, x)")
+    p.add_argument("--sbc-samples", type=int, default=100, help="posterior draws per calibration trial")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default runs/posterior-<simulator>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered datasets")
     return parser
@@ -272,7 +295,11 @@ def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         c = _sample_labels(model, 64, info)
-        save_examples(model.sample(64, c, generator=generator).cpu(), info, run_dir / "samples.png")
+        if _has_2d_density(model):
+            samples = model.sample(2000, generator=generator).cpu()
+            _density_picture(model, samples, run_dir / "samples.png", held_out.x)
+        else:
+            save_examples(model.sample(64, c, generator=generator).cpu(), info, run_dir / "samples.png")
         written.append("samples.png")
         if not isinstance(model, LatentVariableModel):
             return written
@@ -311,6 +338,54 @@ def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int)
             plot_latent_scatter(z.cpu(), held_out.y[:n], run_dir / "latents.png")
             written.append("latents.png")
     return written
+
+
+def _has_2d_density(model: Any) -> bool:
+    """An unconditional model with an exact density over 2-D vectors: pictured as a heat map."""
+    from simulacra.models.base import ExactLikelihood
+
+    return (
+        isinstance(model, ExactLikelihood)
+        and tuple(model.info.event_shape) == (2,)
+        and not getattr(model, "conditional", False)
+    )
+
+
+def _density_picture(model: Any, samples: torch.Tensor, path: Path, data: torch.Tensor | None = None) -> None:
+    """The model's density p(x) as a heat map beside a scatter of its samples (2-D data), on the
+    square spanned by the data (or the samples) with a 10% margin."""
+    from simulacra.viz.plots import plot_density_2d
+
+    ref = (samples if data is None else data).double()
+    lo = torch.quantile(ref, 0.005, dim=0)
+    hi = torch.quantile(ref, 0.995, dim=0)
+    margin = 0.1 * (hi - lo).clamp_min(1e-3)
+    lo, hi = lo - margin, hi + margin
+    support = _support_interval(model)
+    if support is not None:  # e.g. angles on the torus: the grid stays inside [-π, π)
+        width = support[1] - support[0]
+        lo = lo.clamp(min=support[0])
+        hi = hi.clamp(max=support[1] - 1e-6 * width)
+    bounds = (lo[0].item(), hi[0].item()), (lo[1].item(), hi[1].item())
+
+    def log_prob(points: torch.Tensor) -> torch.Tensor:
+        return model.log_prob(points.to(model.device, torch.get_default_dtype())).cpu()
+
+    with torch.no_grad():
+        plot_density_2d(log_prob, samples, path, bounds)
+
+
+def _support_interval(model: Any) -> tuple[float, float] | None:
+    """(lower, upper) when the model's base distribution lives on an interval, else None."""
+    try:
+        support = model.distribution().base.support
+    except Exception:
+        return None
+    support = getattr(support, "base_constraint", support)
+    lower, upper = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+    if lower is None or upper is None:
+        return None
+    return float(torch.as_tensor(lower).min()), float(torch.as_tensor(upper).max())
 
 
 def _sample_labels(model: Any, n: int, info: Any) -> torch.Tensor | None:
@@ -389,7 +464,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     with torch.no_grad():
         x = model.sample(args.n, c, generator=torch.Generator(model.device).manual_seed(args.seed)).cpu()
     out = Path(args.output) if args.output else Path(args.run) / "samples.png"
-    save_examples(x, model.info, out)
+    if _has_2d_density(model):
+        _density_picture(model, x, out)
+    else:
+        save_examples(x, model.info, out)
     if args.save_tensor:
         import numpy as np
 
@@ -494,6 +572,105 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise ConfigError(
+            f"{what} must be comma-separated numbers, e.g. '0.1,-0.2'; found {text!r}"
+        ) from None
+
+
+def cmd_posterior(args: argparse.Namespace) -> int:
+    """Train q(θ | x) on simulations, then picture it at x_o and check its calibration."""
+    from simulacra.tasks.calibration import expected_coverage, posterior_agreement, sbc_ranks
+    from simulacra.tasks.posterior import ExactPosterior, build_simulator, train_posterior
+    from simulacra.viz.posterior import plot_calibration, plot_corner
+
+    simulator = build_simulator(args.simulator)
+    hidden = [int(h) for h in _float_list(args.hidden, "--hidden")]
+    for name in ("simulations", "steps", "samples", "sbc_trials", "sbc_samples"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.observation is None:
+        x_obs = simulator.default_observation()
+    else:
+        x_obs = simulator.check_x(torch.tensor(_float_list(args.observation, "--observation")))
+    out = Path(args.out) if args.out else DEFAULT_RUN_ROOT / f"posterior-{args.simulator}"
+    console = _console()
+    console.print(
+        f"[bold]{args.flow}[/] posterior for [bold]{simulator.name}[/] (θ ∈ R^{simulator.theta_dim}, "
+        f"x ∈ R^{simulator.x_dim}) from {args.simulations} simulations -> {out}"
+    )
+    estimator = train_posterior(
+        simulator,
+        args.flow,
+        args.simulations,
+        transforms=args.transforms,
+        hidden=hidden,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    estimator.save(out)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    draws = estimator.sample(x_obs, args.samples, generator)
+    exact = simulator.true_posterior(x_obs)
+    reference = ExactPosterior(simulator) if exact is not None else None
+    observed = ", ".join(f"{v:.3g}" for v in x_obs.tolist())
+    ref_draws = reference.sample(x_obs, args.samples, generator) if reference is not None else None
+    plot_corner(
+        draws, out / "posterior.png", reference=ref_draws, title=f"{simulator.name}: q(θ | x = ({observed}))"
+    )
+    metrics: dict[str, Any] = {
+        "simulator": simulator.spec(),
+        "flow": args.flow,
+        "observation": x_obs.tolist(),
+        "training": estimator.training_summary,
+        "posterior": {},
+    }
+    if reference is not None:
+        metrics["posterior"] = posterior_agreement(
+            estimator, reference, x_obs, min(args.samples, 5000), generator
+        )
+    sbc = sbc_ranks(estimator, simulator, args.sbc_trials, args.sbc_samples, generator)
+    coverage = expected_coverage(estimator, simulator, args.sbc_trials, args.sbc_samples, generator)
+    plot_calibration(sbc, coverage, out / "calibration.png")
+    metrics["calibration"] = {
+        "trials": args.sbc_trials,
+        "posterior_samples": args.sbc_samples,
+        "sbc": {"bins": sbc.bins, "chi2": sbc.statistics.tolist(), "p_values": sbc.p_values.tolist()},
+        "coverage": {
+            "levels": coverage.levels.tolist(),
+            "coverage": coverage.coverage.tolist(),
+            "stderr": coverage.stderr.tolist(),
+            "max_error": coverage.max_error,
+        },
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    table = dict(metrics["posterior"])
+    table["sbc_min_p"] = {
+        "value": float(sbc.p_values.min()),
+        "stderr": float("nan"),
+        "estimator": f"SBC χ² p-value, min over θ ({args.sbc_trials} trials, {sbc.bins} bins)",
+        "unit": "",
+    }
+    table["coverage_max_error"] = {
+        "value": coverage.max_error,
+        "stderr": float("nan"),
+        "estimator": "max over c of |HPD coverage(c) − c|",
+        "unit": "",
+    }
+    seconds = estimator.training_summary["seconds"]
+    _print_metrics(console, table, title=f"posterior at x_o = ({observed}), trained in {seconds:.1f} s")
+    console.print(
+        f"wrote {out}/: posterior.safetensors, posterior.json, posterior.png, calibration.png, metrics.json"
+    )
+    return 0
+
+
 def _print_registry(title: str, described: dict[str, str]) -> None:
     from rich.table import Table
 
@@ -528,6 +705,7 @@ COMMANDS = {
     "interpolate": cmd_interpolate,
     "models": cmd_models,
     "datasets": cmd_datasets,
+    "posterior": cmd_posterior,
 }
 
 

@@ -7,6 +7,8 @@ be plotted on one fixed square. For ``8gaussians`` and ``checkerboard`` the dens
 entropy are known: :func:`eight_gaussians_log_prob`, :func:`checkerboard_log_prob`,
 :func:`eight_gaussians_entropy`, :func:`checkerboard_entropy` (nats), so that a fitted model's
 KL divergence ``E_p[log p - log q] = -H(p) - E_p[log q]`` can be reported exactly.
+``torus`` is a density of two angles in [-π, π) (for flows on the torus), with its exact density
+:func:`torus_log_prob`.
 
 The definitions follow Grathwohl et al. (2019, FFJORD)'s ``toy_data.py`` in spirit; points are
 drawn i.i.d. (a random mixture component per point, not fixed equal shares).
@@ -207,6 +209,44 @@ def swissroll(n: int, generator: torch.Generator | None = None) -> Tensor:
     return (x / 5).float()
 
 
+TORUS_MEANS = ((-2.0, 1.0), (1.0, 2.8), (3.0, -1.5), (0.0, -0.5))
+TORUS_CONCENTRATIONS = ((4.0, 4.0), (6.0, 2.0), (3.0, 8.0), (10.0, 10.0))
+
+
+def torus(n: int, generator: torch.Generator | None = None) -> Tensor:
+    """Angles on the torus: an equal mixture of 4 products of von Mises densities.
+
+    ``p(θ) = (1/4) Σ_k Π_{i=1,2} exp(κ_ki cos(θ_i − μ_ki)) / (2π I₀(κ_ki))`` on [-π, π)² with the
+    means μ_k = (-2, 1), (1, 2.8), (3, -1.5), (0, -0.5) and concentrations κ_k = (4, 4), (6, 2),
+    (3, 8), (10, 10) (:data:`TORUS_MEANS`, :data:`TORUS_CONCENTRATIONS`); the second and third
+    components wrap around θ₂ = ±π and θ₁ = ±π. Angles are radians wrapped to [-π, π) in float32
+    (the density :func:`torus_log_prob`). The von Mises draws are NumPy's, seeded from ``generator``.
+
+    Returns:
+        (n, 2) float32 in [-π, π).
+    """
+    _check_n(n)
+    k = _choice(n, len(TORUS_MEANS), generator)
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    rng = np.random.default_rng(seed)
+    mu = torch.tensor(TORUS_MEANS, dtype=torch.float64)[k]
+    kappa = torch.tensor(TORUS_CONCENTRATIONS, dtype=torch.float64)[k]
+    offsets = torch.from_numpy(rng.vonmises(0.0, kappa.numpy()))  # (n, 2) in [-π, π]
+    theta = torch.remainder(mu + offsets + math.pi, 2 * math.pi) - math.pi
+    theta = theta.float()
+    return torch.where(theta >= math.pi, theta - 2 * math.pi, theta)  # rounding to float32 can reach π
+
+
+def torus_log_prob(theta: Tensor) -> Tensor:
+    """log p(θ) of :func:`torus` in nats (w.r.t. the area on [-π, π)²); ``theta``: (..., 2) -> (...)."""
+    theta = theta.to(torch.float64)
+    mu = torch.tensor(TORUS_MEANS, dtype=torch.float64, device=theta.device)  # (4, 2)
+    kappa = torch.tensor(TORUS_CONCENTRATIONS, dtype=torch.float64, device=theta.device)
+    log_norm = math.log(2 * math.pi) + torch.log(torch.special.i0e(kappa)) + kappa  # log 2π I₀(κ)
+    log_components = (kappa * torch.cos(theta[..., None, :] - mu) - log_norm).sum(-1)  # (..., 4)
+    return torch.logsumexp(log_components, dim=-1) - math.log(len(TORUS_MEANS))
+
+
 TOYS: dict[str, ToySampler] = {
     "moons": moons,
     "8gaussians": eight_gaussians,
@@ -214,6 +254,7 @@ TOYS: dict[str, ToySampler] = {
     "pinwheel": pinwheel,
     "rings": rings,
     "swissroll": swissroll,
+    "torus": torus,
 }
 
 _ENTROPIES: dict[str, Callable[[], float]] = {

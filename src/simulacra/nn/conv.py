@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from simulacra.errors import ConfigError
@@ -120,3 +121,49 @@ class ConvDecoder(nn.Module):
         """(B, in_features) -> (B, C', H, W)."""
         grid = self.linear(z).reshape(z.shape[0], *self.grid)
         return self.deconvs(grid)
+
+
+class CouplingConvNet(nn.Module):
+    """The conditioner of image coupling layers (RealNVP §4.1, Glow §3.3): (B, C_in, H, W) -> (B, C_out, H, W).
+
+    A 3×3 convolution to ``hidden[0]`` channels, 1×1 convolutions through ``hidden[1:]`` (each
+    followed by the activation), and a final 3×3 convolution to ``C_out``; every convolution keeps
+    the spatial size (padding 1 or 0). The last layer starts small (its default initialisation
+    times ``init_scale``, zero bias), so a fresh coupling is close to the identity map (Glow
+    initialises it at zero; a small non-zero start lets gradients reach every layer from step 1).
+
+    Args:
+        in_channels: C_in (masked input channels plus context channels).
+        out_channels: C_out (P parameters per transformed channel: P·C).
+        hidden: channels of the hidden feature maps (a list from JSON is fine).
+        activation: a name in :data:`simulacra.nn.mlp.ACTIVATIONS`.
+        init_scale: factor applied to the last convolution's initial weights.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        init_scale: float = 1e-2,
+    ) -> None:
+        super().__init__()
+        hidden = [int(h) for h in hidden]
+        if not hidden or any(h < 1 for h in hidden):
+            raise ConfigError(f"CouplingConvNet needs positive hidden channel counts; found {hidden}")
+        act = ACTIVATIONS.get(activation)
+        layers: list[nn.Module] = [nn.Conv2d(int(in_channels), hidden[0], 3, padding=1), act()]
+        for a, b in zip(hidden[:-1], hidden[1:]):
+            layers += [nn.Conv2d(a, b, 1), act()]
+        last = nn.Conv2d(hidden[-1], int(out_channels), 3, padding=1)
+        with torch.no_grad():
+            last.weight.mul_(float(init_scale))
+            last.bias.zero_()
+        layers.append(last)
+        self.net = nn.Sequential(*layers)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H, W)."""
+        return self.net(x)

@@ -105,7 +105,7 @@ class MADE(nn.Module):
         if self.context is not None:
             if c is None:
                 raise ConfigError("this MADE is conditional: it needs a context c of shape (B, C_c)")
-            h = h + self.context(c)
+            h = h + self.context(c.to(h.dtype))
         for layer in self.net[1:]:
             h = layer(h)
         return h.reshape(x.shape[0], self.features, self.params_per_dim)

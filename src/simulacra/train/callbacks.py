@@ -99,9 +99,11 @@ def _rng_devices(model: GenerativeModel) -> list[int]:
 class EMA(Callback):
     """Exponential moving average of the parameters and floating-point buffers.
 
-        θ̄_0 = θ_0,   θ̄_t = d θ̄_{t-1} + (1 - d) θ_t   after every step t
+        θ̄_1 = θ_1,   θ̄_t = d θ̄_{t-1} + (1 - d) θ_t   after every later step t
 
-    (Polyak & Juditsky 1992; used for sampling by most diffusion and GAN work). Integer buffers
+    (Polyak & Juditsky 1992; used for sampling by most diffusion and GAN work). The average starts
+    at the weights after the first step, not before it, so that data-dependent initialisation done
+    by the first batch (ActNorm in Glow) is not averaged against the untrained values. Integer buffers
     (counters) are copied. The shadow is saved as ``ema.safetensors`` in checkpoints and next to
     the final model; evaluate or sample with it inside :meth:`average_weights`.
 
@@ -118,12 +120,14 @@ class EMA(Callback):
         self.shadow: dict[str, Tensor] | None = None
         self._model: GenerativeModel | None = None
         self._swapped = False
+        self._fresh = True
 
     def attach(self, model: GenerativeModel) -> None:
         """Start the average at the model's current weights."""
         self._model = model
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self._swapped = False
+        self._fresh = True  # the first update copies θ_1
 
     def on_fit_start(self, state: TrainState) -> None:
         self.attach(state.model)
@@ -137,9 +141,10 @@ class EMA(Callback):
         model, shadow = self._require()
         if self._swapped:
             raise RuntimeError("EMA.update() while the averaged weights are swapped in; swap back first")
+        fresh, self._fresh = self._fresh, False
         for key, value in model.state_dict().items():
             avg = shadow[key]
-            if avg.is_floating_point():
+            if avg.is_floating_point() and not fresh:
                 avg.mul_(self.decay).add_(value.detach(), alpha=1.0 - self.decay)
             else:
                 avg.copy_(value)
@@ -186,6 +191,7 @@ class EMA(Callback):
                         f"in the file but {tuple(shadow[key].shape)} in the model"
                     )
                 shadow[key].copy_(value)
+        self._fresh = False
 
     def _require(self) -> tuple[GenerativeModel, dict[str, Tensor]]:
         if self._model is None or self.shadow is None:

@@ -1,0 +1,21 @@
+"""The machine line of every benchmark's results: CPU model, threads and torch version."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+
+def machine() -> str:
+    """CPU model, torch's thread count and torch version, e.g. 'Intel(R) Xeon(R) ..., 2 thread(s), torch 2.13.0+cpu'."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
