@@ -79,3 +79,17 @@ def test_flow_learns_a_gaussian(name: str) -> None:
     assert -0.05 < kl < 0.08, f"KL(p‖q) ≈ {kl:.3f} nats"
     baseline = mmd(_target(1000, torch.Generator().manual_seed(4)), test[:1000])
     assert mmd(samples, test[:1000]) < baseline + 0.01
+
+
+@pytest.mark.parametrize("name", [n for n in TRAIN if n in MODELS.names()])
+def test_far_tails_are_finite(name: str, one_thread: None) -> None:
+    """log p(x) at points 50 standard deviations out, and samples of 8σ base draws, stay finite."""
+    kwargs, _ = TRAIN[name]
+    torch.manual_seed(0)
+    model = build_model({"name": name, **kwargs}, TOY).eval()
+    far = torch.tensor([[50.0, -50.0], [-50.0, 50.0], [50.0, 50.0], [0.0, -50.0]])
+    with torch.no_grad():
+        assert torch.isfinite(model.log_prob(far)).all()
+        flow = model.distribution()
+        x, log_det = flow.transform.inverse(torch.full((3, 2), 8.0) * torch.tensor([[1.0], [-1.0], [1.0]]))
+        assert torch.isfinite(x).all() and torch.isfinite(log_det).all()

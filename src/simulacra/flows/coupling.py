@@ -10,8 +10,8 @@ x_B = h⁻¹(z_B; NN(z_A, c)), one pass in both directions. h is any :class:`Ele
 
 Vectors (B, D): the conditioner reads [x_A, c] (B, |A| + C_c) and returns (B, |B|·P).
 Images (B, C, H, W): the conditioner reads [x ⊙ b, c as constant channels] (B, C + C_c, H, W)
-and returns (B, P·C, H, W), of which the entries where b = 0 are used (checkerboard and channel
-masks of RealNVP §3.4).
+(or a spatial context (B, C_s, H, W) as it is) and returns (B, P·C, H, W), of which the entries
+where b = 0 are used (checkerboard and channel masks of RealNVP §3.4).
 """
 
 from __future__ import annotations
@@ -84,7 +84,13 @@ class Coupling(Transform):
     def _params_image(self, x: Tensor, c: Tensor | None) -> Tensor:
         h = x * self.mask
         if c is not None:
-            e = c.to(x.dtype).reshape(*c.shape, 1, 1).expand(-1, -1, *x.shape[2:])
+            # a vector context (B, C_c) becomes constant channels; a spatial one (B, C_s, H, W)
+            # (e.g. the data, for a variational dequantizer) is read pixel by pixel
+            e = (
+                c.to(x.dtype)
+                if c.dim() == 4
+                else c.to(x.dtype).reshape(*c.shape, 1, 1).expand(-1, -1, *x.shape[2:])
+            )
             h = torch.cat([h, e], dim=1)
         p = self.conditioner(h)  # (B, P·C, H, W)
         b, _, hh, ww = p.shape

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simulacra.data.info import DataInfo
-from simulacra.errors import ConfigError, DataError
-from simulacra.flows.base import Affine, Elementwise, Transform, sum_event
+from simulacra.errors import ConfigError
+from simulacra.flows.base import Affine, Transform, sum_event
 from simulacra.flows.coupling import Coupling, alternating_mask, checkerboard_mask
 from simulacra.nn.conv import CouplingConvNet
 from simulacra.nn.mlp import MLP
@@ -110,37 +110,6 @@ class UniformDequantizer(_BinDequantizer):
         return y, log_q
 
 
-class _SpatialContextCoupling(Transform):
-    """z_B = h(x_B; NN([x ⊙ b, s])) on images, with a context s (B, C_s, H, W) read pixel by pixel.
-
-    The coupling of :mod:`simulacra.flows.coupling` with a spatial context (there the context is a
-    vector broadcast over the image): the conditioner maps (B, C + C_s, H, W) -> (B, P·C, H, W)
-    and the entries where the mask b is False parametrise h.
-    """
-
-    event_dims = 3
-
-    def __init__(self, mask: Tensor, conditioner: nn.Module, elementwise: Elementwise) -> None:
-        super().__init__()
-        self.register_buffer("mask", torch.as_tensor(mask, dtype=torch.bool))
-        self.conditioner = conditioner
-        self.elementwise = elementwise
-
-    def _couple(self, x: Tensor, s: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        if s is None:
-            raise DataError("a spatial-context coupling needs its context s (B, C_s, H, W)")
-        p = self.conditioner(torch.cat([x * self.mask, s.to(x.dtype)], dim=1))  # (B, P·C, H, W)
-        params = p.reshape(x.shape[0], self.elementwise.num_params, *x.shape[1:]).movedim(1, -1)
-        y, ladj = (self.elementwise.inverse if inverse else self.elementwise.forward)(x, params)
-        return torch.where(self.mask, x, y), sum_event(torch.where(self.mask, 0.0, ladj), 3)
-
-    def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(x, c, inverse=False)
-
-    def inverse(self, z: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(z, c, inverse=True)
-
-
 class VariationalDequantizer(_BinDequantizer):
     """y = (k + u) / L with u ~ q(u | x) a learned conditional flow (Ho et al. 2019, Flow++ §3.1).
 
@@ -182,7 +151,7 @@ class VariationalDequantizer(_BinDequantizer):
             if len(shape) == 3:
                 channels = shape[0]
                 net = CouplingConvNet(2 * channels, 2 * channels, hidden, activation)
-                layers.append(_SpatialContextCoupling(checkerboard_mask(shape, i % 2), net, Affine()))
+                layers.append(Coupling(checkerboard_mask(shape, i % 2), net, Affine()))
             elif len(shape) == 1:
                 mask = alternating_mask(shape[0], i % 2)
                 n_a, n_b = int(mask.sum()), int((~mask).sum())

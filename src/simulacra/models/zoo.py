@@ -488,29 +488,21 @@ def maf(
     conditional: bool = False,
     embedding_dim: int | None = None,
     dequantization: str = "uniform",
+    inverse: bool = False,
 ) -> FlowModel:
     """z_i = x_i·exp(s_i(x_<i)) + t_i(x_<i), orders alternating between layers; one pass for
-    log p, D passes to sample."""
+    log p, D passes to sample. ``inverse=True`` is the IAF (the ``iaf`` preset)."""
     context, cf = _flow_context(info, conditional, embedding_dim)
-    layers = _autoregressive_layers(info, transforms, hidden, activation, cf, Affine, batchnorm=batchnorm)
+    layers = _autoregressive_layers(info, transforms, hidden, activation, cf, Affine, inverse, batchnorm)
     return _vector_flow(info, layers, context, conditional, dequantization)
 
 
 @MODELS.register("iaf", "inverse autoregressive flow (Kingma et al. 2016): MAF inverted, one-pass sampling")
-def iaf(
-    info: DataInfo,
-    transforms: int = 5,
-    hidden: Sequence[int] = (64, 64),
-    activation: str = "relu",
-    conditional: bool = False,
-    embedding_dim: int | None = None,
-    dequantization: str = "uniform",
-) -> FlowModel:
+def iaf(info: DataInfo, inverse: bool = True, **kwargs: Any) -> FlowModel:
     """The inverse of a MAF: sampling takes one pass, log p takes D passes (slow to train on
-    data; its use is as a posterior or wherever samples are scored by the flow itself)."""
-    context, cf = _flow_context(info, conditional, embedding_dim)
-    layers = _autoregressive_layers(info, transforms, hidden, activation, cf, Affine, inverse=True)
-    return _vector_flow(info, layers, context, conditional, dequantization)
+    data; its use is as a posterior or wherever samples are scored by the flow itself). Other
+    keywords as ``maf``."""
+    return maf(info, inverse=inverse, **kwargs)
 
 
 # -- flows: neural spline flows and the torus (flows/splines.py, flows/circular.py) -------------
@@ -534,34 +526,23 @@ def nsf(
     conditional: bool = False,
     embedding_dim: int | None = None,
     dequantization: str = "uniform",
+    coupling: bool = False,
 ) -> FlowModel:
     """Autoregressive NSF: z_i = h(x_i; θ_i(x_<i)), h a monotonic rational-quadratic spline with
     ``bins`` bins on [-bound, bound] (identity outside), orders alternating between layers; one
-    pass for log p, D passes to sample."""
+    pass for log p, D passes to sample. ``coupling=True``: spline couplings z_B = h(x_B; θ(x_A))
+    with alternating masks instead, one pass both ways (the ``nsf-coupling`` preset)."""
     context, cf = _flow_context(info, conditional, embedding_dim)
     spline = partial(RationalQuadraticSpline, bins, bound)
-    layers = _autoregressive_layers(info, transforms, hidden, activation, cf, spline)
+    build = _coupling_layers if coupling else _autoregressive_layers
+    layers = build(info, transforms, hidden, activation, cf, spline)
     return _vector_flow(info, layers, context, conditional, dequantization)
 
 
 @MODELS.register("nsf-coupling", "coupling neural spline flow (Durkan et al. 2019): spline couplings")
-def nsf_coupling(
-    info: DataInfo,
-    transforms: int = 5,
-    hidden: Sequence[int] = (64, 64),
-    bins: int = 8,
-    bound: float = 5.0,
-    activation: str = "relu",
-    conditional: bool = False,
-    embedding_dim: int | None = None,
-    dequantization: str = "uniform",
-) -> FlowModel:
-    """Couplings z_B = h(x_B; θ(x_A)) with alternating masks, h a monotonic rational-quadratic
-    spline with ``bins`` bins on [-bound, bound] (identity outside); one pass both ways."""
-    context, cf = _flow_context(info, conditional, embedding_dim)
-    spline = partial(RationalQuadraticSpline, bins, bound)
-    layers = _coupling_layers(info, transforms, hidden, activation, cf, spline)
-    return _vector_flow(info, layers, context, conditional, dequantization)
+def nsf_coupling(info: DataInfo, coupling: bool = True, **kwargs: Any) -> FlowModel:
+    """The ``nsf`` preset with spline couplings (alternating masks) instead of MADE layers."""
+    return nsf(info, coupling=coupling, **kwargs)
 
 
 @MODELS.register("torus", "circular spline flow on the torus (Rezende et al. 2020): angles in [-π, π)")

@@ -101,11 +101,12 @@ class MADE(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """(B, D) inputs and optional (B, C_c) context -> (B, D, P) parameters."""
-        h = self.net[0](x)
+        layers = iter(self.net)  # (slicing a ModuleList would build a new one on every call)
+        h = next(layers)(x)
         if self.context is not None:
             if c is None:
                 raise ConfigError("this MADE is conditional: it needs a context c of shape (B, C_c)")
             h = h + self.context(c.to(h.dtype))
-        for layer in self.net[1:]:
+        for layer in layers:
             h = layer(h)
         return h.reshape(x.shape[0], self.features, self.params_per_dim)
