@@ -20,16 +20,14 @@ Writes benchmarks/results/burda-k{K}.json and runs/bench/burda-k{K}/ (checkpoint
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import machine, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
 from simulacra.config import DataConfig, TrainConfig
 from simulacra.data import load_dataset
 from simulacra.metrics.likelihood import Estimate, importance_sampled_log_likelihood
@@ -167,14 +165,8 @@ def main() -> int:
         "best_valid_loss": result.best_valid_loss,
         "batch_size": args.batch_size,
         "lr": args.lr,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "command": "python " + " ".join(sys.argv),
     }
-    out = ROOT / "benchmarks" / "results" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_record(record, ROOT / "benchmarks" / "results" / f"{name}.json")
     return 0 if math.isfinite(nll.value) else 1
 
 

@@ -26,17 +26,15 @@ runs/bench/mnist-<model>[-variational]/ with the checkpoint and a grid of sample
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import machine, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
 from simulacra.config import DataConfig, TrainConfig
 from simulacra.data import load_dataset
 from simulacra.metrics.likelihood import Estimate
@@ -186,14 +184,10 @@ def main() -> int:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "samples": str(run_dir / "samples.png"),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "command": "python " + " ".join(sys.argv),
     }
-    out = Path(args.results) if args.results else ROOT / "benchmarks" / "results" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_record(
+        record, Path(args.results) if args.results else ROOT / "benchmarks" / "results" / f"{name}.json"
+    )
     return 0 if math.isfinite(bpd.value) else 1
 
 

@@ -13,7 +13,7 @@ import torch
 
 from simulacra.config import TrainConfig
 from simulacra.data.info import DataInfo, Dataset, Split
-from simulacra.errors import ConfigError
+from simulacra.errors import ConfigError, TrainingError
 from simulacra.models.zoo import build_model
 from simulacra.train import EMA, Callback, KLWarmup, TimeBudget, TrainState, fit, lr_factor
 from simulacra.train.batches import BatchSchedule, plan_steps
@@ -167,6 +167,15 @@ def test_grad_clipping_bounds_the_norm(tmp_path: Path) -> None:
     assert min(logged) > 10  # the pre-clip norm, as logged
     assert max(rec.values) <= 0.5 * (1 + 1e-5)
     assert rec.values[0] == pytest.approx(0.5, rel=1e-4)
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_error(tmp_path: Path) -> None:
+    data = tm.toy_dataset(64)
+    model = build_model("test-toy-det", data.info)
+    with pytest.raises(TrainingError, match=r"diverged: loss = (nan|inf) by step 3.*grad_clip"):
+        fit(model, data, _config(steps=10, lr=1e40, log_every=3), run_dir=tmp_path, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 3  # the line that shows the divergence is written, then it stops
 
 
 def test_lr_schedules() -> None:

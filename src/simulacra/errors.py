@@ -33,3 +33,7 @@ class CheckpointError(SimulacraError):
 
 class CapabilityError(SimulacraError, TypeError):
     """A model asked for something it cannot do (e.g. a likelihood from a GAN)."""
+
+
+class TrainingError(SimulacraError):
+    """Training that cannot go on, e.g. a loss that became NaN or infinite (diverged)."""

@@ -24,6 +24,7 @@ RNG state of every rank: a resumed run continues exactly as the uninterrupted on
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from simulacra.config import TrainConfig
 from simulacra.data.info import Dataset, Split
-from simulacra.errors import CheckpointError, ConfigError
+from simulacra.errors import CheckpointError, ConfigError, TrainingError
 from simulacra.models.base import GenerativeModel
 from simulacra.train import distributed
 from simulacra.train.batches import (
@@ -293,6 +294,13 @@ def fit(
             "elapsed_s": elapsed_before + now - started,
         }
         _append_metrics(run_path, line, ctx.is_main)
+        bad = [k for k, v in last_metrics.items() if k.startswith("loss") and not math.isfinite(v)]
+        if bad:
+            raise TrainingError(
+                f"training diverged: {bad[0]} = {last_metrics[bad[0]]} by step {step} (the last "
+                "checkpoint holds the weights before); lower the learning rate (--set train.lr=...) "
+                "or clip gradients (--set train.grad_clip=...)"
+            )
         bar.describe(last_metrics.get("loss", last_metrics.get(f"loss/{groups[0]}")), rate)
         state.metrics = last_metrics
         acc, counts = {}, {}
