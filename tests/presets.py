@@ -46,4 +46,20 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
         TOY,
     ),
     "cnf": ({"hidden": [8], "conditional": True, "train_rtol": 1e-3, "train_atol": 1e-3}, DIGITS),
+    # -- autoregressive
+    "nade": ({"hidden": 8}, DIGITS),
+    "rnade": ({"hidden": 8, "components": 2}, VECTORS),
+    "made": ({"hidden": [16], "num_masks": 3}, DIGITS),
+    "pixelcnn": ({"channels": 4, "blocks": 1, "kernel_size": 3}, DIGITS),
+    "gated-pixelcnn": ({"channels": 4, "layers": 1, "kernel_size": 3}, DIGITS),
+    "transformer": (
+        {"dim": 8, "layers": 1, "heads": 2},
+        DataInfo(event_shape=(12,), support="unit", levels=7),
+    ),
+    # -- diffusion
+    "ddpm": (
+        {"timesteps": 10, "channels": [4, 8], "attention_resolution": 4, "conditional": True},
+        DIGITS,
+    ),
+    "score-sde": ({"sde": "ve", "sigma_max": 5.0, "hidden": [16], "sample_steps": 10}, VECTORS),
 }

@@ -139,7 +139,15 @@ def test_head_for_picks_and_checks() -> None:
         head_for(DataInfo((4,), "real"), "bernoulli")
     with pytest.raises(UnknownNameError, match="logistic"):
         head_for(DataInfo((4,), "unit"), "logistc")
-    assert set(HEADS.names()) == {"bernoulli", "gaussian", "gaussian-learned", "categorical", "logistic"}
+    assert set(HEADS.names()) == {
+        "bernoulli",
+        "gaussian",
+        "gaussian-learned",
+        "categorical",
+        "logistic",
+        "logistic-mixture",
+        "gaussian-mixture",
+    }
 
 
 def test_support_validation() -> None:

@@ -7,6 +7,7 @@ user error is a :class:`SimulacraError`, printed as one ``error: ...`` line with
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -68,6 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, default=None, help="class label for conditional models")
     p.add_argument("--save-tensor", default=None, help="also save the samples as .npy")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--sampler", default=None, help="diffusion: ancestral, ddim, pc, dpm-solver, ode, ...")
+    p.add_argument("--steps", type=int, default=None, help="diffusion models: the sampler's grid points")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="conditional diffusion: guidance scale (0 unconditional)"
+    )
+    p.add_argument(
+        "--temperature", type=float, default=None, help="autoregressive models: draw from p^(1/T) per entry"
+    )
+    p.add_argument(
+        "--top-k", type=int, default=None, help="autoregressive models: keep the k likeliest values"
+    )
 
     p = sub.add_parser("evaluate", help="score a trained run on held-out data")
     p.add_argument("run")
@@ -295,6 +307,10 @@ def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         c = _sample_labels(model, 64, info)
+        if info.vocabulary is not None:  # token sequences: the samples as text
+            samples = model.sample(16, None if c is None else c[:16], generator=generator).cpu()
+            _save_text(samples, info, run_dir / "samples.txt")
+            return ["samples.txt"]
         if _has_2d_density(model):
             samples = model.sample(2000, generator=generator).cpu()
             _density_picture(model, samples, run_dir / "samples.png", held_out.x)
@@ -341,11 +357,13 @@ def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int)
 
 
 def _has_2d_density(model: Any) -> bool:
-    """An unconditional model with an exact density over 2-D vectors: pictured as a heat map."""
-    from simulacra.models.base import ExactLikelihood
+    """An unconditional model with an exact density over 2-D vectors: pictured as a heat map.
+    Not diffusion models: their density is a probability-flow ODE solve (minutes on the grid)."""
+    from simulacra.models.base import Denoiser, ExactLikelihood
 
     return (
         isinstance(model, ExactLikelihood)
+        and not isinstance(model, Denoiser)
         and tuple(model.info.event_shape) == (2,)
         and not getattr(model, "conditional", False)
     )
@@ -401,10 +419,28 @@ def _nll_metrics(model: Any, split: Any, n: int, k: int, *, seed: int) -> dict[s
     x = split.x[:n].to(model.device)
     c = split.y[:n].to(model.device) if getattr(model, "conditional", False) and split.y is not None else None
     estimates = evaluate_nll(model, x, c, num_samples=k, generator=torch.Generator().manual_seed(seed))
-    return {
-        name: {"value": e.value, "stderr": e.stderr, "estimator": e.estimator, "unit": e.unit, "n": e.n}
-        for name, e in estimates.items()
-    }
+    return _per_character(
+        {
+            name: {"value": e.value, "stderr": e.stderr, "estimator": e.estimator, "unit": e.unit, "n": e.n}
+            for name, e in estimates.items()
+        },
+        model.info,
+    )
+
+
+def _per_character(metrics: dict[str, Any], info: Any) -> dict[str, Any]:
+    """For character sequences (text:PATH) bits/dim are bits per character: report them as ``bpc``."""
+    if getattr(info, "vocabulary", None) is not None and "bpd" in metrics:
+        metrics["bpc"] = {**metrics.pop("bpd"), "unit": "bits/character"}
+    return metrics
+
+
+def _save_text(x: torch.Tensor, info: Any, path: Path) -> None:
+    """Decode token sequences (N, T) with ``info.vocabulary`` and write them, one blank line apart."""
+    from simulacra.data.text import decode
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(decode(x, info.vocabulary)) + "\n", encoding="utf-8")
 
 
 def _mmd_metrics(model: Any, split: Any, n: int, *, seed: int) -> dict[str, Any]:
@@ -461,10 +497,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
             c = torch.full((args.n,), args.label, dtype=torch.long, device=model.device)
     elif args.label is not None:
         raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
+    options = {
+        key: value
+        for key, value in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
+        if value is not None
+    }
+    if options:
+        from simulacra.models.base import Denoiser, require
+
+        require(model, Denoiser, "denoiser", "--sampler, --steps and --guidance apply to diffusion models")
+    decoding = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
+    if decoding and not set(decoding) <= set(inspect.signature(model.sample).parameters):
+        from simulacra.errors import CapabilityError
+
+        raise CapabilityError(
+            f"{model.preset_name}: --temperature and --top-k apply to autoregressive models"
+        )
+    options.update(decoding)
     with torch.no_grad():
-        x = model.sample(args.n, c, generator=torch.Generator(model.device).manual_seed(args.seed)).cpu()
-    out = Path(args.output) if args.output else Path(args.run) / "samples.png"
-    if _has_2d_density(model):
+        generator = torch.Generator(model.device).manual_seed(args.seed)
+        x = model.sample(args.n, c, generator=generator, **options).cpu()
+    text = model.info.vocabulary is not None  # token sequences are written as text
+    out = Path(args.output) if args.output else Path(args.run) / ("samples.txt" if text else "samples.png")
+    if text:
+        _save_text(x, model.info, out)
+    elif _has_2d_density(model):
         _density_picture(model, x, out)
     else:
         save_examples(x, model.info, out)
@@ -524,6 +581,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "unit": e.unit,
                 "n": e.n,
             }
+    _per_character(results, model.info)
     if "mmd" in metrics_wanted:
         results.update(_mmd_metrics(model, part, len(part), seed=args.seed))
     seconds = time.perf_counter() - start

@@ -2,7 +2,8 @@
 
 Registered names: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist`` (grey-level),
 ``binarized-mnist`` (Larochelle's fixed binarization) and the 2-D toys of
-:mod:`simulacra.data.toys`. Any other name is read as a path (see :mod:`simulacra.data.files`).
+:mod:`simulacra.data.toys`. ``text:PATH`` is a text file read as character sequences (see
+:mod:`simulacra.data.text`). Any other name is read as a path (see :mod:`simulacra.data.files`).
 MNIST files are looked for in ``DataConfig.data_dir``, then ``$SIMULACRA_DATA``, then
 ``~/.simulacra/data``; :func:`simulacra.data.download` fetches them.
 
@@ -39,6 +40,7 @@ from simulacra.data.files import (
     split_indices,
 )
 from simulacra.data.info import Dataset, Split
+from simulacra.data.text import is_text_spec, load_text
 from simulacra.data.toys import TOYS, ToySampler
 from simulacra.errors import DataError, UnknownNameError
 from simulacra.registry import Registry
@@ -256,7 +258,7 @@ def _unknown(name: str) -> UnknownNameError:
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return UnknownNameError(
         f"unknown dataset {name!r}.{hint} Valid datasets: {', '.join(DATASETS.names())}, "
-        "or a path to a .npz, .npy, .csv file or an image folder."
+        "or a path to a .npz, .npy, .csv file or an image folder, or text:PATH for a text file."
     )
 
 
@@ -301,8 +303,9 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     """The dataset described by ``config``, validated, limited and binarized.
 
     Args:
-        config: ``name`` is a registered dataset (``DATASETS.names()``) or a path to a ``.npz``,
-            ``.npy`` or ``.csv`` file or a folder of images; see :class:`DataConfig` for the rest.
+        config: ``name`` is a registered dataset (``DATASETS.names()``), a path to a ``.npz``,
+            ``.npy`` or ``.csv`` file or a folder of images, or ``text:PATH`` for character-level
+            text (:mod:`simulacra.data.text`); see :class:`DataConfig` for the rest.
         seed: the run's seed; toy draws and binarization are derived from it (fixed splits of
             real data are not).
 
@@ -317,6 +320,10 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     name = config.name
     if name in DATASETS:
         dataset = DATASETS.get(name)(config, seed)
+    elif is_text_spec(name):
+        if config.binarize not in (None, "none"):
+            raise DataError(f"cannot binarize text ({name!r}); drop --binarize")
+        dataset = load_text(name)
     elif Path(name).expanduser().exists():
         dataset = load_path(name, valid_fraction=config.valid_fraction)
     elif looks_like_path(name):

@@ -388,6 +388,14 @@ def _open_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def read_image(path: str | Path) -> torch.Tensor:
+    """One image file as float32 (C, H, W) in [0, 1] (grey: C = 1, colour: C = 3; alpha dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such image: {str(path)!r}")
+    return torch.from_numpy(_open_image(path)).float() / 255.0
+
+
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
     walk = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(

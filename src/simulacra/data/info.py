@@ -24,12 +24,15 @@ class DataInfo:
         levels: number of discrete values per dimension before scaling (256 for 8-bit images,
             17 for scikit-learn's digits, 2 for binary data), None for continuous data. Used
             for dequantization and discretized likelihoods.
+        vocabulary: for token sequences (``text:PATH``), the characters whose indices k are
+            stored as x = k / (levels − 1); None for other data.
     """
 
     event_shape: tuple[int, ...]
     support: Support = "real"
     num_classes: int | None = None
     levels: int | None = None
+    vocabulary: str | None = None
 
     @property
     def dim(self) -> int:

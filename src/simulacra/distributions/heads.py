@@ -13,6 +13,8 @@ gaussian            1    N(x; h, σ² I), fixed σ
 gaussian-learned    2    N(x; μ, diag σ²), σ = softplus(s) + floor
 categorical         L    Π_d Cat(k_d; softmax(h_d)), k_d = round(x_d (L − 1))
 logistic            2    discretized logistic (Salimans et al. 2017), one component per dimension
+logistic-mixture    3K   mixture of K discretized logistics per dimension (PixelCNN++)
+gaussian-mixture    3K   mixture of K Gaussians per dimension (RNADE)
 ==================  ===  ==========================================================================
 
 Support checks (``validate(x)``) synchronise with the host, so they are not run in ``log_prob``:
@@ -27,7 +29,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal, constraints
+from torch.distributions import (
+    Bernoulli,
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    constraints,
+)
 
 from simulacra.data.info import DataInfo
 from simulacra.distributions.standard import DiagonalGaussian
@@ -325,6 +335,103 @@ class DiscretizedLogisticHead(nn.Module):
         _check_grid(x, self.levels, "logistic")
 
 
+class DiscretizedLogisticMixture(Distribution):
+    """Mixture of K discretized logistics on the grid k / (L − 1) (Salimans et al. 2017, PixelCNN++)::
+
+        P(x) = Σ_k π_k DiscretizedLogistic(x; μ_k, s_k, L),    π = softmax(logits)
+
+    Args:
+        logits, loc, scale: (*batch_shape, K); ``scale`` > 0; ``loc`` in data units.
+        levels: L ≥ 2.
+    """
+
+    arg_constraints = {"logits": constraints.real, "loc": constraints.real, "scale": constraints.positive}
+    support = constraints.unit_interval
+
+    def __init__(self, logits: Tensor, loc: Tensor, scale: Tensor, levels: int) -> None:
+        self.logits = logits.log_softmax(-1)
+        self.components = DiscretizedLogistic(loc, scale, levels)
+        self.levels = int(levels)
+        super().__init__(logits.shape[:-1], validate_args=False)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return torch.logsumexp(self.logits + self.components.log_prob(value.unsqueeze(-1)), -1)
+
+    def sample(self, sample_shape: Sequence[int] = ()) -> Tensor:
+        k = Categorical(logits=self.logits, validate_args=False).sample(torch.Size(sample_shape))
+        draws = self.components.sample(sample_shape)  # (*sample_shape, *batch_shape, K)
+        return draws.gather(-1, k.unsqueeze(-1)).squeeze(-1)
+
+    @property
+    def mean(self) -> Tensor:
+        return (self.logits.exp() * self.components.mean).sum(-1)
+
+
+class DiscretizedLogisticMixtureHead(nn.Module):
+    """p(x | h) = Π_d Σ_k π_dk DiscretizedLogistic(x_d; μ_dk, s_dk, L), K components per dimension.
+
+    Features (B, 3K·D) are read as (B, 3, K, *event_shape): mixture logits, μ (data units) and
+    log s, clamped at −8 as in :class:`DiscretizedLogisticHead`. P = 3K.
+    """
+
+    discrete = True
+
+    def __init__(self, event_shape: int | Sequence[int], levels: int, components: int = 5) -> None:
+        super().__init__()
+        if int(levels) < 2 or int(components) < 1:
+            raise ConfigError(
+                f"the logistic mixture needs levels >= 2 and components >= 1; found {levels}, {components}"
+            )
+        self.event_shape = _shape(event_shape)
+        self.levels, self.components = int(levels), int(components)
+        self.params_per_dim = 3 * self.components
+
+    def forward(self, features: Tensor) -> Distribution:
+        h = features.reshape(features.shape[0], 3, self.components, *self.event_shape).movedim(2, -1)
+        scale = h[:, 2].clamp(min=-8.0).exp()  # (B, *event_shape, K)
+        base = DiscretizedLogisticMixture(h[:, 0], h[:, 1], scale, self.levels)
+        return Independent(base, len(self.event_shape), validate_args=False)
+
+    def validate(self, x: Tensor) -> None:
+        """Raise :class:`DataError` unless x is (B, *event_shape) on the grid k / (L − 1)."""
+        _check_shape(x, self.event_shape)
+        _check_finite(x)
+        _check_grid(x, self.levels, "logistic-mixture")
+
+
+class GaussianMixtureHead(nn.Module):
+    """p(x | h) = Π_d Σ_k π_dk N(x_d; μ_dk, σ_dk²), the output of RNADE (Uria et al. 2013).
+
+    Features (B, 3K·D) are read as (B, 3, K, *event_shape): mixture logits, μ and s with
+    σ = softplus(s) + ``min_std``. P = 3K. A density on real data (``discrete = False``).
+    """
+
+    discrete = False
+
+    def __init__(self, event_shape: int | Sequence[int], components: int = 10, min_std: float = 1e-3) -> None:
+        super().__init__()
+        if int(components) < 1 or not min_std > 0:
+            raise ConfigError(
+                f"the Gaussian mixture needs components >= 1 and min_std > 0; found {components}, {min_std}"
+            )
+        self.event_shape = _shape(event_shape)
+        self.components, self.min_std = int(components), float(min_std)
+        self.params_per_dim = 3 * self.components
+
+    def forward(self, features: Tensor) -> Distribution:
+        h = features.reshape(features.shape[0], 3, self.components, *self.event_shape).movedim(2, -1)
+        std = F.softplus(h[:, 2]) + self.min_std  # (B, *event_shape, K)
+        mixture = MixtureSameFamily(
+            Categorical(logits=h[:, 0], validate_args=False), Normal(h[:, 1], std, validate_args=False)
+        )
+        return Independent(mixture, len(self.event_shape), validate_args=False)
+
+    def validate(self, x: Tensor) -> None:
+        """Raise :class:`DataError` unless x is (B, *event_shape) and finite."""
+        _check_shape(x, self.event_shape)
+        _check_finite(x)
+
+
 HEADS: Registry[Callable[..., nn.Module]] = Registry("likelihood")
 
 
@@ -361,6 +468,18 @@ def _categorical(info: DataInfo) -> nn.Module:
 @HEADS.register("logistic", "discretized logistic per dimension (Salimans et al. 2017)")
 def _logistic(info: DataInfo) -> nn.Module:
     return DiscretizedLogisticHead(info.event_shape, _needs_levels(info, "logistic"))
+
+
+@HEADS.register("logistic-mixture", "mixture of discretized logistics per dimension (PixelCNN++)")
+def _logistic_mixture(info: DataInfo, components: int = 5) -> nn.Module:
+    return DiscretizedLogisticMixtureHead(
+        info.event_shape, _needs_levels(info, "logistic-mixture"), components
+    )
+
+
+@HEADS.register("gaussian-mixture", "mixture of Gaussians per dimension (RNADE, Uria et al. 2013)")
+def _gaussian_mixture(info: DataInfo, components: int = 10, min_std: float = 1e-3) -> nn.Module:
+    return GaussianMixtureHead(info.event_shape, components, min_std)
 
 
 def auto_likelihood(info: DataInfo) -> str:

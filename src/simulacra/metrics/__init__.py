@@ -1,5 +1,6 @@
-"""Evaluation: likelihoods (exact, bounds, importance sampling) and two-sample statistics."""
+"""Evaluation: likelihoods (exact, bounds, importance sampling), two-sample statistics, FID."""
 
+from simulacra.metrics.fid import fid, frechet_distance
 from simulacra.metrics.likelihood import (
     Estimate,
     bits_per_dim,
@@ -14,6 +15,8 @@ __all__ = [
     "bits_per_dim",
     "dequantization_offset",
     "evaluate_nll",
+    "fid",
+    "frechet_distance",
     "importance_sampled_log_likelihood",
     "mmd",
     "mmd_permutation_test",

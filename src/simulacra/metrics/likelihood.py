@@ -294,6 +294,15 @@ def _batched(
     return torch.cat(out)
 
 
+def _bound_of(model: Any) -> Callable[[Tensor, Tensor | None], Tensor]:
+    """x, c -> the model's one-sample bound log_prob_bound(x, c, num_samples=1), (B,)."""
+    return lambda xb, cb: model.log_prob_bound(xb, cb, num_samples=1)
+
+
+def _bound_name(model: Any) -> str:
+    return getattr(model, "bound_name", "bound")
+
+
 def evaluate_nll(
     model: Any,
     x: Tensor,
@@ -313,7 +322,8 @@ def evaluate_nll(
       importance samples (estimator ``IWAE k=…``, see :func:`importance_sampled_log_likelihood`)
       and ``"elbo_nll"`` = −ELBO from one sample per example (``log_prob_bound(num_samples=1)``,
       or the single importance weight, whose expectation is the ELBO).
-    * ``LikelihoodBound`` only (e.g. diffusion VLB): ``"bound_nll"`` = −bound.
+    * ``LikelihoodBound``: ``"bound_nll"`` = −bound (one sample per example), alone or beside
+      the exact value (diffusion: the PF-ODE log-likelihood and the variational bound).
     * anything else raises :class:`CapabilityError`.
 
     Each ``*_nll`` (nats per example) comes with a ``*_bpd`` (bits/dim, including
@@ -355,6 +365,12 @@ def evaluate_nll(
     if isinstance(model, ExactLikelihood):
         log_p = _batched(model.log_prob, model, x, c, batch_size or default_batch, generator)
         add("", log_p, getattr(model, "likelihood_estimator", "exact"))
+        if isinstance(model, LikelihoodBound):  # e.g. diffusion: the PF-ODE value and the VLB
+            add(
+                "bound",
+                _batched(_bound_of(model), model, x, c, batch_size or default_batch, generator),
+                _bound_name(model),
+            )
     elif isinstance(model, ImportanceWeighted):
         # a second stream for the ELBO, so that it does not depend on how k is chunked
         seeds = None if generator is None else torch.Generator().manual_seed(draw_seed(generator))
@@ -379,12 +395,11 @@ def evaluate_nll(
 
         add("elbo", _batched(elbo, model, x, c, batch_size or default_batch, seeds), "ELBO")
     elif isinstance(model, LikelihoodBound):
-        name = getattr(model, "bound_name", "bound")
-
-        def bound(xb: Tensor, cb: Tensor | None) -> Tensor:
-            return model.log_prob_bound(xb, cb, num_samples=1)
-
-        add("bound", _batched(bound, model, x, c, batch_size or default_batch, generator), name)
+        add(
+            "bound",
+            _batched(_bound_of(model), model, x, c, batch_size or default_batch, generator),
+            _bound_name(model),
+        )
     else:
         label = getattr(model, "preset_name", type(model).__name__)
         raise CapabilityError(f"{label} has no likelihood; use --metric mmd")

@@ -55,6 +55,10 @@ class MADE(nn.Module):
             output d depends on x_i only when i comes before d in ``order``.
         activation: a name in :data:`simulacra.nn.mlp.ACTIVATIONS`.
         seed: None for deterministic cyclic hidden degrees; an integer draws random degrees.
+        num_masks: how many (order, connectivity) masks the network cycles through (1: a fixed
+            mask). Mask 0 is the one described by ``order`` and ``seed``; :meth:`use_mask`
+            switches masks, which share the weights (order- and connectivity-agnostic training).
+        resample_order: masks k ≥ 1 draw a random order as well as random hidden degrees.
     """
 
     def __init__(
@@ -66,6 +70,8 @@ class MADE(nn.Module):
         order: Sequence[int] | Tensor | None = None,
         activation: str = "relu",
         seed: int | None = None,
+        num_masks: int = 1,
+        resample_order: bool = True,
     ) -> None:
         super().__init__()
         if int(features) < 1 or not hidden:
@@ -79,16 +85,21 @@ class MADE(nn.Module):
             raise ConfigError(
                 f"order must be a permutation of 0..{self.features - 1}; found {order_t.tolist()}"
             )
-        degrees_in = torch.empty(self.features, dtype=torch.long)
-        degrees_in[order_t] = torch.arange(1, self.features + 1)  # position in the order, 1..D
-        self.register_buffer("order", order_t)
+        self.hidden = [int(w) for w in hidden]
+        self.seed = seed
+        self.num_masks = int(num_masks)
+        if self.num_masks < 1:
+            raise ConfigError(f"MADE needs num_masks >= 1; found {num_masks}")
+        self.resample_order = bool(resample_order)
+        self.register_buffer("initial_order", order_t, persistent=False)
+        degrees_in, hidden_deg = self._mask_degrees(0)
+        self.register_buffer("order", order_t.clone())
         self.register_buffer("degrees", degrees_in)
-        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+        self.mask_index = 0
         act = ACTIVATIONS.get(activation)
         layers: list[nn.Module] = []
         previous = degrees_in
-        for width in hidden:
-            deg = hidden_degrees(int(width), self.features, generator=generator)
+        for deg in hidden_deg:
             layers.append(MaskedLinear(deg[:, None] >= previous[None, :]))
             layers.append(act())
             previous = deg
@@ -99,8 +110,48 @@ class MADE(nn.Module):
             nn.Linear(int(context_features), int(hidden[0]), bias=False) if context_features else None
         )
 
+    def _mask_degrees(self, k: int) -> tuple[Tensor, list[Tensor]]:
+        """Input degrees (D,) and hidden degrees of mask ``k``: mask 0 is the constructor's order
+        and hidden degrees; mask k ≥ 1 draws a random order (when ``resample_order``) and random
+        hidden degrees from a generator seeded with (seed, k), so masks are reproducible."""
+        if k == 0:
+            order = self.initial_order.cpu()  # masks are built on the CPU, then copied
+            generator = None if self.seed is None else torch.Generator().manual_seed(int(self.seed))
+        else:
+            generator = torch.Generator().manual_seed(int(self.seed or 0) * 1_000_003 + k)
+            order = (
+                torch.randperm(self.features, generator=generator)
+                if self.resample_order
+                else self.initial_order.cpu()
+            )
+        degrees_in = torch.empty(self.features, dtype=torch.long)
+        degrees_in[order] = torch.arange(1, self.features + 1)  # position in the order, 1..D
+        hidden_deg = [hidden_degrees(w, self.features, generator=generator) for w in self.hidden]
+        return degrees_in, hidden_deg
+
+    def use_mask(self, k: int) -> None:
+        """Switch to mask ``k`` of ``num_masks`` (order and connectivity; Germain et al. 2015 §4.2).
+
+        The weights are shared by all masks; only the binary masks and :attr:`order` change.
+        """
+        k = int(k)
+        if not 0 <= k < self.num_masks:
+            raise ConfigError(f"mask index must be in 0..{self.num_masks - 1}; found {k}")
+        degrees_in, hidden_deg = self._mask_degrees(k)
+        linears = [m for m in self.net if isinstance(m, MaskedLinear)]
+        previous = degrees_in
+        for layer, deg in zip(linears[:-1], hidden_deg):
+            layer.mask.copy_(deg[:, None] >= previous[None, :])
+            previous = deg
+        out_deg = degrees_in.repeat_interleave(self.params_per_dim)
+        linears[-1].mask.copy_(out_deg[:, None] > previous[None, :])
+        self.degrees.copy_(degrees_in)
+        self.order.copy_(torch.argsort(degrees_in))
+        self.mask_index = k
+
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        """(B, D) inputs and optional (B, C_c) context -> (B, D, P) parameters."""
+        """(B, D) inputs (or (B, *event) with D entries) and optional (B, C_c) context -> (B, D, P)."""
+        x = x.reshape(x.shape[0], -1)
         layers = iter(self.net)  # (slicing a ModuleList would build a new one on every call)
         h = next(layers)(x)
         if self.context is not None:
@@ -110,3 +161,84 @@ class MADE(nn.Module):
         for layer in layers:
             h = layer(h)
         return h.reshape(x.shape[0], self.features, self.params_per_dim)
+
+
+# --------------------------------------------------------------------------- masked convolutions
+
+MASK_TYPES: tuple[str, ...] = ("A", "B", "V")
+
+
+def channel_groups(channels: int, data_channels: int) -> Tensor:
+    """Which data channel (0..C−1) each of ``channels`` feature maps belongs to: contiguous
+    blocks of ``channels / C`` maps, so group g of a hidden layer may see data channels ≤ g."""
+    if channels % data_channels:
+        raise ConfigError(
+            f"masked convolutions over {data_channels} data channels need a channel count divisible "
+            f"by {data_channels}; found {channels}"
+        )
+    return torch.arange(channels) * data_channels // channels
+
+
+def conv_mask(
+    kernel_size: tuple[int, int], mask_type: str, in_channels: int, out_channels: int, data_channels: int = 1
+) -> Tensor:
+    """Binary mask (out, in, kh, kw) of a raster-order masked convolution (van den Oord et al. 2016).
+
+    Pixels are ordered row by row, left to right, and within a pixel by channel (R before G
+    before B). Relative to the centre (kh//2, kw//2) of the kernel:
+
+    * rows above the centre and, in the centre row, columns left of the centre: all channels;
+    * the centre pixel: input group g_in is seen by output group g_out iff g_in < g_out (type
+      ``"A"``, the first layer: a pixel never sees itself) or g_in ≤ g_out (type ``"B"``);
+    * type ``"V"`` (the vertical stack of the gated PixelCNN): every row up to and including the
+      centre row, all channels; its output must be shifted down one row before it may feed a
+      pixel's own conditional.
+    """
+    if mask_type not in MASK_TYPES:
+        raise ConfigError(f"mask type must be one of {', '.join(MASK_TYPES)}; found {mask_type!r}")
+    kh, kw = kernel_size
+    mask = torch.zeros(out_channels, in_channels, kh, kw)
+    ch, cw = kh // 2, kw // 2
+    if mask_type == "V":
+        mask[:, :, : ch + 1] = 1
+        return mask
+    mask[:, :, :ch] = 1
+    mask[:, :, ch, :cw] = 1
+    g_in = channel_groups(in_channels, data_channels)
+    g_out = channel_groups(out_channels, data_channels)
+    centre = g_in[None, :] < g_out[:, None] if mask_type == "A" else g_in[None, :] <= g_out[:, None]
+    mask[:, :, ch, cw] = centre.to(mask.dtype)
+    return mask
+
+
+class MaskedConv2d(nn.Conv2d):
+    """y = (W ⊙ M) ⋆ x + b, a 'same'-padded convolution with the mask M of :func:`conv_mask`.
+
+    Args:
+        in_channels, out_channels: feature maps in and out (multiples of ``data_channels``).
+        kernel_size: an odd size k (k × k) or a pair (kh, kw) of odd sizes.
+        mask_type: ``"A"`` (excludes the centre pixel's own and later channels), ``"B"``
+            (includes its own channel group) or ``"V"`` (rows up to the centre row).
+        data_channels: C, the channels of the modelled images (1 for MNIST, 3 for RGB).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        mask_type: str,
+        data_channels: int = 1,
+        bias: bool = True,
+    ) -> None:
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ConfigError(f"masked convolutions need odd kernel sizes; found {(kh, kw)}")
+        super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2), bias=bias)
+        self.mask_type = mask_type
+        self.register_buffer(
+            "mask", conv_mask((kh, kw), mask_type, in_channels, out_channels, data_channels), persistent=False
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)

@@ -1,0 +1,196 @@
+"""Autoregressive models on statically binarized MNIST: exact test NLL and sampling time.
+
+Models (presets of ``Autoregressive(net, head)``, Bernoulli outputs):
+
+* ``nade``: 500 sigmoid hidden units (Larochelle & Murray 2011); published 88.86 nats (as quoted
+  by Germain et al. 2015, Table 6);
+* ``made``: one hidden layer of 500 units, 32 masks (orders and connectivities) resampled
+  during training, log-likelihood averaged over the masks at test (Germain et al. 2015: 86.64);
+* ``pixelcnn``: masked convolutions of type A and B (van den Oord et al. 2016: 81.30). The
+  published network is far larger than a CPU hour allows; the default here is 32 channels and 5
+  residual blocks (``--channels``/``--blocks`` change it).
+
+Each model trains on the 50k training images for a budget of wall time (a short calibration
+sets the number of steps of a cosine schedule; a TimeBudget stops training in any case), the
+weights best on the 10k validation images are kept, and the exact NLL is computed on the 10k
+test images. Then 64 samples are drawn with and without the network's incremental step (NADE's
+O(D·H) recurrence; MADE and PixelCNN have none, so only the uncached time is reported).
+
+    python benchmarks/autoregressive_binarized_mnist.py --model nade --minutes 60 --threads 1
+
+Writes benchmarks/results/ar-<model>.json and .png (a grid of the samples) and
+runs/bench/ar-<model>/ (checkpoint). ``--limit N`` trains on N images and scores N test images
+(smoke tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from _machine import machine, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from simulacra.config import DataConfig, TrainConfig
+from simulacra.data import load_dataset
+from simulacra.data.info import Split
+from simulacra.metrics.likelihood import evaluate_nll
+from simulacra.models.zoo import build_model
+from simulacra.train import TimeBudget, fit
+from simulacra.viz.grids import save_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED = {"nade": 88.86, "made": 86.64, "pixelcnn": 81.30}
+
+
+def spec(args: argparse.Namespace) -> dict:
+    if args.model == "nade":
+        return {"name": "nade", "hidden": 500}
+    if args.model == "made":
+        return {"name": "made", "hidden": [500], "num_masks": args.masks}
+    return {"name": "pixelcnn", "channels": args.channels, "blocks": args.blocks, "kernel_size": 7}
+
+
+def calibrate(data, model_spec: dict, batch_size: int, steps: int) -> float:
+    """Training steps per second of this architecture on this machine (throwaway model)."""
+    torch.manual_seed(123)
+    model = build_model(model_spec, data.info)
+    fit(model, data, TrainConfig(steps=2, batch_size=batch_size, log_every=10**9), progress=False)
+    result = fit(
+        model, data, TrainConfig(steps=steps, batch_size=batch_size, log_every=10**9), progress=False
+    )
+    return result.steps / result.wall_time
+
+
+def sampling_seconds(model, n: int, cache: bool) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    x = model.sample(n, generator=torch.Generator().manual_seed(0), cache=cache)
+    return time.perf_counter() - start, x
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", choices=sorted(PUBLISHED), required=True)
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget (wall minutes)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--masks", type=int, default=32, help="MADE: number of masks")
+    parser.add_argument("--channels", type=int, default=32, help="PixelCNN: feature maps")
+    parser.add_argument("--blocks", type=int, default=5, help="PixelCNN: residual blocks")
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--limit", type=int, default=None, help="train on and score only N images")
+    parser.add_argument("--samples", type=int, default=64, help="samples to draw and time")
+    parser.add_argument("--eval-every-epochs", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="run directory (default runs/bench/ar-<model>)")
+    parser.add_argument(
+        "--results", default=None, help="JSON to write (default benchmarks/results/ar-<model>.json)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    name = f"ar-{args.model}"
+    run_dir = Path(args.out or ROOT / "runs" / "bench" / name)
+    results = Path(args.results or ROOT / "benchmarks" / "results" / f"{name}.json")
+    if run_dir.exists() and not args.overwrite:
+        raise SystemExit(f"{run_dir} exists; pass --overwrite to replace it")
+    data = load_dataset(
+        DataConfig("binarized-mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit),
+        seed=args.seed,
+    )
+    if args.limit is not None:  # smoke test: small held-out splits as well
+        data.valid = Split(data.valid.x[: args.limit])
+        data.test = Split(data.test.x[: args.limit])
+    print(f"{name}: {len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test; {machine()}")
+
+    model_spec = spec(args)
+    rate = calibrate(data, model_spec, args.batch_size, steps=5 if args.minutes < 1 else 20)
+    steps_per_epoch = max(1, len(data.train) // args.batch_size)
+    steps = max(1, int(args.minutes * 60 * rate * 0.95))  # ~5% of the budget for validation passes
+    print(f"calibration: {rate:.2f} steps/s -> {steps} steps = {steps / steps_per_epoch:.1f} epochs")
+    eval_every = max(1, min(steps, int(args.eval_every_epochs * steps_per_epoch)))
+    config = TrainConfig(
+        steps=steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_schedule="cosine",
+        warmup_steps=min(500, steps // 20),
+        eval_every=eval_every,
+        patience=10**6,  # never stop early, but keep and restore the weights best on valid
+        log_every=max(1, min(500, steps // 10)),
+        checkpoint_every=10 * eval_every,
+        seed=args.seed,
+    )
+    torch.manual_seed(args.seed)
+    model = build_model(model_spec, data.info)
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    result = fit(
+        model,
+        data,
+        config,
+        run_dir=run_dir,
+        run_config={"model": model_spec},
+        callbacks=[TimeBudget(args.minutes * 60)],
+        progress=sys.stdout.isatty(),
+    )
+    print(
+        f"trained {result.steps} steps in {result.wall_time / 60:.1f} min; best valid {result.best_valid_loss}"
+    )
+
+    model.eval()
+    start = time.perf_counter()
+    nll = evaluate_nll(model, data.test.x, generator=torch.Generator().manual_seed(args.seed))["nll"]
+    eval_seconds = time.perf_counter() - start
+    print(f"test NLL {nll} ({eval_seconds:.0f} s)")
+    uncached, x = sampling_seconds(model, args.samples, cache=False)
+    cached = None
+    if hasattr(model.net, "step"):
+        cached, x_cached = sampling_seconds(model, args.samples, cache=True)
+        if not torch.equal(x, x_cached):
+            print("warning: cached and uncached samples differ")
+    print(
+        f"sampling {args.samples}: uncached {uncached:.1f} s, cached {cached if cached is None else round(cached, 2)} s"
+    )
+    save_examples(x, data.info, results.with_suffix(".png"))
+
+    published = PUBLISHED[args.model]
+    record = {
+        "benchmark": name,
+        "model": model_spec,
+        "data": "binarized-mnist (Larochelle, static)",
+        "test_nll": nll.value,
+        "test_nll_stderr": nll.stderr,
+        "estimator": nll.estimator,
+        "published_nll": published,
+        "gap_to_published": nll.value - published,
+        "eval_n": nll.n,
+        "eval_seconds": round(eval_seconds, 1),
+        "steps": result.steps,
+        "epochs": round(result.steps / steps_per_epoch, 2),
+        "train_minutes": round(result.wall_time / 60, 2),
+        "examples_per_s": round(result.examples_per_s, 1),
+        "best_valid_loss": result.best_valid_loss,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "sample_n": args.samples,
+        "sample_seconds_uncached": round(uncached, 3),
+        "sample_seconds_cached": None if cached is None else round(cached, 3),
+        "samples_png": results.with_suffix(".png").name,
+        "limit": args.limit,
+    }
+    write_record(record, results)
+    return 0 if math.isfinite(nll.value) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

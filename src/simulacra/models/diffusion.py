@@ -1,0 +1,319 @@
+"""Gaussian diffusion models (DDPM, score SDEs): the model predicts, the process defines the
+noise, the sampler steps.
+
+``Diffusion(info, denoiser, process, prediction, weighting)`` trains a network to denoise
+x_t = α(t) y + σ(t) ε, where y is the data mapped to the model's space ([0, 1] data to [−1, 1],
+discrete data first dequantized inside their bins), by the weighted regression of
+:func:`simulacra.objectives.score.denoising_loss`: on the grid t = i/T of a discrete-time DDPM
+(``timesteps=T``, Ho et al. 2020) or on t ~ U(t_min, 1) for continuous-time score SDEs
+(``timesteps=None``, Song et al. 2021). Whatever the network predicts (ε, x₀, v or the score),
+samplers see one canonical form, the posterior mean x̂₀ = E[y | x_t], and any registered sampler is
+chosen at sampling time: ``model.sample(n, sampler="dpm-solver", steps=20)``.
+
+A conditional model drops labels with probability ``label_dropout`` while training, replacing
+them by the null label ∅, so that one network gives both p(x | c) and p(x); sampling with
+guidance scale w uses (Ho & Salimans 2022)
+
+    x̂₀_w(x_t, c) = x̂₀(x_t, ∅) + w (x̂₀(x_t, c) − x̂₀(x_t, ∅)),
+
+(equivalently in ε or the score, the conversions being affine): w = 0 is the unconditional
+model, w = 1 the conditional one, w > 1 sharpens it.
+
+Likelihoods: ``log_prob`` is the probability-flow ODE's exact log-density (Song et al. 2021), with
+the change of scale of the data map and, for discrete data, the uniform-dequantization bound
+log P(x) ≥ E_u[log p(x + (u − ½)Δ)] + D log Δ (Δ the bin width; Theis et al. 2016);
+``log_prob_bound`` is the discrete-time variational bound (Ho et al. 2020).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from simulacra.data.info import DataInfo
+from simulacra.errors import ConfigError, DataError
+from simulacra.models.base import GenerativeModel, LossOutput
+from simulacra.models.vae import check_context
+from simulacra.objectives.score import WEIGHTINGS, denoising_loss, variational_bound
+from simulacra.processes.gaussian import Denoise, check_parameterization, convert
+from simulacra.processes.schedules import NoiseSchedule
+from simulacra.samplers import SAMPLERS, run_sampler, time_grid
+from simulacra.samplers.ode import log_prob as pf_ode_log_prob
+
+LN2 = math.log(2.0)
+
+
+class Diffusion(GenerativeModel):
+    """A Gaussian diffusion model over ``info.event_shape``.
+
+    Args:
+        info: shape and support of one example.
+        denoiser: a network ``(x_t (B, *event), t (B,), c (B,) or None) -> (B, *event)``
+            predicting ``prediction``; a conditional one reads labels in {0, …, K} (K = ∅).
+        process: the noise schedule (:class:`NoiseSchedule`).
+        prediction: what the network predicts: ``eps``, ``x0``, ``v`` or ``score``.
+        weighting: the loss weighting (a name in :data:`WEIGHTINGS`; default: ``prediction``).
+        timesteps: T for a discrete-time DDPM (training times i/T, i = 1..T), None for
+            continuous time (t ~ U(t_min, 1)).
+        conditional: the denoiser reads labels (needs ``info.num_classes``).
+        label_dropout: probability of replacing a label by ∅ while training (classifier-free
+            guidance); only for conditional models.
+        sampler: the default sampler (a name in :data:`SAMPLERS`), ``sample_steps`` its default
+            number of grid points (T for a discrete model when None, else 1000), ``guidance``
+            the default guidance scale.
+        trace, rtol, atol: how ``log_prob`` solves the PF-ODE (exact or Hutchinson trace).
+    """
+
+    def __init__(
+        self,
+        info: DataInfo,
+        denoiser: nn.Module,
+        process: NoiseSchedule,
+        *,
+        prediction: str = "eps",
+        weighting: str | None = None,
+        timesteps: int | None = 1000,
+        conditional: bool = False,
+        label_dropout: float = 0.1,
+        sampler: str = "ancestral",
+        sample_steps: int | None = None,
+        guidance: float = 1.0,
+        trace: str = "auto",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+    ) -> None:
+        super().__init__(info)
+        self.prediction = check_parameterization(prediction)
+        if weighting is not None and weighting not in WEIGHTINGS:
+            raise ConfigError(f"unknown weighting {weighting!r}; expected one of {', '.join(WEIGHTINGS)}")
+        if timesteps is not None and (
+            isinstance(timesteps, bool) or int(timesteps) != timesteps or timesteps < 2
+        ):
+            raise ConfigError(
+                f"timesteps must be an integer >= 2 (or None for continuous time); found {timesteps!r}"
+            )
+        if not 0.0 <= label_dropout < 1.0:
+            raise ConfigError(f"label_dropout must be in [0, 1); found {label_dropout}")
+        if conditional and info.num_classes is None:
+            raise ConfigError(
+                "a conditional diffusion model needs labelled data (DataInfo.num_classes); found None"
+            )
+        SAMPLERS.get(sampler)  # unknown names fail at construction
+        self.denoiser = denoiser
+        self.process = process
+        self.weighting = weighting
+        self.timesteps = None if timesteps is None else int(timesteps)
+        self.conditional = bool(conditional)
+        self.label_dropout = float(label_dropout) if conditional else 0.0
+        self.sampler = sampler
+        self.sample_steps = sample_steps
+        self.guidance = float(guidance)
+        self.trace, self.rtol, self.atol = trace, float(rtol), float(atol)
+        # y = scale · x + shift maps [0, 1] data (binary, grey levels) to [−1, 1]
+        self.scale, self.shift = (1.0, 0.0) if info.support == "real" else (2.0, -1.0)
+        levels = 2 if info.support == "binary" and info.levels is None else info.levels
+        self.bin_width = None if info.support == "real" or not levels or levels < 2 else 1.0 / (levels - 1)
+
+    # -- data space <-> model space ----------------------------------------------------------
+
+    def _check(self, x: Tensor, c: Tensor | None) -> None:
+        if tuple(x.shape[1:]) != tuple(self.info.event_shape):
+            raise DataError(
+                f"expected a batch of shape (B, {', '.join(map(str, self.info.event_shape))}); found {tuple(x.shape)}"
+            )
+        check_context(self, c, x.shape[0])
+
+    def _to_model(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """y = scale · (x + (u − ½) Δ) + shift, u ~ U[0, 1)^D for discrete data (Δ the bin width)."""
+        if self.bin_width is not None:
+            u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x = x + (u - 0.5) * self.bin_width
+        return self.scale * x + self.shift
+
+    def _from_model(self, y: Tensor) -> Tensor:
+        """x = (y − shift)/scale, in [0, 1] for bounded data and rounded to the nearest level
+        (the centre of the bin y was dequantized in) for discrete data."""
+        x = (y - self.shift) / self.scale
+        if self.info.support == "real":
+            return x
+        if self.bin_width is not None:
+            x = torch.round(x / self.bin_width) * self.bin_width
+        return x.clamp(0.0, 1.0)
+
+    # -- the denoiser ------------------------------------------------------------------------
+
+    def predict(self, x_t: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        """The network's raw prediction (``self.prediction``) at (x_t, t), model space, (B, *event).
+        For a conditional model, c (B,) holds labels in {0, …, K}, K = ``num_classes`` meaning ∅."""
+        return self.denoiser(x_t, t, c if self.conditional else None)
+
+    def _null(self, n: int, device: torch.device) -> Tensor:
+        return torch.full((n,), int(self.info.num_classes or 0), dtype=torch.long, device=device)
+
+    def denoiser_fn(self, c: Tensor | None = None, guidance: float | None = None) -> Denoise:
+        """The canonical x̂₀(x_t, t) for samplers: converted from the network's parameterisation,
+        with classifier-free guidance of scale ``guidance`` (default ``self.guidance``) when the
+        model is conditional."""
+        w = self.guidance if guidance is None else float(guidance)
+
+        def x0_of(x: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
+            alpha, sigma = self.process.alpha_sigma(t)
+            return convert(self.predict(x, t, labels), self.prediction, "x0", x, alpha, sigma)
+
+        if not self.conditional:
+            return lambda x, t: x0_of(x, t, None)
+        if c is None:
+            raise DataError("a conditional diffusion model needs labels c to denoise")
+        labels = c.long()
+        null = self._null(labels.shape[0], labels.device)
+        if w == 1.0:
+            return lambda x, t: x0_of(x, t, labels)
+        if w == 0.0:
+            return lambda x, t: x0_of(x, t, null)
+
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            both = x0_of(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
+            cond, uncond = both.chunk(2)
+            return uncond + w * (cond - uncond)
+
+        return guided
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _train_times(self, n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        if self.timesteps is not None:
+            return torch.randint(1, self.timesteps + 1, (n,), device=device).to(dtype) / self.timesteps
+        t_min = self.process.t_min
+        return t_min + (1.0 - t_min) * torch.rand(n, device=device, dtype=dtype)
+
+    def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
+        """Weighted denoising loss (mean over the batch and the D dimensions)."""
+        self._check(x, c)
+        y = self._to_model(x)
+        t = self._train_times(x.shape[0], x.device, x.dtype)
+        labels = None
+        if self.conditional and c is not None:
+            labels = c.long()
+            if self.label_dropout > 0:
+                drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
+                labels = torch.where(drop, self._null(labels.shape[0], labels.device), labels)
+        per_example = denoising_loss(
+            lambda x_t, tt: self.predict(x_t, tt, labels),
+            self.process,
+            y,
+            t,
+            prediction=self.prediction,
+            weighting=self.weighting,
+        )
+        loss = per_example.mean()
+        return LossOutput(loss, {"denoising": loss.detach()})
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    @property
+    def t_min(self) -> float:
+        """The smallest time the model uses: 1/T in discrete time, else the process's t_min."""
+        return self.process.t_min if self.timesteps is None else 1.0 / self.timesteps
+
+    def time_grid(self, steps: int, spacing: str = "time") -> Tensor:
+        """The decreasing sampling grid of ``steps`` points from 1 to t_min (float64); for a
+        discrete-time model the points are rounded to the training grid i/T (duplicates dropped)."""
+        if self.timesteps is None:
+            return time_grid(self.process, steps, spacing)
+        grid = time_grid(self.process, steps, spacing, t_min=self.t_min)
+        index = torch.unique(torch.round(grid * self.timesteps).clamp(1, self.timesteps))
+        return index.flip(0) / self.timesteps
+
+    def sample(
+        self,
+        n: int,
+        c: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **sampler_options: Any,
+    ) -> Tensor:
+        """n draws (n, *event_shape) from the prior through a sampler.
+
+        Sampler options: ``sampler`` (a name in :data:`SAMPLERS`; default the model's),
+        ``steps`` (grid points; default the model's, 20 for ``dpm-solver``), ``spacing``
+        (``time`` or ``log-snr``; default ``log-snr`` for ``dpm-solver``), ``guidance`` (the
+        classifier-free guidance scale of a conditional model), and the sampler's own options
+        (e.g. ``eta`` for ``ddim``, ``snr`` for ``pc``, ``rtol`` for ``ode``).
+        """
+        check_context(self, c, n)
+        options = dict(sampler_options)
+        name = options.pop("sampler", None) or self.sampler
+        guidance = options.pop("guidance", None)
+        if guidance is not None and not self.conditional:
+            raise ConfigError("guidance applies to conditional models; this diffusion model is unconditional")
+        default_steps = 20 if name == "dpm-solver" else (self.sample_steps or self.timesteps or 1000)
+        steps = options.pop("steps", None) or default_steps
+        spacing = options.pop("spacing", None) or ("log-snr" if name == "dpm-solver" else "time")
+        times = self.time_grid(int(steps), spacing)
+        prior = torch.randn((n, *self.event_shape), generator=generator, device=self.device)
+        x = prior * self.process.prior_std
+        y = run_sampler(
+            name, self.denoiser_fn(c, guidance), self.process, x, times, generator=generator, **options
+        )
+        return self._from_model(y)
+
+    # -- likelihoods -------------------------------------------------------------------------
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        """True when ``log_prob`` scores discrete data (a dequantization bound)."""
+        return self.bin_width is not None
+
+    @property
+    def likelihood_estimator(self) -> str:
+        """How ``log_prob`` is obtained, for reports."""
+        exact = self.trace == "exact" or (self.trace == "auto" and self.info.dim <= 10)
+        name = f"PF-ODE ({'exact' if exact else 'Hutchinson'} trace)"
+        return name if self.bin_width is None else f"{name}, uniform dequantization bound (1 draw)"
+
+    bound_name = "VLB"
+
+    def log_prob(
+        self, x: Tensor, c: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """log p(x | c) in nats, (B,), through the probability-flow ODE (a one-draw dequantization
+        bound for discrete data; Hutchinson's probe and the dequantization noise use ``generator``)."""
+        self._check(x, c)
+        y = self._to_model(x, generator)
+        log_p = pf_ode_log_prob(
+            self.denoiser_fn(c, 1.0), self.process, y, t_min=self.t_min, trace=self.trace, rtol=self.rtol,
+            atol=self.atol, generator=generator,
+        )  # fmt: skip
+        d = self.info.dim
+        log_p = log_p + d * math.log(self.scale)  # density of x = (y − shift)/scale
+        if self.bin_width is not None:
+            log_p = log_p + d * math.log(self.bin_width)
+        return log_p
+
+    def log_prob_bound(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        num_samples: int = 1,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The discrete-time variational bound (on the grid i/T; 1000 points for a continuous
+        model), averaged over ``num_samples`` draws; nats, (B,), ≤ log p(x | c) in expectation."""
+        self._check(x, c)
+        if num_samples < 1:
+            raise ConfigError(f"num_samples must be at least 1; found {num_samples}")
+        steps = self.timesteps or 1000
+        times = torch.linspace(self.t_min, 1.0, steps, dtype=torch.float64)
+        denoise = self.denoiser_fn(c, 1.0)
+        total = x.new_zeros(x.shape[0])
+        for _ in range(num_samples):
+            y = self._to_model(x, generator)
+            total = total + variational_bound(denoise, self.process, y, times, generator=generator)
+        log_p = total / num_samples + self.info.dim * math.log(self.scale)
+        if self.bin_width is not None:
+            log_p = log_p + self.info.dim * math.log(self.bin_width)
+        return log_p
