@@ -114,7 +114,8 @@ def main() -> int:
             g = torch.Generator().manual_seed(args.seed)
             options = {"method": "dopri5"} if n_steps is None else {"method": "heun", "steps": n_steps}
             started = time.perf_counter()
-            lp = log_prob(denoise, model.process, x_test, trace="exact", generator=g, **options)
+            with torch.no_grad():  # (with gradients on, the whole trajectory's graph would be kept)
+                lp = log_prob(denoise, model.process, x_test, trace="exact", generator=g, **options)
             nll = -lp
             key = "adaptive" if n_steps is None else str(n_steps)
             rows["nll"][key] = {

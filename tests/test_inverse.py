@@ -144,3 +144,22 @@ def test_inverse_tasks_reject_bad_inputs(tiny_image_model) -> None:
         super_resolve(model, torch.rand(2, c, h, w), 1)
     with pytest.raises(CapabilityError, match="needs a diffusion model"):
         inpaint(torch.nn.Linear(2, 2), torch.rand(2, 2), torch.ones(2))
+
+
+def test_colorize_and_denoise_on_a_colour_model() -> None:
+    from simulacra.data.info import DataInfo
+    from simulacra.models.zoo import build_model
+    from simulacra.tasks.inverse import colorize, denoise_observation
+
+    info = DataInfo(event_shape=(3, 8, 8), support="real")
+    torch.manual_seed(0)
+    model = build_model({"name": "ddpm", "timesteps": 10, "channels": [4, 8]}, info).eval()
+    g = torch.Generator().manual_seed(0)
+    grey = torch.randn(2, 1, 8, 8, generator=g)
+    out = colorize(model, grey, steps=5, generator=g)
+    assert out.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(out.mean(1, keepdim=True), grey, atol=1e-4, rtol=0)  # the grey part is kept
+    assert out.std(1).mean() > 1e-3  # and colour was added
+    noisy = torch.randn(2, 3, 8, 8, generator=g)
+    clean = denoise_observation(model, noisy, 0.5, steps=10, generator=g)
+    assert clean.shape == noisy.shape and bool(torch.isfinite(clean).all())

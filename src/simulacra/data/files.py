@@ -393,7 +393,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such image: {str(path)!r}")
-    return torch.from_numpy(_open_image(path)).float() / 255.0
+    return torch.from_numpy(_open_image(path).copy()).float() / 255.0  # a writable copy for torch
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:

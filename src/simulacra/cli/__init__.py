@@ -1,0 +1,163 @@
+"""The ``simulacra`` command line.
+
+Verbs, one module per job:
+
+* ``train`` (:mod:`simulacra.cli.train`): fit a model, then picture and score the run;
+* ``sample``, ``evaluate``, ``interpolate`` (:mod:`simulacra.cli.sample`): use a trained run;
+* ``inpaint``, ``super-resolve``, ``denoise``, ``colorize`` (:mod:`simulacra.cli.inverse`):
+  inverse problems solved with a trained diffusion model;
+* ``posterior`` (:mod:`simulacra.cli.posterior`): neural posterior estimation on a simulator;
+* ``models``, ``datasets`` (:mod:`simulacra.cli.listing`): the registries.
+
+Strings (model, dataset, metric names) are resolved here, once, through the registries. Every
+user error is a :class:`SimulacraError`, printed as one ``error: ...`` line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from simulacra.cli.inverse import VERBS as INVERSE_VERBS
+from simulacra.cli.inverse import add_parsers as add_inverse_parsers
+from simulacra.cli.inverse import cmd_inverse
+from simulacra.cli.listing import cmd_datasets, cmd_models
+from simulacra.cli.posterior import cmd_posterior
+from simulacra.cli.sample import cmd_evaluate, cmd_interpolate, cmd_sample
+from simulacra.cli.train import cmd_train
+from simulacra.errors import CheckpointError, SimulacraError
+
+__all__ = ["COMMANDS", "main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simulacra",
+        description="Train, sample, score and compare deep generative models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model (or resume a run)")
+    p.add_argument("model", nargs="?", help="a registered model (see `simulacra models`)")
+    p.add_argument("--data", help="dataset name (see `simulacra datasets`) or a path (.npz/.npy/.csv/folder)")
+    p.add_argument("--data-dir", help="folder with downloaded data (default $SIMULACRA_DATA)")
+    p.add_argument("--binarize", choices=["static", "dynamic"], help="binarize grey-level data")
+    p.add_argument("--epochs", type=float, help="training length in passes over the training split")
+    p.add_argument("--steps", type=int, help="training length in optimizer steps (wins over --epochs)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--out", help="run directory (default runs/<model>-<data>)")
+    p.add_argument("--config", help="a TOML or JSON file with [model], [data], [train] sections")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.latent_dim=32 --set train.lr=3e-4",
+    )
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
+    p.add_argument(
+        "--eval-samples", type=int, default=None, help="importance samples k for the final test NLL"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p.add_argument("run")
+    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("-o", "--output", default=None, help="PNG to write (default RUN/samples.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", type=int, default=None, help="class label for conditional models")
+    p.add_argument("--save-tensor", default=None, help="also save the samples as .npy")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sampler", default=None, help="diffusion: ancestral, ddim, pc, dpm-solver, ode, ...")
+    p.add_argument("--steps", type=int, default=None, help="diffusion models: the sampler's grid points")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="conditional diffusion: guidance scale (0 unconditional)"
+    )
+    p.add_argument(
+        "--temperature", type=float, default=None, help="autoregressive models: draw from p^(1/T) per entry"
+    )
+    p.add_argument(
+        "--top-k", type=int, default=None, help="autoregressive models: keep the k likeliest values"
+    )
+
+    p = sub.add_parser("evaluate", help="score a trained run on held-out data")
+    p.add_argument("run")
+    p.add_argument("--metric", action="append", choices=["nll", "mmd"], help="nll (default) and/or mmd")
+    p.add_argument("--k", type=int, default=1000, help="importance samples per example (VAE family)")
+    p.add_argument("--split", choices=["test", "valid", "train"], default="test")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("interpolate", help="decode paths between encodings of held-out examples")
+    p.add_argument("run")
+    p.add_argument("-o", "--output", default=None, help="PNG to write (default RUN/interpolation.png)")
+    p.add_argument("--method", choices=["linear", "spherical"], default="linear")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--pairs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+
+    add_inverse_parsers(sub)  # inpaint, super-resolve, denoise, colorize
+
+    p = sub.add_parser(
+        "posterior", help="neural posterior estimation on a simulator, with calibration checks"
+    )
+    p.add_argument("simulator", help="a registered simulator: gaussian-linear, two-moons")
+    p.add_argument(
+        "--flow", default="nsf", help="conditional flow: nsf (default), nsf-coupling, maf or realnvp"
+    )
+    p.add_argument("--simulations", type=int, default=10000, help="training pairs (θ, x) to simulate")
+    p.add_argument(
+        "--steps", type=int, default=3000, help="maximum optimizer steps (early stopping on 10%% held out)"
+    )
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--transforms", type=int, default=5, help="flow layers")
+    p.add_argument("--hidden", default="64,64", help="hidden widths of each layer's network, e.g. 64,64")
+    p.add_argument("--observation", default=None, help="x_o as 'x1,x2,...' (default: the task's own)")
+    p.add_argument("--samples", type=int, default=10000, help="posterior draws for the plot and metrics")
+    p.add_argument("--sbc-trials", type=int, default=200, help="calibration trials (θ*, x) ~ p(θ, x)")
+    p.add_argument("--sbc-samples", type=int, default=100, help="posterior draws per calibration trial")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default runs/posterior-<simulator>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sub.add_parser("models", help="list the registered models")
+    sub.add_parser("datasets", help="list the registered datasets")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "evaluate": cmd_evaluate,
+    "interpolate": cmd_interpolate,
+    **dict.fromkeys(INVERSE_VERBS, cmd_inverse),
+    "models": cmd_models,
+    "datasets": cmd_datasets,
+    "posterior": cmd_posterior,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``simulacra`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SimulacraError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except FileNotFoundError as err:  # a path the user gave that a lower layer did not check
+        print(f"error: {CheckpointError.__name__}: no such file: {err.filename}", file=sys.stderr)
+        return 2

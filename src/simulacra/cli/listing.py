@@ -1,0 +1,34 @@
+"""``simulacra models | datasets``: the registries, as tables."""
+
+from __future__ import annotations
+
+import argparse
+
+from simulacra.cli.common import _console
+
+
+def _print_registry(title: str, described: dict[str, str]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    for name, description in described.items():
+        table.add_row(name, description)
+    _console().print(table)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from simulacra.models.zoo import MODELS
+
+    _print_registry("registered models", MODELS.describe())
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from simulacra.data import DATASETS
+
+    _print_registry(
+        "registered datasets (or pass a path: .npz, .npy, .csv, image folder)", DATASETS.describe()
+    )
+    return 0

@@ -1,0 +1,159 @@
+"""``simulacra sample | evaluate | interpolate RUN``: use a trained run."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simulacra.cli.common import (
+    _console,
+    _density_picture,
+    _has_2d_density,
+    _held_out,
+    _mmd_metrics,
+    _per_character,
+    _print_metrics,
+    _resolve_device,
+    _sample_labels,
+    _save_text,
+)
+from simulacra.errors import ConfigError
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from simulacra.train.checkpoint import load_model
+    from simulacra.viz.grids import save_examples
+
+    if args.n < 1:
+        raise ConfigError(f"-n must be at least 1, got {args.n}")
+    model = load_model(args.run, device=_resolve_device(args.device))
+    c = None
+    if model.conditional:
+        if args.label is None:
+            c = _sample_labels(model, args.n, model.info)
+        else:
+            k = model.info.num_classes or 0
+            if not 0 <= args.label < k:
+                raise ConfigError(f"--label must be in 0..{k - 1}, got {args.label}")
+            c = torch.full((args.n,), args.label, dtype=torch.long, device=model.device)
+    elif args.label is not None:
+        raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
+    options = {
+        key: value
+        for key, value in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
+        if value is not None
+    }
+    if options:
+        from simulacra.models.base import Denoiser, require
+
+        require(model, Denoiser, "denoiser", "--sampler, --steps and --guidance apply to diffusion models")
+    decoding = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
+    if decoding and not set(decoding) <= set(inspect.signature(model.sample).parameters):
+        from simulacra.errors import CapabilityError
+
+        raise CapabilityError(
+            f"{model.preset_name}: --temperature and --top-k apply to autoregressive models"
+        )
+    options.update(decoding)
+    with torch.no_grad():
+        generator = torch.Generator(model.device).manual_seed(args.seed)
+        x = model.sample(args.n, c, generator=generator, **options).cpu()
+    text = model.info.vocabulary is not None  # token sequences are written as text
+    out = Path(args.output) if args.output else Path(args.run) / ("samples.txt" if text else "samples.png")
+    if text:
+        _save_text(x, model.info, out)
+    elif _has_2d_density(model):
+        _density_picture(model, x, out)
+    else:
+        save_examples(x, model.info, out)
+    if args.save_tensor:
+        import numpy as np
+
+        np.save(args.save_tensor, x.numpy())
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from simulacra.train.checkpoint import load_model
+
+    metrics_wanted = args.metric or ["nll"]
+    model = load_model(args.run, device=_resolve_device(args.device))
+    model.eval()
+    _, part = _held_out(args.run, args.split, args.data_dir, args.limit)
+    results: dict[str, Any] = {}
+    start = time.perf_counter()
+    if "nll" in metrics_wanted:
+        from simulacra.metrics.likelihood import evaluate_nll
+
+        c = part.y.to(model.device) if model.conditional and part.y is not None else None
+        estimates = evaluate_nll(
+            model,
+            part.x.to(model.device),
+            c,
+            num_samples=args.k,
+            generator=torch.Generator().manual_seed(args.seed),
+            progress=True,
+        )
+        for name, e in estimates.items():
+            results[name] = {
+                "value": e.value,
+                "stderr": e.stderr,
+                "estimator": e.estimator,
+                "unit": e.unit,
+                "n": e.n,
+            }
+    _per_character(results, model.info)
+    if "mmd" in metrics_wanted:
+        results.update(_mmd_metrics(model, part, len(part), seed=args.seed))
+    seconds = time.perf_counter() - start
+    _print_metrics(_console(), results, title=f"{args.split} split, {len(part)} examples ({seconds:.1f} s)")
+    path = Path(args.run) / "metrics.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored.setdefault("evaluations", []).append(
+        {"split": args.split, "k": args.k, "seconds": round(seconds, 2), "metrics": results}
+    )
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(stored, indent=2) + "\n")
+    os.replace(tmp, path)
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from simulacra.models.base import LatentVariableModel, require
+    from simulacra.tasks.interpolate import interpolate
+    from simulacra.train.checkpoint import load_model
+    from simulacra.viz.grids import save_examples
+
+    model = load_model(args.run)
+    require(model, LatentVariableModel, "latent space to interpolate in")
+    _, part = _held_out(args.run, "test", args.data_dir, None)
+    if args.pairs < 1 or args.steps < 2:
+        raise ConfigError("--pairs must be ≥ 1 and --steps ≥ 2")
+    g = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(part), generator=g)[: 2 * args.pairs]
+    if len(idx) < 2:
+        raise ConfigError("interpolation needs at least two held-out examples")
+    rows = []
+    with torch.no_grad():
+        for i in range(len(idx) // 2):
+            a, b = idx[2 * i : 2 * i + 1], idx[2 * i + 1 : 2 * i + 2]
+            c = part.y[a] if model.conditional and part.y is not None else None
+            rows.append(interpolate(model, part.x[a], part.x[b], c, steps=args.steps, method=args.method))
+    out = Path(args.output) if args.output else Path(args.run) / "interpolation.png"
+    x = torch.cat(rows)
+    if model.info.is_image:
+        from simulacra.viz.grids import save_grid
+
+        save_grid(x, out, nrow=args.steps)
+    else:
+        save_examples(x, model.info, out)
+    print(f"wrote {len(rows)} {args.method} interpolations of {args.steps} steps to {out}")
+    return 0

@@ -1,0 +1,42 @@
+"""Model presets: short registered functions that compose the parts into named models.
+
+Each preset takes the data's :class:`DataInfo` first and keyword arguments after it, and returns
+a :class:`GenerativeModel`. ``simulacra models`` lists them with the first docstring line.
+
+The presets live in one module per family (:mod:`~simulacra.models.zoo.autoencoders`,
+:mod:`~simulacra.models.zoo.flows`, :mod:`~simulacra.models.zoo.autoregressive`,
+:mod:`~simulacra.models.zoo.diffusion`); importing this package registers all of them in
+:data:`MODELS`.
+"""
+
+from __future__ import annotations
+
+from simulacra.models.zoo._flow_layers import (  # used by simulacra.tasks.posterior
+    _autoregressive_layers as _autoregressive_layers,
+)
+from simulacra.models.zoo._flow_layers import _coupling_layers as _coupling_layers
+from simulacra.models.zoo._registry import MODELS, build_model
+
+# Importing a family registers its presets: these imports keep the registration order fixed.
+# isort: off
+from simulacra.models.zoo.autoencoders import (
+    vae, vae_iaf, vae_flow_prior, conv_vae, beta_vae, iwae, cvae, ae, conv_ae, linear_ae, dae,
+)  # fmt: skip
+from simulacra.models.zoo.flows import realnvp, maf, iaf, nsf, nsf_coupling, torus, glow, umnn, cnf
+from simulacra.models.zoo.autoregressive import nade, rnade, made, pixelcnn, gated_pixelcnn, transformer
+from simulacra.models.zoo.diffusion import ddpm, score_sde
+# isort: on
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    # auto-encoders and VAEs
+    "vae", "vae_iaf", "vae_flow_prior", "conv_vae", "beta_vae", "iwae", "cvae",
+    "ae", "conv_ae", "linear_ae", "dae",
+    # normalizing flows
+    "realnvp", "maf", "iaf", "nsf", "nsf_coupling", "torus", "glow", "umnn", "cnf",
+    # autoregressive
+    "nade", "rnade", "made", "pixelcnn", "gated_pixelcnn", "transformer",
+    # diffusion
+    "ddpm", "score_sde",
+]  # fmt: skip

@@ -1,0 +1,311 @@
+"""Auto-encoder and VAE presets: ae, conv-ae, linear-ae, dae, vae, conv-vae, beta-vae, iwae, cvae,
+vae-iaf and vae-flow-prior."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from simulacra.data.info import DataInfo
+from simulacra.distributions.heads import head_for
+from simulacra.distributions.lazy import Amortized
+from simulacra.distributions.standard import DiagonalGaussian, StandardNormal
+from simulacra.errors import ConfigError
+from simulacra.flows.base import Affine, ElementwiseTransform
+from simulacra.flows.flow import AmortizedFlow, LazyFlow
+from simulacra.models.autoencoder import Autoencoder
+from simulacra.models.vae import VAE
+from simulacra.models.zoo._common import _context, _flow_context, _positive_int
+from simulacra.models.zoo._flow_layers import _autoregressive_layers
+from simulacra.models.zoo._registry import MODELS
+from simulacra.nn.conv import ConvDecoder, ConvEncoder
+from simulacra.nn.embeddings import ContextEmbedding, ContextNet
+from simulacra.nn.mlp import MLP
+from simulacra.objectives.denoising import CORRUPTIONS
+from simulacra.objectives.variational import ELBO, IWAE
+from simulacra.samplers.latent import LATENT_DENSITIES
+
+# -- auto-encoders and VAEs ---------------------------------------------------------------------
+# Every variant is a configuration of VAE or Autoencoder: the networks ("mlp", "conv", "linear"),
+# the likelihood head, the objective (ELBO(beta, free_bits) or IWAE(k)) and the context embedding.
+
+
+def _networks(
+    info: DataInfo,
+    arch: str,
+    latent_dim: int,
+    enc_out: int,
+    dec_params: int,
+    hidden: Sequence[int],
+    activation: str,
+    context: ContextEmbedding | None,
+) -> tuple[ContextNet, ContextNet]:
+    """Encoder x -> (B, enc_out) and decoder z -> (B, dec_params · D), both seeing the context.
+    ``hidden`` lists the encoder's layer sizes (conv: channels); the decoder mirrors them."""
+    extra = 0 if context is None else context.out_features
+    hidden = [_positive_int(h, "each hidden size") for h in hidden]
+    if arch == "mlp":
+        enc = MLP(info.dim + extra, hidden, enc_out, activation)
+        dec = MLP(latent_dim + extra, hidden[::-1], dec_params * info.dim, activation)
+    elif arch == "linear":
+        enc, dec = nn.Linear(info.dim + extra, enc_out), nn.Linear(latent_dim + extra, dec_params * info.dim)
+    elif arch == "conv":
+        if not info.is_image:
+            raise ConfigError(
+                f"convolutional presets need images (C, H, W); found event_shape {info.event_shape}"
+            )
+        c, h, w = info.event_shape
+        enc = ConvEncoder((c + extra, h, w), enc_out, hidden, activation)
+        dec = ConvDecoder(latent_dim + extra, (dec_params * c, h, w), hidden[::-1], activation)
+    else:
+        raise ConfigError(f"unknown architecture {arch!r}; expected 'mlp', 'conv' or 'linear'")
+    return ContextNet(enc, context, flatten=arch != "conv"), ContextNet(dec, context)
+
+
+def _vae(
+    info: DataInfo,
+    arch: str,
+    latent_dim: int,
+    hidden: Sequence[int],
+    activation: str,
+    likelihood: str,
+    beta: float,
+    free_bits: float,
+    num_samples: int,
+    conditional: bool = False,
+    embedding_dim: int | None = None,
+    prior: str = "normal",
+    posterior: str = "gaussian",
+    flow_transforms: int = 4,
+    flow_hidden: Sequence[int] = (64, 64),
+) -> VAE:
+    latent_dim = _positive_int(latent_dim, "latent_dim")
+    num_samples = _positive_int(num_samples, "num_samples")
+    if num_samples > 1 and free_bits > 0:
+        raise ConfigError(f"free bits apply to the ELBO (num_samples=1); found num_samples={num_samples}")
+    if free_bits > 0 and (prior != "normal" or posterior != "gaussian"):
+        raise ConfigError(
+            "free bits need a factorized prior and posterior (prior='normal', posterior='gaussian')"
+        )
+    head = head_for(info, likelihood)
+    context = _context(info, conditional, embedding_dim)
+    enc_out = 2 * latent_dim  # Gaussian: (μ, σ); IAF: the features h
+    enc, dec = _networks(info, arch, latent_dim, enc_out, head.params_per_dim, hidden, activation, context)
+    objective = ELBO(beta, free_bits) if num_samples == 1 else IWAE(num_samples)
+    objective.beta = float(beta)
+    return VAE(
+        info,
+        _posterior(posterior, enc, latent_dim, enc_out, flow_transforms, flow_hidden),
+        Amortized(dec, head),
+        _prior(prior, info, latent_dim, conditional, embedding_dim, flow_transforms, flow_hidden),
+        objective,
+        conditional=conditional,
+    )
+
+
+def _prior(
+    name: str,
+    info: DataInfo,
+    latent_dim: int,
+    conditional: bool,
+    embedding_dim: int | None,
+    transforms: int,
+    hidden: Sequence[int],
+) -> nn.Module:
+    """p(z | c): N(0, I) (``normal``), or a MAF over z (``maf``, Papamakarios et al. 2017) whose
+    every layer reads the label when the VAE is conditional."""
+    if name == "normal":
+        return StandardNormal(latent_dim)
+    if name != "maf":
+        raise ConfigError(f"unknown prior {name!r}; expected 'normal' or 'maf'")
+    context, cf = _flow_context(info, conditional, embedding_dim)
+    layers = _autoregressive_layers(DataInfo((latent_dim,)), transforms, hidden, "relu", cf, Affine)
+    return LazyFlow(layers, (latent_dim,), context=context)
+
+
+def _posterior(
+    name: str, net: nn.Module, latent_dim: int, features: int, transforms: int, hidden: Sequence[int]
+) -> nn.Module:
+    """q(z | x, c): a diagonal Gaussian (``gaussian``), or the inverse autoregressive flow of
+    Kingma et al. (2016) (``iaf``): z₀ = μ(h) + σ(h) ε, then ``transforms`` affine IAF steps whose
+    MADEs read the encoder features h; log q(z | x) comes from the sampling pass."""
+    if name == "gaussian":
+        return Amortized(net, DiagonalGaussian(latent_dim))
+    if name != "iaf":
+        raise ConfigError(f"unknown posterior {name!r}; expected 'gaussian' or 'iaf'")
+    gaussian = ElementwiseTransform(Affine(bound=8.0), latent_dim, nn.Linear(features, 2 * latent_dim))
+    steps = _autoregressive_layers(
+        DataInfo((latent_dim,)), transforms, hidden, "relu", features, Affine, inverse=True
+    )
+    return AmortizedFlow(net, [*steps[::-1], gaussian], (latent_dim,))
+
+
+@MODELS.register("vae", "VAE with MLPs (Kingma & Welling 2014); num_samples > 1 trains on the IWAE bound")
+def vae(
+    info: DataInfo,
+    latent_dim: int = 16,
+    hidden: Sequence[int] = (512, 256),
+    activation: str = "relu",
+    likelihood: str = "auto",
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    num_samples: int = 1,
+    prior: str = "normal",
+    posterior: str = "gaussian",
+    flow_transforms: int = 4,
+    flow_hidden: Sequence[int] = (64, 64),
+) -> VAE:
+    """Gaussian-latent VAE with MLP encoder/decoder; ``hidden`` are the encoder's layers (the decoder
+    mirrors them). Burda et al. (2016): ``hidden=[200, 200], latent_dim=50, activation="tanh"``.
+    ``prior="maf"`` learns a flow prior, ``posterior="iaf"`` an IAF posterior (``flow_transforms``
+    layers of ``flow_hidden`` units)."""
+    return _vae(
+        info, "mlp", latent_dim, hidden, activation, likelihood, beta, free_bits, num_samples,
+        prior=prior, posterior=posterior, flow_transforms=flow_transforms, flow_hidden=flow_hidden,
+    )  # fmt: skip
+
+
+@MODELS.register("vae-iaf", "VAE with an inverse-autoregressive-flow posterior (Kingma et al. 2016)")
+def vae_iaf(info: DataInfo, posterior: str = "iaf", **kwargs: Any) -> VAE:
+    """The ``vae`` preset with q(z | x) = IAF(z₀ ~ N(μ(x), σ(x)²)); other keywords as ``vae``."""
+    return vae(info, posterior=posterior, **kwargs)
+
+
+@MODELS.register("vae-flow-prior", "VAE with a learned MAF prior p(z) over its latent")
+def vae_flow_prior(info: DataInfo, prior: str = "maf", **kwargs: Any) -> VAE:
+    """The ``vae`` preset with p(z) a masked autoregressive flow; other keywords as ``vae``."""
+    return vae(info, prior=prior, **kwargs)
+
+
+@MODELS.register("conv-vae", "VAE with stride-2 convolutional encoder and decoder")
+def conv_vae(
+    info: DataInfo,
+    latent_dim: int = 16,
+    channels: Sequence[int] = (32, 64),
+    activation: str = "relu",
+    likelihood: str = "auto",
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    num_samples: int = 1,
+) -> VAE:
+    """VAE whose encoder is a :class:`ConvEncoder` with ``channels`` and decoder its mirror."""
+    return _vae(info, "conv", latent_dim, channels, activation, likelihood, beta, free_bits, num_samples)
+
+
+@MODELS.register("beta-vae", "β-VAE (Higgins et al. 2017): the VAE with the KL weighted by beta=4")
+def beta_vae(info: DataInfo, beta: float = 4.0, **kwargs: Any) -> VAE:
+    """The ``vae`` preset with ``beta = 4`` by default; other keywords as ``vae``."""
+    return vae(info, beta=beta, **kwargs)
+
+
+@MODELS.register("iwae", "IWAE (Burda et al. 2016): the VAE trained on the k-sample bound, k=5")
+def iwae(info: DataInfo, num_samples: int = 5, **kwargs: Any) -> VAE:
+    """The ``vae`` preset trained on the importance-weighted bound with ``num_samples`` (k)."""
+    return vae(info, num_samples=num_samples, **kwargs)
+
+
+@MODELS.register("cvae", "conditional VAE (Sohn et al. 2015): labels enter encoder, decoder")
+def cvae(
+    info: DataInfo,
+    latent_dim: int = 16,
+    hidden: Sequence[int] = (512, 256),
+    activation: str = "relu",
+    likelihood: str = "auto",
+    beta: float = 1.0,
+    embedding_dim: int | None = None,
+) -> VAE:
+    """MLP VAE with p(x | z, c) and q(z | x, c); the label c is one-hot (``embedding_dim=None``) or a
+    learned embedding, concatenated to the networks' inputs. Needs ``info.num_classes``."""
+    return _vae(info, "mlp", latent_dim, hidden, activation, likelihood, beta, 0.0, 1, True, embedding_dim)
+
+
+def _ae(
+    info: DataInfo,
+    arch: str,
+    latent_dim: int,
+    hidden: Sequence[int],
+    activation: str,
+    likelihood: str,
+    latent_density: str,
+    num_components: int,
+    corruption: str | None = None,
+    noise: float = 0.0,
+    **head_kwargs: Any,
+) -> Autoencoder:
+    latent_dim = _positive_int(latent_dim, "latent_dim")
+    head = head_for(info, likelihood, **head_kwargs)
+    enc, dec = _networks(info, arch, latent_dim, latent_dim, head.params_per_dim, hidden, activation, None)
+    density_kwargs = {"num_components": _positive_int(num_components, "num_components")}
+    density = LATENT_DENSITIES.build(
+        {"name": latent_density, **(density_kwargs if latent_density == "gmm" else {})}, dim=latent_dim
+    )
+    noise_module = None if corruption is None else CORRUPTIONS.get(corruption)(noise)
+    return Autoencoder(info, enc, Amortized(dec, head), density, noise_module)
+
+
+@MODELS.register("ae", "auto-encoder with MLPs and a post-hoc latent density for sampling")
+def ae(
+    info: DataInfo,
+    latent_dim: int = 16,
+    hidden: Sequence[int] = (512, 256),
+    activation: str = "relu",
+    likelihood: str = "auto",
+    latent_density: str = "gaussian",
+    num_components: int = 10,
+) -> Autoencoder:
+    """Deterministic auto-encoder; ``latent_density`` (normal, gaussian, gmm with ``num_components``)
+    is fitted to the codes after training for generation."""
+    return _ae(info, "mlp", latent_dim, hidden, activation, likelihood, latent_density, num_components)
+
+
+@MODELS.register("conv-ae", "auto-encoder with convolutional encoder and decoder")
+def conv_ae(
+    info: DataInfo,
+    latent_dim: int = 16,
+    channels: Sequence[int] = (32, 64),
+    activation: str = "relu",
+    likelihood: str = "auto",
+    latent_density: str = "gaussian",
+    num_components: int = 10,
+) -> Autoencoder:
+    """Deterministic auto-encoder with a :class:`ConvEncoder` and its mirror :class:`ConvDecoder`."""
+    return _ae(info, "conv", latent_dim, channels, activation, likelihood, latent_density, num_components)
+
+
+@MODELS.register("linear-ae", "linear auto-encoder with a fixed-σ Gaussian decoder (spans the PCA subspace)")
+def linear_ae(
+    info: DataInfo, latent_dim: int = 2, std: float = 1.0, latent_density: str = "gaussian"
+) -> Autoencoder:
+    """z = W_e x + b_e, p(x | z) = N(W_d z + b_d, σ² I): its optimum spans the top principal
+    subspace of the data (Baldi & Hornik 1989)."""
+    return _ae(info, "linear", latent_dim, (), "relu", "gaussian", latent_density, 1, std=std)
+
+
+@MODELS.register("dae", "denoising auto-encoder (Vincent et al. 2008): MLP AE trained on corrupted inputs")
+def dae(
+    info: DataInfo,
+    corruption: str = "gaussian",
+    noise: float = 0.3,
+    latent_dim: int = 16,
+    hidden: Sequence[int] = (512, 256),
+    activation: str = "relu",
+    likelihood: str = "auto",
+    latent_density: str = "gaussian",
+    num_components: int = 10,
+) -> Autoencoder:
+    """``corruption`` is gaussian (σ = ``noise``), masking or salt-and-pepper (probability ``noise``);
+    the loss reconstructs the clean input."""
+    return _ae(
+        info,
+        "mlp",
+        latent_dim,
+        hidden,
+        activation,
+        likelihood,
+        latent_density,
+        num_components,
+        corruption,
+        noise,
+    )

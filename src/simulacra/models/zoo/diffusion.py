@@ -1,0 +1,102 @@
+"""Diffusion presets: ddpm and score-sde."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from simulacra.data.info import DataInfo
+from simulacra.errors import ConfigError
+from simulacra.models.diffusion import Diffusion
+from simulacra.models.zoo._common import _positive_int
+from simulacra.models.zoo._registry import MODELS
+from simulacra.nn.time import TimeMLP
+from simulacra.nn.unet import UNet
+from simulacra.processes.schedules import SCHEDULES
+
+# -- diffusion ----------------------------------------------------------------------------------
+# Every diffusion model is Diffusion(info, denoiser, process, prediction, weighting): DDPM is the
+# discrete-time model (timesteps T) on a linear or cosine schedule, score-sde the continuous-time
+# one on a VP, sub-VP or VE SDE. The denoiser is a time-conditioned MLP for vectors and a UNet for
+# images; the sampler is chosen at sampling time (the preset only sets the default).
+
+
+def _denoiser(
+    info: DataInfo,
+    arch: str,
+    hidden: Sequence[int],
+    channels: Sequence[int],
+    attention_resolution: int,
+    conditional: bool,
+) -> nn.Module:
+    """TimeMLP (``mlp``) or UNet (``unet``); ``auto`` picks the UNet for images."""
+    num_classes = info.num_classes if conditional else None
+    arch = ("unet" if info.is_image else "mlp") if arch == "auto" else arch
+    if arch == "mlp":
+        hidden = [_positive_int(h, "each hidden size") for h in hidden]
+        return TimeMLP(info.event_shape, hidden, num_classes=num_classes)
+    if arch != "unet":
+        raise ConfigError(f"unknown denoiser architecture {arch!r}; expected 'auto', 'mlp' or 'unet'")
+    if not info.is_image:
+        raise ConfigError(f"the UNet denoiser needs images (C, H, W); found event_shape {info.event_shape}")
+    return UNet(
+        info.event_shape, channels, attention_resolution=attention_resolution, num_classes=num_classes
+    )
+
+
+@MODELS.register("ddpm", "DDPM (Ho et al. 2020): discrete-time diffusion, linear or cosine schedule")
+def ddpm(
+    info: DataInfo,
+    schedule: str = "linear",
+    timesteps: int = 1000,
+    prediction: str = "eps",
+    weighting: str | None = None,
+    arch: str = "auto",
+    hidden: Sequence[int] = (256, 256, 256),
+    channels: Sequence[int] = (32, 64),
+    attention_resolution: int = 8,
+    conditional: bool = False,
+    label_dropout: float = 0.1,
+    sampler: str = "ancestral",
+    sample_steps: int | None = None,
+) -> Diffusion:
+    """T = ``timesteps`` steps of a ``linear`` (Ho et al.) or ``cosine`` (Nichol & Dhariwal) schedule;
+    ``prediction`` eps, x0 or v; a TimeMLP (``hidden``) for vectors, a UNet (``channels``) for
+    images; ``conditional`` trains with label dropout for classifier-free guidance."""
+    if schedule not in ("linear", "cosine"):
+        raise ConfigError(f"ddpm's schedule must be 'linear' or 'cosine'; found {schedule!r} (see score-sde)")
+    return Diffusion(
+        info, _denoiser(info, arch, hidden, channels, attention_resolution, conditional),
+        SCHEDULES.build(schedule), prediction=prediction, weighting=weighting,
+        timesteps=_positive_int(timesteps, "timesteps"), conditional=conditional,
+        label_dropout=label_dropout, sampler=sampler, sample_steps=sample_steps,
+    )  # fmt: skip
+
+
+@MODELS.register("score-sde", "score SDE (Song et al. 2021): continuous-time VP, sub-VP or VE diffusion")
+def score_sde(
+    info: DataInfo,
+    sde: str = "vp",
+    sigma_max: float = 50.0,
+    prediction: str = "eps",
+    weighting: str | None = None,
+    arch: str = "auto",
+    hidden: Sequence[int] = (256, 256, 256),
+    channels: Sequence[int] = (32, 64),
+    attention_resolution: int = 8,
+    conditional: bool = False,
+    label_dropout: float = 0.1,
+    sampler: str = "euler-maruyama",
+    sample_steps: int = 1000,
+) -> Diffusion:
+    """Denoising score matching at t ~ U(t_min, 1) on the ``sde`` vp, subvp or ve (``sigma_max``:
+    σ(1) of the VE SDE, about the largest distance between data points); other keywords as ddpm."""
+    if sde not in ("vp", "subvp", "ve"):
+        raise ConfigError(f"sde must be 'vp', 'subvp' or 've'; found {sde!r}")
+    process = SCHEDULES.build({"name": "ve", "sigma_max": sigma_max} if sde == "ve" else sde)
+    return Diffusion(
+        info, _denoiser(info, arch, hidden, channels, attention_resolution, conditional), process,
+        prediction=prediction, weighting=weighting, timesteps=None, conditional=conditional,
+        label_dropout=label_dropout, sampler=sampler, sample_steps=_positive_int(sample_steps, "sample_steps"),
+    )  # fmt: skip
