@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -161,7 +162,22 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
-    """Destroy the default process group if one is up (call once, before the process exits)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(timeout_s: float = 60.0) -> None:
+    """Destroy the default process group if one is up (call once, before the process exits).
+
+    The ranks first meet at a barrier, so that none tears down its connections while another
+    still works (rank 0 writes the run after the last collective): a gloo peer that vanishes
+    early can abort the other's exit ("terminate called without an active exception"). A peer
+    that never arrives (it failed) is waited for at most ``timeout_s`` seconds (gloo; NCCL's
+    barrier uses the group's timeout)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_world_size() > 1:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=timeout_s))
+            else:
+                dist.barrier()
+    except RuntimeError:  # a peer is gone: tear down anyway
+        pass
+    dist.destroy_process_group()
