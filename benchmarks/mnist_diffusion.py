@@ -27,6 +27,7 @@ Writes benchmarks/results/mnist-diffusion.json and the run directory runs/bench/
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import time
@@ -71,55 +72,12 @@ def classifier(data, seed: int, path: Path):
     return net, accuracy(net, data.test.x, data.test.y)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--minutes", type=float, default=60.0, help="training budget (wall minutes)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--channels", type=int, nargs="+", default=[16, 32])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--eval-n", type=int, default=1000, help="samples and test images per FID/MMD")
-    parser.add_argument("--nll-n", type=int, default=500, help="test images for the PF-ODE bits/dim")
-    parser.add_argument("--grid-steps", type=int, default=20, help="dpm-solver steps for the sample grids")
-    parser.add_argument(
-        "--limit", type=int, default=None, help="train on the first LIMIT images (smoke tests)"
-    )
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="run directory (default runs/bench/mnist-diffusion)")
-    parser.add_argument(
-        "--results", default=None, help="results JSON (default benchmarks/results/mnist-diffusion.json)"
-    )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    import simulacra.models  # noqa: F401
-    from simulacra.config import DataConfig, TrainConfig
-    from simulacra.data import load_dataset
-    from simulacra.metrics.fid import fid
-    from simulacra.metrics.likelihood import Estimate
-    from simulacra.metrics.two_sample import mmd
+def train(spec: dict, data, run_dir: Path, args: argparse.Namespace):
+    """Calibrate the step rate, train for the budget with EMA; (model with EMA weights, steps, seconds)."""
+    from simulacra.config import TrainConfig
     from simulacra.models.zoo import build_model
     from simulacra.train import EMA, TimeBudget, fit
-    from simulacra.viz.grids import save_grid
 
-    data = load_dataset(
-        DataConfig("mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit), seed=args.seed
-    )
-    spec = {"name": "ddpm", "channels": args.channels, "attention_resolution": 7, "conditional": True}
-    run_dir = Path(args.out or ROOT / "runs" / "bench" / "mnist-diffusion")
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    # the shared feature network is trained on all of MNIST; a --limit run keeps its own
-    clf_path = (
-        RESULTS / "mnist-classifier.safetensors" if args.limit is None else run_dir / "classifier.safetensors"
-    )
-    net, acc = classifier(data, args.seed, clf_path)
-    print(f"feature classifier: test accuracy {acc:.4f}")
-
-    # calibrate the step rate, then train for the budget
     torch.manual_seed(args.seed)
     probe = build_model(spec, data.info)
     fit(probe, data, TrainConfig(steps=3, batch_size=args.batch_size, log_every=10**9), progress=False)
@@ -140,6 +98,62 @@ def main() -> int:
     )  # fmt: skip
     result = fit(model, data, config, run_dir=run_dir, callbacks=[ema, TimeBudget(args.minutes * 60)])
     ema.swap()  # evaluate the averaged weights
+    return model, result.steps, result.wall_time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget (wall minutes)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--channels", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--eval-n", type=int, default=1000, help="samples and test images per FID/MMD")
+    parser.add_argument("--nll-n", type=int, default=500, help="test images for the PF-ODE bits/dim")
+    parser.add_argument("--grid-steps", type=int, default=20, help="dpm-solver steps for the sample grids")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="train on the first LIMIT images (smoke tests)"
+    )
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--evaluate", default=None, help="evaluate this finished run instead of training")
+    parser.add_argument("--out", default=None, help="run directory (default runs/bench/mnist-diffusion)")
+    parser.add_argument(
+        "--results", default=None, help="results JSON (default benchmarks/results/mnist-diffusion.json)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import simulacra.models  # noqa: F401
+    from simulacra.config import DataConfig
+    from simulacra.data import load_dataset
+    from simulacra.metrics.fid import fid
+    from simulacra.metrics.likelihood import Estimate
+    from simulacra.metrics.two_sample import mmd
+    from simulacra.train.checkpoint import load_model
+    from simulacra.viz.grids import save_grid
+
+    data = load_dataset(
+        DataConfig("mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit), seed=args.seed
+    )
+    spec = {"name": "ddpm", "channels": args.channels, "attention_resolution": 7, "conditional": True}
+    run_dir = Path(args.evaluate or args.out or ROOT / "runs" / "bench" / "mnist-diffusion")
+    if run_dir.exists() and not args.evaluate:
+        shutil.rmtree(run_dir)
+    # the shared feature network is trained on all of MNIST; a --limit run keeps its own
+    clf_path = (
+        RESULTS / "mnist-classifier.safetensors" if args.limit is None else run_dir / "classifier.safetensors"
+    )
+    net, acc = classifier(data, args.seed, clf_path)
+    print(f"feature classifier: test accuracy {acc:.4f}")
+    if args.evaluate:  # a finished run: its EMA weights and its own log
+        model = load_model(run_dir)
+        last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+        steps_done, train_seconds = int(last["step"]), float(last["elapsed_s"])
+    else:
+        model, steps_done, train_seconds = train(spec, data, run_dir, args)
     model.eval()
     parameters = sum(p.numel() for p in model.parameters())
 
@@ -202,9 +216,9 @@ def main() -> int:
         "parameters": parameters,
         "classifier_test_accuracy": acc,
         "train_images": len(data.train),
-        "steps": result.steps,
-        "epochs": round(result.steps * args.batch_size / len(data.train), 2),
-        "train_minutes": round(result.wall_time / 60, 2),
+        "steps": steps_done,
+        "epochs": round(steps_done * args.batch_size / len(data.train), 2),
+        "train_minutes": round(train_seconds / 60, 2),
         "batch_size": args.batch_size,
         "lr": args.lr,
         "eval_n": args.eval_n,

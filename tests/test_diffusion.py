@@ -226,3 +226,18 @@ def test_denoisers_shapes_and_embeddings() -> None:
         build_model({"name": "ddpm", "schedule": "ve"}, DataInfo((3,)))
     with pytest.raises(ConfigError, match="needs images"):
         build_model({"name": "score-sde", "arch": "unet"}, DataInfo((3,)))
+
+
+def test_sampling_clips_the_denoised_estimate_to_the_data_range_but_likelihoods_do_not() -> None:
+    torch.manual_seed(0)
+    info = DataInfo(event_shape=(4,), support="unit")
+    model = build_model({"name": "ddpm", "timesteps": 10, "hidden": [8]}, info).eval()
+    with torch.no_grad():
+        model.denoiser.out.bias.fill_(50.0)  # an x̂₀ far outside [-1, 1] at every t
+    x_t, t = torch.randn(6, 4), torch.full((6,), 0.5)
+    raw = model.denoiser_fn()(x_t, t)
+    clipped = model.denoiser_fn(clip=True)(x_t, t)
+    assert raw.abs().max() > 1 and clipped.abs().max() <= 1
+    torch.testing.assert_close(clipped, raw.clamp(-1, 1))
+    g = torch.Generator().manual_seed(0)
+    assert model.sample(5, generator=g, sampler="ddim", steps=5).shape == (5, 4)

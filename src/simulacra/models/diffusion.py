@@ -153,10 +153,21 @@ class Diffusion(GenerativeModel):
     def _null(self, n: int, device: torch.device) -> Tensor:
         return torch.full((n,), int(self.info.num_classes or 0), dtype=torch.long, device=device)
 
-    def denoiser_fn(self, c: Tensor | None = None, guidance: float | None = None) -> Denoise:
+    def denoiser_fn(
+        self, c: Tensor | None = None, guidance: float | None = None, *, clip: bool = False
+    ) -> Denoise:
         """The canonical x̂₀(x_t, t) for samplers: converted from the network's parameterisation,
         with classifier-free guidance of scale ``guidance`` (default ``self.guidance``) when the
-        model is conditional."""
+        model is conditional. ``clip`` clamps x̂₀ to the data's range [−1, 1] in model space for
+        bounded data (Ho et al. 2020 clip when sampling: an x̂₀ far outside the data's range,
+        frequent at high noise in an under-trained model, otherwise drives the deterministic
+        samplers off the data); never used for likelihoods, whose ODE needs the smooth field."""
+        denoise = self._denoiser_fn(c, guidance)
+        if not clip or self.info.support == "real":
+            return denoise
+        return lambda x, t: denoise(x, t).clamp(-1.0, 1.0)
+
+    def _denoiser_fn(self, c: Tensor | None, guidance: float | None) -> Denoise:
         w = self.guidance if guidance is None else float(guidance)
 
         def x0_of(x: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
@@ -240,13 +251,15 @@ class Diffusion(GenerativeModel):
         Sampler options: ``sampler`` (a name in :data:`SAMPLERS`; default the model's),
         ``steps`` (grid points; default the model's, 20 for ``dpm-solver``), ``spacing``
         (``time`` or ``log-snr``; default ``log-snr`` for ``dpm-solver``), ``guidance`` (the
-        classifier-free guidance scale of a conditional model), and the sampler's own options
+        classifier-free guidance scale of a conditional model), ``clip`` (default True: clamp
+        x̂₀ to the data's range for bounded data, see :meth:`denoiser_fn`), and the sampler's own options
         (e.g. ``eta`` for ``ddim``, ``snr`` for ``pc``, ``rtol`` for ``ode``).
         """
         check_context(self, c, n)
         options = dict(sampler_options)
         name = options.pop("sampler", None) or self.sampler
         guidance = options.pop("guidance", None)
+        clip = bool(options.pop("clip", True))
         if guidance is not None and not self.conditional:
             raise ConfigError("guidance applies to conditional models; this diffusion model is unconditional")
         default_steps = 20 if name == "dpm-solver" else (self.sample_steps or self.timesteps or 1000)
@@ -256,7 +269,13 @@ class Diffusion(GenerativeModel):
         prior = torch.randn((n, *self.event_shape), generator=generator, device=self.device)
         x = prior * self.process.prior_std
         y = run_sampler(
-            name, self.denoiser_fn(c, guidance), self.process, x, times, generator=generator, **options
+            name,
+            self.denoiser_fn(c, guidance, clip=clip),
+            self.process,
+            x,
+            times,
+            generator=generator,
+            **options,
         )
         return self._from_model(y)
 

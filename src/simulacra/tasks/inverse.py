@@ -191,7 +191,7 @@ def solve_projection(
     y = project(_to_model(model, x_observed.to(model.device)))
     times = model.time_grid(int(steps or model.sample_steps or model.timesteps or 1000))
     out = sample_given_projection(
-        model.denoiser_fn(c, guidance),
+        model.denoiser_fn(c, guidance, clip=True),
         model.process,
         y,
         project,
@@ -258,7 +258,7 @@ def denoise_observation(
     x = float(alpha) * _to_model(model, y.to(model.device))
     out = run_sampler(
         sampler,
-        model.denoiser_fn(c, guidance),
+        model.denoiser_fn(c, guidance, clip=True),
         model.process,
         x,
         times,
