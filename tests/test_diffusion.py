@@ -228,7 +228,7 @@ def test_denoisers_shapes_and_embeddings() -> None:
         build_model({"name": "score-sde", "arch": "unet"}, DataInfo((3,)))
 
 
-def test_sampling_clips_the_denoised_estimate_to_the_data_range_but_likelihoods_do_not() -> None:
+def test_sampling_clips_the_denoised_estimate_to_the_data_range() -> None:
     torch.manual_seed(0)
     info = DataInfo(event_shape=(4,), support="unit")
     model = build_model({"name": "ddpm", "timesteps": 10, "hidden": [8]}, info).eval()
