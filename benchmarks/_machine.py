@@ -1,10 +1,12 @@
-"""The machine line of every benchmark's results: CPU model, threads and torch version."""
+"""What every benchmark shares: the machine line of its results (CPU model, threads, torch
+version), writing the results, and planning a wall-time budget (calibration of the step rate)."""
 
 from __future__ import annotations
 
 import json
 import platform
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,3 +38,54 @@ def write_record(record: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
+
+
+def steps_for_budget(
+    seconds: float,
+    seconds_per_step: float,
+    eval_seconds: float = 0.0,
+    eval_every: int = 0,
+    margin: float = 0.95,
+) -> int:
+    """Training steps that fit in ``seconds`` of wall time, validation passes included.
+
+    With one validation pass of ``eval_seconds`` every ``eval_every`` steps, a step costs
+    ``seconds_per_step + eval_seconds / eval_every``; ``margin`` keeps a reserve for checkpoints
+    and noise, so that a cosine schedule planned for these steps anneals before a wall-time stop.
+    """
+    per_step = seconds_per_step + (eval_seconds / eval_every if eval_every > 0 else 0.0)
+    return max(1, int(margin * seconds / per_step))
+
+
+def calibrate(
+    model_spec: dict,
+    data,
+    batch_size: int,
+    steps: int,
+    warmup: int = 3,
+    validation: bool = False,
+) -> tuple[float, float]:
+    """(seconds per training step, seconds per validation pass) of ``model_spec`` on ``data``
+    on this machine, measured on a throwaway model (seeded) after ``warmup`` steps. The
+    validation pass (``validation=True``: the model's loss over ``data.valid`` in eval mode, as
+    ``fit`` computes it) is 0 otherwise. It matters: a MADE scores the validation images under
+    each of its masks, which costs more than an epoch of training."""
+    from simulacra.config import TrainConfig
+    from simulacra.models.zoo import build_model
+    from simulacra.train import fit
+
+    torch.manual_seed(123)
+    model = build_model(model_spec, data.info)
+    fit(model, data, TrainConfig(steps=warmup, batch_size=batch_size, log_every=10**9), progress=False)
+    result = fit(
+        model, data, TrainConfig(steps=steps, batch_size=batch_size, log_every=10**9), progress=False
+    )
+    eval_seconds = 0.0
+    if validation:
+        model.eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            for xb in data.valid.x.split(batch_size):
+                model.loss(xb)
+        eval_seconds = time.perf_counter() - start
+    return result.wall_time / result.steps, eval_seconds

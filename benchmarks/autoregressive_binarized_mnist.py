@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from _machine import machine, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import calibrate, machine, steps_for_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
 from simulacra.config import DataConfig, TrainConfig
 from simulacra.data import load_dataset
 from simulacra.data.info import Split
@@ -52,17 +52,6 @@ def spec(args: argparse.Namespace) -> dict:
     if args.model == "made":
         return {"name": "made", "hidden": [500], "num_masks": args.masks}
     return {"name": "pixelcnn", "channels": args.channels, "blocks": args.blocks, "kernel_size": 7}
-
-
-def calibrate(data, model_spec: dict, batch_size: int, steps: int) -> float:
-    """Training steps per second of this architecture on this machine (throwaway model)."""
-    torch.manual_seed(123)
-    model = build_model(model_spec, data.info)
-    fit(model, data, TrainConfig(steps=2, batch_size=batch_size, log_every=10**9), progress=False)
-    result = fit(
-        model, data, TrainConfig(steps=steps, batch_size=batch_size, log_every=10**9), progress=False
-    )
-    return result.steps / result.wall_time
 
 
 def sampling_seconds(model, n: int, cache: bool) -> tuple[float, torch.Tensor]:
@@ -87,6 +76,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="train on and score only N images")
     parser.add_argument("--samples", type=int, default=64, help="samples to draw and time")
     parser.add_argument("--eval-every-epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--valid-n", type=int, default=2000, help="validation images scored to keep the best weights"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="run directory (default runs/bench/ar-<model>)")
     parser.add_argument(
@@ -105,17 +97,24 @@ def main() -> int:
         DataConfig("binarized-mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit),
         seed=args.seed,
     )
+    data.valid = Split(data.valid.x[: args.valid_n])
     if args.limit is not None:  # smoke test: small held-out splits as well
         data.valid = Split(data.valid.x[: args.limit])
         data.test = Split(data.test.x[: args.limit])
     print(f"{name}: {len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test; {machine()}")
 
     model_spec = spec(args)
-    rate = calibrate(data, model_spec, args.batch_size, steps=5 if args.minutes < 1 else 20)
+    step_seconds, eval_seconds = calibrate(
+        model_spec, data, args.batch_size, steps=5 if args.minutes < 1 else 50, validation=True
+    )
     steps_per_epoch = max(1, len(data.train) // args.batch_size)
-    steps = max(1, int(args.minutes * 60 * rate * 0.95))  # ~5% of the budget for validation passes
-    print(f"calibration: {rate:.2f} steps/s -> {steps} steps = {steps / steps_per_epoch:.1f} epochs")
-    eval_every = max(1, min(steps, int(args.eval_every_epochs * steps_per_epoch)))
+    eval_every = max(1, int(args.eval_every_epochs * steps_per_epoch))
+    steps = steps_for_budget(args.minutes * 60, step_seconds, eval_seconds, eval_every)
+    eval_every = min(eval_every, steps)
+    print(
+        f"calibration: {1 / step_seconds:.2f} steps/s, {eval_seconds:.1f} s per validation pass "
+        f"-> {steps} steps = {steps / steps_per_epoch:.1f} epochs"
+    )
     config = TrainConfig(
         steps=steps,
         batch_size=args.batch_size,

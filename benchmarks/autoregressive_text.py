@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from _machine import machine, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import calibrate, machine, steps_for_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
 from simulacra.config import DataConfig, TrainConfig
 from simulacra.data import load_dataset
 from simulacra.data.info import Split
@@ -100,15 +100,13 @@ def main() -> int:
     )
     model_spec = {"name": "transformer", "dim": args.dim, "layers": args.layers, "heads": args.heads}
 
-    torch.manual_seed(123)
-    probe = build_model(model_spec, data.info)
-    calibration = fit(
-        probe, data, TrainConfig(steps=5, batch_size=args.batch_size, log_every=10**9), progress=False
+    step_seconds, eval_seconds = calibrate(model_spec, data, args.batch_size, steps=20, validation=True)
+    eval_every = max(1, args.eval_every_windows // args.batch_size)
+    steps = steps_for_budget(args.minutes * 60, step_seconds, eval_seconds, eval_every)
+    eval_every = min(eval_every, steps)
+    print(
+        f"calibration: {1 / step_seconds:.2f} steps/s, {eval_seconds:.1f} s per validation pass -> {steps} steps"
     )
-    rate = calibration.steps / calibration.wall_time
-    steps = max(1, int(args.minutes * 60 * rate * 0.95))
-    eval_every = max(1, min(steps, args.eval_every_windows // args.batch_size))
-    print(f"calibration: {rate:.2f} steps/s -> {steps} steps")
     config = TrainConfig(
         steps=steps,
         batch_size=args.batch_size,

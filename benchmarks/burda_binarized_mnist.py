@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from _machine import machine, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import calibrate, machine, steps_for_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
 from simulacra.config import DataConfig, TrainConfig
 from simulacra.data import load_dataset
 from simulacra.metrics.likelihood import Estimate, importance_sampled_log_likelihood
@@ -40,17 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def spec(k: int) -> dict:
     return {"name": "vae", "hidden": [200, 200], "latent_dim": 50, "activation": "tanh", "num_samples": k}
-
-
-def calibrate(data, k: int, batch_size: int, steps: int) -> float:
-    """Training steps per second of this architecture on this machine (throwaway model)."""
-    torch.manual_seed(123)
-    model = build_model(spec(k), data.info)
-    fit(model, data, TrainConfig(steps=20, batch_size=batch_size, log_every=10**9), progress=False)
-    result = fit(
-        model, data, TrainConfig(steps=steps, batch_size=batch_size, log_every=10**9), progress=False
-    )
-    return result.steps / result.wall_time
 
 
 def main() -> int:
@@ -89,11 +78,12 @@ def main() -> int:
     data = load_dataset(source, seed=args.seed)
     print(f"{name}: {len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test; {machine()}")
 
-    rate = calibrate(data, args.k, args.batch_size, steps=300)
+    step_seconds, _ = calibrate(spec(args.k), data, args.batch_size, steps=300, warmup=20)
+    rate = 1 / step_seconds
     steps_per_epoch = len(data.train) // args.batch_size
     eval_every = max(1, int(args.eval_every_epochs * steps_per_epoch))
     # leave ~4% of the budget for the periodic validation passes
-    steps = int(args.minutes * 60 * rate * 0.96)
+    steps = steps_for_budget(args.minutes * 60, step_seconds, margin=0.96)
     print(f"calibration: {rate:.1f} steps/s -> {steps} steps = {steps / steps_per_epoch:.0f} epochs")
 
     config = TrainConfig(

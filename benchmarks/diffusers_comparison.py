@@ -1,6 +1,7 @@
 """simulacra's diffusion samplers against diffusers' schedulers, with one and the same network.
 
-One DDPM (``ddpm`` preset: linear β from 1e-4 to 0.02, T = 1000, ε-prediction, TimeMLP 3 × 256)
+One DDPM (``ddpm`` preset: linear β from 1e-4 to 0.02, T = 1000, ε-prediction, TimeMLP 3 × 256
+or ``--hidden``: a small network such as ``--hidden 64 64`` makes the samplers' own cost visible)
 is trained on the moons toy with ``simulacra.train.fit``. Its network then drives both
 libraries: diffusers' ``DDPMScheduler``, ``DDIMScheduler`` and ``DPMSolverMultistepScheduler``
 (DPM-Solver++ 2M) in diffusers' documented loop (``scale_model_input``, the network, ``step``),
@@ -17,7 +18,7 @@ the noise floor). All on the same threads, interleaved, best of --repeats for ti
     /tmp/diff-venv/bin/pip install -c constraints.txt diffusers -e .
     /tmp/diff-venv/bin/python benchmarks/diffusers_comparison.py --threads 2
 
-Writes benchmarks/results/diffusers-comparison.json.
+Writes benchmarks/results/diffusers-comparison.json (or ``--results``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=10_000, help="samples per run")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256], help="TimeMLP hidden sizes")
+    parser.add_argument("--results", default=str(RESULTS / "diffusers-comparison.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -88,7 +91,7 @@ def main() -> int:
     fresh = load_dataset(DataConfig(name="moons", num_samples=10_000), seed=args.seed + 1).train.x
     reference, floor_draw = fresh[:5000], fresh[5000:10_000]
     torch.manual_seed(args.seed)
-    model = build_model({"name": "ddpm", "timesteps": T}, data.info)
+    model = build_model({"name": "ddpm", "timesteps": T, "hidden": args.hidden}, data.info)
     ema = EMA(0.999)
     started = time.perf_counter()
     fit(model, data, TrainConfig(steps=args.train_steps, batch_size=512, lr=1e-3, lr_schedule="cosine",
@@ -156,12 +159,14 @@ def main() -> int:
             "diffusers": diffusers.__version__,
             "threads": args.threads,
             "samples": args.n,
+            "hidden": args.hidden,
+            "repeats": args.repeats,
             "train_steps": args.train_steps,
             "train_seconds": round(train_s, 1),
             "mmd_floor": floor,
             "runs": rows,
         },
-        RESULTS / "diffusers-comparison.json",
+        Path(args.results),
     )
     return 0
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from _machine import write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import calibrate, steps_for_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -78,14 +78,9 @@ def train(spec: dict, data, run_dir: Path, args: argparse.Namespace):
     from simulacra.models.zoo import build_model
     from simulacra.train import EMA, TimeBudget, fit
 
-    torch.manual_seed(args.seed)
-    probe = build_model(spec, data.info)
-    fit(probe, data, TrainConfig(steps=3, batch_size=args.batch_size, log_every=10**9), progress=False)
-    probe_result = fit(
-        probe, data, TrainConfig(steps=10, batch_size=args.batch_size, log_every=10**9), progress=False
-    )
-    rate = probe_result.steps / probe_result.wall_time
-    steps = max(1, int(args.minutes * 60 * rate * 0.97))
+    step_seconds, _ = calibrate(spec, data, args.batch_size, steps=10)
+    rate = 1 / step_seconds
+    steps = args.steps or steps_for_budget(args.minutes * 60, step_seconds, margin=0.97)
     print(
         f"calibration: {rate:.2f} steps/s -> {steps} steps = {steps * args.batch_size / len(data.train):.1f} epochs"
     )
@@ -107,6 +102,13 @@ def main() -> int:
     )
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget (wall minutes)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps of the cosine schedule (default: from a short calibration; a machine "
+        "shared with other jobs runs slower than the calibration measured)",
+    )
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from _machine import machine, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import calibrate, machine, steps_for_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
 from simulacra.config import DataConfig, TrainConfig
 from simulacra.data import load_dataset
 from simulacra.metrics.likelihood import Estimate
@@ -64,17 +64,6 @@ def spec(args: argparse.Namespace) -> dict:
         "hidden": [args.hidden, args.hidden],
         "dequantization": args.dequantization,
     }
-
-
-def calibrate(data, args: argparse.Namespace, steps: int) -> float:
-    """Training steps per second of this architecture on this machine (throwaway model)."""
-    torch.manual_seed(123)
-    model = build_model(spec(args), data.info)
-    config = TrainConfig(steps=5, batch_size=args.batch_size, log_every=10**9)
-    fit(model, data, config, progress=False)  # warm-up (and ActNorm's initialisation)
-    config = TrainConfig(steps=steps, batch_size=args.batch_size, log_every=10**9)
-    result = fit(model, data, config, progress=False)
-    return result.steps / result.wall_time
 
 
 @torch.no_grad()
@@ -124,8 +113,11 @@ def main() -> int:
     )
     print(f"{name}: {len(data.train)} train, {len(data.test)} test; {machine()}")
 
-    rate = calibrate(data, args, steps=10 if args.minutes < 2 else 30)
-    steps = max(1, int(args.minutes * 60 * rate * 0.97))
+    step_seconds, _ = calibrate(
+        spec(args), data, args.batch_size, steps=10 if args.minutes < 2 else 30, warmup=5
+    )
+    rate = 1 / step_seconds
+    steps = steps_for_budget(args.minutes * 60, step_seconds, margin=0.97)
     steps_per_epoch = max(1, len(data.train) // args.batch_size)
     print(f"calibration: {rate:.2f} steps/s -> {steps} steps = {steps / steps_per_epoch:.1f} epochs")
     config = TrainConfig(

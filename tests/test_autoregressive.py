@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy.stats import chisquare, kstest
 
 from simulacra.data.info import DataInfo
@@ -389,6 +390,25 @@ def test_cli_trains_samples_and_evaluates_a_pixelcnn(tmp_path, capsys) -> None:
     assert main([*argv, "--temperature", "0.5"]) == 0
     samples = np.load(npy)
     assert samples.shape == (4, 1, 8, 8) and set(np.unique(samples)) <= {0.0, 1.0}
+
+    # inpainting by completion: the top half (observed, earlier in the raster order) is kept
+    png = tmp_path / "inpaint.png"
+    argv = ["inpaint", str(run), "--examples", "2", "-n", "3", "--mask-kind", "bottom", "-o", str(png)]
+    assert main(argv) == 0
+    picture = np.asarray(Image.open(png)).astype(int)
+    cell = 8 * 4 + 1  # 8x8 images at scale 4 with 1 pixel of padding
+    assert picture.shape[:2] == (2 * cell + 1, 5 * cell + 1)  # observation | 3 completions | original
+
+    def image(row: int, col: int) -> np.ndarray:
+        return picture[1 + row * cell : (row + 1) * cell : 4, 1 + col * cell : (col + 1) * cell : 4]
+
+    for row in range(2):
+        for col in (1, 2, 3):
+            np.testing.assert_array_equal(image(row, col)[:4], image(row, 4)[:4])
+            assert set(np.unique(image(row, col))) <= {0, 255}
+    capsys.readouterr()
+    assert main([*argv, "--steps", "5"]) == 2
+    assert "steps apply to diffusion models" in capsys.readouterr().err
 
 
 def test_a_conditional_network_gives_one_normalized_distribution_per_context() -> None:

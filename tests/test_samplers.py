@@ -149,3 +149,21 @@ def test_hutchinson_likelihood_is_unbiased_in_higher_dimension() -> None:
     diff = got - exact
     assert diff.std() > 1e-3, "the Hutchinson estimate should be noisy"
     assert abs(diff.mean()) < 3 * diff.std() / n**0.5 + 1e-3
+
+
+def test_likelihood_keeps_no_graph_unless_asked_and_its_gradient_is_the_score() -> None:
+    """By default the solve records no graph (a trajectory's graph would fill memory on images),
+    even with gradients on; ``differentiable=True`` keeps it, and ∇ₓ log p is then the exact
+    Gaussian score −(α²Σ + σ²I)⁻¹ x."""
+    process = _process("vp")
+    mean, cov = torch.zeros(2, dtype=torch.float64), COV.double()
+    denoise = gaussian_denoiser(process, mean, cov)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    x.requires_grad_(True)
+    assert torch.is_grad_enabled()
+    assert not log_prob(denoise, process, x, rtol=1e-7, atol=1e-7).requires_grad
+    got = log_prob(denoise, process, x, rtol=1e-7, atol=1e-7, differentiable=True)
+    (score,) = torch.autograd.grad(got.sum(), x)
+    alpha, sigma = process.alpha_sigma(torch.tensor(process.t_min, dtype=torch.float64))
+    marginal = alpha**2 * cov + sigma**2 * torch.eye(2, dtype=torch.float64)
+    torch.testing.assert_close(score, -x.detach() @ torch.linalg.inv(marginal), atol=2e-3, rtol=0)

@@ -25,7 +25,8 @@ from simulacra.errors import CapabilityError, ConfigError, DataError
 
 MASKS = ("center", "left", "right", "top", "bottom", "random")
 VERBS = {
-    "inpaint": "fill a masked region (RePaint with --resample > 1)",
+    "inpaint": "fill a masked region (diffusion: RePaint with --resample > 1; autoregressive: exact "
+    "completion, e.g. --mask-kind bottom under a raster order)",
     "super-resolve": "upsample x2 or x4 consistently with the low-resolution image",
     "denoise": "remove Gaussian noise of a known standard deviation",
     "colorize": "colour a grey image (models of colour images)",
@@ -35,7 +36,7 @@ VERBS = {
 def add_parsers(sub: Any) -> None:
     """Add the four verbs to the CLI's sub-parsers (``sub`` from ``add_subparsers``)."""
     for verb, text in VERBS.items():
-        p = sub.add_parser(verb, help=f"diffusion models: {text}")
+        p = sub.add_parser(verb, help=text if verb == "inpaint" else f"diffusion models: {text}")
         p.add_argument("run")
         p.add_argument("--image", default=None, help="the observation (PNG/JPEG); default: held-out examples")
         p.add_argument("--examples", type=int, default=4, help="held-out images to degrade when no --image")
@@ -123,7 +124,7 @@ def _labels(args: argparse.Namespace, model: Any, known: torch.Tensor | None, m:
 
 def cmd_inverse(args: argparse.Namespace) -> int:
     """Run one of the four verbs (``args.command``) and write the picture of its solutions."""
-    from simulacra.models.base import Denoiser, require
+    from simulacra.models.base import Completion, Denoiser, require
     from simulacra.tasks import inverse
     from simulacra.train.checkpoint import load_model
     from simulacra.viz.grids import save_grid
@@ -134,7 +135,8 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     model = load_model(args.run, device=_resolve_device(args.device))
-    require(model, Denoiser, "denoiser", f"{verb} needs a diffusion model (e.g. ddpm)")
+    if not (verb == "inpaint" and isinstance(model, Completion)):  # autoregressive models inpaint
+        require(model, Denoiser, "denoiser", f"{verb} needs a diffusion model (e.g. ddpm)")
     shape = tuple(int(s) for s in model.info.event_shape)
     if not model.info.is_image:
         raise DataError(f"{verb} works on images (C, H, W); this model's examples have shape {shape}")
@@ -164,6 +166,10 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         shown = y * mask + 0.5 * (1 - mask)  # the hole in grey
 
         def solve(obs: torch.Tensor, **kw: Any) -> torch.Tensor:
+            if isinstance(model, Completion):  # exact completion: no sampler, no resampling
+                return inverse.inpaint(
+                    model, obs, mask, c=kw["c"], generator=kw["generator"], steps=kw["steps"]
+                )
             return inverse.inpaint(model, obs, mask, resample=args.resample, **kw)
 
     elif verb == "super-resolve":

@@ -189,6 +189,21 @@ class Autoregressive(GenerativeModel):
             self.net.use_mask(current)
         return x.reshape(n, *self.info.event_shape)
 
+    def complete(
+        self,
+        x: Tensor,
+        missing: Tensor,
+        c: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """x (B, *event_shape) with the entries where ``missing`` (bool, same shape) is True drawn
+        from the model given the observed ones (inpainting, imputation): ``sample`` with
+        ``conditioned_on=x, mask=missing``. Exact for p(x_missing | x_observed) when every observed
+        entry precedes every missing one in the model's order (e.g. the bottom of an image under a
+        raster order); otherwise each missing entry sees only the entries before it."""
+        return self.sample(x.shape[0], c, generator=generator, conditioned_on=x, mask=missing)
+
     def _check_options(
         self,
         n: int,

@@ -137,6 +137,22 @@ class EnergyBased(Protocol):
 
 
 @runtime_checkable
+class Completion(Protocol):
+    """Models that draw the missing entries of partly observed examples (autoregressive models)."""
+
+    def complete(
+        self,
+        x: Tensor,
+        missing: Tensor,
+        c: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """x (B, *event) with the entries where ``missing`` (bool, same shape) is True redrawn."""
+        ...
+
+
+@runtime_checkable
 class Denoiser(Protocol):
     def predict(self, x_t: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor: ...
 

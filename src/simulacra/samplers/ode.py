@@ -112,6 +112,7 @@ def log_prob(
     atol: float = 1e-5,
     steps: int | None = None,
     generator: torch.Generator | None = None,
+    differentiable: bool = False,
 ) -> Tensor:
     """log p_{t_min}(x) in nats through the probability-flow ODE and the change of variables.
 
@@ -124,6 +125,9 @@ def log_prob(
             ``auto``: exact when D ≤ ``exact_max_dim``.
         noise: Hutchinson's probe, ``rademacher`` or ``gaussian``, drawn once with ``generator``.
         method, rtol, atol, steps: passed to :func:`odeint` (adaptive dopri5 by default).
+        differentiable: keep the autograd graph of the whole trajectory so that the result can be
+            differentiated (memory grows with the number of solver steps: gigabytes for images).
+            By default the solve runs without recording gradients, whatever the caller's mode.
 
     Returns:
         (B,) log-densities in nats (an unbiased estimate of a log-density's integral term under
@@ -148,17 +152,18 @@ def log_prob(
     def dynamics(t: float, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         return flow.field_and_trace(t, state[0], None, eps)
 
-    solution = odeint(
-        dynamics,
-        (z, z.new_zeros(b)),
-        t_min,
-        1.0,
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        steps=steps,
-        norm=None if eps is None else (lambda parts: rms_norm(parts[:1])),  # the probe must not steer
-    )
+    with torch.enable_grad() if differentiable else torch.no_grad():
+        solution = odeint(
+            dynamics,
+            (z, z.new_zeros(b)),
+            t_min,
+            1.0,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            steps=steps,
+            norm=None if eps is None else (lambda parts: rms_norm(parts[:1])),  # the probe must not steer
+        )
     z1, delta = solution.y
     s = process.prior_std
     log_prior = -0.5 * (z1 / s).pow(2).sum(1) - d * (math.log(s) + 0.5 * math.log(2 * math.pi))

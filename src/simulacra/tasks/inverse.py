@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from simulacra.errors import CapabilityError, ConfigError, DataError
+from simulacra.models.base import Completion
 from simulacra.processes.gaussian import Denoise, expand, q_posterior, transition
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.samplers import run_sampler
@@ -204,13 +205,46 @@ def solve_projection(
 
 def inpaint(model: Any, x: Tensor, mask: Tensor, **options: Any) -> Tensor:
     """Fill the entries of x (B, *event) where ``mask`` is 0 (mask 1 = kept), data space.
-    Options as :func:`solve_projection` (``resample`` > 1 is RePaint)."""
-    _require_diffusion(model, "inpainting")
+
+    A diffusion model solves it by projection (options as :func:`solve_projection`; ``resample``
+    > 1 is RePaint); an autoregressive model (:class:`~simulacra.models.base.Completion`) draws
+    the missing entries entry by entry given the observed ones (options ``c`` and ``generator``).
+    """
     if mask.shape != x.shape and mask.shape != x.shape[1:]:
         raise DataError(
             f"the mask must have the batch's shape {tuple(x.shape)} or one example's; found {tuple(mask.shape)}"
         )
+    if isinstance(model, Completion):
+        return _complete(model, x, mask, **options)
+    _require_diffusion(model, "inpainting")
     return solve_projection(model, x, mask_projection(mask.to(model.device)), what="inpainting", **options)
+
+
+def _complete(
+    model: Completion,
+    x: Tensor,
+    mask: Tensor,
+    *,
+    c: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    steps: int | None = None,
+    resample: int = 1,
+    guidance: float | None = None,
+) -> Tensor:
+    """Inpainting by an autoregressive model's completion; the sampler options do not apply."""
+    given = {"steps": steps, "resample": resample if resample != 1 else None, "guidance": guidance}
+    extra = [name for name, value in given.items() if value is not None]
+    if extra:
+        raise ConfigError(
+            f"{', '.join(extra)} apply to diffusion models; an autoregressive model completes the "
+            "missing entries exactly, without a sampler"
+        )
+    _check_batch(model, x, "inpainting")
+    device = getattr(model, "device", x.device)
+    x = x.to(device)
+    missing = (mask.to(device) == 0).expand_as(x)
+    with torch.no_grad():
+        return model.complete(x, missing, c, generator=generator)
 
 
 def super_resolve(model: Any, low: Tensor, factor: int, **options: Any) -> Tensor:
