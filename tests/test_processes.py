@@ -143,3 +143,21 @@ def test_posterior_on_the_ddpm_grid_is_ho_et_al() -> None:
     mean, _ = q_posterior(process, x0, 0 * x0, t, s)
     torch.testing.assert_close(mean[:, 0], (1 - beta).sqrt() * (1 - abar_s) / (1 - abar_t))
     torch.testing.assert_close(var, (1 - abar_s) * beta / (1 - abar_t))
+
+
+@pytest.mark.parametrize("name", ["linear", "vp", "subvp", "cosine", "ve"])
+def test_time_at_log_snr_inverts_the_log_snr(name: str) -> None:
+    """t(λ(t)) = t on [t_min, 1], and the closed forms (VP, cosine, VE) agree with the generic
+    bisection of the base class."""
+    from simulacra.processes.schedules import NoiseSchedule
+
+    process = _process(name)
+    t = torch.linspace(process.t_min, 1.0, 101, dtype=torch.float64)
+    lam = process.log_snr(t)
+    got = process.time_at_log_snr(lam)
+    torch.testing.assert_close(got, t, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(got, NoiseSchedule.time_at_log_snr(process, lam), atol=1e-9, rtol=1e-7)
+    # α and σ from one call agree with the separate methods
+    alpha, sigma = process.alpha_sigma(t)
+    torch.testing.assert_close(alpha, process.alpha(t))
+    torch.testing.assert_close(sigma, process.sigma(t))

@@ -114,7 +114,7 @@ def convert(pred: Tensor, source: str, target: str, x_t: Tensor, alpha: Tensor, 
     if source == "x0":
         x0 = pred
     elif source == "eps":
-        x0 = (x_t - s * pred) / a
+        x0 = torch.addcmul(x_t, s, pred, value=-1.0) / a
     elif source == "score":
         x0 = (x_t + s * s * pred) / a  # Tweedie
     else:

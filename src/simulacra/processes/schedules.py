@@ -130,14 +130,33 @@ class VP(NoiseSchedule):
     def integral(self, t: Tensor | float) -> Tensor:
         """B(t) = ∫_0^t β(s) ds = β_min t + ½ (β_max − β_min) t²."""
         t = _as_time(t)
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t
+        return t * (self.beta_min + 0.5 * (self.beta_max - self.beta_min) * t)
 
     def alpha(self, t: Tensor | float) -> Tensor:
         return torch.exp(-0.5 * self.integral(t))
 
     def sigma(self, t: Tensor | float) -> Tensor:
-        var = -torch.expm1(-self.integral(t))  # 1 − e^{−B}, accurate for small B
-        return var if self.sub else torch.sqrt(var)
+        return self.alpha_sigma(t)[1]
+
+    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """(α(t), σ(t)) from one B(t) (few operations: samplers call this once per step)."""
+        b = self.integral(t)
+        var = -torch.expm1(-b)  # 1 − e^{−B}, accurate for small B
+        return torch.exp(-0.5 * b), (var if self.sub else torch.sqrt(var))
+
+    def time_at_log_snr(self, lam: Tensor) -> Tensor:
+        """t with λ(t) = ``lam``, in closed form for VP: α² = e^{−B}, σ² = 1 − e^{−B} give
+        e^{−B} = sigmoid(λ), B = softplus(−λ), and t solves the quadratic B(t) = B (sub-VP: by
+        bisection)."""
+        if self.sub:
+            return super().time_at_log_snr(lam)
+        b = torch.nn.functional.softplus(-lam.to(torch.float64))
+        k = self.beta_max - self.beta_min
+        if k == 0:
+            t = b / self.beta_min
+        else:  # ½ k t² + β_min t − B = 0, the positive root, written without cancellation
+            t = 2 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * k * b))
+        return t.clamp(0.0, 1.0).to(lam.dtype)
 
     def drift_diffusion(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
         beta = self.beta(t)
@@ -175,8 +194,17 @@ class Cosine(NoiseSchedule):
         return torch.cos(self._u(t)) / math.cos(self._u0)
 
     def sigma(self, t: Tensor | float) -> Tensor:
+        return self.alpha_sigma(t)[1]
+
+    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
         a = self.alpha(t)
-        return torch.sqrt((1 - a) * (1 + a))
+        return a, torch.sqrt((1 - a) * (1 + a))
+
+    def time_at_log_snr(self, lam: Tensor) -> Tensor:
+        """t with λ(t) = ``lam`` in closed form: α² = sigmoid(λ), u = acos(α cos u(0))."""
+        alpha = torch.sigmoid(lam.to(torch.float64)).sqrt()
+        u = torch.acos((alpha * math.cos(self._u0)).clamp(-1.0, 1.0))
+        return ((u - self._u0) / self._du).clamp(0.0, 1.0).to(lam.dtype)
 
     def drift_diffusion(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
         f = -self._du * torch.tan(self._u(t))
@@ -210,6 +238,12 @@ class VE(NoiseSchedule):
     def drift_diffusion(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
         sigma = self.sigma(t)
         return torch.zeros_like(sigma), 2.0 * math.log(self.sigma_max / self.sigma_min) * sigma**2
+
+    def time_at_log_snr(self, lam: Tensor) -> Tensor:
+        """t with λ(t) = −2 log σ(t) = ``lam``, in closed form."""
+        log_sigma = -0.5 * lam.to(torch.float64)
+        t = (log_sigma - math.log(self.sigma_min)) / math.log(self.sigma_max / self.sigma_min)
+        return t.clamp(0.0, 1.0).to(lam.dtype)
 
 
 SCHEDULES: Registry[Callable[..., NoiseSchedule]] = Registry("noise schedule")

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from simulacra.errors import ConfigError
-from simulacra.processes.gaussian import Denoise, expand, q_posterior
+from simulacra.processes.gaussian import Denoise, expand
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.registry import Registry
 
@@ -116,22 +116,32 @@ def ddim(
     check_grid(times)
     if not eta >= 0:
         raise ConfigError(f"DDIM needs eta >= 0; found {eta}")
-    times = times.to(x.device, x.dtype)
-    for t, s in zip(times[:-1], times[1:]):
-        tt, ss = broadcast_time(x, t), broadcast_time(x, s)
-        x0 = denoise(x, tt)
-        if eta == 1.0:  # the ancestral step itself, exactly
-            mean, var = q_posterior(process, x, x0, tt, ss)
-            x = mean + expand(var.sqrt(), x) * _noise(x, generator)
-            continue
-        alpha_t, sigma_t = process.alpha_sigma(tt)
-        alpha_s, sigma_s = process.alpha_sigma(ss)
-        eps = (x - expand(alpha_t, x) * x0) / expand(sigma_t, x)
-        c2 = eta**2 * q_posterior(process, x, x0, tt, ss)[1]  # (B,)
-        x = expand(alpha_s, x) * x0 + expand((sigma_s**2 - c2).clamp_min(0).sqrt(), x) * eps
-        if eta > 0:
-            x = x + expand(c2.sqrt(), x) * _noise(x, generator)
-    return denoise(x, broadcast_time(x, times[-1]))
+    # x_s = A x̂₀ + B x_t + C z with A, B, C per step, in float64 on the host, before the loop:
+    # no schedule arithmetic and no device synchronisation per step
+    alpha, sigma = process.alpha_sigma(times.detach().to("cpu", torch.float64))
+    a_t, s_t, a_s, s_s = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
+    a_ts = a_t / a_s
+    var_ts = (s_t**2 - a_ts**2 * s_s**2).clamp_min(0.0)  # σ²_{t|s}
+    var = var_ts * s_s**2 / s_t**2  # Var[q(x_s | x_t, x₀)]
+    if eta == 1.0:  # the ancestral step itself: the posterior mean's coefficients
+        coef_x0, coef_x, noise = a_s * var_ts / s_t**2, a_ts * s_s**2 / s_t**2, var.sqrt()
+    else:
+        c2 = eta**2 * var
+        k = (s_s**2 - c2).clamp_min(0.0).sqrt() / s_t  # ε̂'s weight over σ_t
+        coef_x0, coef_x, noise = a_s - k * a_t, k, c2.sqrt()
+    step_times = _step_times(x, times)
+    for t, cx0, cx, cz in zip(step_times, coef_x0.tolist(), coef_x.tolist(), noise.tolist()):
+        x = torch.add(denoise(x, t) * cx0, x, alpha=cx)
+        if cz > 0:
+            x = x.add_(_noise(x, generator), alpha=cz)
+    return denoise(x, step_times[-1])
+
+
+def _step_times(x: Tensor, times: Tensor) -> tuple[Tensor, ...]:
+    """The grid as (B,) time tensors of x's dtype and device, one per grid point (views of one
+    (N, B) tensor made once, so a step costs no tensor operation to get its time)."""
+    grid = times.detach().to(device=x.device, dtype=x.dtype)
+    return grid[:, None].expand(-1, x.shape[0]).unbind(0)
 
 
 @SAMPLERS.register("euler-maruyama", "Euler–Maruyama steps of the reverse-time SDE (Song et al. 2021)")
@@ -145,10 +155,11 @@ def euler_maruyama(
 ) -> Tensor:
     """x_s = x_t − [f x_t − g² s(x_t, t)] Δ + g √Δ z,  Δ = t − s > 0, z ~ N(0, I)."""
     check_grid(times)
-    times = times.to(x.device, x.dtype)
-    for t, s in zip(times[:-1], times[1:]):
-        x = _reverse_sde_step(denoise, process, x, broadcast_time(x, t), float(t - s), generator)
-    return denoise(x, broadcast_time(x, times[-1]))
+    steps = (-times.detach().to("cpu", torch.float64).diff()).tolist()
+    step_times = _step_times(x, times)
+    for t, dt in zip(step_times, steps):
+        x = _reverse_sde_step(denoise, process, x, t, dt, generator)
+    return denoise(x, step_times[-1])
 
 
 def _reverse_sde_step(
@@ -219,20 +230,21 @@ def dpm_solver(
     check_grid(times)
     # coefficients in float64 on the host: no device synchronisation per step, any device dtype
     alphas, sigmas = process.alpha_sigma(times.detach().to("cpu", torch.float64))
-    times = times.to(x.device, x.dtype)
-    lams = torch.log(alphas) - torch.log(sigmas)  # half the log-SNR, increasing along the grid
+    step_times = _step_times(x, times)
+    lams = (torch.log(alphas) - torch.log(sigmas)).tolist()  # half the log-SNR, increasing
+    alphas, sigmas = alphas.tolist(), sigmas.tolist()
     prev: Tensor | None = None
-    for i in range(1, len(times)):
-        x0 = denoise(x, broadcast_time(x, times[i - 1]))
-        h = float(lams[i] - lams[i - 1])
+    for i in range(1, len(step_times)):
+        x0 = denoise(x, step_times[i - 1])
+        h = lams[i] - lams[i - 1]
         if prev is None:
             d = x0
         else:
-            r = float(lams[i - 1] - lams[i - 2]) / h
-            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev
-        x = float(sigmas[i] / sigmas[i - 1]) * x - float(alphas[i]) * math.expm1(-h) * d
+            r = (lams[i - 1] - lams[i - 2]) / h
+            d = torch.add(x0 * (1 + 1 / (2 * r)), prev, alpha=-1 / (2 * r))
+        x = torch.add(x * (sigmas[i] / sigmas[i - 1]), d, alpha=-alphas[i] * math.expm1(-h))
         prev = x0
-    return denoise(x, broadcast_time(x, times[-1]))
+    return denoise(x, step_times[-1])
 
 
 def run_sampler(
