@@ -65,21 +65,27 @@ class NADE(nn.Module):
     def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """(B, D) (or (B, *event)) inputs -> (B, D, P) features, in the data's own positions.
 
-        The cumulative sum runs over blocks of :attr:`CHUNK` positions, carrying a_t from block
-        to block: the (B, CHUNK, H) temporaries stay in cache, about 3× faster on a CPU than one
-        (B, D, H) cumulative sum for D = 784, H = 500.
+        Blocks of K = :attr:`CHUNK` positions, the recurrence carried from block to block: in a
+        block, a_t = a_start + Σ_{s<t} x_s W[:, o(s)] for all K positions at once is one matrix
+        product of the masked inputs (K·B, K) (row (t, b) keeps x_{b,s} for s < t) with the
+        block's K columns of W, and the outputs are a batched product over the K positions.
+        Matrix products instead of a cumulative sum and elementwise products: about 3× faster
+        on a CPU (D = 784, H = 500), and the (K, B, H) temporaries stay small.
         """
-        x = x.reshape(x.shape[0], self.features)[:, self.order]  # (B, D) in the order
+        n = x.shape[0]
+        x = x.reshape(n, self.features)[:, self.order]  # (B, D) in the order
         w = self.weight.t()[self.order]  # (D, H), row t = W[:, o(t)]
-        v = self.out_weight[self.order]  # (D, P, H)
-        carry = self.bias.expand(x.shape[0], self.hidden)  # a at the start of the block, (B, H)
+        v = self.out_weight[self.order].transpose(1, 2)  # (D, H, P)
+        carry = self.bias.expand(n, self.hidden)  # a at the start of the block, (B, H)
+        strict = torch.ones(self.CHUNK, self.CHUNK, dtype=x.dtype, device=x.device).tril(-1)
         blocks = []
         for start in range(0, self.features, self.CHUNK):
-            steps = x[:, start : start + self.CHUNK, None] * w[start : start + self.CHUNK]  # (B, K, H)
-            total = torch.cumsum(steps, 1)
-            a = carry[:, None] + total - steps  # a_t = c + Σ_{s<t} W[:, o(s)] x_{o(s)}
-            carry = carry + total[:, -1]
-            blocks.append(torch.einsum("bth,tph->btp", self.act(a), v[start : start + self.CHUNK]))
+            xk, wk = x[:, start : start + self.CHUNK], w[start : start + self.CHUNK]  # (B, K), (K, H)
+            k = xk.shape[1]
+            masked = (xk[:, None, :] * strict[:k, :k]).transpose(0, 1).reshape(k * n, k)  # rows (t, b)
+            a = torch.addmm(carry.repeat(k, 1), masked, wk).reshape(k, n, self.hidden)  # (K, B, H)
+            carry = carry + xk @ wk
+            blocks.append(torch.bmm(self.act(a), v[start : start + k]).transpose(0, 1))  # (B, K, P)
         out = torch.cat(blocks, 1) + self.out_bias[self.order]  # (B, D, P) in the order
         return out[:, torch.argsort(self.order)]  # back to the data's positions
 
