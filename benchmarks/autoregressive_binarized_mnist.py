@@ -29,6 +29,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -93,10 +94,8 @@ def main() -> int:
     results = Path(args.results or ROOT / "benchmarks" / "results" / f"{name}.json")
     if run_dir.exists() and not args.overwrite:
         raise SystemExit(f"{run_dir} exists; pass --overwrite to replace it")
-    data = load_dataset(
-        DataConfig("binarized-mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit),
-        seed=args.seed,
-    )
+    source = DataConfig("binarized-mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit)
+    data = load_dataset(source, seed=args.seed)
     data.valid = Split(data.valid.x[: args.valid_n])
     if args.limit is not None:  # smoke test: small held-out splits as well
         data.valid = Split(data.valid.x[: args.limit])
@@ -138,7 +137,7 @@ def main() -> int:
         data,
         config,
         run_dir=run_dir,
-        run_config={"model": model_spec},
+        run_config={"model": model_spec, "data": asdict(source)},  # the CLI's verbs find the data
         callbacks=[TimeBudget(args.minutes * 60)],
         progress=sys.stdout.isatty(),
     )

@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import ast
 import math
+import shutil
 import sys
 import sysconfig
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -81,6 +83,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=8, help="sequences to draw and time")
     parser.add_argument("--eval-every-windows", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", default=str(ROOT / "runs" / "bench" / "ar-transformer-text"), help="run directory"
+    )
     parser.add_argument("--corpus", default=str(ROOT / "runs" / "bench" / "python-docstrings.txt"))
     parser.add_argument(
         "--results", default=str(ROOT / "benchmarks" / "results" / "ar-transformer-text.json")
@@ -89,7 +94,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     corpus = docstring_corpus(Path(args.corpus))
-    data = load_dataset(DataConfig(f"text:{corpus}?length={args.length}", limit=args.limit), seed=args.seed)
+    source = DataConfig(f"text:{corpus}?length={args.length}", limit=args.limit)
+    data = load_dataset(source, seed=args.seed)
     if args.limit is not None:  # smoke test: small held-out splits as well
         data.valid = Split(data.valid.x[: args.limit])
         data.test = Split(data.test.x[: args.limit])
@@ -121,7 +127,11 @@ def main() -> int:
     )
     torch.manual_seed(args.seed)
     model = build_model(model_spec, data.info)
-    result = fit(model, data, config, callbacks=[TimeBudget(args.minutes * 60)], progress=sys.stdout.isatty())
+    shutil.rmtree(args.out, ignore_errors=True)  # the benchmark's own run directory, rewritten
+    result = fit(
+        model, data, config, run_dir=Path(args.out), run_config={"model": model_spec, "data": asdict(source)},
+        callbacks=[TimeBudget(args.minutes * 60)], progress=sys.stdout.isatty(),
+    )  # fmt: skip
 
     model.eval()
     start = time.perf_counter()

@@ -23,6 +23,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -109,7 +110,7 @@ def main() -> int:
         data,
         config,
         run_dir=run_dir,
-        run_config={"model": spec(args.k)},
+        run_config={"model": spec(args.k), "data": asdict(source)},
         callbacks=[TimeBudget(args.minutes * 60)],
         progress=sys.stdout.isatty(),
     )

@@ -31,6 +31,7 @@ import json
 import math
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -72,7 +73,7 @@ def classifier(data, seed: int, path: Path):
     return net, accuracy(net, data.test.x, data.test.y)
 
 
-def train(spec: dict, data, run_dir: Path, args: argparse.Namespace):
+def train(spec: dict, data, run_dir: Path, args: argparse.Namespace, data_config: dict):
     """Calibrate the step rate, train for the budget with EMA; (model with EMA weights, steps, seconds)."""
     from simulacra.config import TrainConfig
     from simulacra.models.zoo import build_model
@@ -91,7 +92,10 @@ def train(spec: dict, data, run_dir: Path, args: argparse.Namespace):
         steps=steps, batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine", warmup_steps=min(500, steps // 20),
         grad_clip=1.0, log_every=max(1, min(200, steps // 10)), seed=args.seed,
     )  # fmt: skip
-    result = fit(model, data, config, run_dir=run_dir, callbacks=[ema, TimeBudget(args.minutes * 60)])
+    result = fit(
+        model, data, config, run_dir=run_dir, run_config={"model": spec, "data": data_config},
+        callbacks=[ema, TimeBudget(args.minutes * 60)],
+    )  # fmt: skip
     ema.swap()  # evaluate the averaged weights
     return model, result.steps, result.wall_time
 
@@ -138,7 +142,8 @@ def main() -> int:
     from simulacra.viz.grids import save_grid
 
     data = load_dataset(
-        DataConfig("mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit), seed=args.seed
+        source := DataConfig("mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit),
+        seed=args.seed,
     )
     spec = {"name": "ddpm", "channels": args.channels, "attention_resolution": 7, "conditional": True}
     run_dir = Path(args.evaluate or args.out or ROOT / "runs" / "bench" / "mnist-diffusion")
@@ -155,7 +160,7 @@ def main() -> int:
         last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
         steps_done, train_seconds = int(last["step"]), float(last["elapsed_s"])
     else:
-        model, steps_done, train_seconds = train(spec, data, run_dir, args)
+        model, steps_done, train_seconds = train(spec, data, run_dir, args, asdict(source))
     model.eval()
     parameters = sum(p.numel() for p in model.parameters())
 

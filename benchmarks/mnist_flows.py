@@ -30,6 +30,7 @@ import math
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -109,7 +110,8 @@ def main() -> int:
     if run_dir.exists() and not args.overwrite:
         raise SystemExit(f"{run_dir} exists; pass --overwrite to replace it")
     data = load_dataset(
-        DataConfig("mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit), seed=args.seed
+        source := DataConfig("mnist", data_dir=args.data_dir, valid_fraction=0.0, limit=args.limit),
+        seed=args.seed,
     )
     print(f"{name}: {len(data.train)} train, {len(data.test)} test; {machine()}")
 
@@ -140,7 +142,7 @@ def main() -> int:
         data,
         config,
         run_dir=run_dir,
-        run_config={"model": spec(args)},
+        run_config={"model": spec(args), "data": asdict(source)},
         callbacks=[TimeBudget(args.minutes * 60)],
         progress=sys.stdout.isatty(),
     )

@@ -152,3 +152,20 @@ def test_user_errors(grey_run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
     assert main(["denoise", str(grey_run), *SOLVE, "--label", "10"]) == 2
     assert "--label must be in 0..9" in capsys.readouterr().err
+
+
+def test_a_run_whose_config_names_other_data_is_refused(grey_run: Path, tmp_path: Path, capsys) -> None:
+    """Held-out examples of another shape than the model's (a config edited, or written without its
+    data section): one clear message, no traceback."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(grey_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["run"]["data"] = {"name": "moons"}
+    (run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["inpaint", str(run), *SOLVE]) == 2
+    err = capsys.readouterr().err
+    assert "examples of shape (2,)" in err and "(1, 8, 8)" in err and "--image" in err

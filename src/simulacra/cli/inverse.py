@@ -153,6 +153,11 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         _, part = _held_out(args.run, None, args.data_dir, args.examples)  # test, else valid or train
         truth = part.x.to(torch.get_default_dtype())  # (m, C, H, W)
         known = part.y
+        if tuple(truth.shape[1:]) != shape:
+            raise DataError(
+                f"the run's dataset has examples of shape {tuple(truth.shape[1:])} but the model's are "
+                f"{shape}: its config.json names another dataset; pass --image FILE instead"
+            )
 
     # y: the observation (what the task is given); shown: y as pictured, (m, C, H, W)
     solve: Callable[..., torch.Tensor]
