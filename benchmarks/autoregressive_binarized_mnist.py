@@ -51,7 +51,12 @@ def spec(args: argparse.Namespace) -> dict:
     if args.model == "nade":
         return {"name": "nade", "hidden": 500}
     if args.model == "made":
-        return {"name": "made", "hidden": [500], "num_masks": args.masks}
+        return {
+            "name": "made",
+            "hidden": [500],
+            "num_masks": args.masks,
+            "resample_order": not args.natural_order,
+        }
     return {"name": "pixelcnn", "channels": args.channels, "blocks": args.blocks, "kernel_size": 7}
 
 
@@ -71,6 +76,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--masks", type=int, default=32, help="MADE: number of masks")
+    parser.add_argument(
+        "--natural-order",
+        action="store_true",
+        help="MADE: every mask keeps the raster order (connectivity-agnostic training only)",
+    )
     parser.add_argument("--channels", type=int, default=32, help="PixelCNN: feature maps")
     parser.add_argument("--blocks", type=int, default=5, help="PixelCNN: residual blocks")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
@@ -89,7 +99,7 @@ def main() -> int:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    name = f"ar-{args.model}"
+    name = f"ar-{args.model}" + ("-natural-order" if args.model == "made" and args.natural_order else "")
     run_dir = Path(args.out or ROOT / "runs" / "bench" / name)
     results = Path(args.results or ROOT / "benchmarks" / "results" / f"{name}.json")
     if run_dir.exists() and not args.overwrite:
