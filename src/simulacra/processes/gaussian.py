@@ -87,11 +87,17 @@ def q_posterior(
     Returns:
         the mean (B, *event) and the variance (B,).
     """
+    coef_xt, coef_x0, var = posterior_coefficients(process, t, s)
+    return expand(coef_xt, x_t) * x_t + expand(coef_x0, x0) * x0, var
+
+
+def posterior_coefficients(process: NoiseSchedule, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(α_{t|s} σ_s²/σ_t², α_s σ²_{t|s}/σ_t², σ²_{t|s} σ_s²/σ_t²): the weights of x_t and x₀ in the
+    mean of q(x_s | x_t, x₀) and its variance, for times t > s of any shape."""
     a_ts, var_ts = transition(process, s, t)
     alpha_s, sigma_s = process.alpha_sigma(s)
     var_t = process.sigma(t) ** 2
-    mean = expand(a_ts * sigma_s**2 / var_t, x_t) * x_t + expand(alpha_s * var_ts / var_t, x0) * x0
-    return mean, var_ts * sigma_s**2 / var_t
+    return a_ts * sigma_s**2 / var_t, alpha_s * var_ts / var_t, var_ts * sigma_s**2 / var_t
 
 
 def convert(pred: Tensor, source: str, target: str, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from simulacra.errors import ConfigError
-from simulacra.processes.gaussian import Denoise, expand
+from simulacra.processes.gaussian import Denoise, expand, posterior_coefficients
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.registry import Registry
 
@@ -118,14 +118,13 @@ def ddim(
         raise ConfigError(f"DDIM needs eta >= 0; found {eta}")
     # x_s = A x̂₀ + B x_t + C z with A, B, C per step, in float64 on the host, before the loop:
     # no schedule arithmetic and no device synchronisation per step
-    alpha, sigma = process.alpha_sigma(times.detach().to("cpu", torch.float64))
-    a_t, s_t, a_s, s_s = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
-    a_ts = a_t / a_s
-    var_ts = (s_t**2 - a_ts**2 * s_s**2).clamp_min(0.0)  # σ²_{t|s}
-    var = var_ts * s_s**2 / s_t**2  # Var[q(x_s | x_t, x₀)]
+    grid = times.detach().to("cpu", torch.float64)
+    coef_x, coef_x0, var = posterior_coefficients(process, grid[:-1], grid[1:])
     if eta == 1.0:  # the ancestral step itself: the posterior mean's coefficients
-        coef_x0, coef_x, noise = a_s * var_ts / s_t**2, a_ts * s_s**2 / s_t**2, var.sqrt()
+        noise = var.sqrt()
     else:
+        alpha, sigma = process.alpha_sigma(grid)
+        a_t, s_t, a_s, s_s = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
         c2 = eta**2 * var
         k = (s_s**2 - c2).clamp_min(0.0).sqrt() / s_t  # ε̂'s weight over σ_t
         coef_x0, coef_x, noise = a_s - k * a_t, k, c2.sqrt()
