@@ -11,8 +11,9 @@ simulacra trained it (our grid point i/T has the noise level of diffusers' index
 
 For each (library, sampler, steps): the wall time to draw --n samples, the part of it spent inside
 the network (timed around its forward), so the rest is the sampler's overhead, and MMD² between
-5,000 of the samples and 5,000 fresh data points (the same statistic between two data draws is
-the noise floor). All on the same threads, interleaved, best of --repeats for times.
+5,000 of the samples and 5,000 fresh data points, averaged over the repeats' seeds (the same
+statistic between two data draws is the noise floor). All on the same threads; the two libraries
+alternate within each repeat (who goes first swaps), and each keeps its fastest of --repeats.
 
     python -m venv /tmp/diff-venv
     /tmp/diff-venv/bin/pip install -c constraints.txt diffusers -e .
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from _machine import write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
 
@@ -48,6 +50,13 @@ class TimedNet(torch.nn.Module):
         self.seconds += time.perf_counter() - started
         self.calls += 1
         return out
+
+
+class ZeroNet(torch.nn.Module):
+    """A network that costs nothing (predicts ε = 0): what remains is the samplers' own cost."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.zeros_like(x)
 
 
 def diffusers_sample(scheduler, net: TimedNet, n: int, steps: int, seed: int) -> torch.Tensor:
@@ -74,6 +83,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256], help="TimeMLP hidden sizes")
     parser.add_argument("--results", default=str(RESULTS / "diffusers-comparison.json"))
+    parser.add_argument(
+        "--sampler-only",
+        action="store_true",
+        help="skip training and the network table: time only the samplers' own cost (a zero-cost network)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -92,83 +106,139 @@ def main() -> int:
     reference, floor_draw = fresh[:5000], fresh[5000:10_000]
     torch.manual_seed(args.seed)
     model = build_model({"name": "ddpm", "timesteps": T, "hidden": args.hidden}, data.info)
-    ema = EMA(0.999)
-    started = time.perf_counter()
-    fit(model, data, TrainConfig(steps=args.train_steps, batch_size=512, lr=1e-3, lr_schedule="cosine",
-                                 log_every=10**9), callbacks=[ema], progress=False)  # fmt: skip
-    train_s = time.perf_counter() - started
-    ema.swap()
-    model.eval()
-    timed = TimedNet(model.denoiser)
-    model.denoiser = timed
-    floor = mmd(reference, floor_draw)
-    print(f"trained {args.train_steps} steps in {train_s:.0f} s; MMD² floor {floor:.2e}")
-
     common = {"num_train_timesteps": T, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear"}
     # diffusers clips x̂₀ to [-1, 1] by default (for images); the moons reach x = 2
     unclipped = {**common, "clip_sample": False}
-    runs = [
-        ("diffusers", "DDPMScheduler", 1000, lambda: DDPMScheduler(**unclipped)),
-        ("simulacra", "ancestral", 1000, None),
-        *[("diffusers", "DDIMScheduler", s, lambda: DDIMScheduler(**unclipped)) for s in (10, 20, 50, 100)],
-        *[("simulacra", "ddim", s, None) for s in (10, 20, 50, 100)],
-        *[
-            ("diffusers", "DPMSolverMultistepScheduler", s, lambda: DPMSolverMultistepScheduler(**common))
-            for s in (10, 20)
-        ],
-        *[("simulacra", "dpm-solver", s, None) for s in (10, 20)],
-    ]
+    pairs = [
+        ("DDPMScheduler", "ancestral", 1000, lambda: DDPMScheduler(**unclipped)),
+        *[("DDIMScheduler", "ddim", s, lambda: DDIMScheduler(**unclipped)) for s in (10, 20, 50, 100)],
+        *[("DPMSolverMultistepScheduler", "dpm-solver", s, lambda: DPMSolverMultistepScheduler(**common))
+          for s in (10, 20)],
+    ]  # fmt: skip
+
+    record = {
+        "benchmark": "diffusers-comparison",
+        "diffusers": diffusers.__version__,
+        "threads": args.threads,
+        "samples": args.n,
+        "hidden": args.hidden,
+    }
+    if not args.sampler_only:
+        ema = EMA(0.999)
+        started = time.perf_counter()
+        fit(model, data, TrainConfig(steps=args.train_steps, batch_size=512, lr=1e-3, lr_schedule="cosine",
+                                     log_every=10**9), callbacks=[ema], progress=False)  # fmt: skip
+        train_s = time.perf_counter() - started
+        ema.swap()
+        floor = mmd(reference, floor_draw)
+        print(f"trained {args.train_steps} steps in {train_s:.0f} s; MMD² floor {floor:.2e}")
+        model.eval()
+        rows = network_table(
+            model, pairs, args.n, args.repeats, args.seed, lambda x: mmd(x[:5000], reference)
+        )
+        record.update(repeats=args.repeats, train_steps=args.train_steps, train_seconds=round(train_s, 1))
+        record.update(mmd_floor=floor, runs=rows)
+    record["sampler_only"] = sampler_cost_table(model.eval(), pairs, args.n, args.seed)
+    write_record(record, Path(args.results))
+    return 0
+
+
+def _alternating(pairs, repeats: int, draw) -> dict:
+    """Run ``draw(library, sampler, steps, make, repeat)`` for both libraries, alternating within
+    each repeat (who goes first swaps) so a slow spell of the machine hits both; every result."""
+    results: dict = {}
+    for scheduler, sampler, steps, make in pairs:
+        for repeat in range(repeats):
+            order = ["diffusers", "simulacra"] if repeat % 2 == 0 else ["simulacra", "diffusers"]
+            for library in order:
+                out = draw(library, sampler, steps, make, repeat)
+                results.setdefault((scheduler, sampler, steps, library), []).append(out)
+    return results
+
+
+def _sample(library: str, model, net, sampler: str, steps: int, make, n: int, seed: int) -> Tensor:
+    with torch.no_grad():
+        if library == "diffusers":
+            return diffusers_sample(make(), net, n, steps, seed)
+        return model.sample(n, generator=torch.Generator().manual_seed(seed), sampler=sampler, steps=steps)
+
+
+def network_table(model, pairs, n: int, repeats: int, seed: int, score) -> list[dict]:
+    """The trained network in both libraries: best-of-``repeats`` wall time, the share inside the
+    network, and ``score`` (MMD²) of every repeat's samples (each repeat its own seed)."""
+    timed = TimedNet(model.denoiser)
+    model.denoiser = timed
+
+    def draw(library: str, sampler: str, steps: int, make, repeat: int) -> dict:
+        timed.seconds, timed.calls = 0.0, 0
+        started = time.perf_counter()
+        x = _sample(library, model, timed, sampler, steps, make, n, seed + repeat)
+        seconds = time.perf_counter() - started
+        return {
+            "seconds": seconds,
+            "network_seconds": timed.seconds,
+            "evaluations": timed.calls,
+            "mmd": score(x),
+        }
+
     rows = []
-    for library, sampler, steps, make in runs:
-        best = None
-        for repeat in range(args.repeats):
-            timed.seconds, timed.calls = 0.0, 0
-            started = time.perf_counter()
-            with torch.no_grad():
-                if library == "diffusers":
-                    x = diffusers_sample(make(), timed, args.n, steps, args.seed + repeat)
-                else:
-                    g = torch.Generator().manual_seed(args.seed + repeat)
-                    x = model.sample(args.n, generator=g, sampler=sampler, steps=steps)
-            total = time.perf_counter() - started
-            if best is None or total < best["seconds"]:
-                best = {
-                    "seconds": total,
-                    "network_seconds": timed.seconds,
-                    "evaluations": timed.calls,
-                    "x": x,
-                }
-        x = best.pop("x")
+    for (scheduler, sampler, steps, library), runs in _alternating(pairs, repeats, draw).items():
+        best = min(runs, key=lambda r: r["seconds"])
+        values = torch.tensor([r["mmd"] for r in runs], dtype=torch.float64)
+        outside = best["seconds"] - best["network_seconds"]
         row = {
             "library": library,
-            "sampler": sampler,
+            "sampler": scheduler if library == "diffusers" else sampler,
             "steps": steps,
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in best.items()},
+            **{k: round(best[k], 4) for k in ("seconds", "network_seconds")},
+            "evaluations": best["evaluations"],
             "ms_per_step": round(1000 * best["seconds"] / steps, 3),
-            "overhead_fraction": round(1 - best["network_seconds"] / best["seconds"], 4),
-            "mmd": mmd(x[:5000], reference),
+            "outside_ms_per_step": round(1000 * outside / steps, 4),
+            "overhead_fraction": round(outside / best["seconds"], 4),
+            "mmd": float(values.mean()),
+            "mmd_sd": float(values.std()) if len(values) > 1 else None,
+            "mmd_per_seed": values.tolist(),
         }
         rows.append(row)
         print(
-            f"{library:>9} {sampler:>28} {steps:>5}: {row['seconds']:7.2f} s, {row['ms_per_step']:7.2f} ms/step, "
-            f"outside the network {100 * row['overhead_fraction']:4.1f}%, MMD² {row['mmd']:.2e}"
+            f"{library:>9} {row['sampler']:>28} {steps:>5}: {row['seconds']:7.2f} s, "
+            f"{row['ms_per_step']:7.2f} ms/step, outside the network {row['outside_ms_per_step']:6.3f} ms/step "
+            f"({100 * row['overhead_fraction']:4.1f}%), MMD² {row['mmd']:.2e} (sd {row['mmd_sd'] or 0:.1e})"
         )
-    write_record(
-        {
-            "benchmark": "diffusers-comparison",
-            "diffusers": diffusers.__version__,
-            "threads": args.threads,
-            "samples": args.n,
-            "hidden": args.hidden,
-            "repeats": args.repeats,
-            "train_steps": args.train_steps,
-            "train_seconds": round(train_s, 1),
-            "mmd_floor": floor,
-            "runs": rows,
-        },
-        Path(args.results),
-    )
-    return 0
+    model.denoiser = timed.net
+    return rows
+
+
+def sampler_cost_table(model, pairs, n: int, seed: int) -> list[dict]:
+    """The samplers' own cost per step: both libraries driven by a network that costs nothing
+    (:class:`ZeroNet`), so no network time (nor its run-to-run noise) is left in the clock; best
+    of 10 repeats for 1000 steps, of 50 otherwise."""
+    network, zero = model.denoiser, ZeroNet()
+    model.denoiser = zero
+    rows = []
+    for steps_group in ({1000}, {s for *_, s, _ in pairs if s != 1000}):
+        group = [p for p in pairs if p[2] in steps_group]
+
+        def draw(library: str, sampler: str, steps: int, make, repeat: int) -> float:
+            started = time.perf_counter()
+            _sample(library, model, zero, sampler, steps, make, n, seed + repeat)
+            return time.perf_counter() - started
+
+        repeats = 10 if steps_group == {1000} else 50
+        for (scheduler, sampler, steps, library), times in _alternating(group, repeats, draw).items():
+            best = min(times)
+            rows.append({
+                "library": library,
+                "sampler": scheduler if library == "diffusers" else sampler,
+                "steps": steps,
+                "ms_per_step": round(1000 * best / steps, 4),
+                "repeats": repeats,
+            })  # fmt: skip
+            print(
+                f"sampler only: {library:>9} {rows[-1]['sampler']:>28} {steps:>5}: {rows[-1]['ms_per_step']:.3f} ms/step"
+            )
+    model.denoiser = network
+    return rows
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ RGB = DataInfo(event_shape=(3, 3, 3), support="unit", levels=4)
 BINARY_PRESETS = [
     ("nade", {"hidden": 6}, BINARY_VEC),
     ("nade", {"hidden": 6, "order": "reversed"}, BINARY_VEC),
-    ("made", {"hidden": [12, 12], "num_masks": 4}, BINARY_VEC),
+    ("made", {"hidden": [12, 12], "num_masks": 4, "direct": True}, BINARY_VEC),
     ("pixelcnn", {"channels": 4, "blocks": 2, "kernel_size": 3}, BINARY_IMG),
     ("gated-pixelcnn", {"channels": 4, "layers": 2, "kernel_size": 3}, BINARY_IMG),
     ("transformer", {"dim": 8, "layers": 2, "heads": 2}, BINARY_VEC),
@@ -301,6 +301,23 @@ def test_made_log_prob_is_the_mixture_of_its_masks_and_training_draws_one() -> N
         model.loss(x)
         orders.add(tuple(model.order.tolist()))
     assert len(orders) > 1, "training should visit several orderings"
+
+
+def test_made_direct_connections_follow_every_mask() -> None:
+    """With direct input-output connections, output d depends on *every* input before it in the
+    current mask's order (and on nothing else), for each of the masks."""
+    torch.manual_seed(0)
+    net = MADE(6, [4], 1, seed=1, num_masks=3, direct=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    x = torch.randn(1, 6)
+    for k in range(3):
+        net.use_mask(k)
+        jac = torch.autograd.functional.jacobian(lambda v: net(v).reshape(-1), x)[:, 0, :]  # (D, D)
+        before = net.degrees[None, :] < net.degrees[:, None]  # input i precedes output d
+        assert torch.all(jac[~before] == 0)
+        assert torch.all(jac[before] != 0)
 
 
 def test_made_masks_keep_the_single_mask_api() -> None:

@@ -29,7 +29,7 @@ TRAIN: dict[str, tuple[dict, int]] = {
     "maf": ({"transforms": 2, "hidden": [32]}, 400),
     "iaf": ({"transforms": 2, "hidden": [32]}, 400),
     "nsf": ({"transforms": 2, "hidden": [32]}, 400),
-    "nsf-coupling": ({"transforms": 4, "hidden": [32]}, 400),
+    "nsf-coupling": ({"transforms": 4, "hidden": [32]}, 1500),
     "umnn": ({"transforms": 2, "hidden": [32]}, 300),
     "cnf": ({"hidden": [32]}, 150),
 }

@@ -7,7 +7,12 @@ import torch
 
 from simulacra.errors import ConfigError
 from simulacra.processes import SCHEDULES, convert, gaussian_posterior_mean, q_posterior, q_sample
-from simulacra.processes.gaussian import error_factor, gaussian_marginal_log_prob, transition
+from simulacra.processes.gaussian import (
+    batch_time,
+    error_factor,
+    gaussian_marginal_log_prob,
+    transition,
+)
 
 NAMES = ["linear", "cosine", "vp", "subvp", "ve"]
 
@@ -161,3 +166,17 @@ def test_time_at_log_snr_inverts_the_log_snr(name: str) -> None:
     alpha, sigma = process.alpha_sigma(t)
     torch.testing.assert_close(alpha, process.alpha(t))
     torch.testing.assert_close(sigma, process.sigma(t))
+
+
+def test_batch_time_evaluates_one_shared_time_once_with_the_same_result() -> None:
+    """A time expanded over the batch (how the samplers pass it) is evaluated once; distinct
+    times are left alone; either way the conversions give the same x̂₀."""
+    process = _process("linear")
+    x, pred = torch.randn(4, 2), torch.randn(4, 2)
+    shared, full = torch.tensor(0.3).expand(4), torch.full((4,), 0.3)
+    assert batch_time(shared).shape == (1,)
+    assert batch_time(full) is full
+    varied = torch.linspace(0.1, 0.9, 4)
+    assert batch_time(varied) is varied
+    one = convert(pred, "eps", "x0", x, *process.alpha_sigma(batch_time(shared)))
+    torch.testing.assert_close(one, convert(pred, "eps", "x0", x, *process.alpha_sigma(full)))

@@ -86,6 +86,29 @@ def test_dpm_solver_is_second_order() -> None:
     assert 3.0 < err[0] / err[1] < 6.0, err
 
 
+def test_dpm_solver_takes_a_first_order_final_step_on_short_grids() -> None:
+    """Under 15 grid points the last step is first order (DPM-Solver++(1) = DDIM), as diffusers'
+    ``lower_order_final``; the steps before it, and every step of a longer grid, are unchanged."""
+    process = _process("vp")
+    denoise = gaussian_denoiser(process, MEAN, COV)
+    dpm, x = SAMPLERS.get("dpm-solver"), torch.randn(50, 2, dtype=torch.float64)
+    seen: list[torch.Tensor] = []
+
+    def recording(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(x)
+        return denoise(x, t)
+
+    times = time_grid(process, 10, "log-snr")
+    second_order = dpm(recording, process, x, times, lower_order_final=False)
+    first_order_last = SAMPLERS.get("ddim")(denoise, process, seen[-2], times[-2:])
+    torch.testing.assert_close(dpm(denoise, process, x, times), first_order_last)
+    assert (second_order - first_order_last).abs().max() > 1e-4
+    long = time_grid(process, 20, "log-snr")
+    assert torch.equal(
+        dpm(denoise, process, x, long), dpm(denoise, process, x, long, lower_order_final=False)
+    )
+
+
 def test_stochastic_samplers_follow_the_generator() -> None:
     process = _process("vp")
     denoise = gaussian_denoiser(process, MEAN, COV)

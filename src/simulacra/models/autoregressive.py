@@ -81,7 +81,7 @@ class Autoregressive(GenerativeModel):
     @property
     def likelihood_estimator(self) -> str:
         k = self.num_masks
-        return "exact" if k == 1 else f"exact, mixture of {k} orderings (log-mean-exp)"
+        return "exact" if k == 1 else f"exact, mixture of {k} masks (log-mean-exp)"
 
     # ------------------------------------------------------------------ likelihood
 

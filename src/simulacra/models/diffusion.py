@@ -38,7 +38,7 @@ from simulacra.errors import ConfigError, DataError
 from simulacra.models.base import GenerativeModel, LossOutput
 from simulacra.models.vae import check_context
 from simulacra.objectives.score import WEIGHTINGS, denoising_loss, variational_bound
-from simulacra.processes.gaussian import Denoise, check_parameterization, convert
+from simulacra.processes.gaussian import Denoise, batch_time, check_parameterization, convert
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.samplers import SAMPLERS, run_sampler, time_grid
 from simulacra.samplers.ode import log_prob as pf_ode_log_prob
@@ -171,7 +171,7 @@ class Diffusion(GenerativeModel):
         w = self.guidance if guidance is None else float(guidance)
 
         def x0_of(x: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
-            alpha, sigma = self.process.alpha_sigma(t)
+            alpha, sigma = self.process.alpha_sigma(batch_time(t))  # once per step, not per example
             return convert(self.predict(x, t, labels), self.prediction, "x0", x, alpha, sigma)
 
         if not self.conditional:

@@ -7,7 +7,10 @@ m(k) ≥ m(i), a later hidden unit k' sees k iff m(k') ≥ m(k), and output d se
 m(d) > m(k). Hence ∂ out_d / ∂ x_i = 0 whenever m(i) ≥ m(d): the network is autoregressive.
 
 An optional context c (B, C_c) feeds every first-layer hidden unit without a mask, so the
-conditional outputs p(x_d | x_<d, c) stay autoregressive in x.
+conditional outputs p(x_d | x_<d, c) stay autoregressive in x. Optional direct connections add
+a masked linear map from the inputs to the outputs (output d sees input i iff m(d) > m(i)), the
+``direct_input_connect="Output"`` option of Germain et al.'s code: a fully visible sigmoid belief
+net in parallel with the hidden layers, so every output sees all of its predecessors.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class MADE(nn.Module):
             mask). Mask 0 is the one described by ``order`` and ``seed``; :meth:`use_mask`
             switches masks, which share the weights (order- and connectivity-agnostic training).
         resample_order: masks k ≥ 1 draw a random order as well as random hidden degrees.
+        direct: add masked direct connections from the inputs to the outputs (D·P × D weights).
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class MADE(nn.Module):
         seed: int | None = None,
         num_masks: int = 1,
         resample_order: bool = True,
+        direct: bool = False,
     ) -> None:
         super().__init__()
         if int(features) < 1 or not hidden:
@@ -106,6 +111,9 @@ class MADE(nn.Module):
         out_deg = degrees_in.repeat_interleave(self.params_per_dim)  # (D·P,), row d·P + p
         layers.append(MaskedLinear(out_deg[:, None] > previous[None, :]))
         self.net = nn.ModuleList(layers)
+        self.direct = MaskedLinear(out_deg[:, None] > degrees_in[None, :], bias=False) if direct else None
+        if self.direct is not None:
+            nn.init.zeros_(self.direct.weight)  # starts as the plain MADE
         self.context = (
             nn.Linear(int(context_features), int(hidden[0]), bias=False) if context_features else None
         )
@@ -145,6 +153,8 @@ class MADE(nn.Module):
             previous = deg
         out_deg = degrees_in.repeat_interleave(self.params_per_dim)
         linears[-1].mask.copy_(out_deg[:, None] > previous[None, :])
+        if self.direct is not None:
+            self.direct.mask.copy_(out_deg[:, None] > degrees_in[None, :])
         self.degrees.copy_(degrees_in)
         self.order.copy_(torch.argsort(degrees_in))
         self.mask_index = k
@@ -160,6 +170,8 @@ class MADE(nn.Module):
             h = h + self.context(c.to(h.dtype))
         for layer in layers:
             h = layer(h)
+        if self.direct is not None:
+            h = h + self.direct(x)
         return h.reshape(x.shape[0], self.features, self.params_per_dim)
 
 

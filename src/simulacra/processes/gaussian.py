@@ -32,6 +32,13 @@ def expand(v: Tensor, x: Tensor) -> Tensor:
     return v.reshape(v.shape + (1,) * (x.dim() - v.dim()))
 
 
+def batch_time(t: Tensor) -> Tensor:
+    """The distinct times of a (B,) time tensor for schedule arithmetic: ``t[:1]`` (1,) when t is
+    one time expanded over the batch (stride 0, as the samplers pass it), else t itself. Either
+    broadcasts the same through :func:`expand`; the first costs one schedule evaluation, not B."""
+    return t[:1] if t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0 else t
+
+
 def check_parameterization(name: str) -> str:
     if name not in PARAMETERIZATIONS:
         raise ConfigError(

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from simulacra.errors import ConfigError
-from simulacra.processes.gaussian import Denoise, expand, posterior_coefficients
+from simulacra.processes.gaussian import Denoise, batch_time, expand, posterior_coefficients
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.registry import Registry
 
@@ -169,8 +169,8 @@ def _reverse_sde_step(
     dt: float,
     generator: torch.Generator | None,
 ) -> Tensor:
-    alpha, sigma = process.alpha_sigma(t)
-    f, g2 = process.drift_diffusion(t)
+    alpha, sigma = process.alpha_sigma(batch_time(t))  # t is one time for the batch: once
+    f, g2 = process.drift_diffusion(batch_time(t))
     score = score_from_x0(x, denoise(x, t), alpha, sigma)
     drift = expand(f, x) * x - expand(g2, x) * score
     return x - drift * dt + expand((g2 * dt).sqrt(), x) * _noise(x, generator)
@@ -197,7 +197,7 @@ def predictor_corrector(
     times = times.to(x.device, x.dtype)
     for t, s in zip(times[:-1], times[1:]):
         tt = broadcast_time(x, t)
-        alpha, sigma = process.alpha_sigma(tt)
+        alpha, sigma = process.alpha_sigma(batch_time(tt))
         for _ in range(int(corrector_steps)):
             score = score_from_x0(x, denoise(x, tt), alpha, sigma)
             z = _noise(x, generator)
@@ -217,6 +217,7 @@ def dpm_solver(
     x: Tensor,
     times: Tensor,
     *,
+    lower_order_final: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """The probability-flow ODE in λ = log(α/σ), solved by DPM-Solver++(2M) (Lu et al. 2022,
@@ -225,7 +226,10 @@ def dpm_solver(
         x_i = (σ_i/σ_{i−1}) x_{i−1} − α_i (e^{−h_i} − 1) D_i,
         D_i = (1 + 1/(2 r_i)) x̂₀_{i−1} − 1/(2 r_i) x̂₀_{i−2}     (D_1 = x̂₀_0, first order).
 
-    Deterministic (``generator`` is unused); one evaluation per grid point."""
+    ``lower_order_final``: on grids of fewer than 15 points the last step is first order
+    (D = x̂₀, the DDIM step), as diffusers' option of that name: the second-order extrapolation
+    is least reliable on the few, long steps near t_min. Deterministic (``generator`` is
+    unused); one evaluation per grid point."""
     check_grid(times)
     # coefficients in float64 on the host: no device synchronisation per step, any device dtype
     alphas, sigmas = process.alpha_sigma(times.detach().to("cpu", torch.float64))
@@ -236,7 +240,7 @@ def dpm_solver(
     for i in range(1, len(step_times)):
         x0 = denoise(x, step_times[i - 1])
         h = lams[i] - lams[i - 1]
-        if prev is None:
+        if prev is None or (lower_order_final and i == len(step_times) - 1 and len(step_times) < 15):
             d = x0
         else:
             r = (lams[i - 1] - lams[i - 2]) / h

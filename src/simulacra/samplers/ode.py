@@ -28,15 +28,15 @@ from torch import Tensor, nn
 from simulacra.errors import ConfigError
 from simulacra.flows.continuous import ContinuousFlow
 from simulacra.flows.ode import ODE_METHODS, odeint, rms_norm
-from simulacra.processes.gaussian import Denoise, expand
+from simulacra.processes.gaussian import Denoise, batch_time, expand
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.samplers.diffusion import SAMPLERS, broadcast_time, check_grid, score_from_x0
 
 
 def probability_flow(denoise: Denoise, process: NoiseSchedule, x: Tensor, t: Tensor) -> Tensor:
     """v(x, t) = f x − ½ g² s(x, t), (B, *event); t is (B,)."""
-    alpha, sigma = process.alpha_sigma(t)
-    f, g2 = process.drift_diffusion(t)
+    alpha, sigma = process.alpha_sigma(batch_time(t))
+    f, g2 = process.drift_diffusion(batch_time(t))
     score = score_from_x0(x, denoise(x, t), alpha, sigma)
     return expand(f, x) * x - 0.5 * expand(g2, x) * score
 
