@@ -65,7 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from simulacra.models.zoo import build_model
     from simulacra.train import fit
     from simulacra.train.checkpoint import load_run_config
-    from simulacra.train.distributed import cleanup, init_from_env
+    from simulacra.train.distributed import barrier, cleanup, init_from_env
+    from simulacra.train.rundir import RunReplacement, check_replaceable, check_writable, checkpoint_bytes
     from simulacra.viz.grids import save_examples
 
     if args.resume:
@@ -80,16 +81,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     device = _resolve_device(config.train.device)
     dist = init_from_env(device)
-    if args.overwrite and not args.resume and dist.is_main:
-        _remove_run(run_dir)
-    if dist.world_size > 1:
-        torch.distributed.barrier()
     try:
         if config.train.num_threads:
             torch.set_num_threads(config.train.num_threads)
+        # everything is checked before an old run is touched: data, config, model, the folder
         data = load_dataset(config.data, seed=config.train.seed)
         torch.manual_seed(config.train.seed)
         model = build_model(config.model, data.info)  # on --resume, fit restores the saved state
+        if dist.is_main:
+            if not args.resume:
+                check_replaceable(run_dir, overwrite=args.overwrite)
+            per_checkpoint = checkpoint_bytes(
+                model, ema=config.train.ema_decay is not None, keep_best=config.train.patience is not None
+            )
+            check_writable(run_dir, needed_bytes=3 * per_checkpoint)  # two checkpoints + final weights
         console = _console()
         if dist.is_main:
             n_params = sum(p.numel() for p in model.parameters())
@@ -98,34 +103,26 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"({len(data.train)} train examples of shape {tuple(data.info.event_shape)}, "
                 f"{n_params:,} parameters) -> {run_dir}"
             )
-        result = fit(
-            model,
-            data,
-            config.train,
-            run_dir=run_dir,
-            run_config=config.to_dict(),
-            resume=bool(args.resume),
-            progress=not args.no_progress,
-            sample_writer=lambda x, path: save_examples(x, data.info, path),
-        )
+        # --overwrite: the old run moves aside and is deleted at the new run's first checkpoint,
+        # or put back if training fails before it
+        with RunReplacement(run_dir, enabled=args.overwrite and not args.resume and dist.is_main) as old:
+            barrier()
+            result = fit(
+                model,
+                data,
+                config.train,
+                run_dir=run_dir,
+                run_config=config.to_dict(),
+                callbacks=[old],
+                resume=bool(args.resume),
+                progress=not args.no_progress,
+                sample_writer=lambda x, path: save_examples(x, data.info, path),
+            )
         if dist.is_main:
             _after_training(model, data, run_dir, config, result, args, console)
     finally:
         cleanup()
     return 0
-
-
-def _remove_run(run_dir: Path) -> None:
-    """Delete a previous run in ``run_dir`` (only a folder that holds a run, never anything else)."""
-    if not run_dir.exists():
-        return
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(
-            f"--overwrite: {str(run_dir)!r} exists but holds no run (no config.json); not deleting it"
-        )
-    import shutil
-
-    shutil.rmtree(run_dir)
 
 
 def _after_training(

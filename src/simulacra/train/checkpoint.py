@@ -46,6 +46,7 @@ from simulacra.data.info import DataInfo
 from simulacra.errors import CheckpointError
 from simulacra.models.base import GenerativeModel
 from simulacra.models.zoo import build_model
+from simulacra.train.rundir import write_marker
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -253,6 +254,7 @@ def save_run_config(
     info = model.info.to_dict()
     info["event_shape"] = list(model.info.event_shape)
     config = {"run": run, "model": spec, "info": info, "simulacra_version": simulacra_version()}
+    write_marker(run_dir, simulacra_version())
     atomic_write_json(run_dir / CONFIG_FILE, config)
     return run_dir / CONFIG_FILE
 

@@ -346,6 +346,7 @@ def fit(
         save_checkpoint(
             run_path, step=step, model_state=model.state_dict(), trainer_state=trainer_state, extra=extra
         )
+        _call(cbs, "on_checkpoint", state)
 
     transform = data.batch_transform
     with bar:
