@@ -13,10 +13,13 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
+from torch import Tensor, nn
 
 from simulacra.config import TrainConfig
+from simulacra.data.info import DataInfo
+from simulacra.models.base import GenerativeModel, LossOutput, mark_local
 from simulacra.models.zoo import build_model
-from simulacra.train import cleanup, fit, init_from_env
+from simulacra.train import Callback, TrainState, cleanup, fit, init_from_env
 
 import toymodels as tm
 
@@ -34,13 +37,60 @@ def build() -> tuple[torch.nn.Module, object]:
 
 
 def two_group_config() -> TrainConfig:
-    return TrainConfig(steps=5, batch_size=32, lr=1e-2, updates_per_step={"a": 2}, num_threads=1)
+    return TrainConfig(steps=5, batch_size=32, lr=1e-2, groups={"a": {"updates": 2}}, num_threads=1)
 
 
 def build_two_group() -> tuple[torch.nn.Module, object]:
     torch.manual_seed(1)
     data = tm.toy_dataset(128)
     return build_model("test-toy-two-group", data.info), data
+
+
+class ToyWithLocalBuffer(GenerativeModel):
+    """Adds the sum of every batch it sees to two buffers; ``seen_local`` is marked local to each
+    process (DDP must not broadcast it, EMA must not average it), ``seen_shared`` is not."""
+
+    def __init__(self, info: DataInfo) -> None:
+        super().__init__(info)
+        self.lin = nn.Linear(info.dim, info.dim)
+        self.register_buffer("seen_local", torch.zeros(info.dim, dtype=torch.float64))
+        self.register_buffer("seen_shared", torch.zeros(info.dim, dtype=torch.float64))
+        mark_local(self, "seen_local")
+
+    def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
+        if self.training:
+            with torch.no_grad():
+                self.seen_local += x.double().sum(0)
+                self.seen_shared += x.double().sum(0)
+        return LossOutput((self.lin(x) - x).pow(2).mean())
+
+    def sample(self, n: int, c: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.info.dim, generator=generator)
+
+
+LOCAL_STEPS = 6
+
+
+def local_config(**kw: object) -> TrainConfig:
+    return TrainConfig(steps=LOCAL_STEPS, batch_size=32, lr=1e-2, ema_decay=0.5, num_threads=1, **kw)  # type: ignore[arg-type]
+
+
+class StopAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, state: TrainState) -> None:
+        state.stop_requested = state.step >= self.step
+
+
+def build_local() -> tuple[ToyWithLocalBuffer, object]:
+    torch.manual_seed(2)
+    data = tm.toy_dataset(128)
+    return ToyWithLocalBuffer(data.info), data
+
+
+def _save(model: nn.Module, path: Path) -> None:
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
 
 
 def main(out: Path) -> None:
@@ -55,6 +105,29 @@ def main(out: Path) -> None:
         fit(two, data, two_group_config(), progress=False)
         state = {k: v.contiguous() for k, v in two.state_dict().items()}
         safetensors.torch.save_file(state, out / f"rank{ctx.rank}-two-group.safetensors")
+        # A buffer marked local keeps each rank's value, uninterrupted and across a resume.
+        local, data = build_local()
+        fit(local, data, local_config(checkpoint_every=2), run_dir=out / "local-a", progress=False)
+        _save(local, out / f"rank{ctx.rank}-local.safetensors")
+        stopped, data = build_local()
+        fit(
+            stopped,
+            data,
+            local_config(checkpoint_every=2),
+            run_dir=out / "local-b",
+            callbacks=[StopAt(3)],
+            progress=False,
+        )
+        resumed, data = build_local()
+        fit(
+            resumed,
+            data,
+            local_config(checkpoint_every=2),
+            run_dir=out / "local-b",
+            resume=True,
+            progress=False,
+        )
+        _save(resumed, out / f"rank{ctx.rank}-local-resumed.safetensors")
         print(f"rank {ctx.rank}/{ctx.world_size} done", flush=True)
     finally:
         cleanup()

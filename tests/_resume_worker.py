@@ -21,7 +21,7 @@ import torch
 import simulacra.train.loop as loop
 from simulacra.config import TrainConfig
 from simulacra.models.zoo import build_model
-from simulacra.train import Callback, FitResult, TrainState, fit
+from simulacra.train import Callback, FitResult, KLWarmup, TrainState, fit
 
 import toymodels as tm
 
@@ -38,7 +38,6 @@ def config() -> TrainConfig:
         warmup_steps=3,
         grad_clip=1.0,
         ema_decay=0.9,
-        kl_warmup_steps=5,
         eval_every=4,
         patience=100,  # never stops, but keeps (and checkpoints) the best weights
         checkpoint_every=CHECKPOINT_EVERY,
@@ -53,6 +52,7 @@ def run(run_dir: str | Path, *, resume: bool = False, callbacks: Iterable[Any] =
     torch.manual_seed(0)
     data = tm.toy_dataset(96, valid=32, dynamic_binarization=True)
     model = build_model({"name": "test-toy", "hidden": 8}, data.info)
+    callbacks = [KLWarmup(5), *callbacks]
     return fit(model, data, config(), run_dir=run_dir, resume=resume, callbacks=callbacks, progress=False)
 
 

@@ -76,6 +76,24 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, no_torchrun: None)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(two[0][key], value, rtol=1e-4, atol=1e-5)
 
+    # a buffer marked local: each rank keeps the sum of its own shards (not rank 0's broadcast),
+    # also through a stop and a resume; an unmarked one is overwritten by rank 0's every step
+    from simulacra.train.batches import BatchSchedule
+
+    _, data = worker.build_local()
+    for r in range(2):
+        own = safetensors.torch.load_file(tmp_path / "ddp" / f"rank{r}-local.safetensors")
+        resumed = safetensors.torch.load_file(tmp_path / "ddp" / f"rank{r}-local-resumed.safetensors")
+        schedule = BatchSchedule(len(data.train), 32, 0, rank=r, world_size=2)
+        expected = sum(data.train.x[schedule.indices(s)].double().sum(0) for s in range(worker.LOCAL_STEPS))
+        torch.testing.assert_close(own["seen_local"], expected, rtol=1e-12, atol=1e-9)
+        assert torch.equal(resumed["seen_local"], own["seen_local"])
+        if r == 1:
+            assert not torch.allclose(own["seen_shared"], expected)
+    ranks = [safetensors.torch.load_file(tmp_path / "ddp" / f"rank{r}-local.safetensors") for r in range(2)]
+    assert not torch.equal(ranks[0]["seen_local"], ranks[1]["seen_local"])
+    assert torch.equal(ranks[0]["lin.weight"], ranks[1]["lin.weight"])
+
 
 def test_without_torchrun_nothing_is_initialised(no_torchrun: None) -> None:
     ctx = init_from_env("cpu")

@@ -103,10 +103,10 @@ def test_batches_are_stateless_and_cover_each_epoch() -> None:
 def test_updates_per_step_counts_calls_per_group() -> None:
     data = tm.toy_dataset(64)
     model = build_model("test-toy-two-group", data.info)
-    fit(model, data, _config(steps=7, updates_per_step={"a": 3}), progress=False)
+    fit(model, data, _config(steps=7, groups={"a": {"updates": 3}}), progress=False)
     assert model.calls == {"a": 21, "b": 7}
-    with pytest.raises(ConfigError, match="updates_per_step names group"):
-        fit(model, data, _config(steps=1, updates_per_step={"generator": 2}), progress=False)
+    with pytest.raises(ConfigError, match="train.groups names group"):
+        fit(model, data, _config(steps=1, groups={"generator": {"updates": 2}}), progress=False)
 
 
 class StopAt(Callback):
@@ -234,10 +234,10 @@ def test_ema_follows_the_closed_form_recursion() -> None:
 def test_kl_warmup_sets_beta_linearly() -> None:
     data = tm.toy_dataset(64)
     model = build_model({"name": "test-toy", "beta": 2.0}, data.info)
-    fit(model, data, _config(steps=7, kl_warmup_steps=4), progress=False)
+    fit(model, data, _config(steps=7), callbacks=[KLWarmup(4)], progress=False)
     assert model.betas_seen == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0])
     warm = KLWarmup(4)
-    with pytest.raises(ConfigError, match="objective"):
+    with pytest.raises(ConfigError, match="declares no loss weights"):
         fit(build_model("test-toy-det", data.info), data, _config(steps=1), callbacks=[warm], progress=False)
 
 

@@ -38,6 +38,12 @@ class ToyGaussianAE(GenerativeModel):
         self.objective = ToyObjective(beta)
         self.betas_seen: list[float] = []
 
+    def loss_weights(self) -> dict[str, float]:
+        return {"kl": float(self.objective.beta)}
+
+    def set_loss_weight(self, name: str, value: float) -> None:
+        self.objective.beta = value
+
     def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
         x = x.flatten(1)
         mu, logvar = self.encoder(x).chunk(2, dim=-1)

@@ -5,7 +5,10 @@ A run is described by three parts:
 * ``model``: a flat spec ``{"name": "vae", "latent_dim": 16, ...}`` resolved through the model
   registry (``name`` picks the preset, every other key is a keyword argument of the preset);
 * ``data``: :class:`DataConfig`;
-* ``train``: :class:`TrainConfig`.
+* ``train``: :class:`TrainConfig`, the generic loop settings (per-group optimizer overrides in
+  ``train.groups``);
+* ``callbacks``: ``{"kl-warmup": {"steps": 1000}, ...}``, the family-specific schedules, resolved
+  by name through :data:`simulacra.train.callbacks.CALLBACKS`.
 
 Overrides are ``"section.key=value"`` strings (``"model.latent_dim=32"``, ``"train.lr=3e-4"``);
 values are parsed as JSON where possible (numbers, booleans, lists, null), else kept as strings.
@@ -55,15 +58,21 @@ class TrainConfig:
     Attributes:
         steps / epochs: training length; ``steps`` wins when both are given.
         batch_size: global batch size (split across ranks under torchrun).
-        lr, weight_decay, betas: Adam(W) settings.
+        lr, weight_decay, betas: Adam(W) settings of every optimizer group, unless the model
+            declares its own for a group (``GenerativeModel.optimizer_settings``) or ``groups``
+            overrides them.
         lr_schedule: ``constant``, ``cosine`` or ``linear`` decay, after ``warmup_steps`` of
             linear warm-up.
-        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
-        updates_per_step: ``{group: n}`` repeats a group's update n times per step (GANs).
+        grad_clip: clip the global gradient norm of each group to this value (``None``: no clipping).
+        groups: per-group overrides, ``{group: {field: value}}`` with the fields of
+            :class:`simulacra.models.base.GroupSettings` (``lr``, ``lr_scale``, ``betas``,
+            ``weight_decay``, ``grad_clip``, ``updates``, ``fresh_batch``), e.g.
+            ``{"discriminator": {"updates": 5, "lr": 4e-4}}``.
         ema_decay: keep an exponential moving average of the weights (``None``: off).
-        kl_warmup_steps: anneal the objective's β linearly from 0 over this many steps.
-        eval_every: evaluate the validation loss every N steps (0: never).
+        eval_every: compute the model's validation score every N steps (0: never).
         patience: stop after this many evaluations without improvement (``None``: never).
+        keep_best: at the end, restore the weights with the best validation score (``None``:
+            when early stopping is on).
         sample_every: save a sample grid every N steps (0: never).
         checkpoint_every: write a resumable checkpoint every N steps (0: only at the end).
         log_every: append a line to ``metrics.jsonl`` every N steps.
@@ -81,17 +90,22 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     grad_clip: float | None = None
-    updates_per_step: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     ema_decay: float | None = None
-    kl_warmup_steps: int = 0
     eval_every: int = 0
     patience: int | None = None
+    keep_best: bool | None = None
     sample_every: int = 0
     checkpoint_every: int = 0
     log_every: int = 50
     seed: int = 0
     device: str = "cpu"
     num_threads: int | None = None
+
+    @property
+    def keeps_best(self) -> bool:
+        """Whether the best weights on validation are kept and restored at the end."""
+        return self.patience is not None if self.keep_best is None else bool(self.keep_best)
 
 
 @dataclass
@@ -101,6 +115,7 @@ class RunConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"name": "vae"})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
@@ -109,17 +124,48 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
         """Build from a dict, rejecting unknown sections and keys with a clear message."""
-        unknown = set(raw) - {"model", "data", "train"}
+        unknown = set(raw) - {"model", "data", "train", "callbacks"}
         if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected model, data, train")
+            raise ConfigError(
+                f"unknown config section(s) {sorted(unknown)}; expected model, data, train, callbacks"
+            )
         model = dict(raw.get("model", {"name": "vae"}))
         if "name" not in model:
             raise ConfigError("the [model] section needs a 'name' (see `simulacra models`)")
+        train = dict(raw.get("train", {}))
+        callbacks = raw.get("callbacks", {})
+        if not isinstance(callbacks, Mapping) or not all(isinstance(v, Mapping) for v in callbacks.values()):
+            raise ConfigError(
+                "the [callbacks] section maps callback names to their settings, e.g. "
+                "callbacks.kl-warmup.steps=1000"
+            )
+        callbacks = {name: dict(settings) for name, settings in callbacks.items()}
+        _upgrade_legacy_train(train, callbacks)
         return cls(
             model=model,
             data=_dataclass_from(DataConfig, raw.get("data", {}), "data"),
-            train=_dataclass_from(TrainConfig, raw.get("train", {}), "train"),
+            train=_dataclass_from(TrainConfig, train, "train"),
+            callbacks=callbacks,
         )
+
+
+def _upgrade_legacy_train(train: dict[str, Any], callbacks: dict[str, dict[str, Any]]) -> None:
+    """Read run configs written before per-group settings and callback sections existed (their
+    checkpoints must still resume): ``train.updates_per_step = {g: n}`` becomes
+    ``train.groups.g.updates = n``, and ``train.kl_warmup_steps = n`` the ``kl-warmup`` callback."""
+    updates = train.pop("updates_per_step", None) or {}
+    if not isinstance(updates, Mapping):
+        raise ConfigError(f"train.updates_per_step must map groups to counts; found {updates!r}")
+    if updates:
+        groups = dict(train.get("groups") or {})
+        for group, n in updates.items():
+            settings = groups.get(group, {})
+            if isinstance(settings, Mapping):
+                groups[group] = {"updates": n, **settings}
+        train["groups"] = groups
+    warmup = train.pop("kl_warmup_steps", None)
+    if warmup:
+        callbacks.setdefault("kl-warmup", {"steps": warmup})
 
 
 def _dataclass_from(cls: type, raw: Mapping[str, Any], section: str) -> Any:

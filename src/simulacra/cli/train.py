@@ -64,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from simulacra.data import load_dataset
     from simulacra.models.zoo import build_model
     from simulacra.train import fit
+    from simulacra.train.callbacks import build_callbacks
     from simulacra.train.checkpoint import load_run_config
     from simulacra.train.distributed import barrier, cleanup, init_from_env
     from simulacra.train.rundir import RunReplacement, check_replaceable, check_writable, checkpoint_bytes
@@ -88,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = load_dataset(config.data, seed=config.train.seed)
         torch.manual_seed(config.train.seed)
         model = build_model(config.model, data.info)  # on --resume, fit restores the saved state
+        schedules = build_callbacks(config.callbacks)  # e.g. KL warm-up
         if dist.is_main:
             if not args.resume:
                 check_replaceable(run_dir, overwrite=args.overwrite)
@@ -113,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 config.train,
                 run_dir=run_dir,
                 run_config=config.to_dict(),
-                callbacks=[old],
+                callbacks=[*schedules, old],
                 resume=bool(args.resume),
                 progress=not args.no_progress,
                 sample_writer=lambda x, path: save_examples(x, data.info, path),
@@ -131,14 +133,18 @@ def _after_training(
     """Pictures and held-out metrics of a finished run (rank 0 only)."""
     from simulacra.errors import CapabilityError
     from simulacra.models.base import ImportanceWeighted
-    from simulacra.tasks.posthoc import fit_latent_density
-    from simulacra.train.checkpoint import save_model
     from simulacra.viz.plots import plot_metrics
 
     model.eval()
-    if hasattr(model, "fit_latent_density"):
-        fit_latent_density(model, data.train.x, data.train.y if model.conditional else None)
-        save_model(model, run_dir, config.to_dict())
+    if result.stopped_early:
+        why = "early stopping" if result.best_step is not None else "a callback"
+        best = (
+            f"; best validation at step {result.best_step}, weights from step "
+            f"{result.best_step if result.restored_best else result.steps}"
+            if result.best_step is not None
+            else ""
+        )
+        console.print(f"stopped early ({why}) at step {result.steps}{best}")
     held_out = data.test or data.valid or data.train
     pictures = _pictures(model, data.info, held_out, run_dir, seed=config.train.seed)
     metrics: dict[str, Any] = {
@@ -148,6 +154,14 @@ def _after_training(
         "train_seconds": round(result.wall_time, 2),
         "examples_per_s": round(result.examples_per_s, 1),
     }
+    if result.best_step is not None:
+        metrics["best_step"] = result.best_step
+        metrics["best_valid_score"] = result.best_valid_loss
+        metrics["weights_from_step"] = result.best_step if result.restored_best else result.steps
+    if result.stopped_early:
+        metrics["stopped_early"] = True
+    if result.second_stage:
+        metrics["second_stage"] = result.second_stage
     n_eval = min(len(held_out), 1000)
     try:
         k = args.eval_samples or (200 if isinstance(model, ImportanceWeighted) else 1)

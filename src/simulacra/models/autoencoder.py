@@ -81,6 +81,26 @@ class Autoencoder(GenerativeModel):
         """Fit p(z) to codes (N, latent_dim), e.g. ``encode(x_train).mean``."""
         self.latent_density.fit(z, **kwargs)
 
+    @torch.no_grad()
+    def second_stage(self, x: Tensor, c: Tensor | None = None, *, batch_size: int = 1024) -> dict[str, float]:
+        """Fit the post-hoc density p(z) to the codes z_n = f(x_n, c_n) of the training split
+        x (N, *event) (eval mode, no corruption). Returns ``latent_nll``, the mean −log p(z_n) of
+        the codes under the fitted density, in nats."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = self.device
+            codes = [
+                self.encode(xb.to(device), None if c is None else c[i : i + batch_size].to(device)).mean
+                for i, xb in zip(range(0, x.shape[0], batch_size), x.split(batch_size))
+            ]
+            z = torch.cat(codes)  # (N, latent_dim)
+            self.fit_latent_density(z)
+            latent_nll = -self.prior(None, z.shape[0]).log_prob(z).mean()
+        finally:
+            self.train(was_training)
+        return {"latent_nll": float(latent_nll)}
+
     def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
         """``mean_b −log p(x_b | z_b = f(x̃_b))``; x̃ is corrupted in training mode only. Metric
         ``rec`` = mean log p(x | z) in nats."""

@@ -9,7 +9,7 @@ class. Inheritance stops at ``GenerativeModel -> concrete model``.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -18,6 +18,57 @@ from torch.distributions import Distribution
 
 from simulacra.data.info import DataInfo
 from simulacra.errors import CapabilityError
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """How the training loop updates one optimizer group, as the model declares it.
+
+    Every field left at None takes the run's value (``TrainConfig``); a run's configuration can
+    override any field per group (``train.groups.<group>.<field>``).
+
+    Attributes:
+        lr: the group's learning rate (None: the run's ``lr``).
+        lr_scale: multiplies the learning rate (e.g. 0.25 for a slower generator).
+        betas: Adam's (β1, β2) (GANs commonly use β1 = 0 or 0.5).
+        weight_decay: decoupled weight decay (AdamW).
+        grad_clip: clip the group's gradient norm to this value.
+        updates: optimizer updates of the group per training step (e.g. 5 critic updates per
+            generator update in WGAN-GP), in ``groups`` order.
+        fresh_batch: each update after a step's first draws a new batch instead of reusing it.
+    """
+
+    lr: float | None = None
+    lr_scale: float = 1.0
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
+    grad_clip: float | None = None
+    updates: int = 1
+    fresh_batch: bool = False
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+def mark_local(module: nn.Module, *names: str) -> None:
+    """Mark buffers of ``module`` as local to each process: DDP neither broadcasts nor syncs them,
+    and the EMA of the weights leaves them out (a replay buffer of MCMC chains, a codebook's usage
+    counts). Each process keeps its own value; checkpoints store every process's."""
+    for name in names:
+        if name not in dict(module.named_buffers(recurse=False)):
+            raise ValueError(f"{type(module).__name__} has no buffer {name!r} to mark as local")
+    marked = set(getattr(module, "_simulacra_local_buffers", ()))
+    module._simulacra_local_buffers = frozenset(marked | set(names))  # type: ignore[assignment]
+
+
+def local_buffer_names(module: nn.Module) -> frozenset[str]:
+    """State-dict keys of every buffer below ``module`` marked with :func:`mark_local`."""
+    out: set[str] = set()
+    for prefix, sub in module.named_modules():
+        for name in getattr(sub, "_simulacra_local_buffers", ()):
+            out.add(f"{prefix}.{name}" if prefix else name)
+    return frozenset(out)
 
 
 @dataclass
@@ -86,6 +137,18 @@ class GenerativeModel(nn.Module, abc.ABC):
         """Parameters of each optimizer group (default: all parameters in ``"main"``)."""
         return {"main": [p for p in self.parameters() if p.requires_grad]}
 
+    # -- what the training loop asks of a model ------------------------------------------------
+
+    def optimizer_settings(self) -> dict[str, GroupSettings]:
+        """The update settings of each group in :attr:`groups` (default: the run's settings for
+        every group, one update per step)."""
+        return {group: GroupSettings() for group in self.groups}
+
+    def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """What early stopping and "keep the best weights" minimise on held-out batches: a scalar
+        (the batch mean) or one value per example (B,). Default: the loss of the first group."""
+        return self.loss(x, c, group=self.groups[0]).loss
+
 
 @runtime_checkable
 class ExactLikelihood(Protocol):
@@ -149,6 +212,32 @@ class Completion(Protocol):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """x (B, *event) with the entries where ``missing`` (bool, same shape) is True redrawn."""
+        ...
+
+
+@runtime_checkable
+class WeightedLoss(Protocol):
+    """Models whose loss has named weights that callbacks may schedule (KL warm-up sets ``"kl"``)."""
+
+    def loss_weights(self) -> dict[str, float]:
+        """The current value of every named weight, e.g. ``{"kl": 1.0}``."""
+        ...
+
+    def set_loss_weight(self, name: str, value: float) -> None:
+        """Set weight ``name`` (one of :meth:`loss_weights`) to ``value`` for the next steps."""
+        ...
+
+
+@runtime_checkable
+class SecondStage(Protocol):
+    """Models with work after gradient training that needs the training data: fitting an
+    auto-encoder's post-hoc latent density today; a VQ-VAE's prior or a latent diffusion later.
+    :func:`simulacra.train.fit` runs it after the last step, so Python users and the CLI get the
+    same model."""
+
+    def second_stage(self, x: Tensor, c: Tensor | None = None) -> dict[str, float]:
+        """Fit what follows training to the training split x (N, *event) (labels c (N,) or None);
+        returns metrics to log (floats, may be empty)."""
         ...
 
 

@@ -97,6 +97,20 @@ class VAE(GenerativeModel):
 
     # -- training ------------------------------------------------------------------------------
 
+    def loss_weights(self) -> dict[str, float]:
+        """``{"kl": β}``, the objective's KL weight (KL warm-up anneals it)."""
+        beta = self.objective.beta
+        return {"kl": float(beta.item() if isinstance(beta, Tensor) else beta)}
+
+    def set_loss_weight(self, name: str, value: float) -> None:
+        """Set the objective's KL weight β (``name="kl"``)."""
+        if name != "kl":
+            raise ConfigError(f"a VAE has one loss weight, 'kl'; found {name!r}")
+        if isinstance(self.objective.beta, Tensor):
+            self.objective.beta.fill_(value)
+        else:
+            self.objective.beta = float(value)
+
     def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
         """Mean over the batch of the objective's loss; metrics ``elbo`` (the objective's bound),
         ``kl`` and ``rec`` = E_q log p(x | z), nats per example."""

@@ -1,11 +1,13 @@
 """Batches as index slices of tensors that already sit on the device.
 
-Step ``s`` of a run with ``K = N // B`` steps per epoch (last incomplete batch dropped) reads
-positions ``[(s mod K) B, (s mod K + 1) B)`` of the permutation of epoch ``e = s // K``. The
-permutation is drawn by a generator seeded with ``derive_seed(seed, e)``: nothing is carried
-from one step to the next, so a run resumed at any step sees exactly the batches of an
-uninterrupted one. Under DDP, rank ``r`` of ``R`` takes the ``r``-th contiguous shard of size
-``B / R`` of every global batch, so the union over ranks is the single-process batch.
+Batches are numbered b = 0, 1, 2, ... With ``K = N // B`` batches per epoch (last incomplete
+batch dropped), batch ``b`` is positions ``[(b mod K) B, (b mod K + 1) B)`` of the permutation of
+epoch ``e = b // K``. The permutation is drawn by a generator seeded with ``derive_seed(seed, e)``:
+nothing is carried from one batch to the next, so a run resumed at any step sees exactly the
+batches of an uninterrupted one. A training step reads ``k`` batches (``k = 1`` unless an
+optimizer group asks for a fresh batch for each of its updates): step ``s`` reads batches
+``s k, …, s k + k − 1``. Under DDP, rank ``r`` of ``R`` takes the ``r``-th contiguous shard of
+size ``B / R`` of every global batch, so the union over ranks is the single-process batch.
 """
 
 from __future__ import annotations
@@ -55,16 +57,23 @@ class StepPlan:
     """How many examples and steps a run has.
 
     Attributes:
-        global_batch: examples per step over all ranks (``batch_size`` capped at N).
-        local_batch: examples per step on one rank (``global_batch / world_size``).
-        steps_per_epoch: ``N // global_batch``.
-        total_steps: ``steps``, else ``ceil(epochs * steps_per_epoch)``.
+        global_batch: examples per batch over all ranks (``batch_size`` capped at N).
+        local_batch: examples per batch on one rank (``global_batch / world_size``).
+        batches_per_epoch: ``N // global_batch``.
+        total_steps: ``steps``, else ``ceil(epochs * batches_per_epoch / batches_per_step)``.
+        batches_per_step: batches one training step reads (1 unless a group draws fresh ones).
     """
 
     global_batch: int
     local_batch: int
-    steps_per_epoch: int
+    batches_per_epoch: int
     total_steps: int
+    batches_per_step: int = 1
+
+    @property
+    def steps_per_epoch(self) -> float:
+        """Training steps in one pass over the training split."""
+        return self.batches_per_epoch / self.batches_per_step
 
 
 def plan_steps(
@@ -74,8 +83,9 @@ def plan_steps(
     steps: int | None,
     epochs: float | None,
     world_size: int = 1,
+    batches_per_step: int = 1,
 ) -> StepPlan:
-    """Batch sizes and run length from the config.
+    """Batch sizes and run length from the config (``batches_per_step`` batches per step).
 
     Raises:
         ConfigError: an empty training split, a batch size or length that is not positive, or a
@@ -91,20 +101,21 @@ def plan_steps(
             f"the global batch ({global_batch} = min(batch_size={batch_size}, {n_train} examples)) must "
             f"divide evenly among {world_size} processes; choose a multiple of {world_size}"
         )
-    steps_per_epoch = n_train // global_batch
+    batches_per_epoch = n_train // global_batch
     if steps is not None:
         total = int(steps)
     elif epochs is not None:
-        total = math.ceil(float(epochs) * steps_per_epoch)
+        total = math.ceil(float(epochs) * batches_per_epoch / batches_per_step)
     else:
         raise ConfigError("set train.steps or train.epochs; both are None")
     if total < 1:
         raise ConfigError(f"the run must have at least one step; got steps={steps}, epochs={epochs}")
-    return StepPlan(global_batch, global_batch // world_size, steps_per_epoch, total)
+    return StepPlan(global_batch, global_batch // world_size, batches_per_epoch, total, batches_per_step)
 
 
 class BatchSchedule:
-    """Indices of the examples each step reads on this rank.
+    """Indices of the examples each batch reads on this rank (batch b = step b when a step reads
+    one batch).
 
     Args:
         n: number of training examples N.
@@ -131,7 +142,7 @@ class BatchSchedule:
         self.n, self.global_batch, self.seed = n, global_batch, seed
         self.rank, self.world_size = rank, world_size
         self.local_batch = global_batch // world_size
-        self.steps_per_epoch = n // global_batch
+        self.steps_per_epoch = n // global_batch  # batches per epoch
         self.device = torch.device(device)
         self._epoch = -1
         self._perm: Tensor | None = None
@@ -144,14 +155,14 @@ class BatchSchedule:
             self._epoch = epoch
         return self._perm
 
-    def epoch(self, step: int) -> int:
-        """The epoch that step ``step`` (0-based) belongs to."""
-        return step // self.steps_per_epoch
+    def epoch(self, batch: int) -> int:
+        """The epoch that batch ``batch`` (0-based) belongs to."""
+        return batch // self.steps_per_epoch
 
-    def indices(self, step: int) -> Tensor:
-        """Indices read by this rank at 0-based ``step``, shape (global_batch / world_size,)."""
-        perm = self.permutation(self.epoch(step))
-        start = (step % self.steps_per_epoch) * self.global_batch + self.rank * self.local_batch
+    def indices(self, batch: int) -> Tensor:
+        """Indices read by this rank for 0-based ``batch``, shape (global_batch / world_size,)."""
+        perm = self.permutation(self.epoch(batch))
+        start = (batch % self.steps_per_epoch) * self.global_batch + self.rank * self.local_batch
         return perm[start : start + self.local_batch]
 
 

@@ -1,13 +1,18 @@
 """Callbacks: what happens around the training loop without living in it.
 
-A callback is any object with some of the hooks ``on_fit_start(state)``, ``on_step_end(state)``
-and ``on_fit_end(state)`` (subclass :class:`Callback` for no-op defaults). ``state`` is the
-:class:`TrainState`: ``state.step`` counts *completed* steps, so ``on_step_end`` sees 1, 2, ...,
-``total_steps``. A callback that must survive a resume has a ``state_key`` and
-``state_dict() -> {name: Tensor}`` / ``load_state_dict(...)``; fit saves that state as
-``<state_key>.safetensors`` in every checkpoint and restores it after ``on_fit_start``.
+A callback is any object with some of the hooks ``on_fit_start(state)``, ``on_step_end(state)``,
+``on_checkpoint(state)`` and ``on_fit_end(state)`` (subclass :class:`Callback` for no-op
+defaults). ``state`` is the :class:`TrainState`: ``state.step`` counts *completed* steps, so
+``on_step_end`` sees 1, 2, ..., ``total_steps``. A callback that must survive a resume has a
+``state_key`` and ``state_dict() -> {name: Tensor}`` / ``load_state_dict(...)``; fit saves that
+state as ``<state_key>.safetensors`` in every checkpoint and restores it after ``on_fit_start``.
 
-Callbacks are stateless given the step where they can be (KL warm-up), so a resumed run is exact.
+Callbacks act on a model only through what it declares: a loss-weight schedule (KL warm-up) sets
+a named weight of a :class:`~simulacra.models.base.WeightedLoss` model, never an attribute it
+guesses. Family-specific callbacks are named in a run's ``[callbacks]`` section and built by
+:data:`CALLBACKS`; the generic ones (EMA, sample grids) come from the training config.
+
+Callbacks are stateless given the step where they can be (warm-ups), so a resumed run is exact.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from torch import Tensor
 
 from simulacra.config import TrainConfig
 from simulacra.errors import CheckpointError, ConfigError
-from simulacra.models.base import GenerativeModel
+from simulacra.models.base import GenerativeModel, WeightedLoss, local_buffer_names
+from simulacra.registry import Registry
 
 
 @dataclass
@@ -40,7 +46,7 @@ class TrainState:
         is_main: True on the process that writes files (rank 0).
         steps_per_epoch: steps in one pass over the training split.
         metrics: the most recently logged metrics (floats), e.g. ``{"loss": ...}``.
-        valid_loss: the most recent validation loss, if any.
+        valid_loss: the most recent validation score (``model.validation_score``), if any.
         stop_requested: a callback sets it to end training after the current step (the final
             checkpoint and model are written as usual). Under DDP every rank must set it at the
             same step (see :class:`TimeBudget`).
@@ -52,7 +58,7 @@ class TrainState:
     config: TrainConfig
     run_dir: Path | None
     is_main: bool
-    steps_per_epoch: int = 1
+    steps_per_epoch: float = 1.0
     metrics: dict[str, float] = field(default_factory=dict)
     valid_loss: float | None = None
     stop_requested: bool = False
@@ -71,6 +77,8 @@ class CallbackProtocol(Protocol):
 
     def on_step_end(self, state: TrainState) -> None: ...
 
+    def on_checkpoint(self, state: TrainState) -> None: ...
+
     def on_fit_end(self, state: TrainState) -> None: ...
 
 
@@ -83,8 +91,11 @@ class Callback:
     def on_step_end(self, state: TrainState) -> None:
         """Called after every step, once ``state.step`` has been incremented."""
 
+    def on_checkpoint(self, state: TrainState) -> None:
+        """Called after a resumable checkpoint has been written (rank 0, with a run directory)."""
+
     def on_fit_end(self, state: TrainState) -> None:
-        """Called once after the final checkpoint."""
+        """Called once after the final checkpoint and model are written."""
 
 
 def _rng_devices(model: GenerativeModel) -> list[int]:
@@ -104,8 +115,11 @@ class EMA(Callback):
     (Polyak & Juditsky 1992; used for sampling by most diffusion and GAN work). The average starts
     at the weights after the first step, not before it, so that data-dependent initialisation done
     by the first batch (ActNorm in Glow) is not averaged against the untrained values. Integer buffers
-    (counters) are copied. The shadow is saved as ``ema.safetensors`` in checkpoints and next to
-    the final model; evaluate or sample with it inside :meth:`average_weights`.
+    (counters) are copied. Buffers the model marks as local to a process
+    (:func:`~simulacra.models.base.mark_local`: MCMC chains, usage counts) are left out: swapping
+    in the average leaves them as they are. The shadow is saved as ``ema.safetensors`` in
+    checkpoints and next to the final model; evaluate or sample with it inside
+    :meth:`average_weights`.
 
     Args:
         decay: d in [0, 1).
@@ -119,13 +133,15 @@ class EMA(Callback):
         self.decay = float(decay)
         self.shadow: dict[str, Tensor] | None = None
         self._model: GenerativeModel | None = None
+        self._local: frozenset[str] = frozenset()
         self._swapped = False
         self._fresh = True
 
     def attach(self, model: GenerativeModel) -> None:
         """Start the average at the model's current weights."""
         self._model = model
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._local = local_buffer_names(model)
+        self.shadow = {k: v.detach().clone() for k, v in self._averaged(model).items()}
         self._swapped = False
         self._fresh = True  # the first update copies θ_1
 
@@ -142,7 +158,7 @@ class EMA(Callback):
         if self._swapped:
             raise RuntimeError("EMA.update() while the averaged weights are swapped in; swap back first")
         fresh, self._fresh = self._fresh, False
-        for key, value in model.state_dict().items():
+        for key, value in self._averaged(model).items():
             avg = shadow[key]
             if avg.is_floating_point() and not fresh:
                 avg.mul_(self.decay).add_(value.detach(), alpha=1.0 - self.decay)
@@ -153,7 +169,7 @@ class EMA(Callback):
     def swap(self) -> None:
         """Exchange the model's weights with the averaged ones (call again to swap back)."""
         model, shadow = self._require()
-        for key, value in model.state_dict().items():
+        for key, value in self._averaged(model).items():
             saved = value.detach().clone()
             value.copy_(shadow[key])
             shadow[key].copy_(saved)
@@ -169,17 +185,25 @@ class EMA(Callback):
         finally:
             self.swap()
 
+    def _averaged(self, model: GenerativeModel) -> dict[str, Tensor]:
+        """The model's state without its local buffers."""
+        return {k: v for k, v in model.state_dict().items() if k not in self._local}
+
     def averaged_state(self) -> dict[str, Tensor]:
-        """θ̄ as a ``state_dict`` (whatever is currently swapped in)."""
+        """θ̄ as a ``state_dict`` (whatever is currently swapped in); local buffers hold the
+        model's current values."""
         model, shadow = self._require()
-        return dict(model.state_dict()) if self._swapped else dict(shadow)
+        current = dict(model.state_dict())
+        return current if self._swapped else {**current, **shadow}
 
     def state_dict(self) -> dict[str, Tensor]:
-        return self.averaged_state()
+        model, shadow = self._require()
+        return {k: v for k, v in self.averaged_state().items() if k in shadow}
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         """Restore θ̄ (from a checkpoint); keys and shapes must match the model."""
         _, shadow = self._require()
+        state = {k: v for k, v in state.items() if k not in self._local}
         if set(state) != set(shadow):
             missing = sorted(set(shadow) ^ set(state))
             raise CheckpointError(f"EMA state does not match the model: key {missing[0]!r} differs")
@@ -199,52 +223,59 @@ class EMA(Callback):
         return self._model, self.shadow
 
 
-class KLWarmup(Callback):
-    """Linear KL warm-up: β_t = β · min(1, t / steps) (Bowman et al. 2016; Sønderby et al. 2016).
+class LossWeightWarmup(Callback):
+    """Linear warm-up of a named loss weight: w_t = w · min(1, t / steps).
 
-    Sets ``model.objective.beta`` before every step t (t = completed steps, so the first step
-    uses β = 0). The target β is the objective's value at fit start. Stateless given the step,
-    so a resumed run is exact.
+    Acts on a :class:`~simulacra.models.base.WeightedLoss` model through
+    ``set_loss_weight(weight, w_t)`` before every step t (t = completed steps, so the first step
+    uses 0). The target w is the weight's value at fit start. KL warm-up (Bowman et al. 2016;
+    Sønderby et al. 2016) is ``LossWeightWarmup("kl", steps)`` (:func:`KLWarmup`). Stateless given
+    the step, so a resumed run is exact.
 
     Args:
+        weight: the name of the weight, one of the model's ``loss_weights()``.
         steps: length of the warm-up, >= 1.
     """
 
-    def __init__(self, steps: int) -> None:
-        if steps < 1:
-            raise ConfigError(f"KL warm-up needs steps >= 1, got {steps}")
+    def __init__(self, weight: str, steps: int) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"a warm-up of {weight!r} needs an integer steps >= 1, got {steps!r}")
+        self.weight = str(weight)
         self.steps = int(steps)
         self.target: float | None = None
 
-    def beta_at(self, step: int) -> float:
-        """β used by the step after ``step`` completed steps."""
+    def value_at(self, step: int) -> float:
+        """The weight used by the step after ``step`` completed steps."""
         if self.target is None:
-            raise RuntimeError("KLWarmup has no target yet; it is set at fit start")
+            raise RuntimeError(f"the warm-up of {self.weight!r} has no target yet; it is set at fit start")
         return self.target * min(1.0, step / self.steps)
 
     def on_fit_start(self, state: TrainState) -> None:
-        objective = getattr(state.model, "objective", None)
-        if objective is None or not hasattr(objective, "beta"):
-            name = getattr(state.model, "preset_name", type(state.model).__name__)
+        model = state.model
+        weights = model.loss_weights() if isinstance(model, WeightedLoss) else {}
+        if self.weight not in weights:
+            name = getattr(model, "preset_name", type(model).__name__)
+            has = f"its weights are {sorted(weights)}" if weights else "it declares no loss weights"
             raise ConfigError(
-                f"KL warm-up sets model.objective.beta, but {name} has no objective with a beta; "
-                "set train.kl_warmup_steps=0"
+                f"a warm-up of the loss weight {self.weight!r} needs a model with that weight, but {name} "
+                f"lacks it ({has}); drop the callback"
             )
         if self.target is None:
-            beta = objective.beta
-            self.target = float(beta.item() if isinstance(beta, Tensor) else beta)
+            self.target = float(weights[self.weight])
         self._apply(state)
 
     def on_step_end(self, state: TrainState) -> None:
         self._apply(state)
 
     def _apply(self, state: TrainState) -> None:
-        objective = state.model.objective
-        value = self.beta_at(state.step)
-        if isinstance(objective.beta, Tensor):
-            objective.beta.fill_(value)
-        else:
-            objective.beta = value
+        model = state.model
+        assert isinstance(model, WeightedLoss)
+        model.set_loss_weight(self.weight, self.value_at(state.step))
+
+
+def KLWarmup(steps: int) -> LossWeightWarmup:  # noqa: N802 (a named preset of the warm-up)
+    """KL warm-up over ``steps`` steps: β_t = β · min(1, t / steps) on the ``"kl"`` weight."""
+    return LossWeightWarmup("kl", steps)
 
 
 SampleWriter = Callable[[Tensor, Path], None]
@@ -287,7 +318,7 @@ class SampleEvery(Callback):
         model.eval()
         try:
             swap = self.ema.average_weights() if self.ema is not None else contextlib.nullcontext()
-            with torch.random.fork_rng(devices=_rng_devices(model)), torch.no_grad(), swap:
+            with torch.random.fork_rng(devices=_rng_devices(model)), swap:
                 generator = torch.Generator(device=device).manual_seed(self.seed)
                 c = None
                 if model.conditional:
@@ -300,14 +331,12 @@ class SampleEvery(Callback):
 
 
 def builtin_callbacks(config: TrainConfig, sample_writer: SampleWriter | None = None) -> list[Any]:
-    """The callbacks ``config`` asks for: KL warm-up, EMA, sample-every (in that order).
+    """The generic callbacks ``config`` asks for: EMA, sample-every (in that order).
 
     Raises:
         ConfigError: ``sample_every`` without a writer.
     """
     out: list[Any] = []
-    if config.kl_warmup_steps:
-        out.append(KLWarmup(config.kl_warmup_steps))
     ema = EMA(config.ema_decay) if config.ema_decay is not None else None
     if ema is not None:
         out.append(ema)
@@ -349,3 +378,21 @@ class TimeBudget(Callback):
             torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)
         if float(elapsed) >= self.seconds:
             state.stop_requested = True
+
+
+CALLBACKS: Registry[Callable[..., Any]] = Registry("callback")
+"""Callbacks a run's ``[callbacks]`` section may name, with their settings as keyword arguments."""
+CALLBACKS.register("kl-warmup", "linear warm-up of the KL weight β over `steps` steps")(KLWarmup)
+CALLBACKS.register("loss-weight-warmup", "linear warm-up of the loss weight `weight` over `steps` steps")(
+    LossWeightWarmup
+)
+CALLBACKS.register("time-budget", "stop training after `seconds` of wall time")(TimeBudget)
+
+
+def build_callbacks(specs: Mapping[str, Mapping[str, Any]]) -> list[Any]:
+    """Callbacks from a run's ``[callbacks]`` section, ``{name: {setting: value}}``, in its order.
+
+    Raises:
+        UnknownNameError: a name :data:`CALLBACKS` lacks; ConfigError: a setting it does not take.
+    """
+    return [CALLBACKS.build({"name": name, **dict(settings)}) for name, settings in specs.items()]

@@ -1,24 +1,31 @@
 """The one training loop, for every family.
 
-Per step ``s`` (0-based), reading the batch of :class:`~simulacra.train.batches.BatchSchedule`::
+Per step ``s`` (0-based), for the groups of the model in order (e.g. ``("discriminator",
+"generator")``), each with the settings resolved by :mod:`simulacra.train.groups`::
 
-    for g in model.groups:                          # e.g. ("discriminator", "generator")
-        for _ in range(updates_per_step.get(g, 1)):
+    x = batch 0 of step s                           # BatchSchedule: a pure function of (seed, batch)
+    for g in groups:
+        for u in range(g.updates):                  # e.g. 5 critic updates per generator update
+            x_u = next batch of step s if u > 0 and g.fresh_batch else x
             optimizer[g].zero_grad()
-            out = wrapped(x, c, group=g)            # DDP module or the model itself
+            out = wrapped(x_u, c_u, group=g)        # the DDP module or the model itself
             out.loss.backward()
-            clip_grad_norm_(params[g], grad_clip)
+            clip_grad_norm_(params[g], g.grad_clip)
             optimizer[g].step(); scheduler[g].step()
 
-then logging (every ``log_every`` steps and the last), callbacks, evaluation (every
-``eval_every`` steps) with early stopping, and checkpoints (every ``checkpoint_every`` steps and
-at the end). Losses and metrics stay on the device between logs, so steps do not wait for the
-host; they are averaged across ranks only when a line is logged.
+then logging (every ``log_every`` steps and the last), callbacks, the model's validation score
+(every ``eval_every`` steps) with early stopping and the best weights, and checkpoints (every
+``checkpoint_every`` steps and at the end). After the last step the best weights are restored
+(``keep_best``), the model's second stage runs (:class:`~simulacra.models.base.SecondStage`: e.g.
+an auto-encoder's post-hoc latent density) and the final model is written. Losses and metrics stay
+on the device between logs, so steps do not wait for the host; they are averaged across ranks only
+when a line is logged.
 
 Randomness: a fresh run seeds torch's global RNG from ``config.seed`` (rank ``r > 0`` from a
 seed derived from it, so ranks draw different noise); batches, batch transforms and evaluation
-use their own generators derived from the seed and the step, and checkpoints store the global
-RNG state of every rank: a resumed run continues exactly as the uninterrupted one.
+use their own generators derived from the seed and the batch, and checkpoints store the global
+RNG state and the process-local buffers of every rank: a resumed run continues exactly as the
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -38,22 +45,24 @@ from torch.nn.parallel import DistributedDataParallel
 from simulacra.config import TrainConfig
 from simulacra.data.info import Dataset, Split
 from simulacra.errors import CheckpointError, ConfigError, TrainingError
-from simulacra.models.base import GenerativeModel
+from simulacra.models.base import GenerativeModel, SecondStage, local_buffer_names
 from simulacra.train import distributed
 from simulacra.train.batches import (
     SALT_EVAL,
     SALT_RANK,
     BatchSchedule,
+    StepPlan,
     derive_seed,
     generator_for,
     plan_steps,
     transform_generator,
 )
-from simulacra.train.callbacks import SampleWriter, TrainState, builtin_callbacks
+from simulacra.train.callbacks import EMA, SampleWriter, TrainState, builtin_callbacks
 from simulacra.train.checkpoint import (
     METRICS_FILE,
     MODEL_FILE,
     POINTER_FILE,
+    Checkpoint,
     atomic_write_bytes,
     load_state_strict,
     load_trainer_state,
@@ -61,7 +70,9 @@ from simulacra.train.checkpoint import (
     save_model,
     save_run_config,
 )
-from simulacra.train.schedules import build_scheduler, check_schedule
+from simulacra.train.groups import Group, batches_per_step, build_optimizers, resolve_groups
+from simulacra.train.schedules import check_schedule
+from simulacra.train.state import EarlyStopping, TrainerState
 
 
 @dataclass
@@ -72,8 +83,11 @@ class FitResult:
         steps: completed steps (less than planned when stopped early).
         metrics: the last logged training metrics, e.g. ``{"loss": 0.31, "kl": 2.1}`` (means
             since the previous log line).
-        best_valid_loss: the lowest validation loss seen, or None without evaluation.
+        best_valid_loss: the best validation score seen, or None without evaluation.
+        best_step: the step of that score, or None.
         stopped_early: True when early stopping or a callback (e.g. a time budget) ended the run.
+        restored_best: True when the model ends on the weights of ``best_step`` (``keep_best``).
+        second_stage: the metrics of the model's second stage (empty when it has none).
         run_dir: where the run was written, or None.
         wall_time: seconds spent in this call.
         examples_per_s: training examples (all ranks) per second in this call.
@@ -82,19 +96,13 @@ class FitResult:
     steps: int
     metrics: dict[str, float] = field(default_factory=dict)
     best_valid_loss: float | None = None
+    best_step: int | None = None
     stopped_early: bool = False
+    restored_best: bool = False
+    second_stage: dict[str, float] = field(default_factory=dict)
     run_dir: Path | None = None
     wall_time: float = 0.0
     examples_per_s: float = 0.0
-
-
-@dataclass
-class _EarlyStopping:
-    best: float | None = None
-    best_step: int | None = None
-    bad_evals: int = 0
-    stopped: bool = False
-    best_weights: dict[str, Tensor] | None = None
 
 
 def fit(
@@ -113,14 +121,14 @@ def fit(
 
     Args:
         model: built (and seeded) by the caller; moved to ``config.device`` here.
-        data: a validated dataset; ``data.valid`` is used for evaluation and early stopping;
-            ``data.batch_transform`` (dynamic binarization) is applied to every training batch.
+        data: a validated dataset; ``data.valid`` is used for the validation score and early
+            stopping; ``data.batch_transform`` (dynamic binarization) is applied to every training batch.
         config: training settings (:class:`~simulacra.config.TrainConfig`).
         run_dir: where ``config.json``, ``metrics.jsonl``, checkpoints and the final model go
             (rank 0 only). None: nothing is written (no checkpoints, so no resume).
         run_config: the full run configuration stored in ``config.json`` (default: the train
             settings only).
-        callbacks: further callbacks, called after the built-in ones (KL warm-up, EMA, samples).
+        callbacks: further callbacks, called after the built-in ones (EMA, samples).
         resume: continue the run in ``run_dir`` from its latest checkpoint, to the same total steps.
         progress: show a progress bar (rank 0).
         sample_writer: ``(samples, path) -> None``, needed when ``config.sample_every > 0``.
@@ -130,9 +138,10 @@ def fit(
 
     Raises:
         ConfigError: inconsistent settings (unknown schedule, batch not divisible among ranks,
-            a group in ``updates_per_step`` the model lacks, ...).
+            a group in ``config.groups`` the model lacks, ...).
         CheckpointError: ``resume`` without a usable checkpoint, or a run directory that already
             holds a run when starting afresh.
+        TrainingError: a loss that became NaN or infinite.
     """
     started = time.perf_counter()
     if config.num_threads:
@@ -142,91 +151,138 @@ def fit(
     if resume and run_path is None:
         raise ConfigError("resume=True needs the run_dir of the run to continue")
     ctx = distributed.init_from_env(config.device)
-    device = ctx.device
+    groups = resolve_groups(model, config)
+    train, valid = _splits(model, data, ctx.device)
+    plan = plan_steps(
+        len(train),
+        config.batch_size,
+        steps=config.steps,
+        epochs=config.epochs,
+        world_size=ctx.world_size,
+        batches_per_step=batches_per_step(groups),
+    )
+    _check_settings(config, valid)
 
-    # ---- data, once on the device
+    model.to(ctx.device)
+    model.train()
+    optimizers, schedulers = build_optimizers(groups, config, plan.total_steps)
+    trainer = TrainerState(optimizers, schedulers, EarlyStopping(config.patience, config.keeps_best))
+    checkpoint = _open_run(
+        run_path, resume=resume, ctx=ctx, model=model, config=config, run_config=run_config
+    )
+    if checkpoint is not None:
+        _restore(checkpoint, model, trainer, plan, ctx)
+    wrapped = _wrap(model, ctx, groups)
+
+    cbs = builtin_callbacks(config, sample_writer) + list(callbacks)
+    state = TrainState(
+        step=trainer.step,
+        total_steps=plan.total_steps,
+        model=model,
+        config=config,
+        run_dir=run_path,
+        is_main=ctx.is_main,
+        steps_per_epoch=plan.steps_per_epoch,
+        metrics=trainer.last_metrics,
+        valid_loss=trainer.early.best,
+    )
+    _call(cbs, "on_fit_start", state)
+    if checkpoint is not None:
+        _restore_callbacks(cbs, checkpoint, ctx.device)
+        _restore_rng(checkpoint.trainer_state["rng"], ctx, config.seed, trainer.step, ctx.device)
+    else:
+        torch.manual_seed(config.seed if ctx.rank == 0 else derive_seed(config.seed, SALT_RANK, ctx.rank))
+
+    run = _Run(
+        model, wrapped, data, train, valid, config, ctx, plan, groups, trainer, state, cbs, run_path, started
+    )
+    first_step = trainer.step
+    loop_start = time.perf_counter()
+    with _ProgressBar(plan.total_steps, trainer.step, enabled=progress and ctx.is_main) as bar:
+        run.bar = bar
+        while trainer.step < plan.total_steps and not trainer.early.stopped and not state.stop_requested:
+            run.train_step()
+            trainer.step += 1
+            state.step = trainer.step
+            if trainer.step % config.log_every == 0 or trainer.step == plan.total_steps:
+                run.log()
+            _call(cbs, "on_step_end", state)
+            if config.eval_every > 0 and valid is not None and trainer.step % config.eval_every == 0:
+                run.validate()
+            if 0 < config.checkpoint_every and trainer.step % config.checkpoint_every == 0:
+                if trainer.step < plan.total_steps:
+                    run.checkpoint()
+            bar.advance(trainer.step)
+    loop_seconds = time.perf_counter() - loop_start
+
+    run.checkpoint()
+    restored = run.restore_best()
+    second = run.second_stage()
+    run.save_final()
+    _call(cbs, "on_fit_end", state)
+    distributed.barrier()
+    return FitResult(
+        steps=trainer.step,
+        metrics=dict(trainer.last_metrics),
+        best_valid_loss=trainer.early.best,
+        best_step=trainer.early.best_step,
+        stopped_early=trainer.early.stopped or state.stop_requested,
+        restored_best=restored,
+        second_stage=second,
+        run_dir=run_path,
+        wall_time=time.perf_counter() - started,
+        examples_per_s=(trainer.step - first_step)
+        * plan.global_batch
+        * plan.batches_per_step
+        / max(loop_seconds, 1e-9),
+    )
+
+
+# --------------------------------------------------------------------------- setting up
+
+
+def _name(model: GenerativeModel) -> str:
+    return getattr(model, "preset_name", type(model).__name__)
+
+
+def _splits(model: GenerativeModel, data: Dataset, device: torch.device) -> tuple[Split, Split | None]:
+    """The training and validation splits on ``device`` (once: batches are index slices)."""
     train = data.train.to(device)
     valid = data.valid.to(device) if data.valid is not None and len(data.valid) > 0 else None
     if model.conditional and train.y is None:
         raise ConfigError(f"{_name(model)} is conditional but dataset {data.name!r} has no labels")
-    plan = plan_steps(
-        len(train), config.batch_size, steps=config.steps, epochs=config.epochs, world_size=ctx.world_size
-    )
+    return train, valid
+
+
+def _check_settings(config: TrainConfig, valid: Split | None) -> None:
     if config.patience is not None and (config.eval_every <= 0 or valid is None):
         raise ConfigError(
             f"patience={config.patience} needs eval_every > 0 and a validation split; found "
             f"eval_every={config.eval_every} and {'a' if valid is not None else 'no'} validation split"
         )
+    if config.keep_best and (config.eval_every <= 0 or valid is None):
+        raise ConfigError(
+            "keep_best needs eval_every > 0 and a validation split to tell which weights are best"
+        )
     if config.log_every < 1:
         raise ConfigError(f"log_every must be >= 1, got {config.log_every}")
 
-    # ---- model, optimizers, schedulers
-    model.to(device)
-    model.train()
-    groups = tuple(model.groups)
-    params = model.parameter_groups()
-    if set(params) != set(groups):
-        raise ConfigError(
-            f"{_name(model)}.parameter_groups() returns groups {sorted(params)} but model.groups is {list(groups)}"
-        )
-    unknown = set(config.updates_per_step) - set(groups)
-    if unknown:
-        raise ConfigError(
-            f"updates_per_step names group(s) {sorted(unknown)}; {_name(model)} has {list(groups)}"
-        )
-    updates = {g: int(config.updates_per_step.get(g, 1)) for g in groups}
-    if any(n < 1 for n in updates.values()):
-        raise ConfigError(f"updates_per_step must be >= 1 for every group, got {updates}")
-    optimizers = {
-        g: torch.optim.AdamW(
-            params[g],
-            lr=config.lr,
-            betas=tuple(config.betas),
-            weight_decay=config.weight_decay,
-            fused=_can_fuse(params[g]),
-        )
-        for g in groups
-    }
-    schedulers = {
-        g: build_scheduler(
-            optimizers[g],
-            config.lr_schedule,
-            warmup_steps=config.warmup_steps,
-            total_steps=plan.total_steps,
-            updates_per_step=updates[g],
-        )
-        for g in groups
-    }
 
-    # ---- run directory and (on resume) the checkpoint
-    step, elapsed_before = 0, 0.0
-    early = _EarlyStopping()
-    acc: dict[str, Tensor] = {}
-    counts: dict[str, int] = {}
-    last_log_step = 0
-    last_metrics: dict[str, float] = {}
-    checkpoint = None
-    if resume and run_path is not None:
-        checkpoint = load_trainer_state(run_path)
-        ts = checkpoint.trainer_state
-        _check_resumable(ts, plan.total_steps, groups, run_path)
-        load_state_strict(model, checkpoint.model_state, f"{checkpoint.path / MODEL_FILE}")
-        for g in groups:
-            optimizers[g].load_state_dict(ts["optimizers"][g])
-            schedulers[g].load_state_dict(ts["schedulers"][g])
-        step = int(ts["step"])
-        elapsed_before = float(ts.get("elapsed_s", 0.0))
-        es = ts["early_stopping"]
-        early = _EarlyStopping(es["best"], es["best_step"], es["bad_evals"], es["stopped"])
-        if "best" in checkpoint.extra:
-            early.best_weights = {k: v.to(device) for k, v in checkpoint.extra["best"].items()}
-        acc = {k: v.to(device) for k, v in ts["accumulators"].items()}
-        counts = dict(ts["counts"])
-        last_log_step = int(ts["last_log_step"])
-        last_metrics = dict(ts.get("last_metrics", {}))
-        if ctx.is_main:
-            _truncate_metrics(run_path / METRICS_FILE, step)
-    elif run_path is not None and ctx.is_main:
+def _open_run(
+    run_path: Path | None,
+    *,
+    resume: bool,
+    ctx: distributed.DistContext,
+    model: GenerativeModel,
+    config: TrainConfig,
+    run_config: Mapping[str, Any] | None,
+) -> Checkpoint | None:
+    """The checkpoint to resume from, or (a fresh run, rank 0) the run directory started."""
+    if run_path is None:
+        return None
+    if resume:
+        return load_trainer_state(run_path)
+    if ctx.is_main:
         if (run_path / POINTER_FILE).exists() or (run_path / MODEL_FILE).exists():
             raise CheckpointError(
                 f"{str(run_path)!r} already holds a run; resume it (`simulacra train --resume RUN`) "
@@ -237,199 +293,56 @@ def fit(
         )
         save_run_config(run_path, model, stored)
         (run_path / METRICS_FILE).unlink(missing_ok=True)
+    return None
 
-    wrapped: torch.nn.Module = model
-    if ctx.distributed:
-        wrapped = DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=len(groups) > 1,
-        )
 
-    state = TrainState(
-        step=step,
-        total_steps=plan.total_steps,
-        model=model,
-        config=config,
-        run_dir=run_path,
-        is_main=ctx.is_main,
-        steps_per_epoch=plan.steps_per_epoch,
-        metrics=last_metrics,
-        valid_loss=early.best,
+def _restore(
+    checkpoint: Checkpoint,
+    model: GenerativeModel,
+    trainer: TrainerState,
+    plan: StepPlan,
+    ctx: distributed.DistContext,
+) -> None:
+    """Weights, this rank's local buffers and the trainer's state from ``checkpoint``."""
+    try:
+        trainer.load_state_dict(checkpoint.trainer_state, total_steps=plan.total_steps, device=ctx.device)
+    except CheckpointError as err:
+        raise CheckpointError(f"cannot resume from {checkpoint.path}: {err}") from None
+    load_state_strict(model, checkpoint.model_state, f"{checkpoint.path / MODEL_FILE}")
+    local = checkpoint.trainer_state.get("local_buffers") or {}
+    with torch.no_grad():
+        own = model.state_dict()
+        for key, per_rank in local.items():
+            if key in own and len(per_rank) == ctx.world_size:
+                own[key].copy_(per_rank[ctx.rank])
+    if "best" in checkpoint.extra:
+        trainer.early.best_weights = {k: v.to(ctx.device) for k, v in checkpoint.extra["best"].items()}
+    if ctx.is_main:
+        _truncate_metrics(checkpoint.path.parent / METRICS_FILE, trainer.step)
+
+
+def _restore_callbacks(callbacks: list[Any], checkpoint: Checkpoint, device: torch.device) -> None:
+    for cb in callbacks:
+        key = getattr(cb, "state_key", None)
+        if key is not None and key in checkpoint.extra and hasattr(cb, "load_state_dict"):
+            cb.load_state_dict({k: v.to(device) for k, v in checkpoint.extra[key].items()})
+
+
+def _wrap(
+    model: GenerativeModel, ctx: distributed.DistContext, groups: Mapping[str, Group]
+) -> torch.nn.Module:
+    """The model itself, or under torchrun its DDP wrapper (local buffers neither broadcast nor
+    synchronised; unused parameters expected when there are several groups)."""
+    if not ctx.distributed:
+        return model
+    local = sorted(local_buffer_names(model))
+    if local:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, local)
+    return DistributedDataParallel(
+        model,
+        device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+        find_unused_parameters=len(groups) > 1,
     )
-    cbs = builtin_callbacks(config, sample_writer) + list(callbacks)
-    _call(cbs, "on_fit_start", state)
-    if checkpoint is not None:
-        for cb in cbs:
-            key = getattr(cb, "state_key", None)
-            if key is not None and key in checkpoint.extra and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict({k: v.to(device) for k, v in checkpoint.extra[key].items()})
-        _restore_rng(checkpoint.trainer_state["rng"], ctx, config.seed, step, device)
-    else:
-        torch.manual_seed(config.seed if ctx.rank == 0 else derive_seed(config.seed, SALT_RANK, ctx.rank))
-
-    batches = BatchSchedule(
-        len(train), plan.global_batch, config.seed, rank=ctx.rank, world_size=ctx.world_size, device=device
-    )
-    first_step = step
-    loop_start = time.perf_counter()
-    last_log_time = loop_start
-    bar = _ProgressBar(plan.total_steps, step, enabled=progress and ctx.is_main)
-
-    def log_training() -> None:
-        nonlocal acc, counts, last_log_step, last_log_time, last_metrics
-        keys = list(acc)
-        means = torch.stack([acc[k] / counts[k] for k in keys]) if keys else torch.zeros(0, device=device)
-        values = distributed.all_reduce_mean(means).tolist()  # the one host sync per log line
-        now = time.perf_counter()
-        steps_done = step - max(last_log_step, first_step)
-        rate = steps_done * plan.global_batch / max(now - last_log_time, 1e-9)
-        last_metrics = dict(zip(keys, values))
-        line = {
-            "step": step,
-            "epoch": round(step / plan.steps_per_epoch, 6),
-            "lr": schedulers[groups[0]].get_last_lr()[0],
-            **last_metrics,
-            "examples_per_s": rate,
-            "elapsed_s": elapsed_before + now - started,
-        }
-        _append_metrics(run_path, line, ctx.is_main)
-        bad = [k for k, v in last_metrics.items() if k.startswith("loss") and not math.isfinite(v)]
-        if bad:
-            raise TrainingError(
-                f"training diverged: {bad[0]} = {last_metrics[bad[0]]} by step {step} (the last "
-                "checkpoint holds the weights before); lower the learning rate (--set train.lr=...) "
-                "or clip gradients (--set train.grad_clip=...)"
-            )
-        bar.describe(last_metrics.get("loss", last_metrics.get(f"loss/{groups[0]}")), rate)
-        state.metrics = last_metrics
-        acc, counts = {}, {}
-        last_log_step, last_log_time = step, now
-
-    def checkpoint_now() -> None:
-        rng = _gather_rng(ctx, device)
-        reduced = {}
-        if acc:
-            keys = list(acc)
-            reduced = dict(
-                zip(keys, distributed.all_reduce_mean(torch.stack([acc[k] for k in keys])).unbind())
-            )
-        if not (ctx.is_main and run_path is not None):
-            return
-        trainer_state = {
-            "step": step,
-            "total_steps": plan.total_steps,
-            "world_size": ctx.world_size,
-            "groups": list(groups),
-            "optimizers": {g: optimizers[g].state_dict() for g in groups},
-            "schedulers": {g: schedulers[g].state_dict() for g in groups},
-            "early_stopping": {
-                "best": early.best,
-                "best_step": early.best_step,
-                "bad_evals": early.bad_evals,
-                "stopped": early.stopped,
-            },
-            "accumulators": reduced,
-            "counts": dict(counts),
-            "last_log_step": last_log_step,
-            "last_metrics": last_metrics,
-            "elapsed_s": elapsed_before + time.perf_counter() - started,
-            "rng": rng,
-        }
-        extra = {
-            cb.state_key: cb.state_dict()
-            for cb in cbs
-            if getattr(cb, "state_key", None) is not None and hasattr(cb, "state_dict")
-        }
-        if early.best_weights is not None:
-            extra["best"] = early.best_weights
-        save_checkpoint(
-            run_path, step=step, model_state=model.state_dict(), trainer_state=trainer_state, extra=extra
-        )
-        _call(cbs, "on_checkpoint", state)
-
-    transform = data.batch_transform
-    with bar:
-        while step < plan.total_steps and not early.stopped and not state.stop_requested:
-            idx = batches.indices(step)  # (B / world_size,)
-            x = train.x[idx]
-            c = train.y[idx] if model.conditional and train.y is not None else None
-            if transform is not None:
-                x = transform(x, transform_generator(config.seed, step, ctx.rank, device))
-            for g in groups:
-                for _ in range(updates[g]):
-                    optimizers[g].zero_grad(set_to_none=True)
-                    out = wrapped(x, c, group=g)
-                    out.loss.backward()
-                    if config.grad_clip is not None:
-                        norm = torch.nn.utils.clip_grad_norm_(params[g], config.grad_clip)
-                        _accumulate(acc, counts, "grad_norm" if len(groups) == 1 else f"grad_norm/{g}", norm)
-                    optimizers[g].step()
-                    schedulers[g].step()
-                    _accumulate(acc, counts, "loss" if len(groups) == 1 else f"loss/{g}", out.loss)
-                    for key, value in out.metrics.items():
-                        _accumulate(acc, counts, key, value)
-            step += 1
-            state.step = step
-            if step % config.log_every == 0 or step == plan.total_steps:
-                log_training()
-            _call(cbs, "on_step_end", state)
-            if config.eval_every > 0 and valid is not None and step % config.eval_every == 0:
-                loss = _evaluate(model, valid, data, config, ctx, plan.global_batch)
-                state.valid_loss = loss
-                _update_early_stopping(early, loss, step, model, config.patience)
-                _append_metrics(
-                    run_path,
-                    {
-                        "step": step,
-                        "epoch": round(step / plan.steps_per_epoch, 6),
-                        "valid_loss": loss,
-                        "best_valid_loss": early.best,
-                    },
-                    ctx.is_main,
-                )
-                if early.stopped and counts:
-                    log_training()
-            if (
-                config.checkpoint_every > 0
-                and step % config.checkpoint_every == 0
-                and step < plan.total_steps
-            ):
-                checkpoint_now()
-            bar.advance(step)
-
-    checkpoint_now()
-    if config.patience is not None and early.best_weights is not None:
-        load_state_strict(model, early.best_weights, "the best weights")
-    if ctx.is_main and run_path is not None:
-        ema = next((cb for cb in cbs if getattr(cb, "state_key", None) == "ema"), None)
-        save_model(model, run_path, ema=ema.state_dict() if ema is not None else None)
-    _call(cbs, "on_fit_end", state)
-    distributed.barrier()
-    wall = time.perf_counter() - started
-    trained = (step - first_step) * plan.global_batch
-    return FitResult(
-        steps=step,
-        metrics=dict(last_metrics),
-        best_valid_loss=early.best,
-        stopped_early=early.stopped or state.stop_requested,
-        run_dir=run_path,
-        wall_time=wall,
-        examples_per_s=trained / max(time.perf_counter() - loop_start, 1e-9),
-    )
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _can_fuse(params: list[torch.nn.Parameter]) -> bool:
-    """Whether torch's fused AdamW (one vectorized kernel for all tensors, ~25% faster training of
-    small models on CPU than the per-tensor loop, same update rule) supports these parameters."""
-    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-
-
-def _name(model: GenerativeModel) -> str:
-    return getattr(model, "preset_name", type(model).__name__)
 
 
 def _call(callbacks: list[Any], hook: str, state: TrainState) -> None:
@@ -439,18 +352,229 @@ def _call(callbacks: list[Any], hook: str, state: TrainState) -> None:
             fn(state)
 
 
-def _accumulate(acc: dict[str, Tensor], counts: dict[str, int], key: str, value: Tensor) -> None:
-    # Device-side sums: no .item(), so no host sync per step.
-    v = value.detach().float().mean()
-    acc[key] = acc[key] + v if key in acc else v.clone()
-    counts[key] = counts.get(key, 0) + 1
+# --------------------------------------------------------------------------- one run
 
 
-def _append_metrics(run_dir: Path | None, line: dict[str, Any], is_main: bool) -> None:
-    if run_dir is None or not is_main:
-        return
-    with open(run_dir / METRICS_FILE, "a") as f:
-        f.write(json.dumps(line) + "\n")
+class _Run:
+    """What a run needs between steps: its parts, and the work done at log, validation,
+    checkpoint and end times (one method each)."""
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        wrapped: torch.nn.Module,
+        data: Dataset,
+        train: Split,
+        valid: Split | None,
+        config: TrainConfig,
+        ctx: distributed.DistContext,
+        plan: StepPlan,
+        groups: Mapping[str, Group],
+        trainer: TrainerState,
+        state: TrainState,
+        callbacks: list[Any],
+        run_path: Path | None,
+        started: float,
+    ) -> None:
+        self.model, self.wrapped, self.data, self.train, self.valid = model, wrapped, data, train, valid
+        self.config, self.ctx, self.plan, self.groups = config, ctx, plan, groups
+        self.trainer, self.state, self.callbacks, self.run_path = trainer, state, callbacks, run_path
+        self.batches = BatchSchedule(
+            len(train),
+            plan.global_batch,
+            config.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            device=ctx.device,
+        )
+        self.started = started  # when fit was called: elapsed times count from there
+        self.last_log_time = time.perf_counter()
+        self.first_step = trainer.step
+        self.bar: _ProgressBar | None = None
+        self.single = len(groups) == 1
+
+    # -- training ----------------------------------------------------------------------------
+
+    def batch(self, j: int) -> tuple[Tensor, Tensor | None]:
+        """Batch ``j`` of the current step on this rank: data (B/R, *event) and labels or None."""
+        b = self.trainer.step * self.plan.batches_per_step + j
+        idx = self.batches.indices(b)  # (B / world_size,)
+        x = self.train.x[idx]
+        c = self.train.y[idx] if self.model.conditional and self.train.y is not None else None
+        if self.data.batch_transform is not None:
+            x = self.data.batch_transform(
+                x, transform_generator(self.config.seed, b, self.ctx.rank, self.ctx.device)
+            )
+        return x, c
+
+    def train_step(self) -> None:
+        """One training step: every group's updates, in order."""
+        shared = self.batch(0)
+        fresh = 1
+        sums = self.trainer.metrics
+        for g in self.groups.values():
+            optimizer, scheduler = self.trainer.optimizers[g.name], self.trainer.schedulers[g.name]
+            for u in range(g.updates):
+                if u > 0 and g.fresh_batch:
+                    x, c = self.batch(fresh)
+                    fresh += 1
+                else:
+                    x, c = shared
+                optimizer.zero_grad(set_to_none=True)
+                out = self.wrapped(x, c, group=g.name)
+                out.loss.backward()
+                if g.grad_clip is not None:
+                    norm = torch.nn.utils.clip_grad_norm_(g.params, g.grad_clip)
+                    sums.add("grad_norm" if self.single else f"grad_norm/{g.name}", norm)
+                optimizer.step()
+                scheduler.step()
+                sums.add("loss" if self.single else f"loss/{g.name}", out.loss)
+                for key, value in out.metrics.items():
+                    sums.add(key, value)
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def epoch(self) -> float:
+        return round(self.trainer.step / self.plan.steps_per_epoch, 6)
+
+    def append(self, line: dict[str, Any]) -> None:
+        """Append one JSON line to ``metrics.jsonl`` (rank 0 with a run directory)."""
+        if self.run_path is not None and self.ctx.is_main:
+            with open(self.run_path / METRICS_FILE, "a") as f:
+                f.write(json.dumps(line) + "\n")
+
+    def log(self) -> None:
+        """Average the metrics since the last line over steps and ranks (one host sync), write
+        the line, and stop with a clear error if a loss diverged."""
+        trainer = self.trainer
+        means = trainer.metrics.reduced_means(self.ctx.device)
+        now = time.perf_counter()
+        steps = trainer.step - max(trainer.last_log_step, self.first_step)
+        rate = (
+            steps * self.plan.global_batch * self.plan.batches_per_step / max(now - self.last_log_time, 1e-9)
+        )
+        rates = {
+            "lr" if self.single else f"lr/{g}": trainer.schedulers[g].get_last_lr()[0] for g in self.groups
+        }
+        elapsed = trainer.elapsed_before + now - self.started
+        self.append(
+            {
+                "step": trainer.step,
+                "epoch": self.epoch(),
+                **rates,
+                **means,
+                "examples_per_s": rate,
+                "elapsed_s": elapsed,
+            }
+        )
+        trainer.last_metrics = means
+        self.state.metrics = means
+        trainer.metrics.clear()
+        trainer.last_log_step, self.last_log_time = trainer.step, now
+        bad = [k for k, v in means.items() if k.startswith("loss") and not math.isfinite(v)]
+        if bad:
+            where = (
+                "the last checkpoint holds the weights before"
+                if self.run_path is not None and (self.run_path / POINTER_FILE).exists()
+                else "no checkpoint was written before it"
+            )
+            raise TrainingError(
+                f"training diverged: {bad[0]} = {means[bad[0]]} by step {trainer.step} ({where}); lower the "
+                "learning rate (--set train.lr=...) or clip gradients (--set train.grad_clip=...)"
+            )
+        if self.bar is not None:
+            first = next(iter(self.groups))
+            self.bar.describe(means.get("loss", means.get(f"loss/{first}")), rate)
+
+    # -- validation --------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """The model's validation score on the validation split, early stopping and the best weights."""
+        assert self.valid is not None
+        score = validation_score(
+            self.model, self.valid, self.data, self.config.seed, self.ctx, self.plan.global_batch
+        )
+        early = self.trainer.early
+        early.update(score, self.trainer.step, self.model.state_dict())
+        self.state.valid_loss = score
+        self.append(
+            {
+                "step": self.trainer.step,
+                "epoch": self.epoch(),
+                "valid_loss": score,
+                "best_valid_loss": early.best,
+            }
+        )
+        if early.stopped and self.trainer.metrics:
+            self.log()  # the stopping step's training metrics
+
+    # -- checkpoints and the end -------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """A resumable checkpoint (collectives on every rank; rank 0 writes)."""
+        rng = _gather_rng(self.ctx, self.ctx.device)
+        local = _gather_local_buffers(self.model, self.ctx)
+        elapsed = time.perf_counter() - self.started
+        trainer_state = self.trainer.state_dict(
+            total_steps=self.plan.total_steps, world_size=self.ctx.world_size, elapsed=elapsed
+        )
+        if not (self.ctx.is_main and self.run_path is not None):
+            return
+        trainer_state["rng"] = rng
+        if local:
+            trainer_state["local_buffers"] = local
+        extra = {
+            cb.state_key: cb.state_dict()
+            for cb in self.callbacks
+            if getattr(cb, "state_key", None) is not None and hasattr(cb, "state_dict")
+        }
+        if self.trainer.early.best_weights is not None:
+            extra["best"] = self.trainer.early.best_weights
+        save_checkpoint(
+            self.run_path,
+            step=self.trainer.step,
+            model_state=self.model.state_dict(),
+            trainer_state=trainer_state,
+            extra=extra,
+        )
+        _call(self.callbacks, "on_checkpoint", self.state)
+
+    def restore_best(self) -> bool:
+        """End on the best weights when they are kept; True if so."""
+        best = self.trainer.early.best_weights
+        if not self.trainer.early.keep_best or best is None:
+            return False
+        load_state_strict(self.model, best, "the best weights")
+        return True
+
+    def ema(self) -> EMA | None:
+        return next((cb for cb in self.callbacks if isinstance(cb, EMA)), None)
+
+    def second_stage(self) -> dict[str, float]:
+        """The model's work after training (every rank, the same data), for the raw weights and,
+        with an EMA, for the averaged ones too; its metrics are logged."""
+        if not isinstance(self.model, SecondStage):
+            return {}
+        x = self.train.x
+        c = self.train.y if self.model.conditional else None
+        metrics = self.model.second_stage(x, c)
+        ema = self.ema()
+        if ema is not None:
+            with ema.average_weights() as averaged:
+                assert isinstance(averaged, SecondStage)
+                metrics = {**metrics, **{f"ema/{k}": v for k, v in averaged.second_stage(x, c).items()}}
+        if metrics:
+            self.append({"step": self.trainer.step, "second_stage": metrics})
+        return metrics
+
+    def save_final(self) -> None:
+        """``model.safetensors`` (and ``ema.safetensors``) of the run, rank 0."""
+        if self.ctx.is_main and self.run_path is not None:
+            ema = self.ema()
+            save_model(self.model, self.run_path, ema=ema.state_dict() if ema is not None else None)
+
+
+# --------------------------------------------------------------------------- helpers
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -467,69 +591,41 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())
 
 
-def _check_resumable(ts: Mapping[str, Any], total: int, groups: tuple[str, ...], run_dir: Path) -> None:
-    if list(ts.get("groups", [])) != list(groups):
-        raise CheckpointError(
-            f"the checkpoint in {run_dir} has optimizer groups {ts.get('groups')}, the model has {list(groups)}"
-        )
-    if int(ts.get("total_steps", total)) != total:
-        raise CheckpointError(
-            f"the checkpoint in {run_dir} was planned for {ts.get('total_steps')} steps but this config "
-            f"gives {total}; resume with the run's own config"
-        )
-
-
-def _update_early_stopping(
-    early: _EarlyStopping, loss: float, step: int, model: GenerativeModel, patience: int | None
-) -> None:
-    if early.best is None or loss < early.best:
-        early.best, early.best_step, early.bad_evals = loss, step, 0
-        if patience is not None:
-            early.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    else:
-        early.bad_evals += 1
-        if patience is not None and early.bad_evals >= patience:
-            early.stopped = True
-
-
 def _rng_devices(device: torch.device) -> list[int]:
     return [device.index] if device.type == "cuda" and device.index is not None else []
 
 
-@torch.no_grad()
-def _evaluate(
+def validation_score(
     model: GenerativeModel,
     valid: Split,
     data: Dataset,
-    config: TrainConfig,
+    seed: int,
     ctx: distributed.DistContext,
     batch_size: int,
 ) -> float:
-    """Mean loss of ``model.groups[0]`` over the validation split, in eval mode.
+    """Mean of ``model.validation_score`` over the validation split, in eval mode.
 
     Runs inside ``fork_rng`` with a fixed seed, so it neither perturbs the training RNG stream
-    nor varies from one evaluation to the next. Under DDP each rank evaluates every
-    ``world_size``-th batch and the sums are all-reduced.
+    nor varies from one evaluation to the next. Under DDP each rank scores every
+    ``world_size``-th batch and the sums are all-reduced. A score returned per batch (a scalar)
+    is weighted by the batch's size; one returned per example (B,) is summed.
     """
     was_training = model.training
     model.eval()
     device = ctx.device
-    group = model.groups[0]
     total = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
     try:
         with torch.random.fork_rng(devices=_rng_devices(device)):
-            torch.manual_seed(derive_seed(config.seed, SALT_EVAL))
+            torch.manual_seed(derive_seed(seed, SALT_EVAL))
             starts = range(ctx.rank * batch_size, len(valid), ctx.world_size * batch_size)
             for i, start in enumerate(starts):
                 x = valid.x[start : start + batch_size]
                 c = valid.y[start : start + batch_size] if model.conditional and valid.y is not None else None
                 if data.batch_transform is not None:
-                    x = data.batch_transform(
-                        x, generator_for(config.seed, SALT_EVAL, i, ctx.rank, device=device)
-                    )
-                out = model.loss(x, c, group=group)
-                total += out.loss.detach().double() * x.shape[0]
+                    x = data.batch_transform(x, generator_for(seed, SALT_EVAL, i, ctx.rank, device=device))
+                score = model.validation_score(x, c).detach().double()
+                total += score * x.shape[0] if score.dim() == 0 else score.sum()
                 count += x.shape[0]
     finally:
         model.train(was_training)
@@ -545,6 +641,12 @@ def _gather_rng(ctx: distributed.DistContext, device: torch.device) -> dict[str,
     if device.type == "cuda":
         cuda = distributed.all_gather(torch.cuda.get_rng_state(device), device)
     return {"cpu": cpu, "cuda": cuda}
+
+
+def _gather_local_buffers(model: GenerativeModel, ctx: distributed.DistContext) -> dict[str, list[Tensor]]:
+    """Every rank's value of each process-local buffer (a collective under DDP)."""
+    state = model.state_dict()
+    return {key: distributed.all_gather(state[key]) for key in sorted(local_buffer_names(model))}
 
 
 def _restore_rng(
