@@ -26,9 +26,10 @@ LAYERS = {
     "metrics": 6,
     "tasks": 6,
     "viz": 6,
-    "cli": 7,
-    "__main__": 7,
-    "__init__": 7,
+    "report": 7,
+    "cli": 8,
+    "__main__": 8,
+    "__init__": 8,
 }
 
 

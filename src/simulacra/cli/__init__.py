@@ -7,7 +7,7 @@ Verbs, one module per job:
 * ``inpaint``, ``super-resolve``, ``denoise``, ``colorize`` (:mod:`simulacra.cli.inverse`):
   inverse problems solved with a trained diffusion model;
 * ``posterior`` (:mod:`simulacra.cli.posterior`): neural posterior estimation on a simulator;
-* ``models``, ``datasets`` (:mod:`simulacra.cli.listing`): the registries.
+* ``models``, ``datasets``, ``metrics`` (:mod:`simulacra.cli.listing`): the registries.
 
 Strings (model, dataset, metric names) are resolved here, once, through the registries. Every
 user error is a :class:`SimulacraError`, printed as one ``error: ...`` line with exit status 2.
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from simulacra.cli.inverse import VERBS as INVERSE_VERBS
 from simulacra.cli.inverse import add_parsers as add_inverse_parsers
 from simulacra.cli.inverse import cmd_inverse
-from simulacra.cli.listing import cmd_datasets, cmd_models
+from simulacra.cli.listing import cmd_datasets, cmd_metrics, cmd_models
 from simulacra.cli.posterior import cmd_posterior
 from simulacra.cli.sample import cmd_evaluate, cmd_interpolate, cmd_sample
 from simulacra.cli.train import cmd_train
@@ -88,8 +88,18 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a trained run on held-out data")
     p.add_argument("run")
-    p.add_argument("--metric", action="append", choices=["nll", "mmd"], help="nll (default) and/or mmd")
+    p.add_argument(
+        "--metric",
+        action="append",
+        help="a registered metric, repeatable (default nll; `simulacra metrics` lists them: nll, mmd, fid, ...)",
+    )
     p.add_argument("--k", type=int, default=1000, help="importance samples per example (VAE family)")
+    p.add_argument(
+        "--samples", type=int, default=500, help="samples drawn for mmd and fid (at most the split's size)"
+    )
+    p.add_argument(
+        "--features", default=None, help="fid: a feature network saved by simulacra (.safetensors)"
+    )
     p.add_argument("--split", choices=["test", "valid", "train"], default="test")
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     p.add_argument("--seed", type=int, default=0)
@@ -132,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered datasets")
+    sub.add_parser("metrics", help="list the registered metrics and what each needs")
     return parser
 
 
@@ -143,6 +154,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     **dict.fromkeys(INVERSE_VERBS, cmd_inverse),
     "models": cmd_models,
     "datasets": cmd_datasets,
+    "metrics": cmd_metrics,
     "posterior": cmd_posterior,
 }
 

@@ -1,5 +1,4 @@
-"""Helpers shared by the verbs: the console, devices, held-out splits, labels, metric tables and
-the pictures of 2-D densities."""
+"""Helpers shared by the verbs: the console, devices, held-out splits and metric tables."""
 
 from __future__ import annotations
 
@@ -30,102 +29,6 @@ def _resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
-
-
-def _has_2d_density(model: Any) -> bool:
-    """An unconditional model with an exact density over 2-D vectors: pictured as a heat map.
-    Not diffusion models: their density is a probability-flow ODE solve (minutes on the grid)."""
-    from simulacra.models.base import Denoiser, ExactLikelihood
-
-    return (
-        isinstance(model, ExactLikelihood)
-        and not isinstance(model, Denoiser)
-        and tuple(model.info.event_shape) == (2,)
-        and not getattr(model, "conditional", False)
-    )
-
-
-def _density_picture(model: Any, samples: torch.Tensor, path: Path, data: torch.Tensor | None = None) -> None:
-    """The model's density p(x) as a heat map beside a scatter of its samples (2-D data), on the
-    square spanned by the data (or the samples) with a 10% margin."""
-    from simulacra.viz.plots import plot_density_2d
-
-    ref = (samples if data is None else data).double()
-    lo = torch.quantile(ref, 0.005, dim=0)
-    hi = torch.quantile(ref, 0.995, dim=0)
-    margin = 0.1 * (hi - lo).clamp_min(1e-3)
-    lo, hi = lo - margin, hi + margin
-    support = _support_interval(model)
-    if support is not None:  # e.g. angles on the torus: the grid stays inside [-π, π)
-        width = support[1] - support[0]
-        lo = lo.clamp(min=support[0])
-        hi = hi.clamp(max=support[1] - 1e-6 * width)
-    bounds = (lo[0].item(), hi[0].item()), (lo[1].item(), hi[1].item())
-
-    def log_prob(points: torch.Tensor) -> torch.Tensor:
-        return model.log_prob(points.to(model.device, torch.get_default_dtype())).cpu()
-
-    with torch.no_grad():
-        plot_density_2d(log_prob, samples, path, bounds)
-
-
-def _support_interval(model: Any) -> tuple[float, float] | None:
-    """(lower, upper) when the model's base distribution lives on an interval, else None."""
-    try:
-        support = model.distribution().base.support
-    except Exception:
-        return None
-    support = getattr(support, "base_constraint", support)
-    lower, upper = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
-    if lower is None or upper is None:
-        return None
-    return float(torch.as_tensor(lower).min()), float(torch.as_tensor(upper).max())
-
-
-def _sample_labels(model: Any, n: int, info: Any) -> torch.Tensor | None:
-    if not getattr(model, "conditional", False):
-        return None
-    k = info.num_classes or 1
-    return (torch.arange(n) % k).to(model.device)
-
-
-def _per_character(metrics: dict[str, Any], info: Any) -> dict[str, Any]:
-    """For character sequences (text:PATH) bits/dim are bits per character: report them as ``bpc``."""
-    if getattr(info, "vocabulary", None) is not None and "bpd" in metrics:
-        metrics["bpc"] = {**metrics.pop("bpd"), "unit": "bits/character"}
-    return metrics
-
-
-def _save_text(x: torch.Tensor, info: Any, path: Path) -> None:
-    """Decode token sequences (N, T) with ``info.vocabulary`` and write them, one blank line apart."""
-    from simulacra.data.text import decode
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n\n".join(decode(x, info.vocabulary)) + "\n", encoding="utf-8")
-
-
-def _mmd_metrics(model: Any, split: Any, n: int, *, seed: int) -> dict[str, Any]:
-    from simulacra.metrics.two_sample import mmd
-
-    generator = torch.Generator().manual_seed(seed + 1)
-    n = min(n, 500)
-    with torch.no_grad():
-        c = (
-            split.y[:n].to(model.device)
-            if getattr(model, "conditional", False) and split.y is not None
-            else None
-        )
-        samples = model.sample(n, c, generator=generator).cpu()
-    value = mmd(samples, split.x[:n])
-    return {
-        "mmd": {
-            "value": value,
-            "stderr": float("nan"),
-            "estimator": "MMD² (Gaussian kernel, median bandwidth)",
-            "unit": "",
-            "n": n,
-        }
-    }
 
 
 def _print_metrics(console: Any, metrics: dict[str, Any], *, title: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from simulacra.cli.common import _held_out, _resolve_device, _sample_labels
+from simulacra.cli.common import _held_out, _resolve_device
 from simulacra.errors import CapabilityError, ConfigError, DataError
 
 MASKS = ("center", "left", "right", "top", "bottom", "random")
@@ -119,7 +119,9 @@ def _labels(args: argparse.Namespace, model: Any, known: torch.Tensor | None, m:
         return torch.full((m * args.n,), args.label, dtype=torch.long, device=model.device)
     if known is not None:
         return known.long().repeat_interleave(args.n).to(model.device)
-    return _sample_labels(model, m * args.n, model.info)
+    from simulacra.report.pictures import sample_labels
+
+    return sample_labels(model, m * args.n)
 
 
 def cmd_inverse(args: argparse.Namespace) -> int:

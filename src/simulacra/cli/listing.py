@@ -1,4 +1,4 @@
-"""``simulacra models | datasets``: the registries, as tables."""
+"""``simulacra models | datasets | metrics``: the registries, as tables."""
 
 from __future__ import annotations
 
@@ -31,4 +31,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     _print_registry(
         "registered datasets (or pass a path: .npz, .npy, .csv, image folder)", DATASETS.describe()
     )
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from simulacra.metrics.evaluate import METRICS
+
+    described = {}
+    for name, description in METRICS.describe().items():
+        needs = METRICS.get(name).requirement
+        described[name] = description + (f" [needs a {needs}]" if needs else " [any model]")
+    _print_registry("registered metrics (simulacra evaluate RUN --metric NAME)", described)
     return 0

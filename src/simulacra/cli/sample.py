@@ -8,28 +8,16 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from simulacra.cli.common import (
-    _console,
-    _density_picture,
-    _has_2d_density,
-    _held_out,
-    _mmd_metrics,
-    _per_character,
-    _print_metrics,
-    _resolve_device,
-    _sample_labels,
-    _save_text,
-)
+from simulacra.cli.common import _console, _held_out, _print_metrics, _resolve_device
 from simulacra.errors import ConfigError
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from simulacra.report.pictures import sample_labels, save_samples
     from simulacra.train.checkpoint import load_model
-    from simulacra.viz.grids import save_examples
 
     if args.n < 1:
         raise ConfigError(f"-n must be at least 1, got {args.n}")
@@ -37,7 +25,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     c = None
     if model.conditional:
         if args.label is None:
-            c = _sample_labels(model, args.n, model.info)
+            c = sample_labels(model, args.n)
         else:
             k = model.info.num_classes or 0
             if not 0 <= args.label < k:
@@ -67,12 +55,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         x = model.sample(args.n, c, generator=generator, **options).cpu()
     text = model.info.vocabulary is not None  # token sequences are written as text
     out = Path(args.output) if args.output else Path(args.run) / ("samples.txt" if text else "samples.png")
-    if text:
-        _save_text(x, model.info, out)
-    elif _has_2d_density(model):
-        _density_picture(model, x, out)
-    else:
-        save_examples(x, model.info, out)
+    save_samples(model, x, out)
     if args.save_tensor:
         import numpy as np
 
@@ -82,37 +65,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a run with the registered metrics (``--metric``, default nll) on a held-out split."""
+    from simulacra.metrics.evaluate import EvalOptions, estimates_as_dicts, evaluate
     from simulacra.train.checkpoint import load_model
 
     metrics_wanted = args.metric or ["nll"]
     model = load_model(args.run, device=_resolve_device(args.device))
-    model.eval()
     _, part = _held_out(args.run, args.split, args.data_dir, args.limit)
-    results: dict[str, Any] = {}
     start = time.perf_counter()
-    if "nll" in metrics_wanted:
-        from simulacra.metrics.likelihood import evaluate_nll
-
-        c = part.y.to(model.device) if model.conditional and part.y is not None else None
-        estimates = evaluate_nll(
-            model,
-            part.x.to(model.device),
-            c,
-            num_samples=args.k,
-            generator=torch.Generator().manual_seed(args.seed),
-            progress=True,
-        )
-        for name, e in estimates.items():
-            results[name] = {
-                "value": e.value,
-                "stderr": e.stderr,
-                "estimator": e.estimator,
-                "unit": e.unit,
-                "n": e.n,
-            }
-    _per_character(results, model.info)
-    if "mmd" in metrics_wanted:
-        results.update(_mmd_metrics(model, part, len(part), seed=args.seed))
+    options = EvalOptions(
+        num_samples=args.k, max_samples=args.samples, seed=args.seed, progress=True, features=args.features
+    )
+    results = estimates_as_dicts(evaluate(model, part, metrics_wanted, options))
     seconds = time.perf_counter() - start
     _print_metrics(_console(), results, title=f"{args.split} split, {len(part)} examples ({seconds:.1f} s)")
     path = Path(args.run) / "metrics.json"

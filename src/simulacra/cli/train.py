@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from simulacra.cli.common import (
-    DEFAULT_RUN_ROOT,
-    _console,
-    _density_picture,
-    _has_2d_density,
-    _mmd_metrics,
-    _per_character,
-    _print_metrics,
-    _resolve_device,
-    _sample_labels,
-    _save_text,
-)
+from simulacra.cli.common import DEFAULT_RUN_ROOT, _console, _print_metrics, _resolve_device
 from simulacra.errors import ConfigError
 
 
@@ -131,11 +119,8 @@ def _after_training(
     model: Any, data: Any, run_dir: Path, config: Any, result: Any, args: Any, console: Any
 ) -> None:
     """Pictures and held-out metrics of a finished run (rank 0 only)."""
-    from simulacra.errors import CapabilityError
-    from simulacra.models.base import ImportanceWeighted
-    from simulacra.viz.plots import plot_metrics
+    from simulacra.report import write_run_report
 
-    model.eval()
     if result.stopped_early:
         why = "early stopping" if result.best_step is not None else "a callback"
         best = (
@@ -145,109 +130,14 @@ def _after_training(
             else ""
         )
         console.print(f"stopped early ({why}) at step {result.steps}{best}")
-    held_out = data.test or data.valid or data.train
-    pictures = _pictures(model, data.info, held_out, run_dir, seed=config.train.seed)
-    metrics: dict[str, Any] = {
-        "model": config.model["name"],
-        "data": data.name,
-        "steps": result.steps,
-        "train_seconds": round(result.wall_time, 2),
-        "examples_per_s": round(result.examples_per_s, 1),
-    }
-    if result.best_step is not None:
-        metrics["best_step"] = result.best_step
-        metrics["best_valid_score"] = result.best_valid_loss
-        metrics["weights_from_step"] = result.best_step if result.restored_best else result.steps
-    if result.stopped_early:
-        metrics["stopped_early"] = True
-    if result.second_stage:
-        metrics["second_stage"] = result.second_stage
-    n_eval = min(len(held_out), 1000)
-    try:
-        k = args.eval_samples or (200 if isinstance(model, ImportanceWeighted) else 1)
-        metrics["test"] = _nll_metrics(model, held_out, n_eval, k, seed=config.train.seed)
-    except CapabilityError:
-        metrics["test"] = {}  # e.g. an auto-encoder has no likelihood; MMD below scores its samples
-    metrics["test"].update(_mmd_metrics(model, held_out, n_eval, seed=config.train.seed))
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if (run_dir / "metrics.jsonl").is_file():
-        plot_metrics(run_dir / "metrics.jsonl", run_dir / "training.png")
-        pictures.append("training.png")
-    _print_metrics(console, metrics.get("test", {}), title=f"held-out metrics ({n_eval} examples)")
-    console.print(f"wrote {run_dir}/: model.safetensors, metrics.json, " + ", ".join(pictures))
-
-
-def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int) -> list[str]:
-    from simulacra.models.base import LatentVariableModel
-    from simulacra.tasks.interpolate import interpolate
-    from simulacra.tasks.manifold import encode_means, latent_manifold
-    from simulacra.tasks.reconstruct import reconstruct
-    from simulacra.viz.grids import save_examples, save_grid
-    from simulacra.viz.plots import plot_latent_scatter
-
-    written = []
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        c = _sample_labels(model, 64, info)
-        if info.vocabulary is not None:  # token sequences: the samples as text
-            samples = model.sample(16, None if c is None else c[:16], generator=generator).cpu()
-            _save_text(samples, info, run_dir / "samples.txt")
-            return ["samples.txt"]
-        if _has_2d_density(model):
-            samples = model.sample(2000, generator=generator).cpu()
-            _density_picture(model, samples, run_dir / "samples.png", held_out.x)
-        else:
-            save_examples(model.sample(64, c, generator=generator).cpu(), info, run_dir / "samples.png")
-        written.append("samples.png")
-        if not isinstance(model, LatentVariableModel):
-            return written
-        x = held_out.x[:32].to(model.device)
-        y = held_out.y[:32].to(model.device) if (model.conditional and held_out.y is not None) else None
-        if info.is_image:
-            rec = reconstruct(model, x, y)
-            # rows alternate originals and reconstructions, up to 8 per row
-            cols = min(8, len(x))
-            n = (len(x) // cols) * cols
-            shape = (n // cols, cols, *x.shape[1:])
-            pairs = torch.stack([x[:n].reshape(shape), rec[:n].reshape(shape)], 1)
-            save_grid(pairs.reshape(-1, *x.shape[1:]).cpu(), run_dir / "reconstructions.png", nrow=cols)
-            written.append("reconstructions.png")
-            rows = [
-                interpolate(
-                    model,
-                    x[2 * i : 2 * i + 1],
-                    x[2 * i + 1 : 2 * i + 2],
-                    None if y is None else y[2 * i : 2 * i + 1],
-                    steps=10,
-                )
-                for i in range(min(8, len(x) // 2))
-            ]
-            if rows:
-                save_grid(torch.cat(rows).cpu(), run_dir / "interpolation.png", nrow=10)
-                written.append("interpolation.png")
-        latent_dim = encode_means(model, x[:2], y[:2] if y is not None else None).shape[-1]
-        if latent_dim == 2 and info.is_image and not model.conditional:
-            save_grid(latent_manifold(model, n=20).cpu(), run_dir / "manifold.png", nrow=20)
-            written.append("manifold.png")
-        if held_out.y is not None:
-            n = min(len(held_out), 2000)
-            yy = held_out.y[:n].to(model.device)
-            z = encode_means(model, held_out.x[:n].to(model.device), yy if model.conditional else None)
-            plot_latent_scatter(z.cpu(), held_out.y[:n], run_dir / "latents.png")
-            written.append("latents.png")
-    return written
-
-
-def _nll_metrics(model: Any, split: Any, n: int, k: int, *, seed: int) -> dict[str, Any]:
-    from simulacra.metrics.likelihood import evaluate_nll
-
-    x = split.x[:n].to(model.device)
-    c = split.y[:n].to(model.device) if getattr(model, "conditional", False) and split.y is not None else None
-    estimates = evaluate_nll(model, x, c, num_samples=k, generator=torch.Generator().manual_seed(seed))
-    return _per_character(
-        {
-            name: {"value": e.value, "stderr": e.stderr, "estimator": e.estimator, "unit": e.unit, "n": e.n}
-            for name, e in estimates.items()
-        },
-        model.info,
+    record, pictures = write_run_report(
+        model,
+        data,
+        run_dir,
+        result,
+        model_name=config.model["name"],
+        num_samples=args.eval_samples,
+        seed=config.train.seed,
     )
+    _print_metrics(console, record["test"], title=f"held-out metrics ({record['test_examples']} examples)")
+    console.print(f"wrote {run_dir}/: model.safetensors, metrics.json, " + ", ".join(pictures))

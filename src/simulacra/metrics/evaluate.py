@@ -1,0 +1,252 @@
+"""One evaluation for every family: metrics registered with the capability each needs.
+
+    evaluate(model, split, ["nll", "mmd", "fid"]) -> {"nll": Estimate, "bpd": Estimate, "mmd": ..., ...}
+
+Every metric is a :class:`Metric` in :data:`METRICS`: a name, the capabilities a model needs for
+it (any one of them; none for metrics on samples, which every model draws), and the function that
+computes its :class:`~simulacra.metrics.likelihood.Estimate` s. A model that lacks what a metric
+needs gets one :class:`~simulacra.errors.CapabilityError` saying what it lacks and which metrics
+it can have instead ("gan has no likelihood; use --metric mmd or fid"). ``simulacra evaluate``
+and the figures written after training call :func:`evaluate`; so can any script.
+
+Registered: ``nll`` (the best likelihood estimate the model affords, with bits/dim; see
+:func:`~simulacra.metrics.likelihood.evaluate_nll`), ``mmd`` (MMD² between samples and held-out
+data, with a permutation-test p-value), ``fid`` (Fréchet distance of a feature network's features,
+for images; the network is given in :class:`EvalOptions`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from simulacra.data.info import DataInfo, Split
+from simulacra.errors import CapabilityError, ConfigError, DataError
+from simulacra.metrics.fid import FeatureClassifier, fid, load_feature_classifier
+from simulacra.metrics.likelihood import Estimate, evaluate_nll
+from simulacra.metrics.two_sample import mmd, mmd_permutation_test
+from simulacra.models.base import ExactLikelihood, GenerativeModel, ImportanceWeighted, LikelihoodBound
+from simulacra.registry import Registry
+
+
+@dataclass
+class EvalOptions:
+    """Settings shared by the metrics.
+
+    Attributes:
+        num_samples: k, importance samples per example for the VAE family's ``nll``.
+        max_samples: samples drawn for sample metrics (``mmd``, ``fid``), at most the split's size.
+        seed: seeds every random choice (importance samples, samples, permutations).
+        progress: show progress bars.
+        features: the feature network of ``fid`` (a :class:`FeatureClassifier` or the path of one
+            saved with :func:`~simulacra.metrics.fid.save_feature_classifier`).
+        sample_options: options given to ``model.sample`` (e.g. a diffusion model's sampler).
+    """
+
+    num_samples: int = 1000
+    max_samples: int = 500
+    seed: int = 0
+    progress: bool = False
+    features: FeatureClassifier | str | Path | None = None
+    sample_options: dict[str, Any] = field(default_factory=dict)
+
+
+MetricFn = Callable[[GenerativeModel, Split, EvalOptions], dict[str, Estimate]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric.
+
+    Attributes:
+        name: its name (``--metric NAME``).
+        requires: capabilities of which a model needs one (runtime-checkable protocols); empty
+            when every model qualifies.
+        requirement: what ``requires`` means, in words ("a likelihood").
+        compute: ``(model, split, options) -> {name: Estimate}``.
+    """
+
+    name: str
+    requires: tuple[type, ...]
+    requirement: str
+    compute: MetricFn
+
+    def applies_to(self, model: object) -> bool:
+        return not self.requires or any(isinstance(model, cap) for cap in self.requires)
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def register(
+    name: str, description: str, requires: tuple[type, ...] = (), requirement: str = ""
+) -> Callable[[MetricFn], MetricFn]:
+    """Decorator: register ``compute`` as the metric ``name`` needing one of ``requires``."""
+
+    def decorator(compute: MetricFn) -> MetricFn:
+        METRICS.register(name, description)(Metric(name, requires, requirement, compute))
+        return compute
+
+    return decorator
+
+
+def _name(model: object) -> str:
+    return getattr(model, "preset_name", type(model).__name__)
+
+
+def available_metrics(model: object) -> list[str]:
+    """The registered metrics ``model`` has what it takes for."""
+    return [name for name in METRICS.names() if METRICS.get(name).applies_to(model)]
+
+
+def evaluate(
+    model: GenerativeModel,
+    split: Split,
+    metrics: Sequence[str] | str = ("nll",),
+    options: EvalOptions | None = None,
+    **settings: Any,
+) -> dict[str, Estimate]:
+    """Compute ``metrics`` of ``model`` on ``split`` (held-out data), in the order given.
+
+    Args:
+        model: a trained model (put in eval mode here; its device is used).
+        split: examples (N, *event) and labels; a conditional model is given the labels.
+        metrics: names registered in :data:`METRICS`.
+        options: :class:`EvalOptions`; or give its fields as keyword ``settings``.
+
+    Returns:
+        ``{entry: Estimate}``, e.g. ``nll`` and ``bpd`` (nats, bits/dim), ``mmd``, ``fid``.
+
+    Raises:
+        UnknownNameError: a metric name :data:`METRICS` lacks.
+        CapabilityError: the model lacks what a metric needs (the message lists what it can have).
+    """
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if options is None:
+        options = EvalOptions(**settings)
+    elif settings:
+        raise ConfigError("give evaluate() either options= or keyword settings, not both")
+    chosen = [METRICS.get(n) for n in names]
+    for metric in chosen:
+        if not metric.applies_to(model):
+            others = [n for n in available_metrics(model) if n != metric.name]
+            hint = f"; use {' or '.join(f'--metric {n}' for n in others)}" if others else ""
+            raise CapabilityError(f"{_name(model)} has no {metric.requirement} for {metric.name!r}{hint}")
+    if len(split) == 0:
+        raise DataError("cannot evaluate on an empty split")
+    was_training = model.training
+    model.eval()
+    try:
+        results: dict[str, Estimate] = {}
+        for metric in chosen:
+            results.update(metric.compute(model, split, options))
+    finally:
+        model.train(was_training)
+    return results
+
+
+# --------------------------------------------------------------------------- the metrics
+
+
+def _labels(model: GenerativeModel, split: Split, n: int | None = None) -> Tensor | None:
+    if not model.conditional or split.y is None:
+        return None
+    y = split.y if n is None else split.y[:n]
+    return y.to(model.device)
+
+
+def per_character(results: dict[str, Estimate], info: DataInfo) -> dict[str, Estimate]:
+    """For character sequences (``text:PATH``) bits/dim are bits per character: report ``bpc``."""
+    if info.vocabulary is not None and "bpd" in results:
+        bpd = results.pop("bpd")
+        results["bpc"] = Estimate(bpd.value, bpd.stderr, bpd.estimator, "bits/character", bpd.n)
+    return results
+
+
+@register(
+    "nll",
+    "held-out negative log-likelihood in nats and bits/dim (exact, importance-sampled, or a bound)",
+    requires=(ExactLikelihood, ImportanceWeighted, LikelihoodBound),
+    requirement="likelihood",
+)
+def _nll(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    results = evaluate_nll(
+        model,
+        split.x.to(model.device),
+        _labels(model, split),
+        num_samples=options.num_samples,
+        generator=torch.Generator().manual_seed(options.seed),
+        progress=options.progress,
+    )
+    return per_character(results, model.info)
+
+
+def draw_samples(
+    model: GenerativeModel, split: Split, n: int, options: EvalOptions, *, offset: int = 1
+) -> Tensor:
+    """n samples (n, *event) on the CPU, with the labels of the first n held-out examples for a
+    conditional model, under a generator seeded ``options.seed + offset``."""
+    generator = torch.Generator().manual_seed(options.seed + offset)
+    samples = model.sample(n, _labels(model, split, n), generator=generator, **options.sample_options)
+    return samples.detach().cpu()
+
+
+def _sample_count(split: Split, options: EvalOptions) -> int:
+    if options.max_samples < 2:
+        raise ConfigError(f"sample metrics need at least 2 samples; found max_samples={options.max_samples}")
+    return min(len(split), options.max_samples)
+
+
+@register("mmd", "MMD² between samples and held-out data (Gaussian kernel), with a permutation p-value")
+def _mmd(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    n = _sample_count(split, options)
+    samples = draw_samples(model, split, n, options)
+    data = split.x[:n].cpu()
+    value = mmd(samples, data)
+    p = mmd_permutation_test(samples, data, 200, torch.Generator().manual_seed(options.seed + 2))
+    kernel = "Gaussian kernel, median bandwidth"
+    return {
+        "mmd": Estimate(value, math.nan, f"MMD² ({kernel})", "", n),
+        "mmd_p_value": Estimate(
+            p, math.nan, f"permutation test of MMD² = 0 (200 permutations, {kernel})", "", n
+        ),
+    }
+
+
+def _feature_network(options: EvalOptions) -> tuple[FeatureClassifier, str]:
+    features = options.features
+    if features is None:
+        raise ConfigError(
+            "fid needs a feature network: give --features FILE (a classifier saved by "
+            "simulacra.metrics.fid.save_feature_classifier, e.g. benchmarks/results/mnist-classifier.safetensors)"
+        )
+    if isinstance(features, FeatureClassifier):
+        return features, "given feature network"
+    return load_feature_classifier(features), Path(features).name
+
+
+@register("fid", "Fréchet distance between the features of samples and held-out images (a feature network)")
+def _fid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    if not model.info.is_image:
+        raise CapabilityError(
+            f"fid compares image features; {_name(model)} models examples of shape {model.info.event_shape}"
+        )
+    net, label = _feature_network(options)
+    n = _sample_count(split, options)
+    samples = draw_samples(model, split, n, options)
+    value = fid(net, samples, split.x[:n].cpu())
+    return {"fid": Estimate(value, math.nan, f"FID ({label} features, {n} samples vs {n} images)", "", n)}
+
+
+def estimates_as_dicts(results: dict[str, Estimate]) -> dict[str, dict[str, Any]]:
+    """``{name: {"value", "stderr", "estimator", "unit", "n"}}`` for JSON files and tables."""
+    return {
+        name: {"value": e.value, "stderr": e.stderr, "estimator": e.estimator, "unit": e.unit, "n": e.n}
+        for name, e in results.items()
+    }

@@ -1,0 +1,10 @@
+"""What a run shows: pictures chosen by capability and held-out metrics, written after training.
+
+The layer above training, metrics, tasks and pictures: it composes them for a finished run, so
+the CLI and a script that called :func:`simulacra.train.fit` write the same files.
+"""
+
+from simulacra.report.pictures import report_pictures, save_samples
+from simulacra.report.run import held_out_split, run_metrics, write_run_report
+
+__all__ = ["held_out_split", "report_pictures", "run_metrics", "save_samples", "write_run_report"]

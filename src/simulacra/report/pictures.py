@@ -1,0 +1,168 @@
+"""Pictures of what a trained model does, chosen by what it can do.
+
+Every model: samples (a grid of images, a scatter beside the density heat map for a 2-D density,
+or text for character sequences). A latent-variable model adds reconstructions, interpolations,
+the decoded manifold of a 2-D latent space and the codes coloured by label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from simulacra.data.info import DataInfo, Split
+from simulacra.models.base import Denoiser, ExactLikelihood, GenerativeModel, LatentVariableModel
+from simulacra.tasks.interpolate import interpolate
+from simulacra.tasks.manifold import encode_means, latent_manifold
+from simulacra.tasks.reconstruct import reconstruct
+from simulacra.viz.grids import save_examples, save_grid
+from simulacra.viz.plots import plot_density_2d, plot_latent_scatter
+
+
+def sample_labels(model: GenerativeModel, n: int) -> Tensor | None:
+    """Labels 0, 1, …, K − 1, 0, 1, … (n,) for a conditional model; None otherwise."""
+    if not model.conditional:
+        return None
+    k = model.info.num_classes or 1
+    return (torch.arange(n) % k).to(model.device)
+
+
+def has_2d_density(model: GenerativeModel) -> bool:
+    """An unconditional model with an exact density over 2-D vectors: pictured as a heat map.
+    Not diffusion models: their density is a probability-flow ODE solve (minutes on the grid)."""
+    return (
+        isinstance(model, ExactLikelihood)
+        and not isinstance(model, Denoiser)
+        and tuple(model.info.event_shape) == (2,)
+        and not model.conditional
+    )
+
+
+def _support_interval(model: GenerativeModel) -> tuple[float, float] | None:
+    """(lower, upper) when the model's base distribution lives on an interval, else None."""
+    distribution = getattr(model, "distribution", None)
+    if distribution is None:
+        return None
+    support = getattr(getattr(distribution(), "base", None), "support", None)
+    support = getattr(support, "base_constraint", support)
+    lower, upper = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+    if lower is None or upper is None:
+        return None
+    return float(torch.as_tensor(lower).min()), float(torch.as_tensor(upper).max())
+
+
+def density_picture(model: GenerativeModel, samples: Tensor, path: Path, data: Tensor | None = None) -> None:
+    """The model's density p(x) as a heat map beside a scatter of its samples (2-D data), on the
+    square spanned by the data (or the samples) with a 10% margin, kept inside the support."""
+    assert isinstance(model, ExactLikelihood)
+    ref = (samples if data is None else data).double()
+    lo = torch.quantile(ref, 0.005, dim=0)
+    hi = torch.quantile(ref, 0.995, dim=0)
+    margin = 0.1 * (hi - lo).clamp_min(1e-3)
+    lo, hi = lo - margin, hi + margin
+    support = _support_interval(model)
+    if support is not None:  # e.g. angles on the torus: the grid stays inside [-π, π)
+        width = support[1] - support[0]
+        lo = lo.clamp(min=support[0])
+        hi = hi.clamp(max=support[1] - 1e-6 * width)
+    bounds = (lo[0].item(), hi[0].item()), (lo[1].item(), hi[1].item())
+
+    def log_prob(points: Tensor) -> Tensor:
+        return model.log_prob(points.to(model.device, torch.get_default_dtype())).cpu()
+
+    with torch.no_grad():
+        plot_density_2d(log_prob, samples, path, bounds)
+
+
+def save_text(x: Tensor, info: DataInfo, path: Path) -> None:
+    """Decode token sequences (N, T) with ``info.vocabulary`` and write them, one blank line apart."""
+    from simulacra.data.text import decode
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(decode(x, info.vocabulary or "")) + "\n", encoding="utf-8")
+
+
+def save_samples(model: GenerativeModel, samples: Tensor, path: Path, data: Tensor | None = None) -> None:
+    """Samples as the model's data are best shown: text, a density beside a scatter, or a grid."""
+    if model.info.vocabulary is not None:
+        save_text(samples, model.info, path)
+    elif has_2d_density(model):
+        density_picture(model, samples, path, data)
+    else:
+        save_examples(samples, model.info, path)
+
+
+def report_pictures(
+    model: GenerativeModel, held_out: Split, run_dir: str | Path, *, seed: int = 0
+) -> list[str]:
+    """Write the pictures of a trained model into ``run_dir``; returns their file names.
+
+    ``samples.png`` (``samples.txt`` for text) for every model; for a latent-variable model also
+    ``reconstructions.png`` (rows of originals above their reconstructions) and
+    ``interpolation.png`` for images, ``manifold.png`` for a 2-D latent space of images, and
+    ``latents.png`` (codes coloured by label) when the data have labels. Draws use a generator
+    seeded with ``seed``.
+    """
+    run_dir = Path(run_dir)
+    model.eval()
+    info = model.info
+    generator = torch.Generator().manual_seed(seed)
+    c = sample_labels(model, 64)
+    if info.vocabulary is not None:  # token sequences: the samples as text
+        samples = model.sample(16, None if c is None else c[:16], generator=generator).cpu()
+        save_text(samples, info, run_dir / "samples.txt")
+        return ["samples.txt"]
+    if has_2d_density(model):
+        samples = model.sample(2000, generator=generator).cpu()
+        density_picture(model, samples, run_dir / "samples.png", held_out.x)
+    else:
+        save_examples(model.sample(64, c, generator=generator).cpu(), info, run_dir / "samples.png")
+    written = ["samples.png"]
+    if isinstance(model, LatentVariableModel):
+        written += _latent_pictures(model, held_out, run_dir)
+    return written
+
+
+def _latent_pictures(model: GenerativeModel, held_out: Split, run_dir: Path) -> list[str]:
+    assert isinstance(model, LatentVariableModel)
+    info, device = model.info, model.device
+    written = []
+    x = held_out.x[:32].to(device)
+    y = held_out.y[:32].to(device) if (model.conditional and held_out.y is not None) else None
+    if info.is_image:
+        with torch.no_grad():
+            rec = reconstruct(model, x, y)
+        # rows alternate originals and reconstructions, up to 8 per row
+        cols = min(8, len(x))
+        n = (len(x) // cols) * cols
+        shape = (n // cols, cols, *x.shape[1:])
+        pairs = torch.stack([x[:n].reshape(shape), rec[:n].reshape(shape)], 1)
+        save_grid(pairs.reshape(-1, *x.shape[1:]).cpu(), run_dir / "reconstructions.png", nrow=cols)
+        written.append("reconstructions.png")
+        with torch.no_grad():
+            rows = [
+                interpolate(
+                    model,
+                    x[2 * i : 2 * i + 1],
+                    x[2 * i + 1 : 2 * i + 2],
+                    None if y is None else y[2 * i : 2 * i + 1],
+                    steps=10,
+                )
+                for i in range(min(8, len(x) // 2))
+            ]
+        if rows:
+            save_grid(torch.cat(rows).cpu(), run_dir / "interpolation.png", nrow=10)
+            written.append("interpolation.png")
+    latent_dim = encode_means(model, x[:2], y[:2] if y is not None else None).shape[-1]
+    if latent_dim == 2 and info.is_image and not model.conditional:
+        save_grid(latent_manifold(model, n=20).cpu(), run_dir / "manifold.png", nrow=20)
+        written.append("manifold.png")
+    if held_out.y is not None:
+        n = min(len(held_out), 2000)
+        yy = held_out.y[:n].to(device)
+        z = encode_means(model, held_out.x[:n].to(device), yy if model.conditional else None)
+        plot_latent_scatter(z.cpu(), held_out.y[:n], run_dir / "latents.png")
+        written.append("latents.png")
+    return written

@@ -1,0 +1,156 @@
+"""One evaluation for every family: the metric registry keyed by capability, the report written
+after training, and `simulacra evaluate` / `simulacra metrics` as thin callers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from simulacra.cli import main
+from simulacra.config import DataConfig, TrainConfig
+from simulacra.data import load_dataset
+from simulacra.data.info import Split
+from simulacra.errors import CapabilityError, ConfigError, UnknownNameError
+from simulacra.metrics.evaluate import METRICS, EvalOptions, available_metrics, evaluate
+from simulacra.metrics.fid import save_feature_classifier, train_feature_classifier
+from simulacra.metrics.likelihood import evaluate_nll
+from simulacra.models.zoo import build_model
+from simulacra.report import report_pictures, write_run_report
+from simulacra.train import fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def digits():  # type: ignore[no-untyped-def]
+    return load_dataset(DataConfig("digits"))
+
+
+def _split(data, n: int = 200) -> Split:  # type: ignore[no-untyped-def]
+    part = data.test or data.valid
+    return Split(part.x[:n], None if part.y is None else part.y[:n])
+
+
+def test_metrics_are_chosen_by_capability(digits) -> None:  # type: ignore[no-untyped-def]
+    ae = build_model({"name": "ae", "latent_dim": 2, "hidden": [8]}, digits.info)
+    vae = build_model({"name": "vae", "latent_dim": 2, "hidden": [8]}, digits.info)
+    assert "nll" not in available_metrics(ae) and {"nll", "mmd", "fid"} <= set(available_metrics(vae))
+    with pytest.raises(
+        CapabilityError, match=r"ae has no likelihood for 'nll'; use --metric fid or --metric mmd"
+    ):
+        evaluate(ae, _split(digits), ["nll"])
+    with pytest.raises(UnknownNameError, match="Did you mean 'mmd'"):
+        evaluate(vae, _split(digits), ["mdm"])
+    assert set(METRICS.names()) >= {"nll", "mmd", "fid"}
+
+
+def test_nll_through_the_registry_is_evaluate_nll(digits) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    vae = build_model({"name": "vae", "latent_dim": 2, "hidden": [8]}, digits.info).eval()
+    split = _split(digits, 50)
+    got = evaluate(vae, split, "nll", num_samples=7, seed=3)
+    direct = evaluate_nll(vae, split.x, None, num_samples=7, generator=torch.Generator().manual_seed(3))
+    assert got.keys() == direct.keys() == {"nll", "bpd", "elbo_nll", "elbo_bpd"}
+    for key in got:
+        assert got[key].value == pytest.approx(direct[key].value, rel=1e-12)
+        assert got[key].estimator == direct[key].estimator
+
+
+def test_mmd_ranks_a_trained_model_above_an_untrained_one(digits) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    spec = {"name": "vae", "latent_dim": 4, "hidden": [64]}
+    untrained = build_model(spec, digits.info)
+    trained = build_model(spec, digits.info)
+    fit(trained, digits, TrainConfig(steps=300, batch_size=64, lr=3e-3), progress=False)
+    split = _split(digits, 300)
+    bad = evaluate(untrained, split, ["mmd"], max_samples=300)
+    good = evaluate(trained, split, ["mmd"], max_samples=300)
+    assert good["mmd"].value < 0.5 * bad["mmd"].value
+    assert bad["mmd_p_value"].value < 0.01 and bad["mmd"].n == len(split)
+    with pytest.raises(ConfigError, match="at least 2 samples"):
+        evaluate(trained, split, ["mmd"], max_samples=1)
+
+
+def test_fid_needs_images_and_a_feature_network(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    vae = build_model({"name": "vae", "latent_dim": 2, "hidden": [8]}, digits.info)
+    with pytest.raises(ConfigError, match="--features FILE"):
+        evaluate(vae, _split(digits), ["fid"])
+    net = train_feature_classifier(digits.train.x, digits.train.y, epochs=1, width=4)
+    path = save_feature_classifier(net, tmp_path / "features.safetensors")
+    by_object = evaluate(vae, _split(digits), ["fid"], features=net, max_samples=100)
+    by_path = evaluate(vae, _split(digits), ["fid"], options=None, features=path, max_samples=100)
+    assert (
+        by_object["fid"].value == pytest.approx(by_path["fid"].value, rel=1e-6) and by_object["fid"].value > 0
+    )
+    assert "features.safetensors" in by_path["fid"].estimator
+    moons = load_dataset(DataConfig("moons", num_samples=200))
+    flow = build_model({"name": "maf", "transforms": 1, "hidden": [8]}, moons.info)
+    with pytest.raises(CapabilityError, match="image features"):
+        evaluate(flow, moons.test or moons.valid, ["fid"], features=net)
+    with pytest.raises(ConfigError, match="either options= or keyword"):
+        evaluate(vae, _split(digits), ["nll"], EvalOptions(), seed=1)
+
+
+def test_a_script_gets_the_runs_report_from_one_call(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = build_model({"name": "vae", "latent_dim": 2, "hidden": [16]}, digits.info)
+    result = fit(model, digits, TrainConfig(steps=20, batch_size=64), run_dir=tmp_path, progress=False)
+    record, pictures = write_run_report(model, digits, tmp_path, result, num_samples=5)
+    assert set(pictures) == {
+        "samples.png",
+        "reconstructions.png",
+        "interpolation.png",
+        "manifold.png",
+        "latents.png",
+        "training.png",
+    }
+    assert all((tmp_path / p).is_file() for p in pictures)
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    assert stored == json.loads(json.dumps(record)) and stored["steps"] == 20
+    assert stored["test"]["nll"]["estimator"] == "IWAE k=5" and math.isfinite(stored["test"]["mmd"]["value"])
+    # a model without a latent space gets only its samples; an exact 2-D density its heat map
+    moons = load_dataset(DataConfig("moons", num_samples=200))
+    flow = build_model({"name": "maf", "transforms": 1, "hidden": [8]}, moons.info)
+    assert report_pictures(flow, moons.test or moons.valid, tmp_path / "flow") == ["samples.png"]
+
+
+def test_cli_evaluate_takes_every_registered_metric(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "ae", "--data", "digits", "--out", str(run), "--steps", "5", "--no-progress"]
+    assert main([*argv, "--set", "model.hidden=[8]", "--set", "model.latent_dim=2"]) == 0
+    data = load_dataset(DataConfig("digits"))
+    net = train_feature_classifier(data.train.x, data.train.y, epochs=1, width=4)
+    features = save_feature_classifier(net, tmp_path / "features.safetensors")
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--metric",
+                "mmd",
+                "--metric",
+                "fid",
+                "--features",
+                str(features),
+                "--samples",
+                "50",
+            ]
+        )
+        == 0
+    )
+    stored = json.loads((run / "metrics.json").read_text())["evaluations"][-1]["metrics"]
+    assert set(stored) == {"mmd", "mmd_p_value", "fid"}
+    assert main(["evaluate", str(run)]) == 2  # nll, the default, needs a likelihood
+    err = capsys.readouterr().err
+    assert "has no likelihood" in err and "--metric mmd" in err
+    assert main(["metrics"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("nll", "mmd", "fid"))
