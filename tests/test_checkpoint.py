@@ -105,7 +105,10 @@ CASES = {
     "missing dir": (lambda run: run.rename(run.with_name("elsewhere")), "does not exist"),
     "not a run": (lambda run: (run / "config.json").unlink(), "not a run directory"),
     "corrupt config": (lambda run: (run / "config.json").write_text("{not json"), "corrupt"),
-    "no weights": (lambda run: (run / "model.safetensors").unlink(), "was training finished?"),
+    "no weights": (
+        lambda run: [(run / name).unlink() for name in ("model.safetensors", "checkpoint.json")],
+        "was training finished?",
+    ),
     "truncated weights": (lambda run: _truncate(run / "model.safetensors"), "corrupt or truncated"),
     "garbage weights": (
         lambda run: (run / "model.safetensors").write_bytes(b"\x00" * 100),

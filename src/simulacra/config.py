@@ -74,7 +74,11 @@ class TrainConfig:
         keep_best: at the end, restore the weights with the best validation score (``None``:
             when early stopping is on).
         sample_every: save a sample grid every N steps (0: never).
-        checkpoint_every: write a resumable checkpoint every N steps (0: only at the end).
+        checkpoint_every: write a resumable checkpoint every N steps (0: only at the end; None:
+            by time, see ``checkpoint_minutes``). A checkpoint is always written at the end.
+        checkpoint_minutes: with ``checkpoint_every`` None, a checkpoint once this many minutes
+            have passed since the last one, and never sooner than 50 times the last one's cost
+            (so that checkpoints take under 2% of the training time).
         log_every: append a line to ``metrics.jsonl`` every N steps.
         seed: seeds parameters, batches and noise; a run is reproducible from it.
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (cuda when present).
@@ -96,7 +100,8 @@ class TrainConfig:
     patience: int | None = None
     keep_best: bool | None = None
     sample_every: int = 0
-    checkpoint_every: int = 0
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float = 2.0
     log_every: int = 50
     seed: int = 0
     device: str = "cpu"

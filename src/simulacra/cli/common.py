@@ -15,7 +15,7 @@ DEFAULT_RUN_ROOT = Path("runs")
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line
 
 
 def _resolve_device(name: str) -> torch.device:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from simulacra.train.callbacks import build_callbacks
     from simulacra.train.checkpoint import load_run_config
     from simulacra.train.distributed import barrier, cleanup, init_from_env
+    from simulacra.train.interrupts import EXIT_STATUS, GracefulInterrupt
     from simulacra.train.rundir import RunReplacement, check_replaceable, check_writable, checkpoint_bytes
     from simulacra.viz.grids import save_examples
 
@@ -94,8 +97,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{n_params:,} parameters) -> {run_dir}"
             )
         # --overwrite: the old run moves aside and is deleted at the new run's first checkpoint,
-        # or put back if training fails before it
-        with RunReplacement(run_dir, enabled=args.overwrite and not args.resume and dist.is_main) as old:
+        # or put back if training fails before it; Ctrl-C / SIGTERM end with a checkpoint
+        replacing = RunReplacement(run_dir, enabled=args.overwrite and not args.resume and dist.is_main)
+        with GracefulInterrupt() as interrupt, replacing as old:
             barrier()
             result = fit(
                 model,
@@ -103,11 +107,27 @@ def cmd_train(args: argparse.Namespace) -> int:
                 config.train,
                 run_dir=run_dir,
                 run_config=config.to_dict(),
-                callbacks=[*schedules, old],
+                callbacks=[*schedules, old, interrupt],
                 resume=bool(args.resume),
                 progress=not args.no_progress,
                 sample_writer=lambda x, path: save_examples(x, data.info, path),
             )
+        if result.already_finished:
+            if dist.is_main:
+                console.print(
+                    f"{run_dir} is finished (step {result.steps}); nothing to do. Sample or evaluate it: "
+                    f"`simulacra sample {run_dir}`, `simulacra evaluate {run_dir}`"
+                )
+            return 0
+        if result.interrupted is not None:
+            if dist.is_main:
+                name = signal.Signals(result.interrupted).name
+                print(
+                    f"interrupted by {name} at step {result.steps}: a checkpoint and the current weights "
+                    f"are in {run_dir}; continue with `simulacra train --resume {run_dir}`",
+                    file=sys.stderr,
+                )
+            return EXIT_STATUS.get(result.interrupted, 128 + result.interrupted)
         if dist.is_main:
             _after_training(model, data, run_dir, config, result, args, console)
     finally:
@@ -118,8 +138,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _after_training(
     model: Any, data: Any, run_dir: Path, config: Any, result: Any, args: Any, console: Any
 ) -> None:
-    """Pictures and held-out metrics of a finished run (rank 0 only)."""
+    """Pictures and held-out metrics of a finished run (rank 0 only), from the weights on disk that
+    ``simulacra sample`` and ``evaluate`` use too (the average when the run kept an EMA)."""
     from simulacra.report import write_run_report
+    from simulacra.train.checkpoint import load_model, locate_weights
 
     if result.stopped_early:
         why = "early stopping" if result.best_step is not None else "a callback"
@@ -130,6 +152,8 @@ def _after_training(
             else ""
         )
         console.print(f"stopped early ({why}) at step {result.steps}{best}")
+    weights = locate_weights(run_dir)
+    model = load_model(run_dir, device=model.device)
     record, pictures = write_run_report(
         model,
         data,
@@ -138,6 +162,8 @@ def _after_training(
         model_name=config.model["name"],
         num_samples=args.eval_samples,
         seed=config.train.seed,
+        weights=weights.kind,
     )
-    _print_metrics(console, record["test"], title=f"held-out metrics ({record['test_examples']} examples)")
+    title = f"held-out metrics ({record['test_examples']} examples, {weights.kind} weights)"
+    _print_metrics(console, record["test"], title=title)
     console.print(f"wrote {run_dir}/: model.safetensors, metrics.json, " + ", ".join(pictures))

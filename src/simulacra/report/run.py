@@ -55,6 +55,7 @@ def write_run_report(
     num_samples: int | None = None,
     examples: int = 1000,
     seed: int = 0,
+    weights: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Score a trained model and picture it into ``run_dir`` (``metrics.json`` and PNGs).
 
@@ -65,6 +66,7 @@ def write_run_report(
         result: what ``fit`` returned (steps, time, early stopping), recorded in ``metrics.json``.
         model_name: the preset's name for the record (default: the model's).
         num_samples, examples, seed: as :func:`run_metrics`.
+        weights: which weights ``model`` holds (``"ema"`` or ``"raw"``), recorded with the figures.
 
     Returns:
         (the ``metrics.json`` content, the names of the pictures written).
@@ -77,6 +79,8 @@ def write_run_report(
         "model": model_name or getattr(model, "preset_name", type(model).__name__),
         "data": data.name,
     }
+    if weights is not None:
+        record["weights"] = weights
     if result is not None:
         record.update(
             steps=result.steps,

@@ -31,6 +31,7 @@ from simulacra.config import TrainConfig
 from simulacra.errors import CheckpointError, ConfigError
 from simulacra.models.base import GenerativeModel, WeightedLoss, local_buffer_names
 from simulacra.registry import Registry
+from simulacra.train.distributed import all_reduce_max
 
 
 @dataclass
@@ -50,6 +51,9 @@ class TrainState:
         stop_requested: a callback sets it to end training after the current step (the final
             checkpoint and model are written as usual). Under DDP every rank must set it at the
             same step (see :class:`TimeBudget`).
+        interrupted: the signal that interrupted the run (set with ``stop_requested`` by
+            :class:`~simulacra.train.interrupts.GracefulInterrupt`): the run ends with a checkpoint
+            and its current weights, without the best weights or the second stage, to be resumed.
     """
 
     step: int
@@ -62,6 +66,7 @@ class TrainState:
     metrics: dict[str, float] = field(default_factory=dict)
     valid_loss: float | None = None
     stop_requested: bool = False
+    interrupted: int | None = None
 
     @property
     def epoch(self) -> float:
@@ -197,8 +202,9 @@ class EMA(Callback):
         return current if self._swapped else {**current, **shadow}
 
     def state_dict(self) -> dict[str, Tensor]:
-        model, shadow = self._require()
-        return {k: v for k, v in self.averaged_state().items() if k in shadow}
+        """θ̄ as a complete ``state_dict`` (local buffers at their current values), so that the
+        saved average loads as a model's weights."""
+        return self.averaged_state()
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         """Restore θ̄ (from a checkpoint); keys and shapes must match the model."""
@@ -373,10 +379,7 @@ class TimeBudget(Callback):
     def on_step_end(self, state: TrainState) -> None:
         if state.step % self.check_every:
             return
-        elapsed = torch.tensor([self.clock() - self._start], dtype=torch.float64)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)
-        if float(elapsed) >= self.seconds:
+        if all_reduce_max(self.clock() - self._start) >= self.seconds:
             state.stop_requested = True
 
 

@@ -112,16 +112,28 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def _tensor_bytes(tensors: Mapping[str, Tensor]) -> bytes:
+def _tensor_bytes(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
     # Contiguous CPU copies: safetensors refuses views and tensors sharing memory (tied weights).
     return safetensors.torch.save(
-        {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+        {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()},
+        metadata=dict(metadata) if metadata else None,
     )
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, Tensor]) -> None:
-    """Write a flat ``{name: tensor}`` mapping atomically as safetensors."""
-    atomic_write_bytes(path, _tensor_bytes(tensors))
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
+    """Write a flat ``{name: tensor}`` mapping atomically as safetensors (with string ``metadata``)."""
+    atomic_write_bytes(path, _tensor_bytes(tensors, metadata))
+
+
+def tensor_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file ({} when it has none or cannot be read)."""
+    try:
+        with safetensors.safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # a missing or corrupt file: the loaders report it with their own message
+        return {}
 
 
 def load_tensors(
@@ -280,6 +292,7 @@ def save_model(
     run_config: Mapping[str, Any] | None = None,
     *,
     ema: Mapping[str, Tensor] | None = None,
+    step: int | None = None,
 ) -> Path:
     """Write the final model: ``config.json``, ``model.safetensors`` (and ``ema.safetensors``).
 
@@ -289,6 +302,8 @@ def save_model(
         run_config: the run's settings, stored in ``config.json`` (default: keep what is there).
         ema: EMA weights with the same keys as ``model.state_dict()``; when None a stale
             ``ema.safetensors`` is removed so that :func:`load_model` cannot pick up old weights.
+        step: the training step of these weights, kept in the files' metadata so that
+            :func:`locate_weights` can tell when a later checkpoint is newer.
 
     Returns:
         The path of ``model.safetensors``.
@@ -297,13 +312,72 @@ def save_model(
     run_dir.mkdir(parents=True, exist_ok=True)
     if run_config is not None or not (run_dir / CONFIG_FILE).is_file():
         save_run_config(run_dir, model, run_config)
+    metadata = {"step": str(step)} if step is not None else None
     if ema is not None:
-        save_tensors(run_dir / EMA_FILE, ema)
+        save_tensors(run_dir / EMA_FILE, ema, metadata)
     else:
         with contextlib.suppress(FileNotFoundError):
             (run_dir / EMA_FILE).unlink()
-    save_tensors(run_dir / MODEL_FILE, model.state_dict())
+    save_tensors(run_dir / MODEL_FILE, model.state_dict(), metadata)
     return run_dir / MODEL_FILE
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Which weights of a run a model is loaded with.
+
+    Attributes:
+        path: the safetensors file.
+        ema: True for the exponential moving average, False for the raw weights.
+        step: the training step they come from (None for runs written before steps were recorded).
+        from_checkpoint: True when they come from the latest checkpoint because the run has no
+            final weights yet, or older ones (an interrupted run).
+    """
+
+    path: Path
+    ema: bool
+    step: int | None
+    from_checkpoint: bool
+
+    @property
+    def kind(self) -> str:
+        """``"ema"`` or ``"raw"``."""
+        return "ema" if self.ema else "raw"
+
+    def describe(self) -> str:
+        """A line for the user, e.g. ``"weights: ema, step 800 (latest checkpoint: the run is unfinished)"``."""
+        where = f", step {self.step}" if self.step is not None else ""
+        note = " (latest checkpoint: the run is unfinished)" if self.from_checkpoint else ""
+        return f"weights: {self.kind}{where}{note}"
+
+
+def _step_of(path: Path) -> int | None:
+    value = tensor_metadata(path).get("step")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def locate_weights(run_dir: str | Path, *, ema: bool = True) -> Weights:
+    """The newest complete weights of a run: the final ``model.safetensors`` (``ema.safetensors``
+    when ``ema`` and the run kept an average), or the latest checkpoint's when the run has no final
+    weights or they are older than it (a run stopped before its end).
+
+    Raises:
+        CheckpointError: the run has neither final weights nor a checkpoint.
+    """
+    run_dir = Path(run_dir)
+    final = run_dir / (EMA_FILE if ema and (run_dir / EMA_FILE).is_file() else MODEL_FILE)
+    final_step = _step_of(final) if final.is_file() else None
+    folder = latest_checkpoint(run_dir)
+    if folder is not None:
+        pointer = _read_json(run_dir / POINTER_FILE, "")
+        ckpt_step = int(pointer.get("step", -1)) if isinstance(pointer, dict) else -1
+        newer = not final.is_file() or (final_step is not None and ckpt_step > final_step)
+        if newer:
+            use_ema = ema and (folder / EMA_FILE).is_file()
+            return Weights(folder / (EMA_FILE if use_ema else MODEL_FILE), use_ema, ckpt_step, True)
+    if not final.is_file():
+        raise CheckpointError(f"{run_dir / MODEL_FILE} is missing; {_RESUME_HINT}")
+    return Weights(final, final.name == EMA_FILE, final_step, False)
 
 
 def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -342,7 +416,8 @@ def load_model(
 
     The architecture comes from ``config.json`` through
     :func:`simulacra.models.zoo.build_model` (no code is unpickled); the weights from
-    ``model.safetensors``, or ``ema.safetensors`` when ``ema`` is True and the run kept an EMA.
+    ``model.safetensors``, or ``ema.safetensors`` when ``ema`` is True and the run kept an EMA, or
+    from the latest checkpoint when it is newer (:func:`locate_weights`).
 
     Raises:
         CheckpointError: missing or corrupt files, or weights that do not fit the architecture.
@@ -360,13 +435,9 @@ def load_model(
     except (TypeError, KeyError) as err:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} has a corrupt 'info' entry: {err}") from None
     model = build_model(spec, data_info)
-    weights_path = run_dir / MODEL_FILE
-    if not weights_path.is_file():
-        raise CheckpointError(f"{weights_path} is missing; {_RESUME_HINT}")
-    if ema and (run_dir / EMA_FILE).is_file():
-        weights_path = run_dir / EMA_FILE
-    state = load_tensors(weights_path, missing=_RESUME_HINT)
-    load_state_strict(model, state, str(weights_path))
+    weights = locate_weights(run_dir, ema=ema)
+    state = load_tensors(weights.path, missing=_RESUME_HINT)
+    load_state_strict(model, state, str(weights.path))
     return model.to(device).eval()
 
 

@@ -141,6 +141,17 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     return t
 
 
+def all_reduce_max(value: float) -> float:
+    """The largest of ``value`` over all processes (a collective; identity in one process). Runs
+    on the GPU under NCCL, on the CPU otherwise."""
+    if not is_distributed():
+        return float(value)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def all_gather(t: Tensor, device: torch.device | None = None) -> list[Tensor]:
     """``[t from rank 0, t from rank 1, ...]`` (same shape on every rank), returned on CPU.
 

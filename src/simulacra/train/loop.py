@@ -69,6 +69,7 @@ from simulacra.train.checkpoint import (
     save_checkpoint,
     save_model,
     save_run_config,
+    tensor_metadata,
 )
 from simulacra.train.groups import Group, batches_per_step, build_optimizers, resolve_groups
 from simulacra.train.schedules import check_schedule
@@ -88,6 +89,10 @@ class FitResult:
         stopped_early: True when early stopping or a callback (e.g. a time budget) ended the run.
         restored_best: True when the model ends on the weights of ``best_step`` (``keep_best``).
         second_stage: the metrics of the model's second stage (empty when it has none).
+        interrupted: the signal that stopped the run (SIGINT, SIGTERM) through
+            :class:`~simulacra.train.interrupts.GracefulInterrupt`, else None: the run was
+            checkpointed with its current weights, to be resumed.
+        already_finished: a resumed run that had already finished: nothing was trained or written.
         run_dir: where the run was written, or None.
         wall_time: seconds spent in this call.
         examples_per_s: training examples (all ranks) per second in this call.
@@ -100,6 +105,8 @@ class FitResult:
     stopped_early: bool = False
     restored_best: bool = False
     second_stage: dict[str, float] = field(default_factory=dict)
+    interrupted: int | None = None
+    already_finished: bool = False
     run_dir: Path | None = None
     wall_time: float = 0.0
     examples_per_s: float = 0.0
@@ -172,6 +179,17 @@ def fit(
     )
     if checkpoint is not None:
         _restore(checkpoint, model, trainer, plan, ctx)
+        if _finished(trainer, plan, checkpoint):  # nothing to train, nothing to write
+            return FitResult(
+                steps=trainer.step,
+                metrics=dict(trainer.last_metrics),
+                best_valid_loss=trainer.early.best,
+                best_step=trainer.early.best_step,
+                stopped_early=trainer.early.stopped,
+                already_finished=True,
+                run_dir=run_path,
+                wall_time=time.perf_counter() - started,
+            )
     wrapped = _wrap(model, ctx, groups)
 
     cbs = builtin_callbacks(config, sample_writer) + list(callbacks)
@@ -209,15 +227,15 @@ def fit(
             _call(cbs, "on_step_end", state)
             if config.eval_every > 0 and valid is not None and trainer.step % config.eval_every == 0:
                 run.validate()
-            if 0 < config.checkpoint_every and trainer.step % config.checkpoint_every == 0:
-                if trainer.step < plan.total_steps:
-                    run.checkpoint()
+            if run.checkpoint_due():
+                run.checkpoint()
             bar.advance(trainer.step)
     loop_seconds = time.perf_counter() - loop_start
 
     run.checkpoint()
-    restored = run.restore_best()
-    second = run.second_stage()
+    interrupted = state.interrupted is not None  # resumable: the current weights, no end work
+    restored = False if interrupted else run.restore_best()
+    second = {} if interrupted else run.second_stage()
     run.save_final()
     _call(cbs, "on_fit_end", state)
     distributed.barrier()
@@ -229,6 +247,7 @@ def fit(
         stopped_early=trainer.early.stopped or state.stop_requested,
         restored_best=restored,
         second_stage=second,
+        interrupted=state.interrupted,
         run_dir=run_path,
         wall_time=time.perf_counter() - started,
         examples_per_s=(trainer.step - first_step)
@@ -328,6 +347,15 @@ def _restore_callbacks(callbacks: list[Any], checkpoint: Checkpoint, device: tor
             cb.load_state_dict({k: v.to(device) for k, v in checkpoint.extra[key].items()})
 
 
+def _finished(trainer: TrainerState, plan: StepPlan, checkpoint: Checkpoint) -> bool:
+    """A resumed run that already ended (its planned steps done, or stopped early) and wrote its
+    final weights at that step."""
+    if trainer.step < plan.total_steps and not trainer.early.stopped:
+        return False
+    final = checkpoint.path.parent / MODEL_FILE
+    return final.is_file() and tensor_metadata(final).get("step") == str(trainer.step)
+
+
 def _wrap(
     model: GenerativeModel, ctx: distributed.DistContext, groups: Mapping[str, Group]
 ) -> torch.nn.Module:
@@ -392,6 +420,8 @@ class _Run:
         self.first_step = trainer.step
         self.bar: _ProgressBar | None = None
         self.single = len(groups) == 1
+        self.last_checkpoint = time.perf_counter()
+        self.checkpoint_cost = 0.0  # seconds the last checkpoint took
 
     # -- training ----------------------------------------------------------------------------
 
@@ -510,8 +540,31 @@ class _Run:
 
     # -- checkpoints and the end -------------------------------------------------------------
 
+    def checkpoint_due(self) -> bool:
+        """Whether to write a checkpoint after this step (not the last: the end writes one).
+        Every ``checkpoint_every`` steps; or, with None, once ``checkpoint_minutes`` have passed
+        and at least 50 times the last checkpoint's cost (< 2% of the time), the ranks agreeing
+        every 10 steps."""
+        step, every = self.trainer.step, self.config.checkpoint_every
+        if self.run_path is None or step >= self.plan.total_steps:
+            return False
+        if every is not None:
+            return every > 0 and step % every == 0
+        if self.ctx.distributed and step % 10:
+            return False
+        interval = max(60.0 * self.config.checkpoint_minutes, 50.0 * self.checkpoint_cost)
+        return distributed.all_reduce_max(time.perf_counter() - self.last_checkpoint) >= interval
+
     def checkpoint(self) -> None:
         """A resumable checkpoint (collectives on every rank; rank 0 writes)."""
+        begun = time.perf_counter()
+        try:
+            self._write_checkpoint()
+        finally:
+            self.last_checkpoint = time.perf_counter()
+            self.checkpoint_cost = self.last_checkpoint - begun
+
+    def _write_checkpoint(self) -> None:
         rng = _gather_rng(self.ctx, self.ctx.device)
         local = _gather_local_buffers(self.model, self.ctx)
         elapsed = time.perf_counter() - self.started
@@ -571,7 +624,12 @@ class _Run:
         """``model.safetensors`` (and ``ema.safetensors``) of the run, rank 0."""
         if self.ctx.is_main and self.run_path is not None:
             ema = self.ema()
-            save_model(self.model, self.run_path, ema=ema.state_dict() if ema is not None else None)
+            save_model(
+                self.model,
+                self.run_path,
+                ema=ema.state_dict() if ema is not None else None,
+                step=self.trainer.step,
+            )
 
 
 # --------------------------------------------------------------------------- helpers
