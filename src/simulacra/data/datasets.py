@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from simulacra.config import DataConfig
 from simulacra.data import transforms
 from simulacra.data.files import (
     build_dataset,
@@ -43,6 +42,31 @@ from simulacra.data.toys import TOYS, ToySampler
 from simulacra.errors import DataError, UnknownNameError
 from simulacra.registry import Registry
 from simulacra.seeding import generator_for
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on and how to prepare it.
+
+    Attributes:
+        name: a registered dataset (``digits``, ``mnist``, ``binarized-mnist``, ``moons``, ...)
+            or a path to a ``.npz``/``.npy``/``.csv`` file or an image folder.
+        data_dir: where to look for downloaded files (default ``$SIMULACRA_DATA``).
+        binarize: ``None``, ``"static"`` (one fixed Bernoulli draw) or ``"dynamic"`` (a fresh
+            Bernoulli draw of every batch).
+        valid_fraction: share of the training split held out for validation when the source has
+            no validation split.
+        limit: keep only the first ``limit`` training examples (quick experiments).
+        num_samples: size of generated (toy) datasets.
+    """
+
+    name: str = "digits"
+    data_dir: str | None = None
+    binarize: str | None = None
+    valid_fraction: float = 0.1
+    limit: int | None = None
+    num_samples: int = 20000
+
 
 DatasetFactory = Callable[[DataConfig, int], Dataset]
 
