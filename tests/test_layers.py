@@ -42,10 +42,11 @@ LAYERS = {
 }
 
 # Imports between packages of one layer: importer -> the siblings it may import, with the reason.
-# Anything not listed fails. The design lists no others; in particular objectives and samplers do
-# not import each other (both build on layer 3 below them), tasks do not train (train) or read
-# run configs (config), viz draws tensors and metric results, not tasks, and metrics import none
-# of their siblings.
+# Anything not listed fails. (objectives and samplers using distributions, processes and flows are
+# not sibling imports: layer 3 lies below them.) The design lists no others; in particular
+# objectives and samplers do not import each other, tasks neither train (train) nor read run
+# configs (config), viz draws tensors and metric results, not tasks, and metrics import none of
+# their siblings.
 SIBLINGS: dict[str, set[str]] = {
     "registry": {"errors"},  # an unknown name is an UnknownNameError
     "flows": {"distributions"},  # a Flow is a torch Distribution over a base distribution
