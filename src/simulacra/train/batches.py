@@ -4,8 +4,9 @@ Step ``s`` of a run with ``K = N // B`` steps per epoch (last incomplete batch d
 positions ``[(s mod K) B, (s mod K + 1) B)`` of the permutation of epoch ``e = s // K``. The
 permutation is drawn by a generator seeded with ``derive_seed(seed, SALT_PERMUTATION, e)``
 (:mod:`simulacra.seeding`): nothing is carried from one step to the next, so a run resumed at
-any step sees exactly the batches of an uninterrupted one. Under DDP, rank ``r`` of ``R`` takes the ``r``-th contiguous shard of size
-``B / R`` of every global batch, so the union over ranks is the single-process batch.
+any step sees exactly the batches of an uninterrupted one. Under DDP, rank ``r`` of ``R`` takes
+the ``r``-th contiguous shard of size ``B / R`` of every global batch, so the union over ranks
+is the single-process batch.
 """
 
 from __future__ import annotations
