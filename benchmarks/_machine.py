@@ -1,16 +1,27 @@
 """What every benchmark shares: the machine line of its results (CPU model, threads, torch
-version), writing the results, and planning a wall-time budget (calibration of the step rate)."""
+version), writing the results, and training on a wall-time budget: calibrate the step rate,
+plan the steps (:func:`plan_budget`), configure a cosine schedule over them
+(:func:`cosine_config`), then fit under a time limit (:func:`fit_on_budget`)."""
 
 from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from simulacra.config import DataConfig, TrainConfig
+    from simulacra.data import Dataset
+    from simulacra.models.base import GenerativeModel
+    from simulacra.train import FitResult
 
 
 def machine() -> str:
@@ -89,3 +100,70 @@ def calibrate(
                 model.loss(xb)
         eval_seconds = time.perf_counter() - start
     return result.wall_time / result.steps, eval_seconds
+
+
+def plan_budget(
+    model_spec: dict,
+    data: Dataset,
+    batch_size: int,
+    minutes: float,
+    *,
+    calibration_steps: int,
+    warmup: int = 3,
+    validation: bool = False,
+    eval_every: int = 0,
+    margin: float = 0.95,
+) -> tuple[int, float, float]:
+    """(steps, seconds per step, seconds per validation pass): :func:`calibrate` on this machine,
+    then :func:`steps_for_budget` for ``minutes`` of wall time with a validation pass every
+    ``eval_every`` steps (its cost is measured when ``validation``, else counted as 0)."""
+    step_seconds, eval_seconds = calibrate(
+        model_spec, data, batch_size, steps=calibration_steps, warmup=warmup, validation=validation
+    )
+    steps = steps_for_budget(minutes * 60, step_seconds, eval_seconds, eval_every, margin)
+    return steps, step_seconds, eval_seconds
+
+
+def cosine_config(
+    steps: int, batch_size: int, lr: float, seed: int, *, max_warmup: int = 500, **settings: Any
+) -> TrainConfig:
+    """The TrainConfig of a budgeted run: ``steps`` steps of a cosine learning-rate decay after
+    min(``max_warmup``, steps // 20) warm-up steps; ``settings`` are further TrainConfig fields."""
+    from simulacra.config import TrainConfig
+
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule="cosine",
+        warmup_steps=min(max_warmup, steps // 20),
+        seed=seed,
+        **settings,
+    )
+
+
+def fit_on_budget(
+    model_spec: dict, data: Dataset, source: DataConfig, config: TrainConfig, run_dir: Path, minutes: float
+) -> tuple[GenerativeModel, FitResult]:
+    """Build the preset (torch seeded with ``config.seed``), replace ``run_dir`` and train it with
+    ``fit`` until ``config.steps`` or ``minutes`` of wall time (TimeBudget), whichever comes first.
+
+    The run config stored in ``run_dir`` names the model and the data (``source``), so the CLI's
+    verbs (``simulacra sample|evaluate RUN``) find both. Returns the model and the fit result."""
+    from simulacra.models.zoo import build_model
+    from simulacra.train import TimeBudget, fit
+
+    torch.manual_seed(config.seed)
+    model = build_model(model_spec, data.info)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    result = fit(
+        model,
+        data,
+        config,
+        run_dir=run_dir,
+        run_config={"model": model_spec, "data": asdict(source)},
+        callbacks=[TimeBudget(minutes * 60)],
+        progress=sys.stdout.isatty(),
+    )
+    return model, result

@@ -31,18 +31,15 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from _machine import calibrate, machine, steps_for_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
-from simulacra.config import DataConfig, TrainConfig
+from _machine import cosine_config, fit_on_budget, machine, plan_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from simulacra.config import DataConfig
 from simulacra.data import load_dataset
 from simulacra.data.info import Split
 from simulacra.metrics.likelihood import evaluate_nll
-from simulacra.models.zoo import build_model
-from simulacra.train import TimeBudget, fit
 from simulacra.viz.grids import save_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,44 +131,33 @@ def main() -> int:
     print(f"{name}: {len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test; {machine()}")
 
     model_spec = spec(args)
-    step_seconds, eval_seconds = calibrate(
-        model_spec, data, args.batch_size, steps=5 if args.minutes < 1 else 50, validation=True
-    )
     steps_per_epoch = max(1, len(data.train) // args.batch_size)
     eval_every = max(1, int(args.eval_every_epochs * steps_per_epoch))
-    steps = steps_for_budget(args.minutes * 60, step_seconds, eval_seconds, eval_every)
+    steps, step_seconds, eval_seconds = plan_budget(
+        model_spec,
+        data,
+        args.batch_size,
+        args.minutes,
+        calibration_steps=5 if args.minutes < 1 else 50,
+        validation=True,
+        eval_every=eval_every,
+    )
     eval_every = min(eval_every, steps)
     print(
         f"calibration: {1 / step_seconds:.2f} steps/s, {eval_seconds:.1f} s per validation pass "
         f"-> {steps} steps = {steps / steps_per_epoch:.1f} epochs"
     )
-    config = TrainConfig(
-        steps=steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_schedule="cosine",
-        warmup_steps=min(500, steps // 20),
+    config = cosine_config(
+        steps,
+        args.batch_size,
+        args.lr,
+        args.seed,
         eval_every=eval_every,
         patience=10**6,  # never stop early, but keep and restore the weights best on valid
         log_every=max(1, min(500, steps // 10)),
         checkpoint_every=10 * eval_every,
-        seed=args.seed,
     )
-    torch.manual_seed(args.seed)
-    model = build_model(model_spec, data.info)
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
-    result = fit(
-        model,
-        data,
-        config,
-        run_dir=run_dir,
-        run_config={"model": model_spec, "data": asdict(source)},  # the CLI's verbs find the data
-        callbacks=[TimeBudget(args.minutes * 60)],
-        progress=sys.stdout.isatty(),
-    )
+    model, result = fit_on_budget(model_spec, data, source, config, run_dir, args.minutes)
     print(
         f"trained {result.steps} steps in {result.wall_time / 60:.1f} min; best valid {result.best_valid_loss}"
     )

@@ -23,23 +23,19 @@ from __future__ import annotations
 import argparse
 import ast
 import math
-import shutil
 import sys
 import sysconfig
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from _machine import calibrate, machine, steps_for_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
-from simulacra.config import DataConfig, TrainConfig
+from _machine import cosine_config, fit_on_budget, machine, plan_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from simulacra.config import DataConfig
 from simulacra.data import load_dataset
 from simulacra.data.info import Split
 from simulacra.data.text import decode
 from simulacra.metrics.likelihood import evaluate_nll
-from simulacra.models.zoo import build_model
-from simulacra.train import TimeBudget, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,32 +102,32 @@ def main() -> int:
     )
     model_spec = {"name": "transformer", "dim": args.dim, "layers": args.layers, "heads": args.heads}
 
-    step_seconds, eval_seconds = calibrate(model_spec, data, args.batch_size, steps=20, validation=True)
     eval_every = max(1, args.eval_every_windows // args.batch_size)
-    steps = steps_for_budget(args.minutes * 60, step_seconds, eval_seconds, eval_every)
+    steps, step_seconds, eval_seconds = plan_budget(
+        model_spec,
+        data,
+        args.batch_size,
+        args.minutes,
+        calibration_steps=20,
+        validation=True,
+        eval_every=eval_every,
+    )
     eval_every = min(eval_every, steps)
     print(
         f"calibration: {1 / step_seconds:.2f} steps/s, {eval_seconds:.1f} s per validation pass -> {steps} steps"
     )
-    config = TrainConfig(
-        steps=steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_schedule="cosine",
-        warmup_steps=min(500, steps // 20),
+    config = cosine_config(
+        steps,
+        args.batch_size,
+        args.lr,
+        args.seed,
         eval_every=eval_every,
         patience=10**6,  # keep and restore the weights best on valid
         log_every=max(1, min(500, steps // 10)),
         grad_clip=1.0,
-        seed=args.seed,
     )
-    torch.manual_seed(args.seed)
-    model = build_model(model_spec, data.info)
-    shutil.rmtree(args.out, ignore_errors=True)  # the benchmark's own run directory, rewritten
-    result = fit(
-        model, data, config, run_dir=Path(args.out), run_config={"model": model_spec, "data": asdict(source)},
-        callbacks=[TimeBudget(args.minutes * 60)], progress=sys.stdout.isatty(),
-    )  # fmt: skip
+    # the benchmark's own run directory, rewritten
+    model, result = fit_on_budget(model_spec, data, source, config, Path(args.out), args.minutes)
 
     model.eval()
     start = time.perf_counter()

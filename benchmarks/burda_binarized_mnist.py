@@ -23,17 +23,14 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from _machine import calibrate, machine, steps_for_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
-from simulacra.config import DataConfig, TrainConfig
+from _machine import cosine_config, fit_on_budget, machine, plan_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from simulacra.config import DataConfig
 from simulacra.data import load_dataset
 from simulacra.metrics.likelihood import Estimate, importance_sampled_log_likelihood
-from simulacra.models.zoo import build_model
-from simulacra.train import TimeBudget, fit
 from simulacra.viz.grids import save_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,41 +76,27 @@ def main() -> int:
     data = load_dataset(source, seed=args.seed)
     print(f"{name}: {len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test; {machine()}")
 
-    step_seconds, _ = calibrate(spec(args.k), data, args.batch_size, steps=300, warmup=20)
+    # leave ~4% of the budget for the periodic validation passes
+    steps, step_seconds, _ = plan_budget(
+        spec(args.k), data, args.batch_size, args.minutes, calibration_steps=300, warmup=20, margin=0.96
+    )
     rate = 1 / step_seconds
     steps_per_epoch = len(data.train) // args.batch_size
     eval_every = max(1, int(args.eval_every_epochs * steps_per_epoch))
-    # leave ~4% of the budget for the periodic validation passes
-    steps = steps_for_budget(args.minutes * 60, step_seconds, margin=0.96)
     print(f"calibration: {rate:.1f} steps/s -> {steps} steps = {steps / steps_per_epoch:.0f} epochs")
 
-    config = TrainConfig(
-        steps=steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_schedule="cosine",
-        warmup_steps=min(1000, steps // 20),
+    config = cosine_config(
+        steps,
+        args.batch_size,
+        args.lr,
+        args.seed,
+        max_warmup=1000,
         eval_every=eval_every,
         patience=10**6,  # never stop early, but keep and restore the weights best on valid
         log_every=1000,
         checkpoint_every=20 * eval_every,
-        seed=args.seed,
     )
-    torch.manual_seed(args.seed)
-    model = build_model(spec(args.k), data.info)
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
-    result = fit(
-        model,
-        data,
-        config,
-        run_dir=run_dir,
-        run_config={"model": spec(args.k), "data": asdict(source)},
-        callbacks=[TimeBudget(args.minutes * 60)],
-        progress=sys.stdout.isatty(),
-    )
+    model, result = fit_on_budget(spec(args.k), data, source, config, run_dir, args.minutes)
     print(
         f"trained {result.steps} steps in {result.wall_time / 60:.1f} min; best valid loss {result.best_valid_loss}"
     )

@@ -27,20 +27,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from _machine import calibrate, machine, steps_for_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
-from simulacra.config import DataConfig, TrainConfig
+from _machine import cosine_config, fit_on_budget, machine, plan_budget, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from simulacra.config import DataConfig
 from simulacra.data import load_dataset
 from simulacra.metrics.likelihood import Estimate
-from simulacra.models.zoo import build_model
-from simulacra.train import TimeBudget, fit
 from simulacra.viz.grids import save_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,37 +111,28 @@ def main() -> int:
     )
     print(f"{name}: {len(data.train)} train, {len(data.test)} test; {machine()}")
 
-    step_seconds, _ = calibrate(
-        spec(args), data, args.batch_size, steps=10 if args.minutes < 2 else 30, warmup=5
+    steps, step_seconds, _ = plan_budget(
+        spec(args),
+        data,
+        args.batch_size,
+        args.minutes,
+        calibration_steps=10 if args.minutes < 2 else 30,
+        warmup=5,
+        margin=0.97,
     )
     rate = 1 / step_seconds
-    steps = steps_for_budget(args.minutes * 60, step_seconds, margin=0.97)
     steps_per_epoch = max(1, len(data.train) // args.batch_size)
     print(f"calibration: {rate:.2f} steps/s -> {steps} steps = {steps / steps_per_epoch:.1f} epochs")
-    config = TrainConfig(
-        steps=steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_schedule="cosine",
-        warmup_steps=min(500, steps // 20),
+    config = cosine_config(
+        steps,
+        args.batch_size,
+        args.lr,
+        args.seed,
         grad_clip=args.grad_clip,
         log_every=max(1, min(200, steps // 10)),
         checkpoint_every=max(1, steps // 4),
-        seed=args.seed,
     )
-    torch.manual_seed(args.seed)
-    model = build_model(spec(args), data.info)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    result = fit(
-        model,
-        data,
-        config,
-        run_dir=run_dir,
-        run_config={"model": spec(args), "data": asdict(source)},
-        callbacks=[TimeBudget(args.minutes * 60)],
-        progress=sys.stdout.isatty(),
-    )
+    model, result = fit_on_budget(spec(args), data, source, config, run_dir, args.minutes)
     print(f"trained {result.steps} steps in {result.wall_time / 60:.1f} min")
 
     model.eval()

@@ -20,7 +20,7 @@ from simulacra.flows.coupling import Coupling, alternating_mask, channel_mask, c
 from simulacra.flows.dequantization import Logit
 from simulacra.flows.glow import ActNorm, InvertibleConv1x1, MultiScale, Squeeze
 from simulacra.flows.monotonic import UMNN
-from simulacra.flows.permutation import BatchNorm, Permutation
+from simulacra.flows.permutation import BatchNorm, Permutation, Standardize
 from simulacra.flows.splines import RationalQuadraticSpline
 from simulacra.nn.conv import ConvEncoder  # noqa: F401  (kept for image conditioners below)
 from simulacra.nn.masked import MADE
@@ -76,6 +76,12 @@ def _batchnorm(d: int) -> BatchNorm:
     return bn.eval()
 
 
+def _standardize(d: int) -> Standardize:
+    layer = Standardize(d)  # statistics of shifted, scaled draws: m ≠ 0, s ≠ 1
+    layer.fit(torch.randn(50, d) * torch.linspace(0.5, 2.0, d) + torch.arange(d))
+    return layer
+
+
 CASES: dict[str, Case] = {
     # -- base, coupling, autoregressive, permutations (flows/base.py, coupling.py, autoregressive.py,
     #    permutation.py, dequantization.py)
@@ -95,6 +101,7 @@ CASES: dict[str, Case] = {
     "reverse": Case(lambda: Permutation.reverse(3), (3,)),
     "permutation-2d": Case(lambda: Permutation([1, 0]), (2,)),
     "batchnorm-eval": Case(lambda: _batchnorm(2), (2,)),
+    "standardize": Case(lambda: _standardize(2), (2,)),
     "reshape": Case(lambda: Reshape((2, 2), (4,)), (2, 2), density=False, out_shape=(4,)),
     "logit": Case(lambda: Logit(0.0), (2,), domain="unit", tails=False),
     "logit-alpha": Case(lambda: Logit(0.05), (1,), domain="unit", density=False, tails=False),

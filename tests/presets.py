@@ -46,6 +46,8 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
         TOY,
     ),
     "cnf": ({"hidden": [8], "conditional": True, "train_rtol": 1e-3, "train_atol": 1e-3}, DIGITS),
+    # -- flows: conditional density estimation (a continuous context: x of simulation-based inference)
+    "posterior": ({"context_dim": 3, "transforms": 2, "hidden": [8], "embedding_dim": 4}, VECTORS),
     # -- autoregressive
     "nade": ({"hidden": 8}, DIGITS),
     "rnade": ({"hidden": 8, "components": 2}, VECTORS),

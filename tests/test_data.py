@@ -27,10 +27,10 @@ from simulacra.data import (
     transforms,
     validate_examples,
 )
-from simulacra.data.datasets import derive_seed
 from simulacra.data.files import infer_layout, infer_support, read_idx, split_indices
 from simulacra.data.info import Dataset
 from simulacra.errors import DataError, UnknownNameError
+from simulacra.seeding import derive_seed
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -1,4 +1,4 @@
-"""The Runge–Kutta solvers (src/simulacra/flows/ode.py) against closed-form solutions.
+"""The Runge–Kutta solvers (src/simulacra/numerics/ode.py) against closed-form solutions.
 
 * exact solutions: exponential decay, the harmonic oscillator over a full period (tensor and
   tuple states), the time-dependent dy/dt = t·y, integrated forwards and backwards;
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from simulacra.errors import ConfigError, UnknownNameError
-from simulacra.flows.ode import ODE_METHODS, ODESolverError, odeint
+from simulacra.numerics.ode import ODE_METHODS, ODESolverError, odeint
 
 F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread

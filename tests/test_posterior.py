@@ -1,4 +1,5 @@
-"""Simulators, neural posterior estimation and its calibration checks (tasks/simulators.py, tasks/posterior.py)."""
+"""Simulators, neural posterior estimation and its calibration checks (tasks/simulators.py,
+tasks/posterior.py, the ``posterior`` preset, metrics/calibration.py, cli/posterior.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ import pytest
 import torch
 
 from simulacra.cli import main
-from simulacra.errors import ConfigError, DataError, UnknownNameError
-from simulacra.tasks.calibration import chi2_uniform_test, expected_coverage, posterior_agreement, sbc_ranks
-from simulacra.tasks.posterior import POSTERIOR_FLOWS, ExactPosterior, PosteriorEstimator, train_posterior
+from simulacra.cli.posterior import load_posterior, save_posterior, train_posterior
+from simulacra.data.info import DataInfo
+from simulacra.errors import CheckpointError, ConfigError, DataError, UnknownNameError
+from simulacra.flows.recipes import FLOW_RECIPES
+from simulacra.metrics.calibration import chi2_uniform_test
+from simulacra.models.zoo import build_model
+from simulacra.tasks.calibration import expected_coverage, posterior_agreement, sbc_ranks
+from simulacra.tasks.posterior import ExactPosterior, PosteriorEstimator, simulation_dataset
 from simulacra.tasks.simulators import SIMULATORS, GaussianLinear, TwoMoons
+from simulacra.train.checkpoint import load_model, load_run_config, save_model
 
 
 def _trapezoid_1d(log_density, lo: float, hi: float, n: int = 20001) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,11 +161,17 @@ def test_two_moons_reference_posterior_is_symmetric_and_normalised() -> None:
 # --------------------------------------------------------------------------- the estimator
 
 
-@pytest.mark.parametrize("flow", POSTERIOR_FLOWS.names())
+def _estimator(theta_dim: int, x_dim: int, **settings: object) -> PosteriorEstimator:
+    """An untrained estimator: the ``posterior`` preset for θ ∈ R^theta_dim given x ∈ R^x_dim."""
+    spec = {"name": "posterior", "context_dim": x_dim, **settings}
+    return PosteriorEstimator(build_model(spec, DataInfo((theta_dim,))))
+
+
+@pytest.mark.parametrize("flow", FLOW_RECIPES.names())
 def test_estimator_density_on_the_original_scale_integrates_to_one(flow: str) -> None:
     """log q(θ | x) includes −log s_θ: the density of θ (not of θ̃) integrates to 1 for any weights."""
     torch.manual_seed(0)
-    est = PosteriorEstimator(1, 2, flow=flow, transforms=2, hidden=(16,))
+    est = _estimator(1, 2, flow=flow, transforms=2, hidden=(16,))
     theta_train = 2.0 + 3.0 * torch.randn(500, 1)  # s_θ ≈ 3: forgetting the log-det gives mass 3
     est.set_standardization(theta_train, torch.randn(500, 2))
     x = torch.tensor([0.3, -1.0])
@@ -168,7 +181,7 @@ def test_estimator_density_on_the_original_scale_integrates_to_one(flow: str) ->
 
 
 def test_estimator_shapes_and_input_errors() -> None:
-    est = PosteriorEstimator(3, 2, transforms=1, hidden=(8,), embedding_dim=4)
+    est = _estimator(3, 2, transforms=1, hidden=(8,), embedding_dim=4)
     g = torch.Generator().manual_seed(0)
     assert est.sample(torch.zeros(2), 7, g).shape == (7, 3)
     draws = est.sample(torch.zeros(4, 2), 7, g)
@@ -180,7 +193,50 @@ def test_estimator_shapes_and_input_errors() -> None:
     with pytest.raises(DataError, match=r"\(\.\.\., 3\)"):
         est.log_prob(torch.zeros(5, 2), torch.zeros(2))
     with pytest.raises(UnknownNameError, match="maf"):
-        PosteriorEstimator(2, 2, flow="glowish")
+        _estimator(2, 2, flow="glowish")
+    with pytest.raises(ConfigError, match="'posterior' preset"):
+        PosteriorEstimator(build_model({"name": "maf", "transforms": 1, "hidden": [4]}, DataInfo((2,))))
+
+
+def test_saved_estimator_reloads_through_load_model_with_the_same_densities(tmp_path: Path) -> None:
+    """The standard run directory (config.json + model.safetensors) holds the weights and the
+    standardisation: load_model rebuilds the ``posterior`` preset through the registry."""
+    torch.manual_seed(0)
+    est = _estimator(2, 3, flow="nsf", transforms=2, hidden=(8,), embedding_dim=4)
+    with torch.no_grad():  # away from the initial weights and the identity standardisation
+        for p in est.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    est.set_standardization(
+        1.0 + 2.0 * torch.randn(50, 2), torch.randn(50, 3) * torch.tensor([1.0, 3.0, 0.5])
+    )
+    est.training_summary = {"steps": 7}
+    save_posterior(est, tmp_path / "q")
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "q").iterdir()}
+    theta, x = torch.randn(6, 4, 2), torch.randn(4, 3)
+    back = PosteriorEstimator(load_model(tmp_path / "q"))
+    torch.testing.assert_close(back.log_prob(theta, x), est.log_prob(theta, x), rtol=0, atol=0)
+    again = load_posterior(tmp_path / "q")
+    assert again.training_summary == {"steps": 7} and again.x_dim == 3 and again.theta_dim == 2
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(again.sample(x[0], 5, g1), est.sample(x[0], 5, g2))
+    other = build_model({"name": "maf", "transforms": 1, "hidden": [4]}, DataInfo((2,)))
+    save_model(other, tmp_path / "maf")
+    with pytest.raises(CheckpointError, match="no posterior estimator"):
+        load_posterior(tmp_path / "maf")
+
+
+def test_simulation_dataset_splits_and_checks() -> None:
+    sim = GaussianLinear(dim=2, seed=0)
+    data = simulation_dataset(sim, 50, validation_fraction=0.2, seed=4)
+    assert (len(data.train), len(data.valid)) == (40, 10) and data.info.event_shape == (2,)
+    assert data.train.y.shape == (40, 2)  # x rides in the label slot
+    theta, x = sim.simulate_pairs(50, torch.Generator().manual_seed(4))
+    assert torch.equal(data.valid.x, theta[40:]) and torch.equal(data.train.y, x[:40])
+    assert simulation_dataset(sim, 5, validation_fraction=0.0).valid is None
+    with pytest.raises(ConfigError, match="use more simulations"):
+        simulation_dataset(sim, 3, validation_fraction=0.1)
+    with pytest.raises(ConfigError, match="simulations"):
+        simulation_dataset(sim, 0)
 
 
 def test_tiny_maf_recovers_the_gaussian_linear_posterior(tmp_path: Path, one_thread: None) -> None:
@@ -202,14 +258,13 @@ def test_tiny_maf_recovers_the_gaussian_linear_posterior(tmp_path: Path, one_thr
     agreement = posterior_agreement(est, ExactPosterior(sim), x, 2000, torch.Generator().manual_seed(1))
     assert 0 <= agreement["kl"]["value"] < 0.15
     # save / load: same densities, same draws under the same generator
-    est.save(tmp_path / "q")
-    back = PosteriorEstimator.load(tmp_path / "q")
+    save_posterior(est, tmp_path / "q")
+    back = load_posterior(tmp_path / "q")
     torch.testing.assert_close(back.log_prob(draws[:50], x), est.log_prob(draws[:50], x))
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     torch.testing.assert_close(back.sample(x, 10, g1), est.sample(x, 10, g2))
-    assert (
-        json.loads((tmp_path / "q" / "posterior.json").read_text())["simulator"]["name"] == "gaussian-linear"
-    )
+    assert back.training_summary == summary
+    assert load_run_config(tmp_path / "q")["run"]["simulator"]["name"] == "gaussian-linear"
 
 
 # --------------------------------------------------------------------------- calibration
@@ -285,8 +340,8 @@ def test_cli_posterior_end_to_end(
     argv += ["--hidden", "16", "--out", str(out), "--no-progress", "--observation", "0.1,-0.2,0.3"]
     assert main(argv) == 0
     for name in (
-        "posterior.safetensors",
-        "posterior.json",
+        "config.json",
+        "model.safetensors",
         "posterior.png",
         "calibration.png",
         "metrics.json",
@@ -298,14 +353,14 @@ def test_cli_posterior_end_to_end(
     assert len(metrics["calibration"]["sbc"]["p_values"]) == 3
     assert len(metrics["calibration"]["coverage"]["coverage"]) == 9
     assert "sbc_min_p" in capsys.readouterr().out
-    assert PosteriorEstimator.load(out).theta_dim == 3
+    assert load_posterior(out).theta_dim == 3
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["posterior", "gaussian-lin"], "unknown simulator 'gaussian-lin'"),
-        (["posterior", "two-moons", "--flow", "glowish"], "unknown posterior flow 'glowish'"),
+        (["posterior", "two-moons", "--flow", "glowish"], "unknown flow 'glowish'"),
         (["posterior", "two-moons", "--observation", "0.1,0.2,0.3"], "expected shape (2,)"),
         (["posterior", "two-moons", "--observation", "a,b"], "comma-separated numbers"),
         (["posterior", "two-moons", "--simulations", "0"], "--simulations must be at least 1"),

@@ -4,7 +4,7 @@ A run is described by three parts:
 
 * ``model``: a flat spec ``{"name": "vae", "latent_dim": 16, ...}`` resolved through the model
   registry (``name`` picks the preset, every other key is a keyword argument of the preset);
-* ``data``: :class:`DataConfig`;
+* ``data``: :class:`~simulacra.data.DataConfig` (defined beside the loader, re-exported here);
 * ``train``: :class:`TrainConfig`, the generic loop settings (per-group optimizer overrides in
   ``train.groups``);
 * ``callbacks``: ``{"kl-warmup": {"steps": 1000}, ...}``, the family-specific schedules, resolved
@@ -24,31 +24,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from simulacra.data.datasets import DataConfig
 from simulacra.errors import ConfigError
 
-
-@dataclass
-class DataConfig:
-    """Which data to train on and how to prepare it.
-
-    Attributes:
-        name: a registered dataset (``digits``, ``mnist``, ``binarized-mnist``, ``moons``, ...)
-            or a path to a ``.npz``/``.npy``/``.csv`` file or an image folder.
-        data_dir: where to look for downloaded files (default ``$SIMULACRA_DATA``).
-        binarize: ``None``, ``"static"`` (one fixed Bernoulli draw) or ``"dynamic"`` (a fresh
-            Bernoulli draw of every batch).
-        valid_fraction: share of the training split held out for validation when the source has
-            no validation split.
-        limit: keep only the first ``limit`` training examples (quick experiments).
-        num_samples: size of generated (toy) datasets.
-    """
-
-    name: str = "digits"
-    data_dir: str | None = None
-    binarize: str | None = None
-    valid_fraction: float = 0.1
-    limit: int | None = None
-    num_samples: int = 20000
+__all__ = [
+    "DataConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_value",
+    "to_jsonable",
+]
 
 
 @dataclass
@@ -222,7 +209,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     Raises:
         ConfigError: an override without ``=`` or with an empty key.
     """
-    result = json.loads(json.dumps(raw, default=_jsonable))
+    result = json.loads(json.dumps(raw, default=to_jsonable))
     for item in overrides:
         key, sep, value = item.partition("=")
         parts = [p for p in key.strip().split(".") if p]
@@ -240,9 +227,16 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     return result
 
 
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
+def to_jsonable(obj: Any) -> Any:
+    """``json.dumps(..., default=to_jsonable)``: dataclasses become dicts, tuples and sets lists,
+    paths strings; anything else raises ``TypeError`` naming its type (the ``default`` protocol).
+
+    The one conversion used for config files and run directories' ``config.json``.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
-    if isinstance(obj, tuple):
+    if isinstance(obj, tuple | set):
         return list(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write a {type(obj).__name__} as JSON")

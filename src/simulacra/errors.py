@@ -37,3 +37,11 @@ class CapabilityError(SimulacraError, TypeError):
 
 class TrainingError(SimulacraError):
     """Training that cannot go on, e.g. a loss that became NaN or infinite (diverged)."""
+
+
+def positive_int(value: object, name: str) -> int:
+    """``value`` itself when it is an integer ≥ 1 (a bool is not), else a :class:`ConfigError`
+    saying that ``name`` must be a positive integer and what was found."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer; found {value!r}")
+    return value

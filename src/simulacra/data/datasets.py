@@ -19,15 +19,12 @@ Binarization (``DataConfig.binarize``):
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from simulacra.config import DataConfig
 from simulacra.data import transforms
 from simulacra.data.files import (
     build_dataset,
@@ -44,6 +41,32 @@ from simulacra.data.text import is_text_spec, load_text
 from simulacra.data.toys import TOYS, ToySampler
 from simulacra.errors import DataError, UnknownNameError
 from simulacra.registry import Registry
+from simulacra.seeding import generator_for
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on and how to prepare it.
+
+    Attributes:
+        name: a registered dataset (``digits``, ``mnist``, ``binarized-mnist``, ``moons``, ...)
+            or a path to a ``.npz``/``.npy``/``.csv`` file or an image folder.
+        data_dir: where to look for downloaded files (default ``$SIMULACRA_DATA``).
+        binarize: ``None``, ``"static"`` (one fixed Bernoulli draw) or ``"dynamic"`` (a fresh
+            Bernoulli draw of every batch).
+        valid_fraction: share of the training split held out for validation when the source has
+            no validation split.
+        limit: keep only the first ``limit`` training examples (quick experiments).
+        num_samples: size of generated (toy) datasets.
+    """
+
+    name: str = "digits"
+    data_dir: str | None = None
+    binarize: str | None = None
+    valid_fraction: float = 0.1
+    limit: int | None = None
+    num_samples: int = 20000
+
 
 DatasetFactory = Callable[[DataConfig, int], Dataset]
 
@@ -52,17 +75,6 @@ DATASETS: Registry[DatasetFactory] = Registry("dataset")
 BINARIZE: tuple[str, ...] = ("static", "dynamic")
 
 DIGITS_TEST_SIZE = 297
-
-
-def derive_seed(seed: int, *tags: str) -> int:
-    """A 63-bit seed derived from ``seed`` and ``tags`` (stable across processes and platforms),
-    so that e.g. the train, valid and test draws of a run are independent yet reproducible."""
-    digest = hashlib.blake2b(repr((int(seed), *tags)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def _generator(seed: int, *tags: str) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, *tags))
 
 
 # ----------------------------------------------------------------------------- digits
@@ -216,10 +228,10 @@ def binarized_mnist(config: DataConfig, seed: int = 0) -> Dataset:
 def _toy_factory(name: str, sampler: ToySampler) -> DatasetFactory:
     def factory(config: DataConfig, seed: int = 0) -> Dataset:
         n = config.num_samples
-        splits = {"train": (sampler(n, _generator(seed, name, "train")), None)}
+        splits = {"train": (sampler(n, generator_for(seed, name, "train")), None)}
         if n // 5:
             for key in ("valid", "test"):
-                splits[key] = (sampler(n // 5, _generator(seed, name, key)), None)
+                splits[key] = (sampler(n // 5, generator_for(seed, name, key)), None)
         return build_dataset(name, name, splits, support="real", levels=None)
 
     factory.__doc__ = (
@@ -289,7 +301,7 @@ def binarize(dataset: Dataset, mode: str | None, seed: int = 0) -> Dataset:
     def draw(split: Split | None, key: str) -> Split | None:
         if split is None:
             return None
-        x = transforms.bernoulli(split.x, _generator(seed, "binarize", key))
+        x = transforms.bernoulli(split.x, generator_for(seed, "binarize", key))
         return Split(x, split.y)
 
     info = replace(dataset.info, support="binary", levels=2)

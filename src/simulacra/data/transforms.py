@@ -61,14 +61,15 @@ def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None)
     return (k + u.to(x.device)) / levels
 
 
-def standardization(x: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+def standardization(x: Tensor, eps: float = 1e-8, *, unbiased: bool = False) -> tuple[Tensor, Tensor]:
     """Per-dimension mean and standard deviation of examples ``x`` (N, ...), each of shape (...).
 
-    A dimension whose standard deviation is below ``eps`` (a constant column) gets 1, so that
-    standardizing leaves it centred instead of dividing by zero.
+    The standard deviation divides by N, or by N − 1 when ``unbiased``. A dimension whose
+    standard deviation is below ``eps`` (a constant column) gets 1, so that standardizing leaves
+    it centred instead of dividing by zero; so does every dimension of a single example.
     """
     mean = x.mean(dim=0)
-    std = x.std(dim=0, unbiased=False) if x.shape[0] > 1 else torch.ones_like(mean)
+    std = x.std(dim=0, unbiased=unbiased) if x.shape[0] > 1 else torch.ones_like(mean)
     return mean, torch.where(std < eps, torch.ones_like(std), std)
 
 

@@ -10,7 +10,7 @@ and returns (z(T), ℓ(T) = log|det ∂z(T)/∂x|); ``inverse`` integrates the s
 back to 0. The trace is exact for small D (one batched backward pass over D copies of the batch),
 or Hutchinson's unbiased estimate tr(J) = E_ε[εᵀ J ε] with E[εεᵀ] = I (FFJORD §2.2), one
 vector–Jacobian product per evaluation, with ε drawn once per solve. The ODE is solved by
-:func:`simulacra.flows.ode.odeint` and differentiated by backpropagating through its steps.
+:func:`simulacra.numerics.ode.odeint` and differentiated by backpropagating through its steps.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from simulacra.errors import ConfigError, DataError
 from simulacra.flows.base import Transform
-from simulacra.flows.ode import ODE_METHODS, odeint, rms_norm
 from simulacra.nn.mlp import ACTIVATIONS
+from simulacra.numerics.ode import ODE_METHODS, odeint, rms_norm
 
 
 class ConcatSquashLinear(nn.Module):

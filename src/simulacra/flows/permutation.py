@@ -1,8 +1,9 @@
-"""Permutations of coordinates (volume preserving, log|det| = 0) and batch normalization as a flow layer.
+"""Permutations of coordinates (volume preserving, log|det| = 0), and normalization as a flow layer.
 
 Between coupling or autoregressive layers a permutation lets every coordinate be transformed
 and conditioned on in turn (RealNVP alternates masks; MAF reverses the order). The batch-norm
-layer is the one of RealNVP §3.7 and MAF §3.4.
+layer is the one of RealNVP §3.7 and MAF §3.4; :class:`Standardize` is a fixed normalization
+by training statistics (a flow fitted to standardized data, scored on the original scale).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from simulacra.errors import ConfigError
 from simulacra.flows.base import Transform
+from simulacra.nn.embeddings import Standardization
 
 
 class Permutation(Transform):
@@ -85,3 +87,31 @@ class BatchNorm(Transform):
         log_scale = self.log_gamma - 0.5 * torch.log(self.running_var + self.eps)
         x = (z - self.beta) * torch.exp(-log_scale) + self.running_mean
         return x, (-log_scale.sum()).expand(z.shape[0])
+
+
+class Standardize(Transform):
+    """z = (x − m) / s with fixed m, s (D,): log|det ∂z/∂x| = −Σ_d log s_d.
+
+    A flow q̃ over standardized values with this layer in front is the density
+    q(x) = q̃((x − m)/s) / Π_d s_d on the original scale. m and s are buffers (the identity
+    until :meth:`fit` sets them from training data, or a checkpoint restores them). Vectors (B, D).
+
+    Args:
+        features: D.
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.standardization = Standardization(features)
+
+    def fit(self, x: Tensor) -> None:
+        """m, s from training values x (N, D): see :meth:`Standardization.fit`."""
+        self.standardization.fit(x)
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        scale = self.standardization.scale
+        return self.standardization(x), (-scale.log().sum()).expand(x.shape[0])
+
+    def inverse(self, z: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        s = self.standardization
+        return z * s.scale + s.shift, s.scale.log().sum().expand(z.shape[0])

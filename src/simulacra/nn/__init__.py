@@ -1,7 +1,16 @@
-"""Networks only: MLPs, convolutional encoders/decoders, context embeddings."""
+"""Networks only: MLPs, convolutional encoders/decoders, context embeddings and standardization."""
 
 from simulacra.nn.conv import ConvDecoder, ConvEncoder
-from simulacra.nn.embeddings import ContextEmbedding, ContextNet
+from simulacra.nn.embeddings import ContextEmbedding, ContextNet, Standardization
 from simulacra.nn.mlp import ACTIVATIONS, MLP, activation
 
-__all__ = ["ACTIVATIONS", "MLP", "ContextEmbedding", "ContextNet", "ConvDecoder", "ConvEncoder", "activation"]
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "ContextEmbedding",
+    "ContextNet",
+    "ConvDecoder",
+    "ConvEncoder",
+    "Standardization",
+    "activation",
+]

@@ -2,7 +2,8 @@
 
 A conditional network computes ``f([x, e(c)])``: the embedding ``e(c)`` of the context is
 concatenated to the input: to the feature axis of vectors (B, D), or as constant channels of
-images (B, C, H, W) (the usual way to condition a convolutional network on a label).
+images (B, C, H, W) (the usual way to condition a convolutional network on a label). A
+continuous context (features (B, C)) is usually standardized first (:class:`Standardization`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from simulacra.errors import ConfigError, DataError
+from simulacra.data.transforms import standardization
+from simulacra.errors import ConfigError, DataError, positive_int
 
 
 class ContextEmbedding(nn.Module):
@@ -77,3 +79,47 @@ class ContextNet(nn.Module):
                 e = e.reshape(*e.shape, *([1] * (h.dim() - 2))).expand(-1, -1, *h.shape[2:])
             h = torch.cat([h, e], dim=1)
         return self.net(h)
+
+
+class Standardization(nn.Module):
+    """Features (..., C) -> (x − m) / s, with m and s (C,) fixed buffers, not parameters.
+
+    m and s start as 0 and 1 (the identity) and are set from training data by :meth:`fit`;
+    they are saved with the weights, so a reloaded network standardizes as the trained one did.
+
+    Args:
+        features: C.
+    """
+
+    shift: Tensor
+    scale: Tensor
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.features = positive_int(features, "features")
+        self.register_buffer("shift", torch.zeros(self.features))
+        self.register_buffer("scale", torch.ones(self.features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 1 or x.shape[-1] != self.features:
+            raise DataError(
+                f"expected values with {self.features} features, shape (..., {self.features}); "
+                f"found shape {tuple(x.shape)}"
+            )
+        return (x - self.shift) / self.scale
+
+    @torch.no_grad()
+    def fit(self, x: Tensor) -> None:
+        """m, s = mean and sample standard deviation (N − 1) of x (N, C); s = 1 where a feature is
+        constant (or N = 1).
+
+        Raises:
+            DataError: x is not (N, C) with N ≥ 1, or holds NaN or inf.
+        """
+        if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] != self.features:
+            raise DataError(f"expected (N, {self.features}) values to standardize; found {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise DataError("cannot standardize values with NaN or inf")
+        mean, std = standardization(x, unbiased=True)
+        self.shift.copy_(mean)
+        self.scale.copy_(std)

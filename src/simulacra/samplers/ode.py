@@ -14,7 +14,7 @@ from x(t_min) = x it is a continuous normalizing flow, so the instantaneous chan
 
 with p_1 = N(0, s² I), s = ``process.prior_std``. The trace is exact for small D or Hutchinson's
 unbiased estimate (FFJORD), both from :meth:`ContinuousFlow.field_and_trace`; the ODE is solved
-by :func:`simulacra.flows.ode.odeint`.
+by :func:`simulacra.numerics.ode.odeint`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from simulacra.errors import ConfigError
 from simulacra.flows.continuous import ContinuousFlow
-from simulacra.flows.ode import ODE_METHODS, odeint, rms_norm
+from simulacra.numerics.ode import ODE_METHODS, odeint, rms_norm
 from simulacra.processes.gaussian import Denoise, batch_time, expand
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.samplers.diffusion import SAMPLERS, broadcast_time, check_grid, score_from_x0

@@ -1,5 +1,8 @@
 """Calibration of posterior estimates: simulation-based calibration, expected coverage, agreement.
 
+These procedures simulate the trials and draw from the estimate; the statistics of the ranks and
+coverages they compute, and their result types, are in :mod:`simulacra.metrics.calibration`.
+
 * simulation-based calibration (Talts et al. 2018, "Validating Bayesian inference algorithms
   with simulation-based calibration"): for θ* ~ p(θ), x ~ p(x | θ*) and θ_1..θ_L ~ q(θ | x), the
   rank r_d = #{l : θ_l,d < θ*_d} is uniform on {0, …, L} for every d when q = p(θ | x);
@@ -9,74 +12,35 @@
 * agreement with a known posterior: KL(p ‖ q), errors of the mean and standard deviation, MMD.
 
 Every function takes a posterior-like object (``sample(x, n, generator)``, ``log_prob(θ, x)``):
-a trained :class:`simulacra.tasks.posterior.PosteriorEstimator` or the exact posterior.
+a :class:`simulacra.tasks.posterior.PosteriorEstimator` or the exact posterior.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from simulacra.errors import ConfigError
-from simulacra.tasks.posterior import PosteriorLike, _check_n
+from simulacra.errors import positive_int
+from simulacra.metrics.calibration import (
+    CoverageResult,
+    SBCResult,
+    coverage_levels,
+    hpd_coverage,
+    sbc_statistics,
+)
+from simulacra.metrics.two_sample import mmd
+from simulacra.tasks.posterior import PosteriorLike
 from simulacra.tasks.simulators import Simulator
-
-
-def chi2_uniform_test(counts: Tensor, probs: Tensor) -> tuple[float, float]:
-    """Pearson's χ² = Σ_b (n_b − N π_b)² / (N π_b) against cell probabilities π, and its p-value
-    P(χ²_{B−1} ≥ χ²) = Q((B − 1)/2, χ²/2) (regularised upper incomplete gamma)."""
-    counts = counts.double()
-    expected = counts.sum() * probs.double()
-    stat = float(((counts - expected).square() / expected).sum())
-    dof = counts.numel() - 1
-    p = float(torch.special.gammaincc(torch.tensor(dof / 2.0, dtype=torch.float64), torch.tensor(stat / 2.0)))
-    return stat, p
-
-
-@dataclass
-class SBCResult:
-    """Simulation-based calibration ranks and their uniformity tests.
-
-    Attributes:
-        ranks: (T, D_θ) ranks in {0, …, L}, one row per trial.
-        num_posterior_samples: L.
-        bins: the number of rank bins B of the χ² test.
-        statistics: (D_θ,) χ² statistics with B − 1 degrees of freedom.
-        p_values: (D_θ,) p-values of H₀: ranks uniform on {0, …, L}.
-    """
-
-    ranks: Tensor
-    num_posterior_samples: int
-    bins: int
-    statistics: Tensor
-    p_values: Tensor
-
-    def histogram(self) -> Tensor:
-        """(D_θ, B) counts of the binned ranks."""
-        return torch.stack([bin_ranks(r, self.num_posterior_samples, self.bins) for r in self.ranks.T])
-
-
-def bin_ranks(ranks: Tensor, num_samples: int, bins: int) -> Tensor:
-    """(B,) counts of ranks r ∈ {0..L} in B bins, the bin of r being ⌊r B / (L + 1)⌋."""
-    return torch.bincount(ranks.long() * bins // (num_samples + 1), minlength=bins)
-
-
-def rank_bin_probabilities(num_samples: int, bins: int) -> Tensor:
-    """(B,) probability of each rank bin under the uniform law on {0..L}: #{r : ⌊r B/(L+1)⌋ = b} / (L + 1)
-    (exact, also when B does not divide L + 1)."""
-    values = torch.arange(num_samples + 1)
-    return torch.bincount(values * bins // (num_samples + 1), minlength=bins).double() / (num_samples + 1)
 
 
 def _trials(
     simulator: Simulator, num_trials: int, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor]:
-    _check_n(num_trials, "num_trials")
+    positive_int(num_trials, "num_trials")
     return simulator.simulate_pairs(num_trials, generator)
 
 
@@ -112,44 +76,13 @@ def sbc_ranks(
     Returns:
         An :class:`SBCResult`.
     """
-    _check_n(num_posterior_samples, "num_posterior_samples")
+    L = positive_int(num_posterior_samples, "num_posterior_samples")
     theta, x = _trials(simulator, num_trials, generator)
-    L = num_posterior_samples
     ranks = torch.empty(num_trials, simulator.theta_dim, dtype=torch.long)
     for part in _chunks(num_trials, L):
         draws = estimator.sample(x[part], L, generator)  # (L, m, D_θ)
         ranks[part] = (draws < theta[part][None]).sum(0)
-    b = bins if bins is not None else min(L + 1, 20, max(2, num_trials // 5))
-    if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= L + 1:
-        raise ConfigError(f"bins must be an integer in [2, L + 1 = {L + 1}]; found {b!r}")
-    stats, ps = [], []
-    for d in range(simulator.theta_dim):
-        stat, p = chi2_uniform_test(bin_ranks(ranks[:, d], L, b), rank_bin_probabilities(L, b))
-        stats.append(stat)
-        ps.append(p)
-    return SBCResult(ranks, L, b, torch.tensor(stats), torch.tensor(ps))
-
-
-@dataclass
-class CoverageResult:
-    """Expected coverage of highest-density credible regions.
-
-    Attributes:
-        levels: (K,) credibility levels c.
-        coverage: (K,) empirical P(θ* ∈ HPD_c), ≈ c when q is calibrated; below c: overconfident.
-        stderr: (K,) binomial standard errors √(coverage (1 − coverage) / T).
-        alphas: (T,) per trial, the share of posterior draws denser than θ*: θ* ∈ HPD_c ⇔ α < c.
-    """
-
-    levels: Tensor
-    coverage: Tensor
-    stderr: Tensor
-    alphas: Tensor = field(repr=False)
-
-    @property
-    def max_error(self) -> float:
-        """max_c |coverage(c) − c|."""
-        return float((self.coverage - self.levels).abs().max())
+    return sbc_statistics(ranks, L, bins)
 
 
 @torch.no_grad()
@@ -176,21 +109,16 @@ def expected_coverage(
     Returns:
         A :class:`CoverageResult`.
     """
-    _check_n(num_posterior_samples, "num_posterior_samples")
-    lv = torch.as_tensor(list(levels), dtype=torch.float64)
-    if lv.dim() != 1 or lv.numel() == 0 or not bool(((lv > 0) & (lv < 1)).all()):
-        raise ConfigError(f"coverage levels must be numbers in (0, 1); found {list(levels)}")
+    L = positive_int(num_posterior_samples, "num_posterior_samples")
+    lv = coverage_levels(levels)
     theta, x = _trials(simulator, num_trials, generator)
-    L = num_posterior_samples
     alphas = torch.empty(num_trials, dtype=torch.float64)
     for part in _chunks(num_trials, L):
         draws = estimator.sample(x[part], L, generator)  # (L, m, D_θ)
         log_q = estimator.log_prob(draws, x[part])  # (L, m)
         log_q_true = estimator.log_prob(theta[part][None], x[part])  # (1, m)
         alphas[part] = (log_q > log_q_true).double().mean(0)
-    coverage = (alphas[None] < lv[:, None]).double().mean(1)
-    stderr = (coverage * (1 - coverage) / num_trials).sqrt()
-    return CoverageResult(lv, coverage, stderr, alphas)
+    return hpd_coverage(alphas, lv)
 
 
 # -- agreement with a known posterior ----------------------------------------------------------
@@ -215,9 +143,7 @@ def posterior_agreement(
     Returns:
         ``{name: {"value", "stderr", "estimator", "unit", "n"}}``, the CLI's metric records.
     """
-    from simulacra.metrics.two_sample import mmd
-
-    n = _check_n(num_samples, "num_samples")
+    n = positive_int(num_samples, "num_samples")
     q_draws = estimator.sample(x_obs, n, generator)
     p_draws = reference.sample(x_obs, n, generator)
     log_ratio = (reference.log_prob(p_draws, x_obs) - estimator.log_prob(p_draws, x_obs)).double()

@@ -2,9 +2,10 @@
 
 Batches are numbered b = 0, 1, 2, ... With ``K = N // B`` batches per epoch (last incomplete
 batch dropped), batch ``b`` is positions ``[(b mod K) B, (b mod K + 1) B)`` of the permutation of
-epoch ``e = b // K``. The permutation is drawn by a generator seeded with ``derive_seed(seed, e)``:
-nothing is carried from one batch to the next, so a run resumed at any step sees exactly the
-batches of an uninterrupted one. A training step reads ``k`` batches (``k = 1`` unless an
+epoch ``e = b // K``. The permutation is drawn by a generator seeded with
+``derive_seed(seed, SALT_PERMUTATION, e)`` (:mod:`simulacra.seeding`): nothing is carried from one
+batch to the next, so a run resumed at any step sees exactly the batches of an uninterrupted one.
+A training step reads ``k`` batches (``k = 1`` unless an
 optimizer group asks for a fresh batch for each of its updates): step ``s`` reads batches
 ``s k, …, s k + k − 1``. Under DDP, rank ``r`` of ``R`` takes the ``r``-th contiguous shard of
 size ``B / R`` of every global batch, so the union over ranks is the single-process batch.
@@ -19,37 +20,14 @@ import torch
 from torch import Tensor
 
 from simulacra.errors import ConfigError
-
-_MASK64 = (1 << 64) - 1
+from simulacra.seeding import derive_seed as derive_seed  # re-exported for train.loop
+from simulacra.seeding import generator_for
 
 # Salts separating the random streams derived from one seed.
 SALT_PERMUTATION = 0x5045524D
 SALT_TRANSFORM = 0x5452414E
 SALT_EVAL = 0x4556414C
 SALT_RANK = 0x52414E4B
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed mixing the integers ``parts`` (splitmix64), e.g. ``(seed, salt, epoch)``.
-
-    Distinct tuples give (with overwhelming probability) unrelated generator streams.
-    """
-    h = 0
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h >> 1
-
-
-def generator_for(*parts: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A fresh ``torch.Generator`` on ``device`` seeded with ``derive_seed(*parts)``."""
-    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
 
 
 @dataclass(frozen=True)

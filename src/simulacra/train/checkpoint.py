@@ -42,6 +42,7 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
+from simulacra.config import to_jsonable
 from simulacra.data.info import DataInfo
 from simulacra.errors import CheckpointError
 from simulacra.models.base import GenerativeModel
@@ -260,27 +261,15 @@ def save_run_config(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    run = json.loads(json.dumps(dict(run_config or {}), default=_jsonable))
+    run = json.loads(json.dumps(dict(run_config or {}), default=to_jsonable))
     spec = getattr(model, "spec", None)
-    spec = json.loads(json.dumps(dict(spec), default=_jsonable)) if spec is not None else run.get("model")
+    spec = json.loads(json.dumps(dict(spec), default=to_jsonable)) if spec is not None else run.get("model")
     info = model.info.to_dict()
     info["event_shape"] = list(model.info.event_shape)
     config = {"run": run, "model": spec, "info": info, "simulacra_version": simulacra_version()}
     write_marker(run_dir, simulacra_version())
     atomic_write_json(run_dir / CONFIG_FILE, config)
     return run_dir / CONFIG_FILE
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, tuple | set):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(obj)
-    raise TypeError(f"cannot write a {type(obj).__name__} into config.json")
 
 
 # --------------------------------------------------------------------------- final model

@@ -1,8 +1,9 @@
 """Pictures of a posterior estimate: a corner plot of its draws and its calibration diagnostics.
 
-See :mod:`simulacra.tasks.posterior` for the estimator, simulation-based calibration (Talts et
-al. 2018) and expected coverage (Hermans et al. 2022). Figures use ``matplotlib.figure.Figure``
-with the Agg canvas (no pyplot, no global state).
+The corner plot takes draws (tensors); the calibration plot takes the statistics of
+:mod:`simulacra.metrics.calibration` (simulation-based calibration, Talts et al. 2018; expected
+coverage, Hermans et al. 2022), which :mod:`simulacra.tasks.calibration` computes for an estimator.
+Figures use ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no global state).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor
 
 from simulacra.errors import DataError
-from simulacra.tasks.calibration import CoverageResult, SBCResult, rank_bin_probabilities
+from simulacra.metrics.calibration import CoverageResult, SBCResult, rank_bin_probabilities
 from simulacra.viz.grids import save_figure
 
 

@@ -11,10 +11,6 @@ The presets live in one module per family (:mod:`~simulacra.models.zoo.autoencod
 
 from __future__ import annotations
 
-from simulacra.models.zoo._flow_layers import (  # used by simulacra.tasks.posterior
-    _autoregressive_layers as _autoregressive_layers,
-)
-from simulacra.models.zoo._flow_layers import _coupling_layers as _coupling_layers
 from simulacra.models.zoo._registry import MODELS, build_model
 
 # Importing a family registers its presets: these imports keep the registration order fixed.
@@ -22,7 +18,7 @@ from simulacra.models.zoo._registry import MODELS, build_model
 from simulacra.models.zoo.autoencoders import (
     vae, vae_iaf, vae_flow_prior, conv_vae, beta_vae, iwae, cvae, ae, conv_ae, linear_ae, dae,
 )  # fmt: skip
-from simulacra.models.zoo.flows import realnvp, maf, iaf, nsf, nsf_coupling, torus, glow, umnn, cnf
+from simulacra.models.zoo.flows import realnvp, maf, iaf, nsf, nsf_coupling, torus, glow, umnn, cnf, posterior
 from simulacra.models.zoo.autoregressive import nade, rnade, made, pixelcnn, gated_pixelcnn, transformer
 from simulacra.models.zoo.diffusion import ddpm, score_sde
 # isort: on
@@ -34,7 +30,7 @@ __all__ = [
     "vae", "vae_iaf", "vae_flow_prior", "conv_vae", "beta_vae", "iwae", "cvae",
     "ae", "conv_ae", "linear_ae", "dae",
     # normalizing flows
-    "realnvp", "maf", "iaf", "nsf", "nsf_coupling", "torus", "glow", "umnn", "cnf",
+    "realnvp", "maf", "iaf", "nsf", "nsf_coupling", "torus", "glow", "umnn", "cnf", "posterior",
     # autoregressive
     "nade", "rnade", "made", "pixelcnn", "gated_pixelcnn", "transformer",
     # diffusion

@@ -12,13 +12,13 @@ from simulacra.data.info import DataInfo
 from simulacra.distributions.heads import head_for
 from simulacra.distributions.lazy import Amortized
 from simulacra.distributions.standard import DiagonalGaussian, StandardNormal
-from simulacra.errors import ConfigError
+from simulacra.errors import ConfigError, positive_int
 from simulacra.flows.base import Affine, ElementwiseTransform
 from simulacra.flows.flow import AmortizedFlow, LazyFlow
+from simulacra.flows.recipes import maf_layers
 from simulacra.models.autoencoder import Autoencoder
 from simulacra.models.vae import VAE
-from simulacra.models.zoo._common import _context, _flow_context, _positive_int
-from simulacra.models.zoo._flow_layers import _autoregressive_layers
+from simulacra.models.zoo._common import _context, _flow_context
 from simulacra.models.zoo._registry import MODELS
 from simulacra.nn.conv import ConvDecoder, ConvEncoder
 from simulacra.nn.embeddings import ContextEmbedding, ContextNet
@@ -45,7 +45,7 @@ def _networks(
     """Encoder x -> (B, enc_out) and decoder z -> (B, dec_params · D), both seeing the context.
     ``hidden`` lists the encoder's layer sizes (conv: channels); the decoder mirrors them."""
     extra = 0 if context is None else context.out_features
-    hidden = [_positive_int(h, "each hidden size") for h in hidden]
+    hidden = [positive_int(h, "each hidden size") for h in hidden]
     if arch == "mlp":
         enc = MLP(info.dim + extra, hidden, enc_out, activation)
         dec = MLP(latent_dim + extra, hidden[::-1], dec_params * info.dim, activation)
@@ -81,8 +81,8 @@ def _vae(
     flow_transforms: int = 4,
     flow_hidden: Sequence[int] = (64, 64),
 ) -> VAE:
-    latent_dim = _positive_int(latent_dim, "latent_dim")
-    num_samples = _positive_int(num_samples, "num_samples")
+    latent_dim = positive_int(latent_dim, "latent_dim")
+    num_samples = positive_int(num_samples, "num_samples")
     if num_samples > 1 and free_bits > 0:
         raise ConfigError(f"free bits apply to the ELBO (num_samples=1); found num_samples={num_samples}")
     if free_bits > 0 and (prior != "normal" or posterior != "gaussian"):
@@ -121,7 +121,7 @@ def _prior(
     if name != "maf":
         raise ConfigError(f"unknown prior {name!r}; expected 'normal' or 'maf'")
     context, cf = _flow_context(info, conditional, embedding_dim)
-    layers = _autoregressive_layers(DataInfo((latent_dim,)), transforms, hidden, "relu", cf, Affine)
+    layers = maf_layers(latent_dim, transforms, hidden, "relu", cf)
     return LazyFlow(layers, (latent_dim,), context=context)
 
 
@@ -136,9 +136,7 @@ def _posterior(
     if name != "iaf":
         raise ConfigError(f"unknown posterior {name!r}; expected 'gaussian' or 'iaf'")
     gaussian = ElementwiseTransform(Affine(bound=8.0), latent_dim, nn.Linear(features, 2 * latent_dim))
-    steps = _autoregressive_layers(
-        DataInfo((latent_dim,)), transforms, hidden, "relu", features, Affine, inverse=True
-    )
+    steps = maf_layers(latent_dim, transforms, hidden, "relu", features, inverse=True)
     return AmortizedFlow(net, [*steps[::-1], gaussian], (latent_dim,))
 
 
@@ -234,10 +232,10 @@ def _ae(
     noise: float = 0.0,
     **head_kwargs: Any,
 ) -> Autoencoder:
-    latent_dim = _positive_int(latent_dim, "latent_dim")
+    latent_dim = positive_int(latent_dim, "latent_dim")
     head = head_for(info, likelihood, **head_kwargs)
     enc, dec = _networks(info, arch, latent_dim, latent_dim, head.params_per_dim, hidden, activation, None)
-    density_kwargs = {"num_components": _positive_int(num_components, "num_components")}
+    density_kwargs = {"num_components": positive_int(num_components, "num_components")}
     density = LATENT_DENSITIES.build(
         {"name": latent_density, **(density_kwargs if latent_density == "gmm" else {})}, dim=latent_dim
     )

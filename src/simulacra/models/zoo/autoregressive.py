@@ -10,9 +10,8 @@ from torch import nn
 
 from simulacra.data.info import DataInfo
 from simulacra.distributions.heads import head_for
-from simulacra.errors import ConfigError
+from simulacra.errors import ConfigError, positive_int
 from simulacra.models.autoregressive import Autoregressive
-from simulacra.models.zoo._common import _positive_int
 from simulacra.models.zoo._registry import MODELS
 from simulacra.nn.masked import MADE
 from simulacra.nn.nade import NADE
@@ -43,7 +42,7 @@ def nade(
     """θ_{o(t)} = V σ(c + W x_{o(<t)}) + b, one pass for log p and an O(D·H) recurrence to sample;
     ``likelihood`` "auto" is Bernoulli on binary data."""
     head = _entry_head(info, likelihood)
-    net = NADE(info.dim, _positive_int(hidden, "hidden"), head.params_per_dim, _order(info, order))
+    net = NADE(info.dim, positive_int(hidden, "hidden"), head.params_per_dim, _order(info, order))
     return Autoregressive(info, net, head)
 
 
@@ -53,10 +52,8 @@ def rnade(
 ) -> Autoregressive:
     """Real-valued NADE: p(x_d | x_<d) = Σ_k π_k N(μ_k, σ_k²), the parameters from NADE's shared
     hidden layer (ReLU, as Uria et al.)."""
-    head = _entry_head(info, "gaussian-mixture", components=_positive_int(components, "components"))
-    net = NADE(
-        info.dim, _positive_int(hidden, "hidden"), head.params_per_dim, _order(info, order), activation
-    )
+    head = _entry_head(info, "gaussian-mixture", components=positive_int(components, "components"))
+    net = NADE(info.dim, positive_int(hidden, "hidden"), head.params_per_dim, _order(info, order), activation)
     return Autoregressive(info, net, head)
 
 
@@ -79,11 +76,11 @@ def made(
     head = _entry_head(info, likelihood)
     net = MADE(
         info.dim,
-        [_positive_int(h, "each hidden size") for h in hidden],
+        [positive_int(h, "each hidden size") for h in hidden],
         head.params_per_dim,
         activation=activation,
         seed=seed,
-        num_masks=_positive_int(num_masks, "num_masks"),
+        num_masks=positive_int(num_masks, "num_masks"),
         resample_order=resample_order,
         direct=bool(direct),
     )

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from simulacra.data.info import DataInfo
-from simulacra.errors import ConfigError
+from simulacra.errors import ConfigError, positive_int
 from simulacra.models.diffusion import Diffusion
-from simulacra.models.zoo._common import _positive_int
 from simulacra.models.zoo._registry import MODELS
 from simulacra.nn.time import TimeMLP
 from simulacra.nn.unet import UNet
@@ -34,7 +33,7 @@ def _denoiser(
     num_classes = info.num_classes if conditional else None
     arch = ("unet" if info.is_image else "mlp") if arch == "auto" else arch
     if arch == "mlp":
-        hidden = [_positive_int(h, "each hidden size") for h in hidden]
+        hidden = [positive_int(h, "each hidden size") for h in hidden]
         return TimeMLP(info.event_shape, hidden, num_classes=num_classes)
     if arch != "unet":
         raise ConfigError(f"unknown denoiser architecture {arch!r}; expected 'auto', 'mlp' or 'unet'")
@@ -69,7 +68,7 @@ def ddpm(
     return Diffusion(
         info, _denoiser(info, arch, hidden, channels, attention_resolution, conditional),
         SCHEDULES.build(schedule), prediction=prediction, weighting=weighting,
-        timesteps=_positive_int(timesteps, "timesteps"), conditional=conditional,
+        timesteps=positive_int(timesteps, "timesteps"), conditional=conditional,
         label_dropout=label_dropout, sampler=sampler, sample_steps=sample_steps,
     )  # fmt: skip
 
@@ -98,5 +97,5 @@ def score_sde(
     return Diffusion(
         info, _denoiser(info, arch, hidden, channels, attention_resolution, conditional), process,
         prediction=prediction, weighting=weighting, timesteps=None, conditional=conditional,
-        label_dropout=label_dropout, sampler=sampler, sample_steps=_positive_int(sample_steps, "sample_steps"),
+        label_dropout=label_dropout, sampler=sampler, sample_steps=positive_int(sample_steps, "sample_steps"),
     )  # fmt: skip

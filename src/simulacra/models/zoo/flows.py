@@ -1,4 +1,4 @@
-"""Normalizing-flow presets: realnvp, maf, iaf, nsf, nsf-coupling, torus, glow, umnn and cnf."""
+"""Normalizing-flow presets: realnvp, maf, iaf, nsf, nsf-coupling, torus, glow, umnn, cnf and posterior."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from simulacra.data.info import DataInfo
-from simulacra.errors import ConfigError
+from simulacra.errors import ConfigError, positive_int
 from simulacra.flows.base import Affine, Composed, Reshape, Transform
 from simulacra.flows.circular import AngleDomain, AngleFeatures, CircularSpline, UniformCircle
 from simulacra.flows.continuous import ConcatSquashField, ContinuousFlow
@@ -17,12 +17,14 @@ from simulacra.flows.coupling import Coupling, alternating_mask, channel_mask, c
 from simulacra.flows.flow import LazyFlow
 from simulacra.flows.glow import ActNorm, InvertibleConv1x1, MultiScale, squeezed_shapes
 from simulacra.flows.monotonic import UMNN
+from simulacra.flows.permutation import Standardize
+from simulacra.flows.recipes import FLOW_RECIPES, flow_layers, maf_layers, realnvp_layers
 from simulacra.flows.splines import RationalQuadraticSpline
 from simulacra.models.flow import FlowModel
-from simulacra.models.zoo._common import _flow_context, _positive_int
-from simulacra.models.zoo._flow_layers import _autoregressive_layers, _coupling_layers
+from simulacra.models.zoo._common import _flow_context
 from simulacra.models.zoo._registry import MODELS
 from simulacra.nn.conv import CouplingConvNet
+from simulacra.nn.embeddings import Standardization
 from simulacra.nn.mlp import MLP
 
 # -- normalizing flows --------------------------------------------------------------------------
@@ -81,9 +83,8 @@ def realnvp(
             info, 3 if transforms is None else transforms, hidden, activation, batchnorm, levels, cf
         )
         return _image_flow(info, layers, context, conditional, dequantization)
-    layers = _coupling_layers(
-        info, 8 if transforms is None else transforms, hidden, activation, cf, Affine, batchnorm
-    )
+    transforms = 8 if transforms is None else transforms
+    layers = realnvp_layers(info.dim, transforms, hidden, activation, cf, batchnorm=batchnorm)
     return _vector_flow(info, layers, context, conditional, dequantization)
 
 
@@ -102,7 +103,7 @@ def maf(
     """z_i = x_i·exp(s_i(x_<i)) + t_i(x_<i), orders alternating between layers; one pass for
     log p, D passes to sample. ``inverse=True`` is the IAF (the ``iaf`` preset)."""
     context, cf = _flow_context(info, conditional, embedding_dim)
-    layers = _autoregressive_layers(info, transforms, hidden, activation, cf, Affine, inverse, batchnorm)
+    layers = maf_layers(info.dim, transforms, hidden, activation, cf, inverse=inverse, batchnorm=batchnorm)
     return _vector_flow(info, layers, context, conditional, dequantization)
 
 
@@ -137,9 +138,8 @@ def nsf(
     pass for log p, D passes to sample. ``coupling=True``: spline couplings z_B = h(x_B; θ(x_A))
     with alternating masks instead, one pass both ways (the ``nsf-coupling`` preset)."""
     context, cf = _flow_context(info, conditional, embedding_dim)
-    spline = partial(RationalQuadraticSpline, bins, bound)
-    build = _coupling_layers if coupling else _autoregressive_layers
-    layers = build(info, transforms, hidden, activation, cf, spline)
+    spline = partial(RationalQuadraticSpline, bins=bins, bound=bound)
+    layers = flow_layers(info.dim, transforms, hidden, activation, cf, elementwise=spline, coupling=coupling)
     return _vector_flow(info, layers, context, conditional, dequantization)
 
 
@@ -169,7 +169,7 @@ def torus(
         )
     context, cf = _flow_context(info, conditional, embedding_dim)
     layers: list[Transform] = [AngleDomain()]
-    for i in range(_positive_int(transforms, "transforms")):
+    for i in range(positive_int(transforms, "transforms")):
         h = CircularSpline(bins)
         mask = alternating_mask(info.dim, i % 2)
         n_a, n_b = int(mask.sum()), int((~mask).sum())
@@ -229,8 +229,8 @@ def _multiscale_realnvp(
         raise ConfigError(
             'batchnorm applies to the vector realnvp; use architecture="vector" or glow (ActNorm)'
         )
-    transforms = _positive_int(transforms, "transforms")
-    shapes = squeezed_shapes(info.event_shape, _positive_int(levels, "levels"), "realnvp")
+    transforms = positive_int(transforms, "transforms")
+    shapes = squeezed_shapes(info.event_shape, positive_int(levels, "levels"), "realnvp")
     c, h, w = shapes[-1]
     last = (2 * c, h // 2, w // 2)
     inner: Transform = Composed(
@@ -277,7 +277,7 @@ def glow(
     standard normal base then scores the result; the densities are the same)."""
     context, cf = _flow_context(info, conditional, embedding_dim)
     levels, steps, hidden = (
-        _positive_int(v, n) for v, n in ((levels, "levels"), (steps, "steps"), (hidden, "hidden"))
+        positive_int(v, n) for v, n in ((levels, "levels"), (steps, "steps"), (hidden, "hidden"))
     )
     if not info.is_image:
         d = info.dim
@@ -331,7 +331,7 @@ def umnn(
     def elementwise() -> UMNN:
         return UMNN(integrand_embedding, integrand_hidden, nodes)
 
-    layers = _autoregressive_layers(info, transforms, hidden, activation, cf, elementwise)
+    layers = flow_layers(info.dim, transforms, hidden, activation, cf, elementwise=elementwise)
     return _vector_flow(info, layers, context, conditional, dequantization)
 
 
@@ -371,6 +371,65 @@ def cnf(
             train_rtol=train_rtol,
             train_atol=train_atol,
         )
-        for _ in range(_positive_int(transforms, "transforms"))
+        for _ in range(positive_int(transforms, "transforms"))
     ]
     return _vector_flow(info, layers, context, conditional, dequantization)
+
+
+# -- flows: conditional density estimation (neural posterior estimation) ------------------------
+# q(θ | x) for simulation-based inference: a flow recipe over standardized θ reading standardized
+# x; the standardization is part of the model, so a checkpoint reloads the whole estimator.
+
+
+@MODELS.register(
+    "posterior",
+    "neural posterior estimator (Papamakarios & Murray 2016): a flow q(θ | x) on standardized θ, x",
+)
+def posterior(
+    info: DataInfo,
+    context_dim: int,
+    flow: str = "maf",
+    transforms: int = 5,
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "relu",
+    embedding_dim: int | None = None,
+) -> FlowModel:
+    """q(θ | x) = q̃((θ − m_θ)/s_θ | x̃) / Π_d s_θ,d with x̃ = (x − m_x)/s_x, for θ (D,) = ``info``'s
+    event and a continuous context x (``context_dim``,): q̃ is the recipe ``flow`` of
+    :data:`~simulacra.flows.recipes.FLOW_RECIPES` (``maf``, ``realnvp``, ``nsf``, ``nsf-coupling``)
+    with ``transforms`` layers; ``embedding_dim`` maps x̃ through an MLP (context_dim → hidden[0]
+    → embedding_dim, trained jointly) before the layers read it. m and s are buffers, the
+    identity until set from training pairs (:func:`posterior_standardizations`); log_prob(θ, x)
+    and sample(n, x) take x (B, context_dim) as the context c."""
+    if len(info.event_shape) != 1 or info.support != "real" or info.levels is not None:
+        raise ConfigError(
+            "the posterior flow models real vectors θ (event shape (D,), support 'real'); found event "
+            f"shape {tuple(info.event_shape)}, support {info.support!r}, levels {info.levels}"
+        )
+    x_dim = positive_int(context_dim, "context_dim")
+    context: nn.Module = Standardization(x_dim)
+    if embedding_dim is not None:
+        embedding = MLP(x_dim, list(hidden)[:1], positive_int(embedding_dim, "embedding_dim"), activation)
+        context = nn.Sequential(context, embedding)
+    features = x_dim if embedding_dim is None else embedding_dim
+    layers = FLOW_RECIPES.get(flow)(info.dim, transforms, list(hidden), activation, features)
+    lazy = LazyFlow([Standardize(info.dim), *layers], info.event_shape, context=context)
+    return FlowModel(info, lazy, conditional=True)
+
+
+def posterior_standardizations(model: FlowModel) -> tuple[Standardize, Standardization]:
+    """The standardizations of θ (the flow's first layer) and of x (its context's first module)
+    in a model built by the ``posterior`` preset, e.g. to set them from training pairs.
+
+    Raises:
+        ConfigError: the model was not built by the ``posterior`` preset.
+    """
+    transform, context = model.flow.transform, model.flow.context
+    theta = transform.transforms[0] if isinstance(transform, Composed) and len(transform) else None
+    x = context[0] if isinstance(context, nn.Sequential) else context
+    if not isinstance(theta, Standardize) or not isinstance(x, Standardization):
+        raise ConfigError(
+            f"expected a model of the 'posterior' preset (standardized θ and x); found "
+            f"{getattr(model, 'preset_name', type(model).__name__)!r}"
+        )
+    return theta, x
