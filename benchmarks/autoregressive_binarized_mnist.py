@@ -153,7 +153,7 @@ def main() -> int:
         args.lr,
         args.seed,
         eval_every=eval_every,
-        patience=10**6,  # never stop early, but keep and restore the weights best on valid
+        keep_best=True,  # end on the weights best on valid (no early stopping)
         log_every=max(1, min(500, steps // 10)),
         checkpoint_every=10 * eval_every,
     )

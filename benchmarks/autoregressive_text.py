@@ -122,7 +122,7 @@ def main() -> int:
         args.lr,
         args.seed,
         eval_every=eval_every,
-        patience=10**6,  # keep and restore the weights best on valid
+        keep_best=True,  # end on the weights best on valid (no early stopping)
         log_every=max(1, min(500, steps // 10)),
         grad_clip=1.0,
     )

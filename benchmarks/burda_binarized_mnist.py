@@ -92,7 +92,7 @@ def main() -> int:
         args.seed,
         max_warmup=1000,
         eval_every=eval_every,
-        patience=10**6,  # never stop early, but keep and restore the weights best on valid
+        keep_best=True,  # end on the weights best on valid (no early stopping)
         log_every=1000,
         checkpoint_every=20 * eval_every,
     )

@@ -31,6 +31,7 @@ from simulacra.config import TrainConfig
 from simulacra.errors import CheckpointError, ConfigError
 from simulacra.models.base import GenerativeModel, WeightedLoss, local_buffer_names
 from simulacra.registry import Registry
+from simulacra.seeding import rng_devices
 from simulacra.train.distributed import all_reduce_max
 
 
@@ -101,15 +102,6 @@ class Callback:
 
     def on_fit_end(self, state: TrainState) -> None:
         """Called once after the final checkpoint and model are written."""
-
-
-def _rng_devices(model: GenerativeModel) -> list[int]:
-    device = model.device
-    return (
-        [device.index if device.index is not None else torch.cuda.current_device()]
-        if device.type == "cuda"
-        else []
-    )
 
 
 class EMA(Callback):
@@ -324,7 +316,7 @@ class SampleEvery(Callback):
         model.eval()
         try:
             swap = self.ema.average_weights() if self.ema is not None else contextlib.nullcontext()
-            with torch.random.fork_rng(devices=_rng_devices(model)), swap:
+            with torch.random.fork_rng(devices=rng_devices(model.device)), swap:
                 generator = torch.Generator(device=device).manual_seed(self.seed)
                 c = None
                 if model.conditional:

@@ -46,6 +46,7 @@ from simulacra.config import TrainConfig
 from simulacra.data.info import Dataset, Split
 from simulacra.errors import CheckpointError, ConfigError, TrainingError
 from simulacra.models.base import GenerativeModel, SecondStage, local_buffer_names
+from simulacra.seeding import rng_devices
 from simulacra.train import distributed
 from simulacra.train.batches import (
     SALT_EVAL,
@@ -649,10 +650,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())
 
 
-def _rng_devices(device: torch.device) -> list[int]:
-    return [device.index] if device.type == "cuda" and device.index is not None else []
-
-
 def validation_score(
     model: GenerativeModel,
     valid: Split,
@@ -674,7 +671,7 @@ def validation_score(
     total = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
     try:
-        with torch.random.fork_rng(devices=_rng_devices(device)):
+        with torch.random.fork_rng(devices=rng_devices(device)):
             torch.manual_seed(derive_seed(seed, SALT_EVAL))
             starts = range(ctx.rank * batch_size, len(valid), ctx.world_size * batch_size)
             for i, start in enumerate(starts):
