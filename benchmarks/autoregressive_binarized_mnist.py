@@ -41,6 +41,7 @@ from simulacra.config import DataConfig, TrainConfig
 from simulacra.data import load_dataset
 from simulacra.data.info import Split
 from simulacra.metrics.likelihood import evaluate_nll
+from simulacra.models.autoregressive import IncrementalNet
 from simulacra.models.zoo import build_model
 from simulacra.train import TimeBudget, fit
 from simulacra.viz.grids import save_examples
@@ -183,7 +184,7 @@ def main() -> int:
     print(f"test NLL {nll} ({eval_seconds:.0f} s)")
     uncached, x = sampling_seconds(model, args.samples, cache=False)
     cached = None
-    if hasattr(model.net, "step"):
+    if isinstance(model.net, IncrementalNet):
         cached, x_cached = sampling_seconds(model, args.samples, cache=True)
         if not torch.equal(x, x_cached):
             print("warning: cached and uncached samples differ")

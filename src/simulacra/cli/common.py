@@ -1,14 +1,19 @@
-"""Helpers shared by the verbs: the console, devices, held-out splits, labels, metric tables and
-the pictures of 2-D densities."""
+"""Helpers shared by the verbs: the console, held-out splits, labels, metric tables and the
+pictures of 2-D densities. Device names are resolved by
+:func:`simulacra.train.distributed.resolve_device`, the one resolver."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from simulacra.errors import ConfigError
+from simulacra.data.info import DataInfo, Split
+from simulacra.errors import CapabilityError, ConfigError
+
+if TYPE_CHECKING:
+    from simulacra.models.base import GenerativeModel
 
 DEFAULT_RUN_ROOT = Path("runs")
 
@@ -19,20 +24,7 @@ def _console() -> Any:
     return Console(highlight=False)
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {name!r} was asked for but CUDA is not available; use --device cpu or auto"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
-
-
-def _has_2d_density(model: Any) -> bool:
+def _has_2d_density(model: GenerativeModel) -> bool:
     """An unconditional model with an exact density over 2-D vectors: pictured as a heat map.
     Not diffusion models: their density is a probability-flow ODE solve (minutes on the grid)."""
     from simulacra.models.base import Denoiser, ExactLikelihood
@@ -41,11 +33,13 @@ def _has_2d_density(model: Any) -> bool:
         isinstance(model, ExactLikelihood)
         and not isinstance(model, Denoiser)
         and tuple(model.info.event_shape) == (2,)
-        and not getattr(model, "conditional", False)
+        and not model.conditional
     )
 
 
-def _density_picture(model: Any, samples: torch.Tensor, path: Path, data: torch.Tensor | None = None) -> None:
+def _density_picture(
+    model: GenerativeModel, samples: torch.Tensor, path: Path, data: torch.Tensor | None = None
+) -> None:
     """The model's density p(x) as a heat map beside a scatter of its samples (2-D data), on the
     square spanned by the data (or the samples) with a 10% margin."""
     from simulacra.viz.plots import plot_density_2d
@@ -62,6 +56,11 @@ def _density_picture(model: Any, samples: torch.Tensor, path: Path, data: torch.
         hi = hi.clamp(max=support[1] - 1e-6 * width)
     bounds = (lo[0].item(), hi[0].item()), (lo[1].item(), hi[1].item())
 
+    from simulacra.models.base import ExactLikelihood
+
+    if not isinstance(model, ExactLikelihood):
+        raise CapabilityError(f"{model.preset_name} has no density to picture")
+
     def log_prob(points: torch.Tensor) -> torch.Tensor:
         return model.log_prob(points.to(model.device, torch.get_default_dtype())).cpu()
 
@@ -69,7 +68,7 @@ def _density_picture(model: Any, samples: torch.Tensor, path: Path, data: torch.
         plot_density_2d(log_prob, samples, path, bounds)
 
 
-def _support_interval(model: Any) -> tuple[float, float] | None:
+def _support_interval(model: GenerativeModel) -> tuple[float, float] | None:
     """(lower, upper) when the model's base distribution lives on an interval, else None."""
     try:
         support = model.distribution().base.support
@@ -82,21 +81,21 @@ def _support_interval(model: Any) -> tuple[float, float] | None:
     return float(torch.as_tensor(lower).min()), float(torch.as_tensor(upper).max())
 
 
-def _sample_labels(model: Any, n: int, info: Any) -> torch.Tensor | None:
-    if not getattr(model, "conditional", False):
+def _sample_labels(model: GenerativeModel, n: int, info: DataInfo) -> torch.Tensor | None:
+    if not model.conditional:
         return None
     k = info.num_classes or 1
     return (torch.arange(n) % k).to(model.device)
 
 
-def _per_character(metrics: dict[str, Any], info: Any) -> dict[str, Any]:
+def _per_character(metrics: dict[str, Any], info: DataInfo) -> dict[str, Any]:
     """For character sequences (text:PATH) bits/dim are bits per character: report them as ``bpc``."""
-    if getattr(info, "vocabulary", None) is not None and "bpd" in metrics:
+    if info.vocabulary is not None and "bpd" in metrics:
         metrics["bpc"] = {**metrics.pop("bpd"), "unit": "bits/character"}
     return metrics
 
 
-def _save_text(x: torch.Tensor, info: Any, path: Path) -> None:
+def _save_text(x: torch.Tensor, info: DataInfo, path: Path) -> None:
     """Decode token sequences (N, T) with ``info.vocabulary`` and write them, one blank line apart."""
     from simulacra.data.text import decode
 
@@ -104,18 +103,13 @@ def _save_text(x: torch.Tensor, info: Any, path: Path) -> None:
     path.write_text("\n\n".join(decode(x, info.vocabulary)) + "\n", encoding="utf-8")
 
 
-def _mmd_metrics(model: Any, split: Any, n: int, *, seed: int) -> dict[str, Any]:
+def _mmd_metrics(model: GenerativeModel, split: Split, n: int, *, seed: int) -> dict[str, Any]:
     from simulacra.metrics.two_sample import mmd
 
     generator = torch.Generator().manual_seed(seed + 1)
     n = min(n, 500)
-    with torch.no_grad():
-        c = (
-            split.y[:n].to(model.device)
-            if getattr(model, "conditional", False) and split.y is not None
-            else None
-        )
-        samples = model.sample(n, c, generator=generator).cpu()
+    c = split.y[:n].to(model.device) if model.conditional and split.y is not None else None
+    samples = model.sample(n, c, generator=generator).cpu()
     value = mmd(samples, split.x[:n])
     return {
         "mmd": {

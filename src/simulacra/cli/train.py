@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,11 +17,14 @@ from simulacra.cli.common import (
     _mmd_metrics,
     _per_character,
     _print_metrics,
-    _resolve_device,
     _sample_labels,
     _save_text,
 )
+from simulacra.data.info import DataInfo, Split
 from simulacra.errors import ConfigError
+
+if TYPE_CHECKING:
+    from simulacra.models.base import GenerativeModel
 
 
 def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,8 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out) if args.out else _default_out(raw)
     config = RunConfig.from_dict(raw)
 
-    device = _resolve_device(config.train.device)
-    dist = init_from_env(device)
+    dist = init_from_env(config.train.device)
     if args.overwrite and not args.resume and dist.is_main:
         _remove_run(run_dir)
     if dist.world_size > 1:
@@ -129,17 +131,17 @@ def _remove_run(run_dir: Path) -> None:
 
 
 def _after_training(
-    model: Any, data: Any, run_dir: Path, config: Any, result: Any, args: Any, console: Any
+    model: GenerativeModel, data: Any, run_dir: Path, config: Any, result: Any, args: Any, console: Any
 ) -> None:
     """Pictures and held-out metrics of a finished run (rank 0 only)."""
     from simulacra.errors import CapabilityError
-    from simulacra.models.base import ImportanceWeighted
+    from simulacra.models.base import ImportanceWeighted, PostHocPrior
     from simulacra.tasks.posthoc import fit_latent_density
     from simulacra.train.checkpoint import save_model
     from simulacra.viz.plots import plot_metrics
 
     model.eval()
-    if hasattr(model, "fit_latent_density"):
+    if isinstance(model, PostHocPrior):
         fit_latent_density(model, data.train.x, data.train.y if model.conditional else None)
         save_model(model, run_dir, config.to_dict())
     held_out = data.test or data.valid or data.train
@@ -166,7 +168,9 @@ def _after_training(
     console.print(f"wrote {run_dir}/: model.safetensors, metrics.json, " + ", ".join(pictures))
 
 
-def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int) -> list[str]:
+def _pictures(
+    model: GenerativeModel, info: DataInfo, held_out: Split, run_dir: Path, *, seed: int
+) -> list[str]:
     from simulacra.models.base import LatentVariableModel
     from simulacra.tasks.interpolate import interpolate
     from simulacra.tasks.manifold import encode_means, latent_manifold
@@ -176,20 +180,20 @@ def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int)
 
     written = []
     generator = torch.Generator().manual_seed(seed)
+    c = _sample_labels(model, 64, info)
+    if info.vocabulary is not None:  # token sequences: the samples as text
+        samples = model.sample(16, None if c is None else c[:16], generator=generator).cpu()
+        _save_text(samples, info, run_dir / "samples.txt")
+        return ["samples.txt"]
+    if _has_2d_density(model):
+        samples = model.sample(2000, generator=generator).cpu()
+        _density_picture(model, samples, run_dir / "samples.png", held_out.x)
+    else:
+        save_examples(model.sample(64, c, generator=generator).cpu(), info, run_dir / "samples.png")
+    written.append("samples.png")
+    if not isinstance(model, LatentVariableModel):
+        return written
     with torch.no_grad():
-        c = _sample_labels(model, 64, info)
-        if info.vocabulary is not None:  # token sequences: the samples as text
-            samples = model.sample(16, None if c is None else c[:16], generator=generator).cpu()
-            _save_text(samples, info, run_dir / "samples.txt")
-            return ["samples.txt"]
-        if _has_2d_density(model):
-            samples = model.sample(2000, generator=generator).cpu()
-            _density_picture(model, samples, run_dir / "samples.png", held_out.x)
-        else:
-            save_examples(model.sample(64, c, generator=generator).cpu(), info, run_dir / "samples.png")
-        written.append("samples.png")
-        if not isinstance(model, LatentVariableModel):
-            return written
         x = held_out.x[:32].to(model.device)
         y = held_out.y[:32].to(model.device) if (model.conditional and held_out.y is not None) else None
         if info.is_image:
@@ -227,11 +231,11 @@ def _pictures(model: Any, info: Any, held_out: Any, run_dir: Path, *, seed: int)
     return written
 
 
-def _nll_metrics(model: Any, split: Any, n: int, k: int, *, seed: int) -> dict[str, Any]:
+def _nll_metrics(model: GenerativeModel, split: Split, n: int, k: int, *, seed: int) -> dict[str, Any]:
     from simulacra.metrics.likelihood import evaluate_nll
 
     x = split.x[:n].to(model.device)
-    c = split.y[:n].to(model.device) if getattr(model, "conditional", False) and split.y is not None else None
+    c = split.y[:n].to(model.device) if model.conditional and split.y is not None else None
     estimates = evaluate_nll(model, x, c, num_samples=k, generator=torch.Generator().manual_seed(seed))
     return _per_character(
         {

@@ -8,25 +8,23 @@ lies, which is why its samples look worse than a Gaussian mixture's.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from torch import Tensor
 
-from simulacra.models.base import LatentVariableModel, require
+from simulacra.metrics.likelihood import model_device
+from simulacra.models.base import PostHocPrior, require
 from simulacra.tasks.manifold import encode_means
 
 
-def fit_latent_density(model: Any, x: Tensor, c: Tensor | None = None, *, batch_size: int = 1024) -> Tensor:
+def fit_latent_density(
+    model: PostHocPrior, x: Tensor, c: Tensor | None = None, *, batch_size: int = 1024
+) -> Tensor:
     """Encode ``x`` (N, *event_shape) and fit ``model``'s post-hoc latent density to the codes.
 
-    Returns the codes, shape (N, latent_dim). The model must be a latent-variable model with a
-    ``fit_latent_density(z)`` method (the auto-encoder family).
+    Returns the codes, shape (N, latent_dim). The model must have a post-hoc prior
+    (:class:`PostHocPrior`: the auto-encoder family).
     """
-    require(model, LatentVariableModel, "latent space")
-    with torch.no_grad():
-        z = encode_means(
-            model, x.to(model.device), None if c is None else c.to(model.device), batch_size=batch_size
-        )
+    require(model, PostHocPrior, "post-hoc latent density")
+    device = model_device(model, x)
+    z = encode_means(model, x.to(device), None if c is None else c.to(device), batch_size=batch_size)
     model.fit_latent_density(z)
     return z
