@@ -1,5 +1,5 @@
 """Samplers and post-hoc densities: diffusion samplers (objects wrapping stateless functions, and
-the probability-flow ODE), latent densities."""
+the probability-flow ODE), MCMC kernels, latent densities."""
 
 from simulacra.samplers.base import SAMPLERS, DiffusionSampling, Sampler, check_sampler, resolve_sampler
 from simulacra.samplers.diffusion import (
@@ -16,11 +16,13 @@ from simulacra.samplers.latent import (
     GaussianMixtureDensity,
     StandardNormalDensity,
 )
+from simulacra.samplers.mcmc import MALA, Kernel, MCMCState, UnadjustedLangevin, run_chain
 from simulacra.samplers.ode import Heun, ProbabilityFlowODE
 
 __all__ = [
     "DDIM",
     "LATENT_DENSITIES",
+    "MALA",
     "SAMPLERS",
     "Ancestral",
     "DPMSolver",
@@ -29,11 +31,15 @@ __all__ = [
     "EulerMaruyama",
     "GaussianMixtureDensity",
     "Heun",
+    "Kernel",
+    "MCMCState",
     "PredictorCorrector",
     "ProbabilityFlowODE",
     "Sampler",
     "StandardNormalDensity",
+    "UnadjustedLangevin",
     "check_sampler",
     "resolve_sampler",
+    "run_chain",
     "time_grid",
 ]
