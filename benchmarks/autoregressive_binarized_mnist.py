@@ -40,6 +40,7 @@ from simulacra.config import DataConfig
 from simulacra.data import load_dataset
 from simulacra.data.info import Split
 from simulacra.metrics.likelihood import evaluate_nll
+from simulacra.models.autoregressive import IncrementalNet
 from simulacra.viz.grids import save_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +170,7 @@ def main() -> int:
     print(f"test NLL {nll} ({eval_seconds:.0f} s)")
     uncached, x = sampling_seconds(model, args.samples, cache=False)
     cached = None
-    if hasattr(model.net, "step"):
+    if isinstance(model.net, IncrementalNet):
         cached, x_cached = sampling_seconds(model, args.samples, cache=True)
         if not torch.equal(x, x_cached):
             print("warning: cached and uncached samples differ")

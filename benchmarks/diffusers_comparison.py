@@ -157,10 +157,13 @@ def _alternating(pairs, repeats: int, draw) -> dict:
 
 
 def _sample(library: str, model, net, sampler: str, steps: int, make, n: int, seed: int) -> Tensor:
-    with torch.no_grad():
-        if library == "diffusers":
+    from simulacra.samplers import resolve_sampler
+
+    if library == "diffusers":
+        with torch.no_grad():
             return diffusers_sample(make(), net, n, steps, seed)
-        return model.sample(n, generator=torch.Generator().manual_seed(seed), sampler=sampler, steps=steps)
+    chosen = resolve_sampler(sampler, steps=steps)
+    return model.sample(n, generator=torch.Generator().manual_seed(seed), sampler=chosen)
 
 
 def network_table(model, pairs, n: int, repeats: int, seed: int, score) -> list[dict]:

@@ -67,7 +67,7 @@ def main() -> int:
     from simulacra.data import load_dataset
     from simulacra.metrics.two_sample import mmd
     from simulacra.models.zoo import build_model
-    from simulacra.samplers import SAMPLERS
+    from simulacra.samplers import SAMPLERS, resolve_sampler
     from simulacra.samplers.ode import log_prob
     from simulacra.train import EMA, fit
 
@@ -101,9 +101,7 @@ def main() -> int:
                 g = torch.Generator().manual_seed(args.seed)
                 calls[0] = 0
                 started = time.perf_counter()
-                with torch.no_grad():
-                    options = {"sampler": name} if n_steps is None else {"sampler": name, "steps": n_steps}
-                    x = model.sample(args.n, generator=g, **options)
+                x = model.sample(args.n, generator=g, sampler=resolve_sampler(name, steps=n_steps))
                 seconds = time.perf_counter() - started
                 value = mmd(x, reference) if bool(torch.isfinite(x).all()) else math.nan
                 key = "adaptive" if n_steps is None else str(n_steps)

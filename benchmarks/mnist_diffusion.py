@@ -138,6 +138,7 @@ def main() -> int:
     from simulacra.metrics.fid import fid
     from simulacra.metrics.likelihood import Estimate
     from simulacra.metrics.two_sample import mmd
+    from simulacra.samplers import DPMSolver, resolve_sampler
     from simulacra.train.checkpoint import load_model
     from simulacra.viz.grids import save_grid
 
@@ -166,40 +167,38 @@ def main() -> int:
 
     test_x = data.test.x[: args.eval_n]
     quality: dict = {}
-    with torch.no_grad():
-        floor_fid = (
-            fid(net, test_x, data.test.x[args.eval_n : 2 * args.eval_n])
-            if len(data.test) >= 2 * args.eval_n
-            else None
+    floor_fid = (
+        fid(net, test_x, data.test.x[args.eval_n : 2 * args.eval_n])
+        if len(data.test) >= 2 * args.eval_n
+        else None
+    )
+
+    def score(sampler: str, n_steps: int, guidance: float) -> dict:
+        g = torch.Generator().manual_seed(args.seed)
+        labels = torch.randint(0, 10, (args.eval_n,), generator=g)
+        started = time.perf_counter()
+        chosen = resolve_sampler(sampler, steps=n_steps)
+        x = torch.cat(
+            [
+                model.sample(len(c), c, generator=g, sampler=chosen, guidance=guidance)
+                for c in labels.split(500)
+            ]
         )
+        seconds = time.perf_counter() - started
+        row = {"fid": fid(net, x, test_x), "mmd": mmd(x, test_x), "seconds": round(seconds, 1)}
+        print(
+            f"  {sampler:>10} {n_steps:>5} steps, guidance {guidance}: FID {row['fid']:.2f}  MMD² {row['mmd']:.2e}  {seconds:.0f} s"
+        )
+        return row
 
-        def score(sampler: str, n_steps: int, guidance: float) -> dict:
-            g = torch.Generator().manual_seed(args.seed)
-            labels = torch.randint(0, 10, (args.eval_n,), generator=g)
-            started = time.perf_counter()
-            x = torch.cat(
-                [
-                    model.sample(len(c), c, generator=g, sampler=sampler, steps=n_steps, guidance=guidance)
-                    for c in labels.split(500)
-                ]
-            )
-            seconds = time.perf_counter() - started
-            row = {"fid": fid(net, x, test_x), "mmd": mmd(x, test_x), "seconds": round(seconds, 1)}
-            print(
-                f"  {sampler:>10} {n_steps:>5} steps, guidance {guidance}: FID {row['fid']:.2f}  MMD² {row['mmd']:.2e}  {seconds:.0f} s"
-            )
-            return row
-
-        for sampler, n_steps in SETTINGS:
-            quality[f"{sampler}/{n_steps}"] = score(sampler, n_steps, 1.0)
-        guided = {str(w): score("dpm-solver", 20, w) for w in GUIDANCE}
-        for w in (1.0, 3.0):
-            labels = torch.arange(10).repeat_interleave(10)
-            g = torch.Generator().manual_seed(args.seed)
-            grid = model.sample(
-                100, labels, generator=g, sampler="dpm-solver", steps=args.grid_steps, guidance=w
-            )
-            save_grid(grid, run_dir / f"samples-guidance-{w:g}.png", 10)
+    for sampler, n_steps in SETTINGS:
+        quality[f"{sampler}/{n_steps}"] = score(sampler, n_steps, 1.0)
+    guided = {str(w): score("dpm-solver", 20, w) for w in GUIDANCE}
+    for w in (1.0, 3.0):
+        labels = torch.arange(10).repeat_interleave(10)
+        g = torch.Generator().manual_seed(args.seed)
+        grid = model.sample(100, labels, generator=g, sampler=DPMSolver(steps=args.grid_steps), guidance=w)
+        save_grid(grid, run_dir / f"samples-guidance-{w:g}.png", 10)
 
     started = time.perf_counter()
     g = torch.Generator().manual_seed(args.seed)

@@ -141,8 +141,7 @@ def main() -> int:
     bpd = test_bits_per_dim(model, x, 500, args.seed)
     eval_seconds = time.perf_counter() - start
     print(f"test bits/dim {bpd}  ({eval_seconds:.0f} s)")
-    with torch.no_grad():
-        samples = model.sample(64, generator=torch.Generator().manual_seed(args.seed))
+    samples = model.sample(64, generator=torch.Generator().manual_seed(args.seed))
     save_examples(samples, data.info, run_dir / "samples.png", nrow=8)
 
     published = PUBLISHED[args.model]

@@ -90,8 +90,7 @@ def run(toy: str, name: str, steps: int | None, threads: int, seed: int) -> dict
         out["kl"] = nll.value - h
     except Exception:
         pass
-    with torch.no_grad():
-        samples = model.sample(5000, generator=torch.Generator().manual_seed(seed + 1))
+    samples = model.sample(5000, generator=torch.Generator().manual_seed(seed + 1))
     path = RESULTS / "toys" / f"{toy}-{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_density_2d(model.log_prob, samples, path, bounds=BOUNDS, resolution=160)

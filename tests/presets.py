@@ -65,3 +65,15 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     ),
     "score-sde": ({"sde": "ve", "sigma_max": 5.0, "hidden": [16], "sample_steps": 10}, VECTORS),
 }
+
+
+def context_for(model: Any, n: int, labels: Any = None) -> Any:
+    """c for a conditional preset: labels when the data have classes (``labels``, else 0, 1, ...),
+    features (n, context_dim) for a preset conditioned on a continuous context (``posterior``)."""
+    import torch
+
+    if not model.conditional:
+        return None
+    if model.info.num_classes is None:
+        return torch.randn(n, model.spec["context_dim"], generator=torch.Generator().manual_seed(1))
+    return labels if labels is not None else torch.arange(n) % model.info.num_classes

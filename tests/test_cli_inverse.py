@@ -114,8 +114,12 @@ def test_inpaint_an_image_file_with_a_mask_file(grey_run: Path, tmp_path: Path) 
     assert main(argv) == 0
     picture = _read(out)
     assert picture.shape == _grid_size(1, 1 + 2)  # no original to show
+    # the observed pixels are kept, on the model's data levels: like samples, the answer of an
+    # inverse task is rounded to the levels of the data the model was trained on (17 for digits),
+    # so a 256-level image file comes back quantized to them
+    on_levels = np.round(np.round(image / 255 * 16) / 16 * 255)
     for col in (1, 2):
-        np.testing.assert_array_equal(_cell(picture, 0, col)[:, 3:], image[:, 3:])
+        np.testing.assert_array_equal(_cell(picture, 0, col)[:, 3:], on_levels[:, 3:])
 
 
 def test_colorize_a_colour_model(colour_run: Path) -> None:

@@ -15,7 +15,7 @@ from simulacra.data.info import DataInfo
 from simulacra.models.zoo import MODELS, build_model
 from simulacra.train.checkpoint import load_model, save_model
 
-from presets import TINY
+from presets import TINY, context_for
 
 NAMES = [n for n in MODELS.names() if not n.startswith("test-")]
 
@@ -35,16 +35,6 @@ def _batch(info: DataInfo, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
     return x, y
 
 
-def _context(model: torch.nn.Module, n: int, labels: torch.Tensor | None = None) -> torch.Tensor | None:
-    """c for a conditional preset: labels when the data have classes (``labels``, else 0, 1, ...),
-    features (n, context_dim) for a preset conditioned on a continuous context (``posterior``)."""
-    if not model.conditional:
-        return None
-    if model.info.num_classes is None:
-        return torch.randn(n, model.spec["context_dim"], generator=torch.Generator().manual_seed(1))
-    return labels if labels is not None else torch.arange(n) % model.info.num_classes
-
-
 def _build(name: str) -> torch.nn.Module:
     kwargs, info = TINY[name]
     torch.manual_seed(0)
@@ -60,7 +50,7 @@ def test_every_preset_has_tiny_settings() -> None:
 def test_loss_is_finite_and_gradients_reach_every_parameter(name: str) -> None:
     model = _build(name)
     x, y = _batch(model.info, 8)
-    c = _context(model, 8, y)
+    c = context_for(model, 8, y)
     groups = model.parameter_groups()
     assert set(groups) == set(model.groups)
     covered = {id(p) for params in groups.values() for p in params}
@@ -85,7 +75,7 @@ def test_loss_is_finite_and_gradients_reach_every_parameter(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_samples_have_the_right_shape_and_are_reproducible(name: str) -> None:
     model = _build(name).eval()
-    c = _context(model, 5)
+    c = context_for(model, 5)
     with torch.no_grad():
         a = model.sample(5, c, generator=torch.Generator().manual_seed(3))
         b = model.sample(5, c, generator=torch.Generator().manual_seed(3))
@@ -110,7 +100,7 @@ def test_save_load_round_trip(name: str, tmp_path) -> None:
     assert original.keys() == restored.keys()
     for key in original:
         assert torch.equal(original[key], restored[key]), key
-    c = _context(model, 3)
+    c = context_for(model, 3)
     with torch.no_grad():
         a = model.sample(3, c, generator=torch.Generator().manual_seed(0))
         b = loaded.sample(3, c, generator=torch.Generator().manual_seed(0))

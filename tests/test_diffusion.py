@@ -18,6 +18,7 @@ from simulacra.nn.unet import UNet
 from simulacra.objectives.score import denoising_loss, loss_weight
 from simulacra.processes import SCHEDULES, convert, gaussian_posterior_mean
 from simulacra.processes.gaussian import gaussian_marginal_log_prob
+from simulacra.samplers import DDIM, Ancestral, DPMSolver, resolve_sampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,13 +91,13 @@ def test_unit_data_are_scaled_and_discrete_data_dequantized() -> None:
     exact = gaussian_marginal_log_prob(y, *model.process.alpha_sigma(t), torch.zeros(2).double(), COV)
     torch.testing.assert_close(log_p, exact + 2 * math.log(2), atol=2e-3, rtol=0)
     # samples come back in [0, 1]
-    samples = model.sample(100, sampler="ddim", steps=20)
+    samples = model.sample(100, sampler=DDIM(steps=20))
     assert samples.min() >= 0 and samples.max() <= 1
     discrete = Diffusion(
         DataInfo((2,), support="unit", levels=5), model.denoiser, model.process, prediction="x0"
     )
     assert discrete.discrete_likelihood and "dequantization" in discrete.likelihood_estimator
-    levels = discrete.sample(50, sampler="ddim", steps=10) * 4  # samples lie on the 5 levels
+    levels = discrete.sample(50, sampler=DDIM(steps=10)) * 4  # samples lie on the 5 levels
     torch.testing.assert_close(levels, levels.round())
     # the dequantization bound: log P(x) ≥ E_u log p(x + (u − ½)Δ) + D log Δ, Δ = 1/4
     x = torch.tensor([[0.5, 0.25]], dtype=torch.float64)
@@ -109,8 +110,8 @@ def test_model_samples_match_the_data_moments() -> None:
     mean = torch.tensor([0.5, -0.3], dtype=torch.float64)
     model = _gaussian_model(timesteps=1000, mean=mean)
     g = torch.Generator().manual_seed(2)
-    for sampler, steps in (("ancestral", None), ("dpm-solver", 25)):
-        x = model.sample(5000, generator=g, sampler=sampler, steps=steps)
+    for sampler in (Ancestral(), DPMSolver(steps=25)):
+        x = model.sample(5000, generator=g, sampler=sampler)
         torch.testing.assert_close(x.mean(0).double(), mean, atol=0.04, rtol=0)
         torch.testing.assert_close(torch.cov(x.T).double(), COV, atol=0.03, rtol=0)
 
@@ -127,9 +128,11 @@ def test_discrete_grid_is_on_the_training_grid() -> None:
 def test_sampler_options_are_checked() -> None:
     model = _gaussian_model()
     with pytest.raises(UnknownNameError, match="dpm-solver"):
-        model.sample(2, sampler="dpm-solve")
+        resolve_sampler("dpm-solve")
     with pytest.raises(ConfigError, match="no option 'eta'"):
-        model.sample(2, sampler="pc", steps=3, eta=0.1)
+        resolve_sampler("pc", steps=3, eta=0.1)
+    with pytest.raises(ConfigError, match="a Sampler object"):
+        model.sample(2, sampler="ddim")
     with pytest.raises(ConfigError, match="unconditional"):
         model.sample(2, guidance=2.0)
 
@@ -156,13 +159,13 @@ def test_classifier_free_guidance() -> None:
         torch.testing.assert_close(model.denoiser_fn(c, 1.0)(x, t), cond)
         torch.testing.assert_close(model.denoiser_fn(c, 3.0)(x, t), uncond + 3 * (cond - uncond))
         a = model.sample(
-            6, c, guidance=0.0, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=5
+            6, c, guidance=0.0, generator=torch.Generator().manual_seed(0), sampler=DDIM(steps=5)
         )
         b = model.sample(
-            6, c.flip(0), guidance=0.0, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=5
+            6, c.flip(0), guidance=0.0, generator=torch.Generator().manual_seed(0), sampler=DDIM(steps=5)
         )
         d = model.sample(
-            6, c.flip(0), guidance=1.0, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=5
+            6, c.flip(0), guidance=1.0, generator=torch.Generator().manual_seed(0), sampler=DDIM(steps=5)
         )
     torch.testing.assert_close(a, b)
     assert not torch.allclose(b, d)
@@ -240,4 +243,4 @@ def test_sampling_clips_the_denoised_estimate_to_the_data_range() -> None:
     assert raw.abs().max() > 1 and clipped.abs().max() <= 1
     torch.testing.assert_close(clipped, raw.clamp(-1, 1))
     g = torch.Generator().manual_seed(0)
-    assert model.sample(5, generator=g, sampler="ddim", steps=5).shape == (5, 4)
+    assert model.sample(5, generator=g, sampler=DDIM(steps=5)).shape == (5, 4)

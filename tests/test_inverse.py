@@ -11,7 +11,7 @@ import torch
 
 from simulacra.errors import CapabilityError, ConfigError, DataError
 from simulacra.processes import SCHEDULES, gaussian_denoiser
-from simulacra.samplers import run_sampler, time_grid
+from simulacra.samplers import Ancestral, time_grid
 from simulacra.tasks.inverse import (
     block_average,
     channel_mean,
@@ -97,7 +97,7 @@ def test_denoising_from_the_matching_time_samples_the_exact_posterior() -> None:
     times = torch.cat([torch.tensor([t_star], dtype=grid.dtype), grid[grid < t_star]])
     alpha = float(process.alpha(torch.tensor(t_star, dtype=torch.float64)))
     g = torch.Generator().manual_seed(2)
-    x = run_sampler("ancestral", denoise, process, (alpha * y).expand(N, D).clone(), times, generator=g)
+    x = Ancestral()(denoise, process, (alpha * y).expand(N, D).clone(), times, generator=g)
     torch.testing.assert_close(x.mean(0), post_mean, atol=0.04, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), post_cov, atol=0.06, rtol=0)
 

@@ -23,7 +23,19 @@ from simulacra.metrics.two_sample import mmd, mmd_permutation_test
 from simulacra.models.base import ExactLikelihood, ImportanceWeighted, LatentVariableModel, LikelihoodBound
 
 
-class LinearGaussian:
+class Reported:
+    """The declarations evaluate_nll reads (:class:`LikelihoodReport`), as GenerativeModel's defaults."""
+
+    discrete_likelihood = False
+    likelihood_estimator = "exact"
+    bound_name = "bound"
+
+    @property
+    def preset_name(self) -> str:
+        return type(self).__name__
+
+
+class LinearGaussian(Reported):
     """p(z) = N(0, I_d), p(x | z) = N(Wz + b, σ² I_D); log p(x) = log N(x; b, WWᵀ + σ² I).
 
     The exact posterior is q*(z | x) = N(S Wᵀ(x − b)/σ², S), S = (I + WᵀW/σ²)⁻¹; with it as
@@ -97,7 +109,7 @@ class TableWeights:
         return w
 
 
-class ExactModel:
+class ExactModel(Reported):
     """log p(x) = log N(x; 0, I): an ExactLikelihood only."""
 
     info = DataInfo((3,))
@@ -106,7 +118,7 @@ class ExactModel:
         return Independent(Normal(torch.zeros(3), 1.0), 1).log_prob(x)
 
 
-class BoundOnly:
+class BoundOnly(Reported):
     bound_name = "VLB"
     info = DataInfo((3,))
 
@@ -114,7 +126,7 @@ class BoundOnly:
         return -(x**2).sum(1) - 1.0
 
 
-class NoLikelihood:
+class NoLikelihood(Reported):
     info = DataInfo((3,))
 
     def sample(self, n: int) -> Tensor:
@@ -304,7 +316,7 @@ def test_offset_turns_a_dequantized_density_into_the_discrete_nll() -> None:
 
 
 def test_evaluate_nll_adds_the_offset_for_continuous_models_of_discrete_data() -> None:
-    class Uniform:
+    class Uniform(Reported):
         info = DataInfo((4,), "unit", levels=256)
 
         def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 from simulacra.errors import ConfigError
 from simulacra.processes import SCHEDULES, gaussian_denoiser
 from simulacra.processes.gaussian import gaussian_marginal_log_prob
-from simulacra.samplers import SAMPLERS, run_sampler, time_grid
+from simulacra.samplers import DDIM, SAMPLERS, DPMSolver, ProbabilityFlowODE, resolve_sampler, time_grid
 from simulacra.samplers.ode import log_prob
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,8 +48,8 @@ def test_samplers_reproduce_gaussian_data(sampler: str, process_name: str) -> No
     steps, spacing = STEPS[sampler]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(10_000, 2, generator=g) * process.prior_std
-    out = SAMPLERS.get(sampler)(gaussian_denoiser(process, MEAN, COV), process, x,
-                                time_grid(process, steps, spacing), generator=g)  # fmt: skip
+    out = SAMPLERS.get(sampler)()(gaussian_denoiser(process, MEAN, COV), process, x,
+                                  time_grid(process, steps, spacing), generator=g)  # fmt: skip
     assert out.shape == x.shape and torch.isfinite(out).all()
     torch.testing.assert_close(out.mean(0), MEAN, atol=0.05, rtol=0)
     torch.testing.assert_close(torch.cov(out.T), COV, atol=0.06, rtol=0)
@@ -60,15 +60,14 @@ def test_ddim_is_deterministic_at_eta_zero() -> None:
     denoise = gaussian_denoiser(process, MEAN, COV)
     x = torch.randn(50, 2)
     times = time_grid(process, 10)
-    a = SAMPLERS.get("ddim")(denoise, process, x, times, eta=0.0, generator=torch.Generator().manual_seed(1))
-    b = SAMPLERS.get("ddim")(denoise, process, x, times, eta=0.0, generator=torch.Generator().manual_seed(2))
-    c = SAMPLERS.get("ddim")(denoise, process, x, times, eta=0.5, generator=torch.Generator().manual_seed(2))
+    a = DDIM(eta=0.0)(denoise, process, x, times, generator=torch.Generator().manual_seed(1))
+    b = DDIM(eta=0.0)(denoise, process, x, times, generator=torch.Generator().manual_seed(2))
+    c = DDIM(eta=0.5)(denoise, process, x, times, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.allclose(a, c)
     # DDIM with η = 0 is a first-order solver of the probability-flow ODE: it converges to it
-    ref = SAMPLERS.get("ode")(denoise, process, x, times, rtol=1e-7, atol=1e-7)
+    ref = ProbabilityFlowODE(rtol=1e-7, atol=1e-7)(denoise, process, x, times)
     errors = [
-        (SAMPLERS.get("ddim")(denoise, process, x, time_grid(process, n)) - ref).abs().max().item()
-        for n in (50, 200)
+        (DDIM()(denoise, process, x, time_grid(process, n)) - ref).abs().max().item() for n in (50, 200)
     ]
     assert errors[1] < errors[0] / 2.5, errors
 
@@ -78,9 +77,9 @@ def test_dpm_solver_is_second_order() -> None:
     process = _process("vp")
     denoise = gaussian_denoiser(process, MEAN, COV)
     x = torch.randn(200, 2, dtype=torch.float64)
-    ref = SAMPLERS.get("ode")(denoise, process, x, time_grid(process, 2), rtol=1e-9, atol=1e-9)
+    ref = ProbabilityFlowODE(rtol=1e-9, atol=1e-9)(denoise, process, x, time_grid(process, 2))
     err = [
-        (SAMPLERS.get("dpm-solver")(denoise, process, x, time_grid(process, n, "log-snr")) - ref).abs().max()
+        (DPMSolver()(denoise, process, x, time_grid(process, n, "log-snr")) - ref).abs().max()
         for n in (40, 80)
     ]
     assert 3.0 < err[0] / err[1] < 6.0, err
@@ -91,7 +90,7 @@ def test_dpm_solver_takes_a_first_order_final_step_on_short_grids() -> None:
     ``lower_order_final``; the steps before it, and every step of a longer grid, are unchanged."""
     process = _process("vp")
     denoise = gaussian_denoiser(process, MEAN, COV)
-    dpm, x = SAMPLERS.get("dpm-solver"), torch.randn(50, 2, dtype=torch.float64)
+    dpm, x = DPMSolver(), torch.randn(50, 2, dtype=torch.float64)
     seen: list[torch.Tensor] = []
 
     def recording(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -99,13 +98,13 @@ def test_dpm_solver_takes_a_first_order_final_step_on_short_grids() -> None:
         return denoise(x, t)
 
     times = time_grid(process, 10, "log-snr")
-    second_order = dpm(recording, process, x, times, lower_order_final=False)
-    first_order_last = SAMPLERS.get("ddim")(denoise, process, seen[-2], times[-2:])
+    second_order = DPMSolver(lower_order_final=False)(recording, process, x, times)
+    first_order_last = DDIM()(denoise, process, seen[-2], times[-2:])
     torch.testing.assert_close(dpm(denoise, process, x, times), first_order_last)
     assert (second_order - first_order_last).abs().max() > 1e-4
     long = time_grid(process, 20, "log-snr")
     assert torch.equal(
-        dpm(denoise, process, x, long), dpm(denoise, process, x, long, lower_order_final=False)
+        dpm(denoise, process, x, long), DPMSolver(lower_order_final=False)(denoise, process, x, long)
     )
 
 
@@ -115,7 +114,7 @@ def test_stochastic_samplers_follow_the_generator() -> None:
     x = torch.randn(20, 2)
     times = time_grid(process, 10)
     for name in ("ancestral", "euler-maruyama", "pc"):
-        run = SAMPLERS.get(name)
+        run = SAMPLERS.get(name)()
         a = run(denoise, process, x, times, generator=torch.Generator().manual_seed(5))
         b = run(denoise, process, x, times, generator=torch.Generator().manual_seed(5))
         c = run(denoise, process, x, times, generator=torch.Generator().manual_seed(6))
@@ -127,9 +126,9 @@ def test_options_and_grids_are_checked() -> None:
     denoise = gaussian_denoiser(process, MEAN, COV)
     x = torch.randn(4, 2)
     with pytest.raises(ConfigError, match="has no option 'eta'.*snr"):
-        run_sampler("pc", denoise, process, x, time_grid(process, 3), eta=0.5)
+        resolve_sampler("pc", eta=0.5)
     with pytest.raises(ConfigError, match="decreasing"):
-        run_sampler("ddim", denoise, process, x, torch.tensor([0.1, 0.5]))
+        DDIM()(denoise, process, x, torch.tensor([0.1, 0.5]))
     with pytest.raises(ConfigError, match="steps >= 2"):
         time_grid(process, 1)
     lam = process.log_snr(time_grid(process, 6, "log-snr"))

@@ -79,13 +79,7 @@ class Registry(Generic[T]):
             spec: a name, or a mapping ``{"name": ..., **kwargs}``.
             extra: further keyword arguments (e.g. the data's shape), given to the factory too.
         """
-        if isinstance(spec, str):
-            name, kwargs = spec, {}
-        else:
-            kwargs = dict(spec)
-            if "name" not in kwargs:
-                raise UnknownNameError(f"a {self.kind} spec needs a 'name' key; got keys {sorted(kwargs)}")
-            name = kwargs.pop("name")
+        name, kwargs = self.split(spec)
         factory = self.get(name)
         if not callable(factory):
             raise TypeError(f"{self.kind} {name!r} is not callable")
@@ -96,6 +90,15 @@ class Registry(Generic[T]):
             if "unexpected keyword argument" in str(err):
                 raise ConfigError(f"{self.kind} {name!r}: {err}") from None
             raise
+
+    def split(self, spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """``(name, settings)`` of a spec: a name, or a mapping ``{"name": ..., **settings}``."""
+        if isinstance(spec, str):
+            return spec, {}
+        settings = dict(spec)
+        if "name" not in settings:
+            raise UnknownNameError(f"a {self.kind} spec needs a 'name' key; got keys {sorted(settings)}")
+        return settings.pop("name"), settings
 
     def _check_kwargs(
         self, name: str, factory: Callable[..., Any], kwargs: Mapping[str, Any], extra: Mapping[str, Any]

@@ -1,11 +1,11 @@
-"""Helpers shared by the verbs: the console, devices, held-out splits and metric tables."""
+"""Helpers shared by the verbs: the console, held-out splits and metric tables. Device names are
+resolved by :func:`simulacra.train.distributed.resolve_device`, the one resolver; pictures by
+:mod:`simulacra.report`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from simulacra.errors import ConfigError
 
@@ -16,19 +16,6 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {name!r} was asked for but CUDA is not available; use --device cpu or auto"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
 
 
 def _print_metrics(console: Any, metrics: dict[str, Any], *, title: str) -> None:

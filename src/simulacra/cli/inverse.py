@@ -15,13 +15,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from simulacra.cli.common import _held_out, _resolve_device
+from simulacra.cli.common import _held_out
 from simulacra.errors import CapabilityError, ConfigError, DataError
+from simulacra.train.distributed import resolve_device
+
+if TYPE_CHECKING:
+    from simulacra.models.base import GenerativeModel
 
 MASKS = ("center", "left", "right", "top", "bottom", "random")
 VERBS = {
@@ -105,7 +109,9 @@ def _read(path: str, channels: int, size: tuple[int, int], what: str) -> torch.T
     return x[None].to(torch.get_default_dtype())
 
 
-def _labels(args: argparse.Namespace, model: Any, known: torch.Tensor | None, m: int) -> torch.Tensor | None:
+def _labels(
+    args: argparse.Namespace, model: GenerativeModel, known: torch.Tensor | None, m: int
+) -> torch.Tensor | None:
     """(m · n,) class labels for a conditional model: ``--label``, else the held-out examples'
     own labels, else labels cycling through the classes; None for an unconditional model."""
     if not model.conditional:
@@ -126,7 +132,8 @@ def _labels(args: argparse.Namespace, model: Any, known: torch.Tensor | None, m:
 
 def cmd_inverse(args: argparse.Namespace) -> int:
     """Run one of the four verbs (``args.command``) and write the picture of its solutions."""
-    from simulacra.models.base import Completion, Denoiser, require
+    from simulacra.models.base import Completion, DiffusionSampling, require
+    from simulacra.samplers import resolve_sampler
     from simulacra.tasks import inverse
     from simulacra.train.checkpoint import load_model
     from simulacra.viz.grids import save_grid
@@ -136,9 +143,9 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n and --examples must be at least 1; found {args.n} and {args.examples}")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
-    model = load_model(args.run, device=_resolve_device(args.device))
+    model = load_model(args.run, device=resolve_device(args.device))
     if not (verb == "inpaint" and isinstance(model, Completion)):  # autoregressive models inpaint
-        require(model, Denoiser, "denoiser", f"{verb} needs a diffusion model (e.g. ddpm)")
+        require(model, DiffusionSampling, "denoiser", f"{verb} needs a diffusion model (e.g. ddpm)")
     shape = tuple(int(s) for s in model.info.event_shape)
     if not model.info.is_image:
         raise DataError(f"{verb} works on images (C, H, W); this model's examples have shape {shape}")
@@ -193,6 +200,7 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     elif verb == "denoise":
         if not args.noise > 0:
             raise ConfigError(f"--noise must be positive; found {args.noise}")
+        sampler = resolve_sampler(args.sampler)  # --steps, when given, overrides its grid
         if truth is not None:
             y = truth + args.noise * torch.randn(truth.shape, generator=data_generator).to(truth)
         else:
@@ -200,7 +208,7 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         shown = y
 
         def solve(obs: torch.Tensor, **kw: Any) -> torch.Tensor:
-            return inverse.denoise_observation(model, obs, args.noise, sampler=args.sampler, **kw)
+            return inverse.denoise_observation(model, obs, args.noise, sampler=sampler, **kw)
 
     else:  # colorize
         source = truth if truth is not None else _read(args.image, c, (h, w), "the image")

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from simulacra.cli.common import _console, _held_out, _print_metrics, _resolve_device
+from simulacra.cli.common import _console, _held_out, _print_metrics
 from simulacra.errors import ConfigError
+from simulacra.train.distributed import resolve_device
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -21,7 +22,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError(f"-n must be at least 1, got {args.n}")
-    model = load_model(args.run, device=_resolve_device(args.device))
+    model = load_model(args.run, device=resolve_device(args.device))
     c = None
     if model.conditional:
         if args.label is None:
@@ -33,26 +34,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
             c = torch.full((args.n,), args.label, dtype=torch.long, device=model.device)
     elif args.label is not None:
         raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
-    options = {
-        key: value
-        for key, value in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
-        if value is not None
-    }
-    if options:
-        from simulacra.models.base import Denoiser, require
+    options: dict[str, Any] = {}
+    if (args.sampler, args.steps, args.guidance) != (None, None, None):
+        from simulacra.models.base import DiffusionSampling, require
+        from simulacra.samplers import resolve_sampler
 
-        require(model, Denoiser, "denoiser", "--sampler, --steps and --guidance apply to diffusion models")
+        hint = "--sampler, --steps and --guidance apply to diffusion models"
+        diffusion = require(model, DiffusionSampling, "denoiser", hint)
+        if args.sampler is not None:  # the sampler's own defaults, --steps overriding its steps
+            options["sampler"] = resolve_sampler(args.sampler, steps=args.steps)
+        elif args.steps is not None:  # the model's default sampler on another grid
+            options["sampler"] = diffusion.sampler.with_options(steps=args.steps)
+        if args.guidance is not None:
+            options["guidance"] = args.guidance
     decoding = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
-    if decoding and not set(decoding) <= set(inspect.signature(model.sample).parameters):
+    if not set(decoding) <= model.sample_options:
         from simulacra.errors import CapabilityError
 
         raise CapabilityError(
             f"{model.preset_name}: --temperature and --top-k apply to autoregressive models"
         )
     options.update(decoding)
-    with torch.no_grad():
-        generator = torch.Generator(model.device).manual_seed(args.seed)
-        x = model.sample(args.n, c, generator=generator, **options).cpu()
+    generator = torch.Generator(model.device).manual_seed(args.seed)
+    x = model.sample(args.n, c, generator=generator, **options).cpu()
     text = model.info.vocabulary is not None  # token sequences are written as text
     out = Path(args.output) if args.output else Path(args.run) / ("samples.txt" if text else "samples.png")
     save_samples(model, x, out)
@@ -70,7 +74,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from simulacra.train.checkpoint import load_model
 
     metrics_wanted = args.metric or ["nll"]
-    model = load_model(args.run, device=_resolve_device(args.device))
+    model = load_model(args.run, device=resolve_device(args.device))
+    model.eval()
     _, part = _held_out(args.run, args.split, args.data_dir, args.limit)
     start = time.perf_counter()
     options = EvalOptions(

@@ -6,12 +6,15 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from simulacra.cli.common import DEFAULT_RUN_ROOT, _console, _print_metrics, _resolve_device
+from simulacra.cli.common import DEFAULT_RUN_ROOT, _console, _print_metrics
 from simulacra.errors import ConfigError
+
+if TYPE_CHECKING:
+    from simulacra.models.base import GenerativeModel
 
 
 def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,8 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out) if args.out else _default_out(raw)
     config = RunConfig.from_dict(raw)
 
-    device = _resolve_device(config.train.device)
-    dist = init_from_env(device)
+    dist = init_from_env(config.train.device)  # resolved per rank (cuda -> cuda:LOCAL_RANK)
     try:
         if config.train.num_threads:
             torch.set_num_threads(config.train.num_threads)
@@ -136,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _after_training(
-    model: Any, data: Any, run_dir: Path, config: Any, result: Any, args: Any, console: Any
+    model: GenerativeModel, data: Any, run_dir: Path, config: Any, result: Any, args: Any, console: Any
 ) -> None:
     """Pictures and held-out metrics of a finished run (rank 0 only), from the weights on disk that
     ``simulacra sample`` and ``evaluate`` use too (the average when the run kept an EMA)."""

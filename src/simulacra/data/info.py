@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -10,6 +11,9 @@ import torch
 from torch import Tensor
 
 Support = Literal["binary", "unit", "real"]
+
+LN2 = math.log(2.0)
+"""ln 2: nats per bit (bits/dim = nats / (D · ln 2))."""
 
 
 @dataclass(frozen=True)

@@ -96,10 +96,6 @@ def register(
     return decorator
 
 
-def _name(model: object) -> str:
-    return getattr(model, "preset_name", type(model).__name__)
-
-
 def available_metrics(model: object) -> list[str]:
     """The registered metrics ``model`` has what it takes for."""
     return [name for name in METRICS.names() if METRICS.get(name).applies_to(model)]
@@ -137,7 +133,9 @@ def evaluate(
         if not metric.applies_to(model):
             others = [n for n in available_metrics(model) if n != metric.name]
             hint = f"; use {' or '.join(f'--metric {n}' for n in others)}" if others else ""
-            raise CapabilityError(f"{_name(model)} has no {metric.requirement} for {metric.name!r}{hint}")
+            raise CapabilityError(
+                f"{model.preset_name} has no {metric.requirement} for {metric.name!r}{hint}"
+            )
     if len(split) == 0:
         raise DataError("cannot evaluate on an empty split")
     was_training = model.training
@@ -235,7 +233,7 @@ def _feature_network(options: EvalOptions) -> tuple[FeatureClassifier, str]:
 def _fid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
     if not model.info.is_image:
         raise CapabilityError(
-            f"fid compares image features; {_name(model)} models examples of shape {model.info.event_shape}"
+            f"fid compares image features; {model.preset_name} models examples of shape {model.info.event_shape}"
         )
     net, label = _feature_network(options)
     n = _sample_count(split, options)

@@ -18,16 +18,19 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from simulacra.data.info import DataInfo
+from simulacra.data.info import LN2, DataInfo
 from simulacra.errors import CapabilityError, DataError
-from simulacra.models.base import ExactLikelihood, ImportanceWeighted, LikelihoodBound
-
-LN2 = math.log(2.0)
+from simulacra.models.base import (
+    ExactLikelihood,
+    GenerativeModel,
+    ImportanceWeighted,
+    LikelihoodBound,
+    LikelihoodReport,
+)
 
 
 @dataclass
@@ -117,7 +120,7 @@ def bits_per_dim(nll_nats: float | Tensor, info: DataInfo, *, offset: float = 0.
 
 
 @contextlib.contextmanager
-def evaluation_mode(model: Any) -> Iterator[None]:
+def evaluation_mode(model: object) -> Iterator[None]:
     """Put an ``nn.Module`` in eval mode (dropout off, batch-norm running statistics) for the
     duration of the block, restoring each submodule's ``training`` flag afterwards."""
     modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
@@ -157,10 +160,10 @@ def draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
 
 
-def model_device(model: Any, x: Tensor) -> torch.device:
-    """The model's ``device`` attribute when it has one, else the data's device."""
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else x.device
+def model_device(model: object, x: Tensor) -> torch.device:
+    """The device of a :class:`GenerativeModel`, else the data's device (for stand-ins that
+    implement a capability without being a module with a device)."""
+    return model.device if isinstance(model, GenerativeModel) else x.device
 
 
 def _progress(
@@ -278,7 +281,7 @@ def importance_sampled_log_likelihood(
 
 def _batched(
     fn: Callable[[Tensor, Tensor | None], Tensor],
-    model: Any,
+    model: object,
     x: Tensor,
     c: Tensor | None,
     batch_size: int,
@@ -294,17 +297,13 @@ def _batched(
     return torch.cat(out)
 
 
-def _bound_of(model: Any) -> Callable[[Tensor, Tensor | None], Tensor]:
+def _bound_of(model: LikelihoodBound) -> Callable[[Tensor, Tensor | None], Tensor]:
     """x, c -> the model's one-sample bound log_prob_bound(x, c, num_samples=1), (B,)."""
     return lambda xb, cb: model.log_prob_bound(xb, cb, num_samples=1)
 
 
-def _bound_name(model: Any) -> str:
-    return getattr(model, "bound_name", "bound")
-
-
 def evaluate_nll(
-    model: Any,
+    model: LikelihoodReport,
     x: Tensor,
     c: Tensor | None = None,
     *,
@@ -326,31 +325,32 @@ def evaluate_nll(
       the exact value (diffusion: the PF-ODE log-likelihood and the variational bound).
     * anything else raises :class:`CapabilityError`.
 
+    The estimators are named by the model's declarations (:class:`LikelihoodReport`:
+    ``likelihood_estimator``, ``bound_name``), which every :class:`GenerativeModel` makes.
+
     Each ``*_nll`` (nats per example) comes with a ``*_bpd`` (bits/dim, including
     :func:`dequantization_offset` when a continuous density models discrete data). Standard
     errors are std(per-example values)/√N.
 
     Args:
-        model: the model, on its device.
+        model: the model, on its device, with one of the capabilities above.
         x: (N, *event_shape) held-out data.
         c: (N, ...) context or None.
         num_samples: k for the importance-sampled estimate.
         generator: makes stochastic estimates reproducible.
         progress: show progress bars.
         batch_size: examples per call (chosen automatically when None).
-        info: the data's :class:`DataInfo`; defaults to ``model.info``, else D from ``x``.
+        info: the data's :class:`DataInfo`; defaults to ``model.info``.
         discrete_likelihood: whether the model assigns probabilities (Bernoulli, categorical,
-            discretized logistic) rather than densities; defaults to
-            ``model.discrete_likelihood`` when present, else True for binary data and False
-            otherwise.
+            discretized logistic) rather than densities; defaults to ``model.discrete_likelihood``.
 
     Returns:
         ``{name: Estimate}`` in nats (``*_nll``) and bits/dim (``*_bpd``).
     """
     _check_inputs(x, c)
-    info = info or getattr(model, "info", None) or DataInfo(tuple(x.shape[1:]))
+    info = info or model.info
     if discrete_likelihood is None:
-        discrete_likelihood = getattr(model, "discrete_likelihood", info.support == "binary")
+        discrete_likelihood = model.discrete_likelihood
     offset = dequantization_offset(info, discrete_likelihood=bool(discrete_likelihood))
     dim = x[0].numel()
     default_batch = max(1, min(x.shape[0], 2**21 // max(1, dim)))
@@ -364,12 +364,12 @@ def evaluate_nll(
 
     if isinstance(model, ExactLikelihood):
         log_p = _batched(model.log_prob, model, x, c, batch_size or default_batch, generator)
-        add("", log_p, getattr(model, "likelihood_estimator", "exact"))
+        add("", log_p, model.likelihood_estimator)
         if isinstance(model, LikelihoodBound):  # e.g. diffusion: the PF-ODE value and the VLB
             add(
                 "bound",
                 _batched(_bound_of(model), model, x, c, batch_size or default_batch, generator),
-                _bound_name(model),
+                model.bound_name,
             )
     elif isinstance(model, ImportanceWeighted):
         # a second stream for the ELBO, so that it does not depend on how k is chunked
@@ -398,9 +398,8 @@ def evaluate_nll(
         add(
             "bound",
             _batched(_bound_of(model), model, x, c, batch_size or default_batch, generator),
-            _bound_name(model),
+            model.bound_name,
         )
     else:
-        label = getattr(model, "preset_name", type(model).__name__)
-        raise CapabilityError(f"{label} has no likelihood; use --metric mmd")
+        raise CapabilityError(f"{model.preset_name} has no likelihood; use --metric mmd")
     return results

@@ -22,8 +22,7 @@ from simulacra.data.info import DataInfo
 from simulacra.distributions.heads import is_discrete
 from simulacra.distributions.standard import PointMass, sample_from
 from simulacra.errors import ConfigError
-from simulacra.models.base import GenerativeModel, LossOutput
-from simulacra.models.vae import check_context
+from simulacra.models.base import GenerativeModel, LossOutput, check_context
 
 
 class Autoencoder(GenerativeModel):
@@ -58,6 +57,8 @@ class Autoencoder(GenerativeModel):
     def _context(self, c: Tensor | None, n: int) -> Tensor | None:
         check_context(self, c, n)
         return c if self.conditional else None
+
+    sample_options = frozenset({"mean"})
 
     @property
     def discrete_likelihood(self) -> bool:

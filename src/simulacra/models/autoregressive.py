@@ -12,10 +12,12 @@ for an order o of the D entries of x. ``Autoregressive(info, net, head)`` compos
 One sampling loop serves every network: position by position in the order, each entry drawn
 by inverting its conditional CDF at a uniform taken from ``generator`` (one pair of uniforms per
 entry, drawn up front). A network that offers ``begin(n, c)`` and ``step(state, t, previous)``
-(NADE's O(D·H) recurrence, the Transformer's key-value cache) is stepped incrementally; any
-other network is re-run on the partial sample (or, through ``features_at(x, i, c)``, on the part
-that entry i depends on). Both paths consume the same uniforms, so they give the same samples
-under one generator.
+(:class:`IncrementalNet`: NADE's O(D·H) recurrence, the Transformer's key-value cache) is stepped
+incrementally; any other network is re-run on the partial sample (or, through
+``features_at(x, i, c)`` of a :class:`LocalFeatures` network, on the part that entry i depends
+on). Both paths consume the same uniforms, so they give the same samples under one generator.
+What a network offers is stated by these protocols, beside :class:`AutoregressiveNet` (the
+``order`` every network carries) and :class:`MaskEnsemble` (MADE's orders).
 
 A MADE with ``num_masks`` K > 1 is the uniform mixture of its K (order, connectivity) models,
 p(x) = (1/K) Σ_k p_k(x) (Germain et al. 2015 average the K models' probabilities at test time):
@@ -26,17 +28,64 @@ draws a mask per sample, then samples in its order.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from simulacra.data.info import DataInfo
+from simulacra.data.info import LN2, DataInfo
 from simulacra.errors import ConfigError, DataError
-from simulacra.models.base import GenerativeModel, LossOutput
+from simulacra.models.base import GenerativeModel, LossOutput, check_batch, check_context
 
-LN2 = math.log(2.0)
+# -- what an autoregressive network offers -----------------------------------------------------
+
+
+@runtime_checkable
+class AutoregressiveNet(Protocol):
+    """``net(x (B, *event), c) -> (B, D, P)``, row i depending only on the entries before i in
+    ``order`` (D,), a permutation of the D entries (a buffer: NADE, MADE, PixelCNN, Transformer)."""
+
+    @property
+    def order(self) -> Tensor: ...
+
+    def __call__(self, x: Tensor, c: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class MaskEnsemble(Protocol):
+    """A network with K = ``num_masks`` (order, connectivity) masks (MADE; Germain et al. 2015):
+    ``use_mask(k)`` switches to mask k, ``mask_index`` is the current one."""
+
+    @property
+    def num_masks(self) -> int: ...
+
+    @property
+    def mask_index(self) -> int: ...
+
+    def use_mask(self, k: int) -> None: ...
+
+
+@runtime_checkable
+class IncrementalNet(Protocol):
+    """A network stepped one position at a time: ``begin(n, c)`` gives the state before the first
+    position, ``step(state, t, previous)`` the features (n, P) of position order[t] given the value
+    drawn at order[t − 1] (None at t = 0), and the next state."""
+
+    def begin(self, n: int, c: Tensor | None = None) -> Any: ...
+
+    def step(self, state: Any, t: int, previous: Tensor | None) -> tuple[Tensor, Any]: ...
+
+
+@runtime_checkable
+class LocalFeatures(Protocol):
+    """A network that computes the features (n, P) of entry ``index`` from the part of x it sees
+    (PixelCNN: the rows above and the row itself), cheaper than a full pass."""
+
+    def features_at(self, x: Tensor, index: int, c: Tensor | None = None) -> Tensor: ...
+
+
+# -- the model ---------------------------------------------------------------------------------
 
 
 class Autoregressive(GenerativeModel):
@@ -44,9 +93,9 @@ class Autoregressive(GenerativeModel):
 
     Args:
         info: shape and support of one example.
-        net: a module ``(B, *event_shape), c -> (B, D, P)`` with a buffer ``order`` (D,), the
-            autoregressive order; optionally ``begin``/``step`` for incremental sampling and
-            ``num_masks``/``use_mask`` for an ensemble of orders (MADE).
+        net: an :class:`AutoregressiveNet` ``(B, *event_shape), c -> (B, D, P)`` with a buffer
+            ``order`` (D,); optionally an :class:`IncrementalNet` (incremental sampling), a
+            :class:`LocalFeatures` network, or a :class:`MaskEnsemble` (MADE's orders).
         head: features (N, P) -> a distribution over one entry (event shape (1,)), built for
             ``DataInfo((1,), ...)`` by :func:`simulacra.distributions.heads.head_for`.
         conditional: the net reads a context c.
@@ -57,7 +106,7 @@ class Autoregressive(GenerativeModel):
         self.net = net
         self.head = head
         self.conditional = bool(conditional)
-        order = getattr(net, "order", None)
+        order = net.order if isinstance(net, AutoregressiveNet) else None
         if not isinstance(order, Tensor) or order.shape != (info.dim,):
             raise ConfigError(
                 f"the network must carry its order, a permutation of the {info.dim} entries; "
@@ -65,18 +114,32 @@ class Autoregressive(GenerativeModel):
             )
         if getattr(head, "params_per_dim", None) is None:
             raise ConfigError("the likelihood head must state params_per_dim")
-        self.discrete_likelihood = bool(getattr(head, "discrete", False))
+        self._discrete = bool(getattr(head, "discrete", False))
         # number of values an entry takes (2 for a Bernoulli head), None for a density
-        self.levels: int | None = getattr(head, "levels", None) or (2 if self.discrete_likelihood else None)
+        self.levels: int | None = getattr(head, "levels", None) or (2 if self._discrete else None)
+
+    sample_options = frozenset({"conditioned_on", "mask", "temperature", "top_k", "cache"})
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        """True when the head assigns probabilities (Bernoulli, categorical, discretized logistic)."""
+        return self._discrete
 
     @property
     def order(self) -> Tensor:
         """The autoregressive order o (D,) of the network's current mask."""
-        return self.net.order
+        return cast(AutoregressiveNet, self.net).order  # checked in __init__
+
+    def _ensemble(self) -> MaskEnsemble | None:
+        """The network as a mask ensemble when it has more than one mask, else None."""
+        net = self.net
+        return net if isinstance(net, MaskEnsemble) and int(net.num_masks) > 1 else None
 
     @property
     def num_masks(self) -> int:
-        return int(getattr(self.net, "num_masks", 1))
+        """K, the masks the model averages over (1 for a network without a mask ensemble)."""
+        ensemble = self._ensemble()
+        return 1 if ensemble is None else int(ensemble.num_masks)
 
     @property
     def likelihood_estimator(self) -> str:
@@ -84,17 +147,6 @@ class Autoregressive(GenerativeModel):
         return "exact" if k == 1 else f"exact, mixture of {k} masks (log-mean-exp)"
 
     # ------------------------------------------------------------------ likelihood
-
-    def _check(self, x: Tensor, c: Tensor | None) -> None:
-        if tuple(x.shape[1:]) != tuple(self.info.event_shape):
-            raise DataError(
-                f"expected a batch of shape (B, {', '.join(map(str, self.info.event_shape))}); "
-                f"found {tuple(x.shape)}"
-            )
-        if self.conditional and c is None:
-            raise DataError(
-                f"{getattr(self, 'preset_name', 'this model')} is conditional: it needs a context c"
-            )
 
     def conditionals(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """log p(x_i | x_{<i}, c) of every entry in the data's own positions, (B, D) nats."""
@@ -105,22 +157,24 @@ class Autoregressive(GenerativeModel):
 
     def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """log p(x | c) in nats, shape (B,): the chain rule in one pass (K passes for K masks)."""
-        self._check(x, c)
-        if self.num_masks == 1:
+        check_batch(self, x, c)
+        ensemble = self._ensemble()
+        if ensemble is None:
             return self.conditionals(x, c).sum(1)
-        current = self.net.mask_index
+        current, k_total = ensemble.mask_index, int(ensemble.num_masks)
         per_mask = []
-        for k in range(self.num_masks):
-            self.net.use_mask(k)
+        for k in range(k_total):
+            ensemble.use_mask(k)
             per_mask.append(self.conditionals(x, c).sum(1))
-        self.net.use_mask(current)
-        return torch.logsumexp(torch.stack(per_mask), 0) - math.log(self.num_masks)
+        ensemble.use_mask(current)
+        return torch.logsumexp(torch.stack(per_mask), 0) - math.log(k_total)
 
     def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
         """Mean NLL in nats; with K > 1 masks, training uses one random mask per step."""
-        if self.training and self.num_masks > 1:
-            self._check(x, c)
-            self.net.use_mask(int(torch.randint(self.num_masks, ())))
+        ensemble = self._ensemble()
+        if self.training and ensemble is not None:
+            check_batch(self, x, c)
+            ensemble.use_mask(int(torch.randint(int(ensemble.num_masks), ())))
             log_p = self.conditionals(x, c).sum(1)
         else:
             log_p = self.log_prob(x, c)
@@ -170,23 +224,24 @@ class Autoregressive(GenerativeModel):
             if mask is not None:
                 missing = mask.reshape(shape).to(device).bool()
         g_device = generator.device if generator is not None else torch.device("cpu")
+        ensemble = self._ensemble()
         masks = (
-            torch.randint(self.num_masks, (n,), generator=generator, device=g_device).to(device)
-            if self.num_masks > 1
-            else None
+            None
+            if ensemble is None
+            else torch.randint(int(ensemble.num_masks), (n,), generator=generator, device=g_device).to(device)
         )
         u = torch.rand((n, self.info.dim, 2), generator=generator, device=g_device).to(device)
-        if masks is None:
+        if ensemble is None or masks is None:
             self._sample_rows(x, missing, u, c, options, cache)
         else:
-            current = self.net.mask_index
+            current = ensemble.mask_index
             for k in masks.unique().tolist():
                 rows = (masks == k).nonzero()[:, 0]
-                self.net.use_mask(k)
+                ensemble.use_mask(k)
                 part, sub_c = x[rows], None if c is None else c[rows]
                 self._sample_rows(part, missing[rows], u[rows], sub_c, options, cache)
                 x[rows] = part
-            self.net.use_mask(current)
+            ensemble.use_mask(current)
         return x.reshape(n, *self.info.event_shape)
 
     def complete(
@@ -215,8 +270,7 @@ class Autoregressive(GenerativeModel):
     ) -> dict[str, Any]:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be a positive integer; found {n!r}")
-        if self.conditional and (c is None or c.shape[0] != n):
-            raise DataError(f"a conditional model needs a context with {n} rows to draw {n} samples")
+        check_context(self, c, n)
         shape = (n, *self.info.event_shape)
         if conditioned_on is not None and tuple(conditioned_on.shape) != shape:
             raise DataError(f"conditioned_on must have shape {shape}; found {tuple(conditioned_on.shape)}")
@@ -241,18 +295,19 @@ class Autoregressive(GenerativeModel):
         n = x.shape[0]
         c = c if self.conditional else None
         order = self.order.tolist()
-        incremental = cache and hasattr(self.net, "step")
-        state = self.net.begin(n, c) if incremental else None
+        net = self.net
+        stepper = net if cache and isinstance(net, IncrementalNet) else None
+        state = None if stepper is None else stepper.begin(n, c)
         previous: Tensor | None = None
         for t, i in enumerate(order):
-            if incremental:
-                features, state = self.net.step(state, t, previous)
+            if stepper is not None:
+                features, state = stepper.step(state, t, previous)
             elif bool(missing[:, i].any()):
                 image = x.reshape(n, *self.info.event_shape)
-                if hasattr(self.net, "features_at"):  # e.g. PixelCNN: only the rows entry i sees
-                    features = self.net.features_at(image, i, c)
+                if isinstance(net, LocalFeatures):  # e.g. PixelCNN: only the rows entry i sees
+                    features = net.features_at(image, i, c)
                 else:
-                    features = self.net(image, c)[:, i]
+                    features = net(image, c)[:, i]
             else:
                 continue
             drawn = self._draw(features, u[:, t], options)

@@ -4,20 +4,30 @@ Every model is a :class:`GenerativeModel`: ``loss`` for training, ``sample`` for
 What else a model can do is described by structural capabilities (``typing.Protocol``), so
 code that needs a likelihood asks ``isinstance(model, ExactLikelihood)`` instead of checking a
 class. Inheritance stops at ``GenerativeModel -> concrete model``.
+
+What consumers read about a model (its preset name and spec, how its likelihood is to be
+reported, the options its ``sample`` takes) is declared on :class:`GenerativeModel` with
+defaults, never fetched with ``getattr``; :class:`LikelihoodReport` is that declaration as a
+protocol, for the metrics. Diffusion sampling is the capability
+:class:`~simulacra.samplers.base.DiffusionSampling`, defined beside the samplers that use it and
+re-exported here.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from simulacra.data.info import DataInfo
-from simulacra.errors import CapabilityError
+from simulacra.errors import CapabilityError, DataError
+from simulacra.samplers.base import DiffusionSampling
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,9 @@ class GenerativeModel(nn.Module, abc.ABC):
         info: the :class:`DataInfo` the model was built for (shape and support of one example).
         conditional: True when the model uses a context ``c`` (labels); the training loop then
             passes the labels of each batch as ``c``.
+
+    The declarations below (preset name and spec, likelihood report, sampling options) are what
+    metrics, tasks and the CLI read; a concrete model overrides the defaults that do not fit it.
     """
 
     groups: ClassVar[tuple[str, ...]] = ("main",)
@@ -100,6 +113,8 @@ class GenerativeModel(nn.Module, abc.ABC):
     def __init__(self, info: DataInfo) -> None:
         super().__init__()
         self.info = info
+        self.preset_name: str = type(self).__name__
+        self.spec: dict[str, Any] | None = None
 
     @property
     def event_shape(self) -> tuple[int, ...]:
@@ -131,7 +146,11 @@ class GenerativeModel(nn.Module, abc.ABC):
         generator: torch.Generator | None = None,
         **sampler_options: Any,
     ) -> Tensor:
-        """Draw ``n`` samples, shape (n, *event_shape). ``c``: (n,) labels or (n, ...) context."""
+        """Draw ``n`` samples, shape (n, *event_shape). ``c``: (n,) labels or (n, ...) context.
+
+        ``sample`` owns its gradient mode: the samples never carry an autograd graph, so callers
+        do not wrap it in ``torch.no_grad``; a sampler that needs gradients (MCMC on an energy)
+        turns them on inside. ``sampler_options`` are the names in :attr:`sample_options`."""
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters of each optimizer group (default: all parameters in ``"main"``)."""
@@ -146,8 +165,83 @@ class GenerativeModel(nn.Module, abc.ABC):
 
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """What early stopping and "keep the best weights" minimise on held-out batches: a scalar
-        (the batch mean) or one value per example (B,). Default: the loss of the first group."""
-        return self.loss(x, c, group=self.groups[0]).loss
+        (the batch mean) or one value per example (B,). Default: the loss of the first group,
+        without gradients. The model owns the gradient mode (a score-matching loss needs them)."""
+        with torch.no_grad():
+            return self.loss(x, c, group=self.groups[0]).loss
+
+    # -- declarations read by metrics, tasks and the CLI -------------------------------------
+    # ``preset_name`` and ``spec`` are instance attributes set in ``__init__`` (the class name
+    # and None), then by :func:`simulacra.models.zoo.build_model` (the preset's name and its
+    # resolved spec, which a checkpoint stores to rebuild the architecture).
+
+    sample_options: ClassVar[frozenset[str]] = frozenset()
+    """The keyword options ``sample`` takes besides ``n``, ``c`` and ``generator`` (e.g.
+    ``temperature`` for autoregressive models, ``sampler`` for diffusion models)."""
+
+    bound_name: ClassVar[str] = "bound"
+    """What ``log_prob_bound`` computes, for reports: ``ELBO`` (VAE family), ``VLB`` (diffusion)."""
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        """True when the likelihood assigns probabilities to discrete data (Bernoulli,
+        categorical, a dequantization bound), so bits/dim take no dequantization offset.
+        Default: binary data (modelled by Bernoulli likelihoods only)."""
+        return self.info.support == "binary"
+
+    @property
+    def likelihood_estimator(self) -> str:
+        """How ``log_prob`` is obtained, for reports (default ``exact``)."""
+        return "exact"
+
+    def support_bounds(self) -> tuple[float, float] | None:
+        """(lower, upper) when every coordinate of a sample lies in that interval by construction
+        (angles on the torus: [−π, π)); None for an unbounded support (the default)."""
+        return None
+
+
+def check_context(model: GenerativeModel, c: Tensor | None, n: int) -> None:
+    """Raise :class:`DataError` when a conditional model gets no context, or the wrong number of rows."""
+    if not model.conditional:
+        return
+    if c is None:
+        k = model.info.num_classes
+        wanted = f"({n},) labels in [0, {k})" if k else f"({n}, ...) context"
+        raise DataError(f"{model.preset_name} is conditional: it needs a context c, {wanted}; found None")
+    if c.shape[0] != n:
+        raise DataError(
+            f"{model.preset_name}: expected a context c with {n} rows (one per example); found shape {tuple(c.shape)}"
+        )
+
+
+def check_batch(model: GenerativeModel, x: Tensor, c: Tensor | None = None) -> None:
+    """Raise :class:`DataError` unless x is a batch (B, *event_shape) and c fits it (:func:`check_context`)."""
+    if tuple(x.shape[1:]) != tuple(model.event_shape):
+        raise DataError(
+            f"expected a batch of shape (B, {', '.join(map(str, model.event_shape))}); found {tuple(x.shape)}"
+        )
+    check_context(model, c, x.shape[0])
+
+
+@runtime_checkable
+class LikelihoodReport(Protocol):
+    """What a likelihood report reads to name its numbers; every :class:`GenerativeModel`
+    declares it (with the defaults above)."""
+
+    @property
+    def info(self) -> DataInfo: ...
+
+    @property
+    def preset_name(self) -> str: ...
+
+    @property
+    def discrete_likelihood(self) -> bool: ...
+
+    @property
+    def likelihood_estimator(self) -> str: ...
+
+    @property
+    def bound_name(self) -> str: ...
 
 
 @runtime_checkable
@@ -183,7 +277,11 @@ class ImportanceWeighted(Protocol):
 
 @runtime_checkable
 class LatentVariableModel(Protocol):
-    """Models with a latent z: ``prior(c)`` = p(z), ``encode`` = q(z | x), ``decode`` = p(x | z)."""
+    """Models with a latent z: ``prior(c)`` = p(z), ``encode`` = q(z | x), ``decode`` = p(x | z),
+    whose event shape is the data's ``event_shape``."""
+
+    @property
+    def event_shape(self) -> tuple[int, ...]: ...
 
     def prior(self, c: Tensor | None = None) -> Distribution: ...
 
@@ -246,11 +344,35 @@ class Denoiser(Protocol):
     def predict(self, x_t: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor: ...
 
 
-def require(model: object, capability: type, what: str, hint: str = "") -> None:
-    """Raise :class:`CapabilityError` unless ``model`` has ``capability``.
+def model_name(model: object) -> str:
+    """The preset name of a :class:`GenerativeModel`, else the class name (for messages)."""
+    return model.preset_name if isinstance(model, GenerativeModel) else type(model).__name__
 
-    Example: ``require(model, ExactLikelihood, "an exact likelihood", "use --metric mmd")``.
+
+def require(model: object, capability: type[T], what: str, hint: str = "") -> T:
+    """``model`` itself, typed as having ``capability``; :class:`CapabilityError` when it has not.
+
+    Example: ``flow = require(model, ExactLikelihood, "exact likelihood", "use --metric mmd")``.
     """
     if not isinstance(model, capability):
-        name = getattr(model, "preset_name", type(model).__name__)
-        raise CapabilityError(f"{name} has no {what}" + (f"; {hint}" if hint else ""))
+        raise CapabilityError(f"{model_name(model)} has no {what}" + (f"; {hint}" if hint else ""))
+    return model
+
+
+__all__ = [
+    "Completion",
+    "Denoiser",
+    "DiffusionSampling",
+    "EnergyBased",
+    "ExactLikelihood",
+    "GenerativeModel",
+    "ImportanceWeighted",
+    "LatentVariableModel",
+    "LikelihoodBound",
+    "LikelihoodReport",
+    "LossOutput",
+    "check_batch",
+    "check_context",
+    "model_name",
+    "require",
+]

@@ -7,8 +7,10 @@ discrete data first dequantized inside their bins), by the weighted regression o
 :func:`simulacra.objectives.score.denoising_loss`: on the grid t = i/T of a discrete-time DDPM
 (``timesteps=T``, Ho et al. 2020) or on t ~ U(t_min, 1) for continuous-time score SDEs
 (``timesteps=None``, Song et al. 2021). Whatever the network predicts (ε, x₀, v or the score),
-samplers see one canonical form, the posterior mean x̂₀ = E[y | x_t], and any registered sampler is
-chosen at sampling time: ``model.sample(n, sampler="dpm-solver", steps=20)``.
+samplers see one canonical form, the posterior mean x̂₀ = E[y | x_t], and any sampler object is
+chosen at sampling time: ``model.sample(n, sampler=DPMSolver(steps=20))`` (a
+:class:`~simulacra.samplers.base.Sampler`; the model is their
+:class:`~simulacra.samplers.base.DiffusionSampling`).
 
 A conditional model drops labels with probability ``label_dropout`` while training, replacing
 them by the null label ∅, so that one network gives both p(x | c) and p(x); sampling with
@@ -28,22 +30,18 @@ log P(x) ≥ E_u[log p(x + (u − ½)Δ)] + D log Δ (Δ the bin width; Theis et
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from simulacra.data.info import DataInfo
 from simulacra.errors import ConfigError, DataError
-from simulacra.models.base import GenerativeModel, LossOutput
-from simulacra.models.vae import check_context
+from simulacra.models.base import GenerativeModel, LossOutput, check_batch, check_context
 from simulacra.objectives.score import WEIGHTINGS, denoising_loss, variational_bound
 from simulacra.processes.gaussian import Denoise, batch_time, check_parameterization, convert
 from simulacra.processes.schedules import NoiseSchedule
-from simulacra.samplers import SAMPLERS, run_sampler, time_grid
+from simulacra.samplers import Ancestral, Sampler, check_sampler, time_grid
 from simulacra.samplers.ode import log_prob as pf_ode_log_prob
-
-LN2 = math.log(2.0)
 
 
 class Diffusion(GenerativeModel):
@@ -61,9 +59,9 @@ class Diffusion(GenerativeModel):
         conditional: the denoiser reads labels (needs ``info.num_classes``).
         label_dropout: probability of replacing a label by ∅ while training (classifier-free
             guidance); only for conditional models.
-        sampler: the default sampler (a name in :data:`SAMPLERS`), ``sample_steps`` its default
-            number of grid points (T for a discrete model when None, else 1000), ``guidance``
-            the default guidance scale.
+        sampler: the default :class:`Sampler` (default ``Ancestral()``); ``sample_steps`` the
+            grid points of a sampler whose ``steps`` is None (T for a discrete model when None,
+            else 1000); ``guidance`` the default guidance scale.
         trace, rtol, atol: how ``log_prob`` solves the PF-ODE (exact or Hutchinson trace).
     """
 
@@ -78,7 +76,7 @@ class Diffusion(GenerativeModel):
         timesteps: int | None = 1000,
         conditional: bool = False,
         label_dropout: float = 0.1,
-        sampler: str = "ancestral",
+        sampler: Sampler | None = None,
         sample_steps: int | None = None,
         guidance: float = 1.0,
         trace: str = "auto",
@@ -101,14 +99,13 @@ class Diffusion(GenerativeModel):
             raise ConfigError(
                 "a conditional diffusion model needs labelled data (DataInfo.num_classes); found None"
             )
-        SAMPLERS.get(sampler)  # unknown names fail at construction
         self.denoiser = denoiser
         self.process = process
         self.weighting = weighting
         self.timesteps = None if timesteps is None else int(timesteps)
         self.conditional = bool(conditional)
         self.label_dropout = float(label_dropout) if conditional else 0.0
-        self.sampler = sampler
+        self.sampler = Ancestral() if sampler is None else check_sampler(sampler)
         self.sample_steps = sample_steps
         self.guidance = float(guidance)
         self.trace, self.rtol, self.atol = trace, float(rtol), float(atol)
@@ -119,23 +116,20 @@ class Diffusion(GenerativeModel):
 
     # -- data space <-> model space ----------------------------------------------------------
 
-    def _check(self, x: Tensor, c: Tensor | None) -> None:
-        if tuple(x.shape[1:]) != tuple(self.info.event_shape):
-            raise DataError(
-                f"expected a batch of shape (B, {', '.join(map(str, self.info.event_shape))}); found {tuple(x.shape)}"
-            )
-        check_context(self, c, x.shape[0])
-
-    def _to_model(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """y = scale · (x + (u − ½) Δ) + shift, u ~ U[0, 1)^D for discrete data (Δ the bin width)."""
-        if self.bin_width is not None:
+    def to_model(
+        self, x: Tensor, generator: torch.Generator | None = None, *, dequantize: bool = True
+    ) -> Tensor:
+        """y = scale · (x + (u − ½) Δ) + shift, u ~ U[0, 1)^D drawn with ``generator`` for
+        discrete data (Δ the bin width; training and likelihoods); ``dequantize=False`` gives the
+        deterministic y = scale · x + shift (an observation of an inverse problem). (B, *event)."""
+        if dequantize and self.bin_width is not None:
             u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x = x + (u - 0.5) * self.bin_width
         return self.scale * x + self.shift
 
-    def _from_model(self, y: Tensor) -> Tensor:
+    def from_model(self, y: Tensor) -> Tensor:
         """x = (y − shift)/scale, in [0, 1] for bounded data and rounded to the nearest level
-        (the centre of the bin y was dequantized in) for discrete data."""
+        (the centre of the bin y was dequantized in) for discrete data. (B, *event)."""
         x = (y - self.shift) / self.scale
         if self.info.support == "real":
             return x
@@ -202,8 +196,8 @@ class Diffusion(GenerativeModel):
 
     def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
         """Weighted denoising loss (mean over the batch and the D dimensions)."""
-        self._check(x, c)
-        y = self._to_model(x)
+        check_batch(self, x, c)
+        y = self.to_model(x)
         t = self._train_times(x.shape[0], x.device, x.dtype)
         labels = None
         if self.conditional and c is not None:
@@ -229,6 +223,11 @@ class Diffusion(GenerativeModel):
         """The smallest time the model uses: 1/T in discrete time, else the process's t_min."""
         return self.process.t_min if self.timesteps is None else 1.0 / self.timesteps
 
+    @property
+    def default_steps(self) -> int:
+        """Grid points of a sampler whose ``steps`` is None: ``sample_steps``, else T, else 1000."""
+        return int(self.sample_steps or self.timesteps or 1000)
+
     def time_grid(self, steps: int, spacing: str = "time") -> Tensor:
         """The decreasing sampling grid of ``steps`` points from 1 to t_min (float64); for a
         discrete-time model the points are rounded to the training grid i/T (duplicates dropped)."""
@@ -238,46 +237,39 @@ class Diffusion(GenerativeModel):
         index = torch.unique(torch.round(grid * self.timesteps).clamp(1, self.timesteps))
         return index.flip(0) / self.timesteps
 
+    sample_options = frozenset({"sampler", "guidance", "clip"})
+
+    @torch.no_grad()
     def sample(
         self,
         n: int,
         c: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
-        **sampler_options: Any,
+        sampler: Sampler | None = None,
+        guidance: float | None = None,
+        clip: bool = True,
     ) -> Tensor:
-        """n draws (n, *event_shape) from the prior through a sampler.
+        """n draws (n, *event_shape): y ~ N(0, s² I) at t = 1, moved to t_min by ``sampler``.
 
-        Sampler options: ``sampler`` (a name in :data:`SAMPLERS`; default the model's),
-        ``steps`` (grid points; default the model's, 20 for ``dpm-solver``), ``spacing``
-        (``time`` or ``log-snr``; default ``log-snr`` for ``dpm-solver``), ``guidance`` (the
-        classifier-free guidance scale of a conditional model), ``clip`` (default True: clamp
-        x̂₀ to the data's range for bounded data, see :meth:`denoiser_fn`), and the sampler's own options
-        (e.g. ``eta`` for ``ddim``, ``snr`` for ``pc``, ``rtol`` for ``ode``).
+        Args:
+            n: number of samples.
+            c: (n,) labels of a conditional model.
+            generator: the prior draw and every noise of the sampler.
+            sampler: a :class:`Sampler` (default the model's, ``self.sampler``); its ``steps``
+                None takes :attr:`default_steps`.
+            guidance: the classifier-free guidance scale of a conditional model (default the model's).
+            clip: clamp x̂₀ to the data's range for bounded data (see :meth:`denoiser_fn`).
         """
         check_context(self, c, n)
-        options = dict(sampler_options)
-        name = options.pop("sampler", None) or self.sampler
-        guidance = options.pop("guidance", None)
-        clip = bool(options.pop("clip", True))
         if guidance is not None and not self.conditional:
             raise ConfigError("guidance applies to conditional models; this diffusion model is unconditional")
-        default_steps = 20 if name == "dpm-solver" else (self.sample_steps or self.timesteps or 1000)
-        steps = options.pop("steps", None) or default_steps
-        spacing = options.pop("spacing", None) or ("log-snr" if name == "dpm-solver" else "time")
-        times = self.time_grid(int(steps), spacing)
+        sampler = self.sampler if sampler is None else check_sampler(sampler)
+        times = sampler.grid(self)
         prior = torch.randn((n, *self.event_shape), generator=generator, device=self.device)
         x = prior * self.process.prior_std
-        y = run_sampler(
-            name,
-            self.denoiser_fn(c, guidance, clip=clip),
-            self.process,
-            x,
-            times,
-            generator=generator,
-            **options,
-        )
-        return self._from_model(y)
+        y = sampler.run(self, x, times=times, c=c, guidance=guidance, clip=bool(clip), generator=generator)
+        return self.from_model(y)
 
     # -- likelihoods -------------------------------------------------------------------------
 
@@ -300,8 +292,8 @@ class Diffusion(GenerativeModel):
     ) -> Tensor:
         """log p(x | c) in nats, (B,), through the probability-flow ODE (a one-draw dequantization
         bound for discrete data; Hutchinson's probe and the dequantization noise use ``generator``)."""
-        self._check(x, c)
-        y = self._to_model(x, generator)
+        check_batch(self, x, c)
+        y = self.to_model(x, generator)
         log_p = pf_ode_log_prob(
             self.denoiser_fn(c, 1.0), self.process, y, t_min=self.t_min, trace=self.trace, rtol=self.rtol,
             atol=self.atol, generator=generator,
@@ -322,7 +314,7 @@ class Diffusion(GenerativeModel):
     ) -> Tensor:
         """The discrete-time variational bound (on the grid i/T; 1000 points for a continuous
         model), averaged over ``num_samples`` draws; nats, (B,), ≤ log p(x | c) in expectation."""
-        self._check(x, c)
+        check_batch(self, x, c)
         if num_samples < 1:
             raise ConfigError(f"num_samples must be at least 1; found {num_samples}")
         steps = self.timesteps or 1000
@@ -330,7 +322,7 @@ class Diffusion(GenerativeModel):
         denoise = self.denoiser_fn(c, 1.0)
         total = x.new_zeros(x.shape[0])
         for _ in range(num_samples):
-            y = self._to_model(x, generator)
+            y = self.to_model(x, generator)
             total = total + variational_bound(denoise, self.process, y, times, generator=generator)
         log_p = total / num_samples + self.info.dim * math.log(self.scale)
         if self.bin_width is not None:

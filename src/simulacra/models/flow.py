@@ -12,18 +12,14 @@ the discrete x, so bits/dim need no further offset (``discrete_likelihood`` is t
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from simulacra.data.info import DataInfo
-from simulacra.errors import DataError
+from simulacra.data.info import LN2, DataInfo
 from simulacra.flows.flow import Flow, LazyFlow
-from simulacra.models.base import GenerativeModel, LossOutput
-
-LN2 = math.log(2.0)
+from simulacra.models.base import GenerativeModel, LossOutput, check_batch, check_context
 
 
 class FlowModel(GenerativeModel):
@@ -62,18 +58,15 @@ class FlowModel(GenerativeModel):
             return "exact"
         return f"exact flow, {getattr(self.dequantizer, 'name', 'dequantization')} bound (1 draw)"
 
-    def _check(self, x: Tensor, c: Tensor | None) -> None:
-        if tuple(x.shape[1:]) != tuple(self.info.event_shape):
-            raise DataError(
-                f"expected a batch of shape (B, {', '.join(map(str, self.info.event_shape))}); "
-                f"found {tuple(x.shape)}"
-            )
-        if self.conditional and c is None:
-            raise DataError(
-                f"{getattr(self, 'preset_name', 'this flow')} is conditional: it needs a context c"
-            )
-        if c is not None and c.shape[0] != x.shape[0]:
-            raise DataError(f"context c has {c.shape[0]} rows; expected one per example ({x.shape[0]})")
+    def support_bounds(self) -> tuple[float, float] | None:
+        """The interval of the base distribution's support when it is one (the torus flow's
+        [−π, π)), else None."""
+        support = self.distribution().base.support
+        support = getattr(support, "base_constraint", support)  # independent(interval) -> interval
+        lower, upper = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+        if lower is None or upper is None:
+            return None
+        return float(torch.as_tensor(lower).min()), float(torch.as_tensor(upper).max())
 
     def distribution(self, c: Tensor | None = None) -> Flow:
         """The flow p(· | c) as a torch Distribution (batch shape (len(c),) or ())."""
@@ -81,7 +74,7 @@ class FlowModel(GenerativeModel):
 
     def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """log p(x | c) in nats, shape (B,) (a one-draw dequantization bound for discrete data)."""
-        self._check(x, c)
+        check_batch(self, x, c)
         if self.dequantizer is None:
             return self.distribution(c).log_prob(x)
         y, log_q = self.dequantizer(x, c if self.conditional else None)
@@ -93,6 +86,7 @@ class FlowModel(GenerativeModel):
         bpd = nll.detach() / (self.info.dim * LN2)
         return LossOutput(nll, {"nll": nll.detach(), "bpd": bpd})
 
+    @torch.no_grad()
     def sample(
         self,
         n: int,
@@ -104,9 +98,8 @@ class FlowModel(GenerativeModel):
         """n draws (n, *event_shape); with a context c (n, ...) row i is drawn given c[i]."""
         if sampler_options:
             raise TypeError(f"flows take no sampler options; found {sorted(sampler_options)}")
+        check_context(self, c, n)
         if self.conditional:
-            if c is None or c.shape[0] != n:
-                raise DataError(f"a conditional flow needs a context with {n} rows to draw {n} samples")
             y = self.distribution(c).sample((), generator=generator)
         else:
             y = self.distribution().sample((n,), generator=generator)

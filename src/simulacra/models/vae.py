@@ -19,25 +19,10 @@ from simulacra.data.info import DataInfo
 from simulacra.distributions.heads import is_discrete
 from simulacra.distributions.kl import kl_divergence_or_mc
 from simulacra.distributions.standard import sample_from
-from simulacra.errors import ConfigError, DataError
-from simulacra.models.base import GenerativeModel, LossOutput
+from simulacra.errors import ConfigError
+from simulacra.models.base import GenerativeModel, LossOutput, check_context
 from simulacra.objectives.variational import ELBO, IWAE, Decode
 from simulacra.objectives.variational import log_importance_weights as _log_weights
-
-
-def check_context(model: GenerativeModel, c: Tensor | None, n: int) -> None:
-    """Raise :class:`DataError` when a conditional model gets no context, or the wrong number of rows."""
-    if not model.conditional:
-        return
-    name = getattr(model, "preset_name", type(model).__name__)
-    if c is None:
-        raise DataError(
-            f"{name} is conditional: it needs a context c, ({n},) labels in [0, {model.info.num_classes}); found None"
-        )
-    if c.shape[0] != n:
-        raise DataError(
-            f"{name}: expected a context c with {n} rows (one per example); found shape {tuple(c.shape)}"
-        )
 
 
 class VAE(GenerativeModel):
@@ -67,6 +52,9 @@ class VAE(GenerativeModel):
         self.prior_module = prior
         self.objective = objective
         self.conditional = bool(conditional)
+
+    bound_name = "ELBO"
+    sample_options = frozenset({"mean"})
 
     @property
     def discrete_likelihood(self) -> bool:

@@ -39,6 +39,11 @@ def batch_time(t: Tensor) -> Tensor:
     return t[:1] if t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0 else t
 
 
+def noise_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """ε ~ N(0, I) of x's shape, dtype and device, drawn with ``generator``."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
 def check_parameterization(name: str) -> str:
     if name not in PARAMETERIZATIONS:
         raise ConfigError(
@@ -67,7 +72,7 @@ def q_sample(
         (x_t, ε), both (B, *event).
     """
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        noise = noise_like(x0, generator)
     alpha, sigma = process.alpha_sigma(t.to(x0.dtype))
     return expand(alpha, x0) * x0 + expand(sigma, x0) * noise, noise
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from simulacra.data.info import DataInfo, Split
+from simulacra.errors import CapabilityError
 from simulacra.models.base import Denoiser, ExactLikelihood, GenerativeModel, LatentVariableModel
 from simulacra.tasks.interpolate import interpolate
 from simulacra.tasks.manifold import encode_means, latent_manifold
@@ -40,29 +41,17 @@ def has_2d_density(model: GenerativeModel) -> bool:
     )
 
 
-def _support_interval(model: GenerativeModel) -> tuple[float, float] | None:
-    """(lower, upper) when the model's base distribution lives on an interval, else None."""
-    distribution = getattr(model, "distribution", None)
-    if distribution is None:
-        return None
-    support = getattr(getattr(distribution(), "base", None), "support", None)
-    support = getattr(support, "base_constraint", support)
-    lower, upper = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
-    if lower is None or upper is None:
-        return None
-    return float(torch.as_tensor(lower).min()), float(torch.as_tensor(upper).max())
-
-
 def density_picture(model: GenerativeModel, samples: Tensor, path: Path, data: Tensor | None = None) -> None:
     """The model's density p(x) as a heat map beside a scatter of its samples (2-D data), on the
     square spanned by the data (or the samples) with a 10% margin, kept inside the support."""
-    assert isinstance(model, ExactLikelihood)
+    if not isinstance(model, ExactLikelihood):
+        raise CapabilityError(f"{model.preset_name} has no density to picture")
     ref = (samples if data is None else data).double()
     lo = torch.quantile(ref, 0.005, dim=0)
     hi = torch.quantile(ref, 0.995, dim=0)
     margin = 0.1 * (hi - lo).clamp_min(1e-3)
     lo, hi = lo - margin, hi + margin
-    support = _support_interval(model)
+    support = model.support_bounds()
     if support is not None:  # e.g. angles on the torus: the grid stays inside [-π, π)
         width = support[1] - support[0]
         lo = lo.clamp(min=support[0])

@@ -76,7 +76,7 @@ def write_run_report(
     model.eval()
     pictures = report_pictures(model, held_out, run_dir, seed=seed)
     record: dict[str, Any] = {
-        "model": model_name or getattr(model, "preset_name", type(model).__name__),
+        "model": model_name or model.preset_name,
         "data": data.name,
     }
     if weights is not None:

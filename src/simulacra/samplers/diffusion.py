@@ -15,31 +15,26 @@ s = ∇ log p_t(x) = (α x̂₀ − x)/σ², the reverse-time SDE and the probab
 
     dx = [f x − g² s] dt + g dw̄,        dx/dt = f x − ½ g² s             (Song et al. 2021).
 
-Registered in :data:`SAMPLERS`: ``ancestral`` (DDPM), ``ddim`` (η), ``euler-maruyama``, ``pc``
-(predictor–corrector), ``dpm-solver`` (DPM-Solver++(2M)), and in :mod:`simulacra.samplers.ode`
-the probability-flow ODE solved by ``ode`` (adaptive RK45) and ``heun``.
+Each function is wrapped by a :class:`~simulacra.samplers.base.Sampler` object that carries its
+defaults and options, registered in :data:`SAMPLERS`: :class:`Ancestral` (``ancestral``, DDPM),
+:class:`DDIM` (``ddim``, η), :class:`EulerMaruyama` (``euler-maruyama``),
+:class:`PredictorCorrector` (``pc``), :class:`DPMSolver` (``dpm-solver``, DPM-Solver++(2M)), and
+in :mod:`simulacra.samplers.ode` the probability-flow ODE solved by :class:`ProbabilityFlowODE`
+(``ode``, adaptive RK45) and :class:`Heun` (``heun``).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from simulacra.errors import ConfigError
-from simulacra.processes.gaussian import Denoise, batch_time, expand, posterior_coefficients
+from simulacra.processes.gaussian import Denoise, batch_time, expand, noise_like, posterior_coefficients
 from simulacra.processes.schedules import NoiseSchedule
-from simulacra.registry import Registry
-
-Sampler = Callable[..., Tensor]
-SAMPLERS: Registry[Sampler] = Registry("sampler")
-
-
-SPACINGS = ("time", "log-snr")
+from simulacra.samplers.base import Sampler, check_grid_size, check_spacing, register
 
 
 def time_grid(
@@ -50,13 +45,10 @@ def time_grid(
     ``spacing="time"`` spaces t equally; ``"log-snr"`` spaces λ(t) = log(α²/σ²) equally, the grid
     DPM-Solver is designed for (Lu et al. 2022, §3.4), which puts more steps where λ changes fast.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ConfigError(f"a sampler needs steps >= 2 (grid points, one evaluation each); found {steps!r}")
+    check_grid_size(steps)
     t_min = process.t_min if t_min is None else float(t_min)
-    if spacing == "time":
+    if check_spacing(spacing) == "time":
         return torch.linspace(1.0, t_min, steps, dtype=torch.float64)
-    if spacing != "log-snr":
-        raise ConfigError(f"unknown spacing {spacing!r}; expected one of {', '.join(SPACINGS)}")
     ends = process.log_snr(torch.tensor([1.0, t_min], dtype=torch.float64))
     times = process.time_at_log_snr(
         torch.linspace(float(ends[0]), float(ends[1]), steps, dtype=torch.float64)
@@ -71,10 +63,6 @@ def check_grid(times: Tensor) -> None:
         raise ConfigError(f"times must be a decreasing 1-D grid of >= 2 points; found {times.tolist()}")
 
 
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-
-
 def broadcast_time(x: Tensor, t: Tensor) -> Tensor:
     """A 0-d time t as a (B,) tensor of x's dtype and device, one per example of x."""
     return t.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
@@ -85,7 +73,6 @@ def score_from_x0(x: Tensor, x0: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor
     return (expand(alpha, x) * x0 - x) / expand(sigma**2, x)
 
 
-@SAMPLERS.register("ancestral", "DDPM ancestral sampling (Ho et al. 2020): x_s ~ q(x_s | x_t, x̂₀)")
 def ancestral(
     denoise: Denoise,
     process: NoiseSchedule,
@@ -99,7 +86,6 @@ def ancestral(
     return ddim(denoise, process, x, times, eta=1.0, generator=generator)
 
 
-@SAMPLERS.register("ddim", "DDIM (Song, Meng & Ermon 2021); deterministic at eta=0")
 def ddim(
     denoise: Denoise,
     process: NoiseSchedule,
@@ -132,7 +118,7 @@ def ddim(
     for t, cx0, cx, cz in zip(step_times, coef_x0.tolist(), coef_x.tolist(), noise.tolist()):
         x = torch.add(denoise(x, t) * cx0, x, alpha=cx)
         if cz > 0:
-            x = x.add_(_noise(x, generator), alpha=cz)
+            x = x.add_(noise_like(x, generator), alpha=cz)
     return denoise(x, step_times[-1])
 
 
@@ -143,7 +129,6 @@ def _step_times(x: Tensor, times: Tensor) -> tuple[Tensor, ...]:
     return grid[:, None].expand(-1, x.shape[0]).unbind(0)
 
 
-@SAMPLERS.register("euler-maruyama", "Euler–Maruyama steps of the reverse-time SDE (Song et al. 2021)")
 def euler_maruyama(
     denoise: Denoise,
     process: NoiseSchedule,
@@ -173,10 +158,9 @@ def _reverse_sde_step(
     f, g2 = process.drift_diffusion(batch_time(t))
     score = score_from_x0(x, denoise(x, t), alpha, sigma)
     drift = expand(f, x) * x - expand(g2, x) * score
-    return x - drift * dt + expand((g2 * dt).sqrt(), x) * _noise(x, generator)
+    return x - drift * dt + expand((g2 * dt).sqrt(), x) * noise_like(x, generator)
 
 
-@SAMPLERS.register("pc", "predictor–corrector (Song et al. 2021): reverse-SDE predictor, Langevin corrector")
 def predictor_corrector(
     denoise: Denoise,
     process: NoiseSchedule,
@@ -200,7 +184,7 @@ def predictor_corrector(
         alpha, sigma = process.alpha_sigma(batch_time(tt))
         for _ in range(int(corrector_steps)):
             score = score_from_x0(x, denoise(x, tt), alpha, sigma)
-            z = _noise(x, generator)
+            z = noise_like(x, generator)
             # norms averaged over the batch, as in Song et al.'s code: in low dimension the ratio
             # of one example's norms is heavy-tailed and a per-example step can blow up
             ratio = z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
@@ -210,7 +194,6 @@ def predictor_corrector(
     return denoise(x, broadcast_time(x, times[-1]))
 
 
-@SAMPLERS.register("dpm-solver", "DPM-Solver++(2M) (Lu et al. 2022): second-order multistep, few steps")
 def dpm_solver(
     denoise: Denoise,
     process: NoiseSchedule,
@@ -250,23 +233,52 @@ def dpm_solver(
     return denoise(x, step_times[-1])
 
 
-def run_sampler(
-    name: str,
-    denoise: Denoise,
-    process: NoiseSchedule,
-    x: Tensor,
-    times: Tensor,
-    *,
-    generator: torch.Generator | None = None,
-    **options: Any,
-) -> Tensor:
-    """Look up ``name`` in :data:`SAMPLERS` and run it; unknown options raise :class:`ConfigError`."""
-    fn = SAMPLERS.get(name)
-    params = inspect.signature(fn).parameters
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        valid = [p for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY and p != "generator"]
-        raise ConfigError(
-            f"sampler {name!r} has no option {unknown[0]!r}; its options: {', '.join(valid) or 'none'}"
-        )
-    return fn(denoise, process, x, times, generator=generator, **options)
+# -- the sampler objects: defaults and options, wrapping the functions above ----------------------
+
+
+@register("ancestral", "DDPM ancestral sampling (Ho et al. 2020): x_s ~ q(x_s | x_t, x̂₀)")
+@dataclass(frozen=True)
+class Ancestral(Sampler):
+    """:func:`ancestral` on the model's grid (``steps`` None: every training step of a DDPM)."""
+
+    function = staticmethod(ancestral)
+
+
+@register("ddim", "DDIM (Song, Meng & Ermon 2021); deterministic at eta=0")
+@dataclass(frozen=True)
+class DDIM(Sampler):
+    """:func:`ddim` with noise scale ``eta`` ≥ 0 (0: deterministic, 1: ancestral)."""
+
+    eta: float = 0.0
+    function = staticmethod(ddim)
+
+
+@register("euler-maruyama", "Euler–Maruyama steps of the reverse-time SDE (Song et al. 2021)")
+@dataclass(frozen=True)
+class EulerMaruyama(Sampler):
+    """:func:`euler_maruyama`: the reverse-time SDE, one evaluation per grid point."""
+
+    function = staticmethod(euler_maruyama)
+
+
+@register("pc", "predictor–corrector (Song et al. 2021): reverse-SDE predictor, Langevin corrector")
+@dataclass(frozen=True)
+class PredictorCorrector(Sampler):
+    """:func:`predictor_corrector` with the corrector's target ``snr`` and ``corrector_steps``
+    Langevin steps per grid point."""
+
+    snr: float = 0.16
+    corrector_steps: int = 1
+    function = staticmethod(predictor_corrector)
+
+
+@register("dpm-solver", "DPM-Solver++(2M) (Lu et al. 2022): second-order multistep, few steps")
+@dataclass(frozen=True)
+class DPMSolver(Sampler):
+    """:func:`dpm_solver`: 20 points equally spaced in log-SNR by default (Lu et al. 2022 §3.4),
+    the last step first order on short grids (``lower_order_final``). Deterministic."""
+
+    steps: int | None = 20
+    spacing: str = "log-snr"
+    lower_order_final: bool = True
+    function = staticmethod(dpm_solver)

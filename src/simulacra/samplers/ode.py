@@ -5,8 +5,9 @@ Every Gaussian diffusion has a deterministic ODE with the same marginals p_t as 
 
     dx/dt = v(x, t) = f(t) x − ½ g(t)² ∇ log p_t(x),    ∇ log p_t(x) ≈ (α x̂₀(x, t) − x)/σ².
 
-Integrated from t = 1 down to t_min it is a sampler (``ode``: adaptive Dormand–Prince RK45;
-``heun``: fixed steps), one more deterministic map from the prior to data. Integrated upwards
+Integrated from t = 1 down to t_min it is a sampler (:class:`ProbabilityFlowODE`, ``ode``:
+adaptive Dormand–Prince RK45; :class:`Heun`, ``heun``: fixed steps), one more deterministic map
+from the prior to data. Integrated upwards
 from x(t_min) = x it is a continuous normalizing flow, so the instantaneous change of variables
 (Chen et al. 2018) gives the exact log-density of the model's p_{t_min}:
 
@@ -20,6 +21,7 @@ by :func:`simulacra.numerics.ode.odeint`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -30,7 +32,8 @@ from simulacra.flows.continuous import ContinuousFlow
 from simulacra.numerics.ode import ODE_METHODS, odeint, rms_norm
 from simulacra.processes.gaussian import Denoise, batch_time, expand
 from simulacra.processes.schedules import NoiseSchedule
-from simulacra.samplers.diffusion import SAMPLERS, broadcast_time, check_grid, score_from_x0
+from simulacra.samplers.base import Sampler, register
+from simulacra.samplers.diffusion import broadcast_time, check_grid, score_from_x0
 
 
 def probability_flow(denoise: Denoise, process: NoiseSchedule, x: Tensor, t: Tensor) -> Tensor:
@@ -41,7 +44,6 @@ def probability_flow(denoise: Denoise, process: NoiseSchedule, x: Tensor, t: Ten
     return expand(f, x) * x - 0.5 * expand(g2, x) * score
 
 
-@SAMPLERS.register("ode", "probability-flow ODE (Song et al. 2021) with adaptive RK45 (Dormand–Prince)")
 def ode(
     denoise: Denoise,
     process: NoiseSchedule,
@@ -70,9 +72,6 @@ def ode(
     return denoise(y, broadcast_time(y, times[-1]))
 
 
-@SAMPLERS.register(
-    "heun", "probability-flow ODE with Heun's method (2 evaluations per step; Karras et al. 2022)"
-)
 def heun(
     denoise: Denoise,
     process: NoiseSchedule,
@@ -83,6 +82,26 @@ def heun(
 ) -> Tensor:
     """The ``ode`` sampler with Heun's second-order method on len(times) − 1 equal steps."""
     return ode(denoise, process, x, times, method="heun")
+
+
+@register("ode", "probability-flow ODE (Song et al. 2021) with adaptive RK45 (Dormand–Prince)")
+@dataclass(frozen=True)
+class ProbabilityFlowODE(Sampler):
+    """:func:`ode`: the probability-flow ODE solved by ``method`` to tolerances ``rtol``/``atol``
+    (an adaptive method uses only the grid's end points). Deterministic."""
+
+    method: str = "dopri5"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    function = staticmethod(ode)
+
+
+@register("heun", "probability-flow ODE with Heun's method (2 evaluations per step; Karras et al. 2022)")
+@dataclass(frozen=True)
+class Heun(Sampler):
+    """:func:`heun`: the probability-flow ODE in len(times) − 1 equal Heun steps. Deterministic."""
+
+    function = staticmethod(heun)
 
 
 class _FlatField(nn.Module):

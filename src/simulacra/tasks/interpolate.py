@@ -97,7 +97,7 @@ def interpolate(
         raise ConfigError(f"unknown interpolation method {method!r}; valid methods: {', '.join(METHODS)}")
     if steps < 2:
         raise ConfigError(f"interpolation needs at least 2 steps, got {steps}")
-    event_shape = tuple(getattr(model, "event_shape", x_a.shape))
+    event_shape = tuple(model.event_shape)
     if x_a.shape != x_b.shape:
         raise DataError(f"x_a and x_b differ in shape: {tuple(x_a.shape)} and {tuple(x_b.shape)}")
     if tuple(x_a.shape) == event_shape:

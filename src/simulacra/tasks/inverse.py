@@ -24,8 +24,9 @@ so any sampler started at t* from α(t*) y draws from the model's p(x | y).
 
 Everything here works on the model's space (for [0, 1] data the model sees 2x − 1); the functions
 ``inpaint``, ``super_resolve``, ``colorize`` and ``denoise_observation`` take data-space inputs
-and a trained :class:`~simulacra.models.diffusion.Diffusion`-like model (``denoiser_fn``,
-``process``, ``time_grid``, ``scale``, ``shift``).
+and a trained diffusion model (:class:`~simulacra.samplers.base.DiffusionSampling`), map the
+observation into model space with its ``to_model`` (deterministic: no dequantization noise) and
+the answer back with its ``from_model``, which rounds discrete data to their levels as samples are.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simulacra.errors import CapabilityError, ConfigError, DataError
-from simulacra.models.base import Completion
-from simulacra.processes.gaussian import Denoise, expand, q_posterior, transition
+from simulacra.data.info import DataInfo
+from simulacra.errors import ConfigError, DataError
+from simulacra.models.base import Completion, DiffusionSampling, GenerativeModel, require
+from simulacra.processes.gaussian import Denoise, expand, noise_like, q_posterior, transition
 from simulacra.processes.schedules import NoiseSchedule
-from simulacra.samplers import run_sampler
+from simulacra.samplers import Ancestral, Sampler, check_sampler
 
 Projection = Callable[[Tensor], Tensor]
 """An orthogonal projection P of the event space, applied to a batch (B, *event) -> (B, *event)."""
@@ -78,10 +80,6 @@ def channel_mean(x: Tensor) -> Tensor:
     return x.mean(dim=1, keepdim=True).expand_as(x)
 
 
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-
-
 def sample_given_projection(
     denoise: Denoise,
     process: NoiseSchedule,
@@ -113,19 +111,19 @@ def sample_given_projection(
     times = times.to(y.device)
     first = times[0].to(y.dtype).expand(y.shape[0])
     alpha0, sigma0 = process.alpha_sigma(first)
-    x = process.prior_std * _noise(y, generator)  # the prior on the unknown part
-    x = x - project(x) + expand(alpha0, y) * y + expand(sigma0, y) * project(_noise(y, generator))
+    x = process.prior_std * noise_like(y, generator)  # the prior on the unknown part
+    x = x - project(x) + expand(alpha0, y) * y + expand(sigma0, y) * project(noise_like(y, generator))
     for t, s in zip(times[:-1], times[1:]):
         tt, ss = t.to(y.dtype).expand(y.shape[0]), s.to(y.dtype).expand(y.shape[0])
         alpha_s, sigma_s = process.alpha_sigma(ss)
         for r in range(resample):
             mean, var = q_posterior(process, x, denoise(x, tt), tt, ss)
-            x_s = mean + expand(var.sqrt(), x) * _noise(x, generator)
-            known = expand(alpha_s, y) * y + expand(sigma_s, y) * project(_noise(y, generator))
+            x_s = mean + expand(var.sqrt(), x) * noise_like(x, generator)
+            known = expand(alpha_s, y) * y + expand(sigma_s, y) * project(noise_like(y, generator))
             x_s = x_s - project(x_s) + known
             if r < resample - 1:  # back to t through q(x_t | x_s), then the step again
                 a, v = transition(process, ss, tt)
-                x = expand(a, x_s) * x_s + expand(v.sqrt(), x_s) * _noise(x_s, generator)
+                x = expand(a, x_s) * x_s + expand(v.sqrt(), x_s) * noise_like(x_s, generator)
         x = x_s
     x0 = denoise(x, times[-1].to(y.dtype).expand(y.shape[0]))
     return x0 - project(x0) + y
@@ -148,34 +146,24 @@ def denoising_time(process: NoiseSchedule, noise_std: float) -> float:
 # -- model-level tasks (data space in and out) -------------------------------------------------
 
 
-def _require_diffusion(model: Any, what: str) -> None:
-    if not all(hasattr(model, a) for a in ("denoiser_fn", "process", "time_grid", "scale", "shift")):
-        raise CapabilityError(
-            f"{what} needs a diffusion model (a denoiser and a noise process); found {type(model).__name__}"
-        )
+def _diffusion(model: object, what: str) -> DiffusionSampling:
+    """``model`` as a diffusion model, else a CapabilityError saying that ``what`` needs one."""
+    hint = f"{what} needs a diffusion model (a denoiser and a noise process)"
+    return require(model, DiffusionSampling, "denoiser", hint)
 
 
-def _check_batch(model: Any, x: Tensor, what: str) -> None:
-    if tuple(x.shape[1:]) != tuple(model.info.event_shape):
+def _check_batch(info: DataInfo, x: Tensor, what: str) -> None:
+    if tuple(x.shape[1:]) != tuple(info.event_shape):
         raise DataError(
-            f"{what}: expected a batch of shape (B, {', '.join(map(str, model.info.event_shape))}); found {tuple(x.shape)}"
+            f"{what}: expected a batch of shape (B, {', '.join(map(str, info.event_shape))}); found {tuple(x.shape)}"
         )
     if not bool(torch.isfinite(x).all()):
         raise DataError(f"{what}: the input holds NaN or infinite values")
 
 
-def _to_model(model: Any, x: Tensor) -> Tensor:
-    return model.scale * x + model.shift
-
-
-def _from_model(model: Any, y: Tensor) -> Tensor:
-    x = (y - model.shift) / model.scale
-    return x if model.info.support == "real" else x.clamp(0.0, 1.0)
-
-
 @torch.no_grad()
 def solve_projection(
-    model: Any,
+    model: DiffusionSampling,
     x_observed: Tensor,
     project: Projection,
     *,
@@ -186,11 +174,12 @@ def solve_projection(
     generator: torch.Generator | None = None,
     what: str = "the inverse problem",
 ) -> Tensor:
-    """x with P x = P x_observed from a trained diffusion model, data space in and out, (B, *event)."""
-    _require_diffusion(model, what)
-    _check_batch(model, x_observed, what)
-    y = project(_to_model(model, x_observed.to(model.device)))
-    times = model.time_grid(int(steps or model.sample_steps or model.timesteps or 1000))
+    """x with P x = P x_observed from a trained diffusion model, data space in and out, (B, *event);
+    ``steps`` grid points (default the model's ``default_steps``)."""
+    model = _diffusion(model, what)
+    _check_batch(model.info, x_observed, what)
+    y = project(model.to_model(x_observed.to(model.device), dequantize=False))
+    times = model.time_grid(int(steps or model.default_steps))
     out = sample_given_projection(
         model.denoiser_fn(c, guidance, clip=True),
         model.process,
@@ -200,10 +189,10 @@ def solve_projection(
         resample=resample,
         generator=generator,
     )
-    return _from_model(model, out)
+    return model.from_model(out)
 
 
-def inpaint(model: Any, x: Tensor, mask: Tensor, **options: Any) -> Tensor:
+def inpaint(model: GenerativeModel, x: Tensor, mask: Tensor, **options: Any) -> Tensor:
     """Fill the entries of x (B, *event) where ``mask`` is 0 (mask 1 = kept), data space.
 
     A diffusion model solves it by projection (options as :func:`solve_projection`; ``resample``
@@ -215,15 +204,18 @@ def inpaint(model: Any, x: Tensor, mask: Tensor, **options: Any) -> Tensor:
             f"the mask must have the batch's shape {tuple(x.shape)} or one example's; found {tuple(mask.shape)}"
         )
     if isinstance(model, Completion):
-        return _complete(model, x, mask, **options)
-    _require_diffusion(model, "inpainting")
-    return solve_projection(model, x, mask_projection(mask.to(model.device)), what="inpainting", **options)
+        _check_batch(model.info, x, "inpainting")
+        x = x.to(model.device)
+        return _complete(model, x, (mask.to(model.device) == 0).expand_as(x), **options)
+    diffusion = _diffusion(model, "inpainting")
+    project = mask_projection(mask.to(diffusion.device))
+    return solve_projection(diffusion, x, project, what="inpainting", **options)
 
 
 def _complete(
     model: Completion,
     x: Tensor,
-    mask: Tensor,
+    missing: Tensor,
     *,
     c: Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -239,15 +231,10 @@ def _complete(
             f"{', '.join(extra)} apply to diffusion models; an autoregressive model completes the "
             "missing entries exactly, without a sampler"
         )
-    _check_batch(model, x, "inpainting")
-    device = getattr(model, "device", x.device)
-    x = x.to(device)
-    missing = (mask.to(device) == 0).expand_as(x)
-    with torch.no_grad():
-        return model.complete(x, missing, c, generator=generator)
+    return model.complete(x, missing, c, generator=generator)
 
 
-def super_resolve(model: Any, low: Tensor, factor: int, **options: Any) -> Tensor:
+def super_resolve(model: DiffusionSampling, low: Tensor, factor: int, **options: Any) -> Tensor:
     """High-resolution images (B, C, f·h, f·w) whose f × f block means are ``low`` (B, C, h, w)."""
     if low.dim() != 4:
         raise DataError(f"super-resolution takes images (B, C, h, w); found {tuple(low.shape)}")
@@ -256,7 +243,7 @@ def super_resolve(model: Any, low: Tensor, factor: int, **options: Any) -> Tenso
     return solve_projection(model, up, project, what=f"super-resolution x{factor}", **options)
 
 
-def colorize(model: Any, grey: Tensor, **options: Any) -> Tensor:
+def colorize(model: DiffusionSampling, grey: Tensor, **options: Any) -> Tensor:
     """Colour images (B, C, H, W) whose channel mean is ``grey`` ((B, 1, H, W) or already C channels)."""
     channels = int(model.info.event_shape[0])
     if channels < 2:
@@ -267,36 +254,33 @@ def colorize(model: Any, grey: Tensor, **options: Any) -> Tensor:
 
 @torch.no_grad()
 def denoise_observation(
-    model: Any,
+    model: DiffusionSampling,
     y: Tensor,
     noise_std: float,
     *,
     c: Tensor | None = None,
-    sampler: str = "ancestral",
+    sampler: Sampler | None = None,
     steps: int | None = None,
     guidance: float | None = None,
     generator: torch.Generator | None = None,
-    **sampler_options: Any,
 ) -> Tensor:
     """A draw from the model's p(x | y) for y = x + σ_y ε (σ_y = ``noise_std`` in data units),
-    (B, *event) in and out: start the sampler at t* (σ/α = σ_y) from α(t*) y."""
-    _require_diffusion(model, "denoising")
-    _check_batch(model, y, "denoising")
+    (B, *event) in and out: start the sampler at t* (σ/α = σ_y) from α(t*) y.
+
+    ``sampler`` is any :class:`Sampler` (default ``Ancestral()``: a stochastic one draws from
+    p(x | y)); its grid, cut at t*, gives the steps (``steps``, when given, overrides its own)."""
+    model = _diffusion(model, "denoising")
+    _check_batch(model.info, y, "denoising")
+    sampler = Ancestral() if sampler is None else check_sampler(sampler)
+    if steps is not None:
+        sampler = sampler.with_options(steps=steps)
+    x = model.to_model(y.to(model.device), dequantize=False)
     t_star = denoising_time(model.process, float(noise_std) * model.scale)
-    grid = model.time_grid(int(steps or model.sample_steps or model.timesteps or 1000))
+    grid = sampler.grid(model)
     grid = grid[grid < t_star]
     times = torch.cat([torch.tensor([t_star], dtype=grid.dtype), grid])
     if times.numel() < 2:
         raise ConfigError("the noise level is below the sampler's finest step; use more steps")
     alpha = model.process.alpha(torch.tensor(t_star, dtype=torch.float64))
-    x = float(alpha) * _to_model(model, y.to(model.device))
-    out = run_sampler(
-        sampler,
-        model.denoiser_fn(c, guidance, clip=True),
-        model.process,
-        x,
-        times,
-        generator=generator,
-        **sampler_options,
-    )
-    return _from_model(model, out)
+    out = sampler.run(model, float(alpha) * x, times=times, c=c, guidance=guidance, generator=generator)
+    return model.from_model(out)

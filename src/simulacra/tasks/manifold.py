@@ -87,5 +87,4 @@ def latent_manifold(model: LatentVariableModel, *, n: int = 20, c: Tensor | None
         z = loc + scale * torch.stack([z1, z2], -1).reshape(n * n, 2)
         cs = None if c is None else c.expand(n * n, *c.shape[1:])
         x = distribution_mean(model.decode(z, cs))
-    event_shape = tuple(getattr(model, "event_shape", x.shape[1:]))
-    return x.reshape(n * n, *event_shape)
+    return x.reshape(n * n, *model.event_shape)

@@ -252,7 +252,7 @@ class LossWeightWarmup(Callback):
         model = state.model
         weights = model.loss_weights() if isinstance(model, WeightedLoss) else {}
         if self.weight not in weights:
-            name = getattr(model, "preset_name", type(model).__name__)
+            name = model.preset_name
             has = f"its weights are {sorted(weights)}" if weights else "it declares no loss weights"
             raise ConfigError(
                 f"a warm-up of the loss weight {self.weight!r} needs a model with that weight, but {name} "

@@ -262,7 +262,7 @@ def save_run_config(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = json.loads(json.dumps(dict(run_config or {}), default=to_jsonable))
-    spec = getattr(model, "spec", None)
+    spec = model.spec
     spec = json.loads(json.dumps(dict(spec), default=to_jsonable)) if spec is not None else run.get("model")
     info = model.info.to_dict()
     info["event_shape"] = list(model.info.event_shape)

@@ -55,10 +55,6 @@ class Group:
         return self.updates - 1 if self.fresh_batch else 0
 
 
-def _name(model: GenerativeModel) -> str:
-    return getattr(model, "preset_name", type(model).__name__)
-
-
 def _merged(declared: GroupSettings, override: Mapping[str, Any], group: str) -> dict[str, Any]:
     valid = GroupSettings.field_names()
     if not isinstance(override, Mapping):
@@ -96,11 +92,11 @@ def resolve_groups(model: GenerativeModel, config: TrainConfig) -> dict[str, Gro
     params = model.parameter_groups()
     if set(params) != set(names):
         raise ConfigError(
-            f"{_name(model)}.parameter_groups() returns groups {sorted(params)} but model.groups is {list(names)}"
+            f"{model.preset_name}.parameter_groups() returns groups {sorted(params)} but model.groups is {list(names)}"
         )
     unknown = sorted(set(config.groups) - set(names))
     if unknown:
-        raise ConfigError(f"train.groups names group(s) {unknown}; {_name(model)} has {list(names)}")
+        raise ConfigError(f"train.groups names group(s) {unknown}; {model.preset_name} has {list(names)}")
     declared = model.optimizer_settings()
     resolved: dict[str, Group] = {}
     for g in names:

@@ -261,16 +261,12 @@ def fit(
 # --------------------------------------------------------------------------- setting up
 
 
-def _name(model: GenerativeModel) -> str:
-    return getattr(model, "preset_name", type(model).__name__)
-
-
 def _splits(model: GenerativeModel, data: Dataset, device: torch.device) -> tuple[Split, Split | None]:
     """The training and validation splits on ``device`` (once: batches are index slices)."""
     train = data.train.to(device)
     valid = data.valid.to(device) if data.valid is not None and len(data.valid) > 0 else None
     if model.conditional and train.y is None:
-        raise ConfigError(f"{_name(model)} is conditional but dataset {data.name!r} has no labels")
+        raise ConfigError(f"{model.preset_name} is conditional but dataset {data.name!r} has no labels")
     return train, valid
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -13,12 +14,14 @@ from simulacra.models.zoo._registry import MODELS
 from simulacra.nn.time import TimeMLP
 from simulacra.nn.unet import UNet
 from simulacra.processes.schedules import SCHEDULES
+from simulacra.samplers import resolve_sampler
 
 # -- diffusion ----------------------------------------------------------------------------------
 # Every diffusion model is Diffusion(info, denoiser, process, prediction, weighting): DDPM is the
 # discrete-time model (timesteps T) on a linear or cosine schedule, score-sde the continuous-time
 # one on a VP, sub-VP or VE SDE. The denoiser is a time-conditioned MLP for vectors and a UNet for
-# images; the sampler is chosen at sampling time (the preset only sets the default).
+# images; the sampler is chosen at sampling time (the preset only sets the default: a name, or
+# {"name": ..., options}, from the config file, resolved here into a Sampler object).
 
 
 def _denoiser(
@@ -57,19 +60,20 @@ def ddpm(
     attention_resolution: int = 8,
     conditional: bool = False,
     label_dropout: float = 0.1,
-    sampler: str = "ancestral",
+    sampler: str | Mapping[str, Any] = "ancestral",
     sample_steps: int | None = None,
 ) -> Diffusion:
     """T = ``timesteps`` steps of a ``linear`` (Ho et al.) or ``cosine`` (Nichol & Dhariwal) schedule;
     ``prediction`` eps, x0 or v; a TimeMLP (``hidden``) for vectors, a UNet (``channels``) for
-    images; ``conditional`` trains with label dropout for classifier-free guidance."""
+    images; ``conditional`` trains with label dropout for classifier-free guidance; ``sampler``
+    the default sampler (a name in ``SAMPLERS`` or ``{"name": ..., options}``)."""
     if schedule not in ("linear", "cosine"):
         raise ConfigError(f"ddpm's schedule must be 'linear' or 'cosine'; found {schedule!r} (see score-sde)")
     return Diffusion(
         info, _denoiser(info, arch, hidden, channels, attention_resolution, conditional),
         SCHEDULES.build(schedule), prediction=prediction, weighting=weighting,
         timesteps=positive_int(timesteps, "timesteps"), conditional=conditional,
-        label_dropout=label_dropout, sampler=sampler, sample_steps=sample_steps,
+        label_dropout=label_dropout, sampler=resolve_sampler(sampler), sample_steps=sample_steps,
     )  # fmt: skip
 
 
@@ -86,7 +90,7 @@ def score_sde(
     attention_resolution: int = 8,
     conditional: bool = False,
     label_dropout: float = 0.1,
-    sampler: str = "euler-maruyama",
+    sampler: str | Mapping[str, Any] = "euler-maruyama",
     sample_steps: int = 1000,
 ) -> Diffusion:
     """Denoising score matching at t ~ U(t_min, 1) on the ``sde`` vp, subvp or ve (``sigma_max``:
@@ -97,5 +101,6 @@ def score_sde(
     return Diffusion(
         info, _denoiser(info, arch, hidden, channels, attention_resolution, conditional), process,
         prediction=prediction, weighting=weighting, timesteps=None, conditional=conditional,
-        label_dropout=label_dropout, sampler=sampler, sample_steps=positive_int(sample_steps, "sample_steps"),
+        label_dropout=label_dropout, sampler=resolve_sampler(sampler),
+        sample_steps=positive_int(sample_steps, "sample_steps"),
     )  # fmt: skip

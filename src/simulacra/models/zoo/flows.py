@@ -429,7 +429,6 @@ def posterior_standardizations(model: FlowModel) -> tuple[Standardize, Standardi
     x = context[0] if isinstance(context, nn.Sequential) else context
     if not isinstance(theta, Standardize) or not isinstance(x, Standardization):
         raise ConfigError(
-            f"expected a model of the 'posterior' preset (standardized θ and x); found "
-            f"{getattr(model, 'preset_name', type(model).__name__)!r}"
+            f"expected a model of the 'posterior' preset (standardized θ and x); found {model.preset_name!r}"
         )
     return theta, x
