@@ -151,11 +151,22 @@ def _fit(name: str, run: Path, *, resume: bool = False, stop_at: int | None = No
     return model
 
 
+TIMING = {"elapsed_s", "examples_per_s", "wall_time"}  # wall-clock readings differ between runs
+
+
+def _without_timing(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {k: _without_timing(v) for k, v in obj.items() if k not in TIMING}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_without_timing(v) for v in obj)
+    return obj
+
+
 def _final_state(run: Path) -> dict[str, object]:
     """The last checkpoint as JSON + tensors: weights, optimizer and scheduler states, RNG
-    states, EMA, accumulated metrics (everything but the wall-clock time)."""
+    states, EMA, accumulated metrics (everything but wall-clock readings)."""
     checkpoint = load_trainer_state(run)
-    trainer = {k: v for k, v in checkpoint.trainer_state.items() if k != "elapsed_s"}
+    trainer = _without_timing(checkpoint.trainer_state)
     encoded, tensors = flatten_state({"trainer": trainer, "extra": checkpoint.extra})
     return {"step": checkpoint.step, "json": encoded, "tensors": tensors, "model": checkpoint.model_state}
 
