@@ -64,6 +64,8 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
         DIGITS,
     ),
     "score-sde": ({"sde": "ve", "sigma_max": 5.0, "hidden": [16], "sample_steps": 10}, VECTORS),
+    # -- test-only (tests/toymodels.py): a two-group model for the contract's per-group checks
+    "test-adversarial": ({"latent": 2, "hidden": 8}, VECTORS),
 }
 
 

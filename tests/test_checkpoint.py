@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 
 import _resume_worker as worker
 import simulacra.train.checkpoint as ckpt
+from simulacra.cli import main
 from simulacra.config import TrainConfig
 from simulacra.errors import CheckpointError
 from simulacra.models.zoo import build_model
@@ -27,6 +29,7 @@ import toymodels as tm
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src" / "simulacra"
+HANG_S = 900  # the subprocess timeout guards against hangs only (generous under load)
 
 
 # tiny tensors: one thread avoids oversubscribing the shared cores (fixture in conftest.py)
@@ -89,6 +92,56 @@ def test_trainer_state_flattening_round_trips() -> None:
 def test_checkpoints_never_unpickle() -> None:
     for path in (SRC / "train").glob("*.py"):
         assert "torch.load(" not in path.read_text(), path
+
+
+class _CreatesMarker:
+    """A malicious pickle: unpickling it calls ``open(marker, "w")``, which creates the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_pickle_where_a_checkpoint_belongs_never_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pickles (raw, and torch.save'd .pt archives) put where a run's weights and trainer state
+    belong: every loader, resume and ``simulacra sample RUN`` report a corrupt file, and the
+    pickle's code never runs (its marker file is never created)."""
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(_CreatesMarker(control))).close()
+    assert control.is_file(), "the payload must be live: unpickling it creates its marker"
+
+    run = tmp_path / "run"
+    _train(run, checkpoint_every=3)
+    folder = ckpt.latest_checkpoint(run)
+    assert folder is not None
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_CreatesMarker(marker))
+    for name in ("model", "ema", "trainer-state"):
+        for where in (run, folder):
+            (where / f"{name}.safetensors").write_bytes(payload)
+            torch.save(_CreatesMarker(marker), where / f"{name}.pt")  # a real .pt: a zip around the pickle
+    for load in (load_model, lambda r: load_model(r, ema=False), load_trainer_state):
+        with pytest.raises(CheckpointError, match="corrupt or truncated"):
+            load(run)
+    data = tm.toy_dataset(64)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        fit(
+            build_model("test-toy", data.info),
+            data,
+            TrainConfig(steps=12, batch_size=16, ema_decay=0.5),
+            run_dir=run,
+            resume=True,
+            progress=False,
+        )
+    assert main(["sample", str(run), "-n", "2", "-o", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or truncated" in err and "Traceback" not in err, err
+    assert not marker.exists(), "a checkpoint loader unpickled the payload"
+    assert not (tmp_path / "s.png").exists()
 
 
 def _truncate(path: Path) -> None:
@@ -251,7 +304,7 @@ def _killed_run(run: Path, *flags: str) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 

@@ -1,7 +1,8 @@
 """Data layer: toys, registered datasets, files, validation, binarization, downloads.
 
 Everything runs offline on small synthetic files written to ``tmp_path``; the real MNIST files
-are checked only when ``/work/shared/data`` holds them.
+are checked only when the shared data folder ``../shared/data`` (next to the checkout) holds them;
+otherwise those two tests are skipped with the path they looked for.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ from simulacra.errors import DataError, UnknownNameError
 from simulacra.seeding import derive_seed
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _needs_shared(name: str) -> pytest.MarkDecorator:
+    """Skip unless the shared data folder holds ``name``; the reason names the folder looked in."""
+    return pytest.mark.skipif(
+        not (SHARED / name).is_file(),
+        reason=f"needs {name} in the shared data folder {SHARED} (not found there)",
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -425,7 +434,7 @@ def test_binarized_mnist(tmp_path: Path) -> None:
         load_dataset(DataConfig(name="binarized-mnist", data_dir=str(tmp_path)))
 
 
-@pytest.mark.skipif(not (SHARED / "mnist.npz").is_file(), reason="needs ../shared/data/mnist.npz")
+@_needs_shared("mnist.npz")
 def test_real_mnist_statistics() -> None:
     ds = load_dataset(DataConfig(name="mnist", data_dir=str(SHARED)))
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (54000, 6000, 10000)
@@ -436,7 +445,7 @@ def test_real_mnist_statistics() -> None:
     assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-@pytest.mark.skipif(not (SHARED / "binarized_mnist.npz").is_file(), reason="needs ../shared/data")
+@_needs_shared("binarized_mnist.npz")
 def test_real_binarized_mnist_statistics() -> None:
     ds = load_dataset(DataConfig(name="binarized-mnist", data_dir=str(SHARED)))
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (50000, 10000, 10000)
@@ -599,12 +608,27 @@ def test_image_folder_with_classes(tmp_path: Path) -> None:
 
 
 def test_image_folder_colour_and_alpha(tmp_path: Path) -> None:
+    """RGBA images keep their RGB values (alpha dropped, not blended); a grey image among colour
+    ones is repeated over the three channels; pixels are k/255."""
     rng = np.random.default_rng(7)
+    expected = []
     for i in range(4):
-        _save_image(tmp_path / "rgba" / f"{i}.png", rng.integers(0, 256, (8, 8, 4), dtype=np.uint8), "RGBA")
-    _save_image(tmp_path / "rgba" / "grey.png", rng.integers(0, 256, (8, 8), dtype=np.uint8), "L")
+        rgba = rng.integers(0, 256, (8, 8, 4), dtype=np.uint8)
+        rgba[..., 3] = rng.integers(0, 128, (8, 8))  # mostly transparent: blending would change RGB
+        _save_image(tmp_path / "rgba" / f"{i}.png", rgba, "RGBA")
+        expected.append(rgba[..., :3].transpose(2, 0, 1))
+    grey = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    _save_image(tmp_path / "rgba" / "grey.png", grey, "L")
+    expected.append(np.repeat(grey[None], 3, axis=0))
     ds = load_dataset(DataConfig(name=str(tmp_path / "rgba"), valid_fraction=0.2))
     assert ds.info.event_shape == (3, 8, 8) and ds.train.y is None and ds.info.num_classes is None
+    assert (ds.info.support, ds.info.levels) == ("unit", 256)
+    splits = [s for s in (ds.train, ds.valid, ds.test) if s is not None]
+    xs = torch.cat([s.x for s in splits])
+    assert xs.dtype == torch.float32 and len(xs) == 5
+    torch.testing.assert_close(xs * 255, (xs * 255).round(), rtol=0, atol=1e-4)  # on the grid k/255
+    theirs = torch.from_numpy(np.stack(expected).reshape(5, -1)).float()
+    assert _rows((xs * 255).round().reshape(5, -1)) == _rows(theirs)
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:

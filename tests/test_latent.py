@@ -63,11 +63,34 @@ def test_unfitted_and_normal_densities_are_standard_normal() -> None:
     torch.testing.assert_close(StandardNormalDensity(2).fit(z + 10)().log_prob(z), ref)
 
 
-def test_draws_are_reproducible_under_a_generator() -> None:
-    density = GaussianMixtureDensity(2, 3).fit(torch.randn(100, 2), seed=1)
+def test_draws_are_reproducible_under_a_generator_and_follow_the_mixture() -> None:
+    """Draws depend only on the generator (the global RNG is neither used nor advanced), and they
+    come from the fitted mixture: component frequencies are its weights, and each component's
+    draws have its mean and covariance (within 5 standard errors)."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-6.0, 0.0], [6.0, 0.0], [0.0, 8.0]])
+    labels = torch.multinomial(torch.tensor([0.5, 0.3, 0.2]), 600, replacement=True, generator=g)
+    density = GaussianMixtureDensity(2, 3).fit(centres[labels] + torch.randn(600, 2, generator=g), seed=1)
+    global_rng = torch.get_rng_state()
     a = sample_from(density(n=4), (), torch.Generator().manual_seed(3))
     b = sample_from(density(n=4), (), torch.Generator().manual_seed(3))
-    assert a.shape == (4, 2) and torch.equal(a, b)
+    c = sample_from(density(n=4), (), torch.Generator().manual_seed(4))
+    assert a.shape == (4, 2) and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.get_rng_state(), global_rng)
+
+    n = 20_000
+    z = sample_from(density(n=n), (), torch.Generator().manual_seed(5))
+    weights, means = density.logits.exp(), density.means
+    covs = density.scale_tril @ density.scale_tril.mT
+    nearest = torch.cdist(z, means).argmin(1)  # the components are ≥ 10 apart: nearest mean = component
+    freq = torch.bincount(nearest, minlength=3) / n
+    assert ((freq - weights).abs() < 5 * (weights * (1 - weights) / n).sqrt()).all(), (freq, weights)
+    for k in range(3):
+        zk = z[nearest == k]
+        se_mean = (covs[k].diagonal() / len(zk)).sqrt()
+        assert ((zk.mean(0) - means[k]).abs() < 5 * se_mean).all(), k
+        se_var = covs[k].diagonal() * (2 / len(zk)) ** 0.5
+        assert ((torch.cov(zk.T).diagonal() - covs[k].diagonal()).abs() < 5 * se_var).all(), k
 
 
 def test_fit_checks_codes() -> None:

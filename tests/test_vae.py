@@ -147,17 +147,49 @@ def test_iwae_conditional_decoder_sees_repeated_labels() -> None:
 
 @pytest.mark.parametrize("likelihood", ["categorical", "logistic", "gaussian-learned", "gaussian"])
 def test_other_likelihoods(likelihood: str) -> None:
+    """Each decoder likelihood p(x | z) is a product of normalized per-pixel distributions on the
+    data's support: changing pixel j to s changes log p by log p_j(s) − log p_j(x_j), so
+    log p(x) = −Σ_j log Σ_s p_j(s) / p_j(x_j) (sum over the 17 levels for the discrete heads, a
+    midpoint rule on [−6, 7] for the Gaussians). The loss is −(rec − KL) and draws lie on the
+    support (the level grid k/16 for the discrete heads)."""
+    torch.manual_seed(0)
     model = build_model(
         {"name": "conv-vae", "latent_dim": 2, "channels": [4], "likelihood": likelihood}, DIGITS
     )
+    discrete = likelihood in ("categorical", "logistic")
+    assert model.discrete_likelihood == discrete
     x, _ = _batch(3)
     out = model.loss(x)
-    assert torch.isfinite(out.loss)
-    assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)
+    torch.testing.assert_close(out.metrics["elbo"], out.metrics["rec"] - out.metrics["kl"])
+    torch.testing.assert_close(out.loss, -out.metrics["elbo"])
+    if discrete:
+        assert out.metrics["rec"] < 0  # a log-probability of discrete data
+    with torch.no_grad():
+        p = model.decode(torch.randn(1, 2, generator=torch.Generator().manual_seed(1)))
+        support, log_w = (
+            (torch.arange(17) / 16, torch.zeros(17))
+            if discrete
+            else (torch.arange(-6, 7, 0.005) + 0.0025, torch.full((2600,), math.log(0.005)))
+        )
+        k, d = len(support), model.info.dim
+        one = x[:1].reshape(1, d)
+        edited = one.repeat(d * k, 1).reshape(d, k, d)
+        edited[torch.arange(d), :, torch.arange(d)] = support  # example (j, s): pixel j set to s
+        log_p = p.log_prob(x[:1])
+        ratios = p.log_prob(edited.reshape(d * k, *model.info.event_shape)).reshape(d, k) - log_p
+        torch.testing.assert_close(-torch.logsumexp(ratios + log_w, 1).sum(), log_p[0], rtol=1e-5, atol=1e-2)
+        draws = model.sample(2, generator=torch.Generator().manual_seed(0), mean=False)
+    assert draws.shape == (2, 1, 8, 8) and torch.isfinite(draws).all()
+    if discrete:
+        assert ((draws >= 0) & (draws <= 1)).all()
+        torch.testing.assert_close(draws * 16, (draws * 16).round())
+    else:
+        assert not torch.equal(draws * 16, (draws * 16).round())  # continuous draws, off the grid
 
 
 def test_short_training_improves_the_elbo() -> None:
-    """A few Adam steps on two repeated binary patterns raise the ELBO well above its start."""
+    """A few Adam steps on two repeated binary patterns raise the ELBO well above its start, and
+    it stays below the best mean log-likelihood, log ½."""
     info = DataInfo((12,), "binary")
     x = torch.tensor([[1.0] * 6 + [0.0] * 6, [0.0] * 6 + [1.0] * 6]).repeat(16, 1)
     model = build_model({"name": "vae", "latent_dim": 2, "hidden": [16]}, info)
@@ -169,4 +201,8 @@ def test_short_training_improves_the_elbo() -> None:
         opt.step()
     with torch.no_grad():
         end = model.log_prob_bound(x, num_samples=20).mean()
-    assert end > start + 4 and end > -2.0  # log p(x) ≤ -log 2 for two equiprobable patterns
+    assert end > start + 4 and end > -2.0
+    # ... but not above what any normalized model can reach: the bound is ≤ log p(x), and for two
+    # equiprobable patterns mean log p(x) = ½ log p(x₁) + ½ log p(x₂) ≤ log ½ (Gibbs), so a bound
+    # above −log 2 means a wrong sign (a KL added instead of subtracted, a log-det flipped)
+    assert end < -math.log(2) + 0.05, f"bound {float(end):.3f} above log ½"

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simulacra.data.info import DataInfo, Dataset, Split
@@ -111,6 +112,50 @@ class ToyTwoGroup(GenerativeModel):
         return {"a": list(self.a.parameters()), "b": list(self.b.parameters())}
 
 
+class ToyAdversarial(GenerativeModel):
+    """A toy GAN: two optimizer groups whose losses differ, updated discriminator first.
+
+    Generator G(z) = A z + b, z ~ N(0, I); discriminator D(x) = w·tanh(V x + a) + d (logits).
+    discriminator loss: mean[softplus(−D(x))] + mean[softplus(D(G(z)))]   (G(z) detached)
+    generator loss:     mean[softplus(−D(G(z)))]                          (non-saturating)
+    Each group's loss reaches its own parameters; the generator's also reaches D's (which the
+    loop must not step with it).
+    """
+
+    groups = ("discriminator", "generator")
+
+    def __init__(self, info: DataInfo, latent: int = 2, hidden: int = 8) -> None:
+        super().__init__(info)
+        self.latent = latent
+        self.generator = nn.Linear(latent, info.dim)
+        self.discriminator = nn.Sequential(nn.Linear(info.dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
+        x = x.flatten(1)
+        fake = self.generator(torch.randn(x.shape[0], self.latent, device=x.device))
+        if group == "discriminator":
+            real_term = F.softplus(-self.discriminator(x)).mean()
+            fake_term = F.softplus(self.discriminator(fake.detach())).mean()
+            return LossOutput(
+                real_term + fake_term, {"d_real": real_term.detach(), "d_fake": fake_term.detach()}
+            )
+        if group == "generator":
+            return LossOutput(F.softplus(-self.discriminator(fake)).mean())
+        raise ValueError(f"ToyAdversarial has groups {self.groups}; found {group!r}")
+
+    def sample(
+        self, n: int, c: Tensor | None = None, *, generator: torch.Generator | None = None, **_: Any
+    ) -> Tensor:
+        z = torch.randn(n, self.latent, generator=generator, device=self.device)
+        return self.generator(z).view(n, *self.event_shape)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "discriminator": list(self.discriminator.parameters()),
+            "generator": list(self.generator.parameters()),
+        }
+
+
 class ToyScalar(GenerativeModel):
     """One scalar w with loss mean((w - x)²): its validation loss is scripted by the data."""
 
@@ -132,6 +177,7 @@ def _register() -> None:
         "test-toy": (ToyGaussianAE, "Test-only stochastic Gaussian auto-encoder"),
         "test-toy-det": (ToyDeterministicAE, "Test-only deterministic auto-encoder"),
         "test-toy-two-group": (ToyTwoGroup, "Test-only model with optimizer groups a and b"),
+        "test-adversarial": (ToyAdversarial, "Test-only GAN: groups discriminator and generator"),
     }
     for name, (cls, doc) in presets.items():
         if name not in MODELS:  # tests may import this module more than once
