@@ -109,24 +109,16 @@ def main(out: Path) -> None:
         local, data = build_local()
         fit(local, data, local_config(checkpoint_every=2), run_dir=out / "local-a", progress=False)
         _save(local, out / f"rank{ctx.rank}-local.safetensors")
-        stopped, data = build_local()
-        fit(
-            stopped,
-            data,
-            local_config(checkpoint_every=2),
-            run_dir=out / "local-b",
-            callbacks=[StopAt(3)],
-            progress=False,
-        )
-        resumed, data = build_local()
-        fit(
-            resumed,
-            data,
-            local_config(checkpoint_every=2),
-            run_dir=out / "local-b",
-            resume=True,
-            progress=False,
-        )
+        for extra in ({"callbacks": [StopAt(3)]}, {"resume": True}):  # stopped at 3, then resumed
+            resumed, data = build_local()
+            fit(
+                resumed,
+                data,
+                local_config(checkpoint_every=2),
+                run_dir=out / "local-b",
+                progress=False,
+                **extra,
+            )
         _save(resumed, out / f"rank{ctx.rank}-local-resumed.safetensors")
         print(f"rank {ctx.rank}/{ctx.world_size} done", flush=True)
     finally:

@@ -55,45 +55,36 @@ def test_checkpoints_by_time_keep_under_two_percent_of_the_run(
 ) -> None:
     clock = FakeClock()
     monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=clock.perf_counter))
-    written: list[int] = []
 
     class TenSecondSteps:
+        def __init__(self) -> None:
+            self.written: list[int] = []
+
         def on_step_end(self, state: Any) -> None:
             clock.now += 10.0
 
         def on_checkpoint(self, state: Any) -> None:
-            written.append(state.step)
+            self.written.append(state.step)
 
-    model, data = _build()
-    fit(
-        model,
-        data,
-        _config(steps=40, checkpoint_minutes=1.0),
-        run_dir=tmp_path / "a",
-        callbacks=[TenSecondSteps()],
-        progress=False,
-    )
-    assert written == [6, 12, 18, 24, 30, 36, 40]  # every 60 s, and at the end
+    def checkpoint_steps(steps: int, run: Path) -> list[int]:
+        model, data = _build()
+        steps_seen = TenSecondSteps()
+        config = _config(steps=steps, checkpoint_minutes=1.0)
+        fit(model, data, config, run_dir=run, callbacks=[steps_seen], progress=False)
+        return steps_seen.written
+
+    assert checkpoint_steps(40, tmp_path / "a") == [6, 12, 18, 24, 30, 36, 40]  # every 60 s, and at the end
 
     save = loop.save_checkpoint
 
     def slow_save(*args: Any, **kwargs: Any) -> Path:
-        clock.now += 4.0  # a checkpoint that costs 4 s: no sooner than every 200 s
+        clock.now += 4.0  # a checkpoint that costs 4 s: then no sooner than 50 × 4 = 200 s later
         return save(*args, **kwargs)
 
     monkeypatch.setattr(loop, "save_checkpoint", slow_save)
-    written.clear()
-    model, data = _build()
-    fit(
-        model,
-        data,
-        _config(steps=60, checkpoint_minutes=1.0),
-        run_dir=tmp_path / "b",
-        callbacks=[TenSecondSteps()],
-        progress=False,
-    )
-    assert written[:2] == [6, 26]  # the first after 60 s; then 50 × 4 s = 200 s
-    assert 4.0 * len(written[:-1]) / (60 * 10.0) <= 0.1  # and their share shrinks to 2% of the time
+    written = checkpoint_steps(100, tmp_path / "b")
+    assert written == [6, 26, 46, 66, 86, 100]  # the first after 60 s, then every 200 s
+    assert all(4.0 / (4.0 + 10.0 * (b - a)) <= 0.02 for a, b in zip(written[1:-2], written[2:-1]))
 
 
 def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_path: Path) -> None:
