@@ -244,3 +244,16 @@ def test_sampling_clips_the_denoised_estimate_to_the_data_range() -> None:
     torch.testing.assert_close(clipped, raw.clamp(-1, 1))
     g = torch.Generator().manual_seed(0)
     assert model.sample(5, generator=g, sampler=DDIM(steps=5)).shape == (5, 4)
+
+
+def test_a_conditional_models_exact_trace_likelihood_keeps_each_examples_label() -> None:
+    """The exact trace evaluates the field on D stacked copies of the batch: each copy must see
+    its own examples' labels, so the batch's log-densities equal those of one example at a time."""
+    torch.manual_seed(0)
+    info = DataInfo((2,), "real", num_classes=3)
+    model = build_model({"name": "score-sde", "hidden": [16], "conditional": True}, info).eval()
+    x, c = torch.randn(4, 2), torch.tensor([0, 1, 2, 1])
+    batch = model.log_prob(x, c)
+    one_by_one = torch.cat([model.log_prob(x[i : i + 1], c[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(batch, one_by_one, atol=1e-3, rtol=0)
+    assert not torch.allclose(model.log_prob(x, c.flip(0)), batch, atol=1e-3)

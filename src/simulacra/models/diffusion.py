@@ -168,6 +168,10 @@ class Diffusion(GenerativeModel):
             alpha, sigma = self.process.alpha_sigma(batch_time(t))  # once per step, not per example
             return convert(self.predict(x, t, labels), self.prediction, "x0", x, alpha, sigma)
 
+        def tile(labels: Tensor, x: Tensor) -> Tensor:
+            # x may stack k copies of the batch (the PF-ODE's exact trace): labels follow suit
+            return labels if labels.shape[0] == x.shape[0] else labels.repeat(x.shape[0] // labels.shape[0])
+
         if not self.conditional:
             return lambda x, t: x0_of(x, t, None)
         if c is None:
@@ -175,12 +179,12 @@ class Diffusion(GenerativeModel):
         labels = c.long()
         null = self._null(labels.shape[0], labels.device)
         if w == 1.0:
-            return lambda x, t: x0_of(x, t, labels)
+            return lambda x, t: x0_of(x, t, tile(labels, x))
         if w == 0.0:
-            return lambda x, t: x0_of(x, t, null)
+            return lambda x, t: x0_of(x, t, tile(null, x))
 
         def guided(x: Tensor, t: Tensor) -> Tensor:
-            both = x0_of(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
+            both = x0_of(torch.cat([x, x]), torch.cat([t, t]), torch.cat([tile(labels, x), tile(null, x)]))
             cond, uncond = both.chunk(2)
             return uncond + w * (cond - uncond)
 
