@@ -8,7 +8,6 @@ conditional VAE (Sohn et al. 2015) differ only in the objective or in whether th
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from simulacra.distributions.kl import kl_divergence_or_mc
 from simulacra.distributions.standard import sample_from
 from simulacra.errors import ConfigError
 from simulacra.models.base import GenerativeModel, LossOutput, check_context
-from simulacra.objectives.variational import ELBO, IWAE, Decode
+from simulacra.objectives.variational import ELBO, IWAE, Decode, importance_weighted_bound
 from simulacra.objectives.variational import log_importance_weights as _log_weights
 
 
@@ -154,8 +153,9 @@ class VAE(GenerativeModel):
         ``logsumexp_i log w_i − log k`` (Burda et al. 2016), tighter as k grows.
         """
         if num_samples > 1:
-            log_w = self.log_importance_weights(x, c, num_samples, generator=generator)
-            return torch.logsumexp(log_w, 0) - math.log(num_samples)
+            return importance_weighted_bound(
+                self.log_importance_weights(x, c, num_samples, generator=generator)
+            )
         if num_samples < 1:
             raise ConfigError(f"log_prob_bound needs num_samples >= 1; found {num_samples}")
         self.validate(x)

@@ -92,6 +92,14 @@ def log_importance_weights(
     return log_px + log_pz - log_qz
 
 
+def importance_weighted_bound(log_w: Tensor) -> Tensor:
+    """L_k = log (1/k) Σ_i exp(log w_i) over the first axis of log_w (k, B): (B,) nats.
+
+    The IWAE bound of Burda et al. (2016) for log w_i = log p(x, z_i) − log q(z_i | x), z_i ~ q;
+    k = 1 gives the one-sample ELBO estimate."""
+    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+
+
 class ELBO:
     """Evidence lower bound ``E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)) ≤ log p(x)`` (Kingma & Welling 2014).
 
@@ -177,12 +185,11 @@ class IWAE:
         generator: torch.Generator | None = None,
     ) -> VariationalTerms:
         log_px, log_pz, log_qz = _weight_terms(x, q, decode, prior, self.num_samples, generator)
-        log_k = math.log(self.num_samples)
-        bound = torch.logsumexp(log_px + log_pz - log_qz, 0) - log_k
+        bound = importance_weighted_bound(log_px + log_pz - log_qz)
         if self.beta == 1.0:
             loss = -bound
         else:
-            loss = -(torch.logsumexp(log_px + self.beta * (log_pz - log_qz), 0) - log_k)
+            loss = -importance_weighted_bound(log_px + self.beta * (log_pz - log_qz))
         return VariationalTerms(
             loss=loss, bound=bound, reconstruction=log_px.mean(0), kl=(log_qz - log_pz).mean(0)
         )
