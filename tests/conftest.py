@@ -51,13 +51,5 @@ def _seed() -> None:
 
 
 @pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One intra-op thread (now every test's default; kept for the tests that ask for it by name)."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(1)
-
-
-@pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)

@@ -32,10 +32,6 @@ SRC = TESTS.parent / "src" / "simulacra"
 HANG_S = 900  # the subprocess timeout guards against hangs only (generous under load)
 
 
-# tiny tensors: one thread avoids oversubscribing the shared cores (fixture in conftest.py)
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def _train(run_dir: Path, **kw: object) -> torch.nn.Module:
     data = tm.toy_dataset(64)
     model = build_model("test-toy", data.info)

@@ -16,8 +16,6 @@ from PIL import Image
 
 from simulacra.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 FAST = ["--steps", "3", "--batch-size", "32", "--no-progress"]
 TINY = ["--set", "model.timesteps=20", "--set", "model.arch=mlp", "--set", "model.hidden=[16]"]
 SOLVE = ["--examples", "2", "-n", "2", "--steps", "5"]

@@ -21,7 +21,6 @@ from simulacra.flows.continuous import ConcatSquashField, ContinuousFlow
 from simulacra.flows.flow import Flow
 
 F64 = torch.float64
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
 
 
 class _LinearField(nn.Module):

@@ -20,8 +20,6 @@ from simulacra.processes import SCHEDULES, convert, gaussian_posterior_mean
 from simulacra.processes.gaussian import gaussian_marginal_log_prob
 from simulacra.samplers import DDIM, Ancestral, DPMSolver, resolve_sampler
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 COV = torch.tensor([[0.30, 0.12], [0.12, 0.20]], dtype=torch.float64)
 
 

@@ -23,10 +23,6 @@ TESTS = Path(__file__).resolve().parent
 HANG_S = 900  # the subprocess timeout guards against hangs only (generous under load)
 
 
-# tiny tensors: one thread avoids oversubscribing the shared cores (fixture in conftest.py)
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture
 def no_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in (*TORCHRUN_VARIABLES, "MASTER_PORT"):

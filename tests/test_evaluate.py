@@ -22,8 +22,6 @@ from simulacra.models.zoo import build_model
 from simulacra.report import report_pictures, write_run_report
 from simulacra.train import fit
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture(scope="module")
 def digits():  # type: ignore[no-untyped-def]

@@ -18,8 +18,6 @@ from simulacra.metrics.fid import (
     train_feature_classifier,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_frechet_distance_matches_closed_forms() -> None:
     g = torch.Generator().manual_seed(0)

@@ -25,7 +25,7 @@ def _x(n: int = 16) -> torch.Tensor:
     return torch.round(torch.rand(n, 1, 8, 8, generator=g) * 16) / 16
 
 
-def test_iaf_posterior_log_q_from_sampling_equals_the_density(one_thread: None) -> None:
+def test_iaf_posterior_log_q_from_sampling_equals_the_density() -> None:
     torch.manual_seed(0)
     model = build_model({"name": "vae-iaf", **SMALL}, DIGITS).double()
     q = model.encode(_x().double())
@@ -38,7 +38,7 @@ def test_iaf_posterior_log_q_from_sampling_equals_the_density(one_thread: None) 
 
 
 @pytest.mark.parametrize("name", ["vae-iaf", "vae-flow-prior"])
-def test_elbo_below_iwae_bound(name: str, one_thread: None) -> None:
+def test_elbo_below_iwae_bound(name: str) -> None:
     torch.manual_seed(0)
     model = build_model({"name": name, **SMALL}, DIGITS).eval()
     x = _x(32)
@@ -50,7 +50,7 @@ def test_elbo_below_iwae_bound(name: str, one_thread: None) -> None:
     assert torch.isfinite(w).all()
 
 
-def test_flow_prior_draws_and_scores_like_its_flow(one_thread: None) -> None:
+def test_flow_prior_draws_and_scores_like_its_flow() -> None:
     torch.manual_seed(0)
     model = build_model({"name": "vae-flow-prior", **SMALL}, DIGITS)
     p = model.prior(n=5)
@@ -63,7 +63,7 @@ def test_flow_prior_draws_and_scores_like_its_flow(one_thread: None) -> None:
     assert x.shape == (6, 1, 8, 8)
 
 
-def test_iaf_vae_trains_and_its_posterior_stays_normalized(one_thread: None) -> None:
+def test_iaf_vae_trains_and_its_posterior_stays_normalized() -> None:
     """The loss falls, and the trained IAF posterior q(z | x) is still a density: the log q the
     ELBO uses (from the sampling pass) is the flow's density, which integrates to one over a 2-D
     latent grid (a log-determinant of the wrong sign would let training lower the loss by

@@ -40,7 +40,7 @@ def _inputs(case: Case, n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tens
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_inverse_of_forward_is_identity(name: str, one_thread: None) -> None:
+def test_inverse_of_forward_is_identity(name: str) -> None:
     case = CASES[name]
     t = _build(case)
     x, c = _inputs(case, 16)
@@ -53,7 +53,7 @@ def test_inverse_of_forward_is_identity(name: str, one_thread: None) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_log_det_matches_autograd(name: str, one_thread: None) -> None:
+def test_log_det_matches_autograd(name: str) -> None:
     case = CASES[name]
     t = _build(case)
     x, c = _inputs(case, 4)
@@ -71,7 +71,7 @@ def test_log_det_matches_autograd(name: str, one_thread: None) -> None:
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if CASES[n].context])
-def test_context_changes_the_output(name: str, one_thread: None) -> None:
+def test_context_changes_the_output(name: str) -> None:
     case = CASES[name]
     t = _build(case)
     x, c = _inputs(case, 8)
@@ -92,7 +92,7 @@ def _grid(case: Case, n: int) -> tuple[torch.Tensor, float]:
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if CASES[n].density and math.prod(CASES[n].shape) <= 2])
-def test_density_integrates_to_one(name: str, one_thread: None) -> None:
+def test_density_integrates_to_one(name: str) -> None:
     case = CASES[name]
     t = _build(case)
     d = math.prod(case.shape)
@@ -107,7 +107,7 @@ def test_density_integrates_to_one(name: str, one_thread: None) -> None:
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if CASES[n].tails])
-def test_far_tails_are_finite(name: str, one_thread: None) -> None:
+def test_far_tails_are_finite(name: str) -> None:
     case = CASES[name]
     t = _build(case).float()
     x, c = _inputs(case, 6)

@@ -38,8 +38,6 @@ from simulacra.nn.conv import CouplingConvNet
 from simulacra.nn.mlp import MLP
 from simulacra.train.checkpoint import load_model, save_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 DIGITS = DataInfo(event_shape=(1, 8, 8), support="unit", num_classes=10, levels=17)
 TINY_GLOW = {"name": "glow", "levels": 2, "steps": 2, "hidden": 8}
 

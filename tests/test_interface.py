@@ -46,8 +46,6 @@ from simulacra.train.checkpoint import load_model, save_model
 
 from presets import TINY, context_for
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 NAMES = [n for n in MODELS.names() if not n.startswith("test-")]
 
 

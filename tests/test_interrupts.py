@@ -27,8 +27,6 @@ from simulacra.train.interrupts import GracefulInterrupt
 
 import toymodels as tm
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _config(**kw: Any) -> TrainConfig:
     return TrainConfig(**{"steps": 20, "batch_size": 16, "lr": 1e-2, "log_every": 1000, "seed": 3, **kw})

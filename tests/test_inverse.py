@@ -22,8 +22,6 @@ from simulacra.tasks.inverse import (
     super_resolve,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 D = 4
 MEAN = torch.tensor([1.0, -0.5, 0.3, 0.0])
 _A = torch.tensor(

@@ -18,8 +18,6 @@ from simulacra.errors import ConfigError, DataError
 from simulacra.models.zoo import build_model
 from simulacra.samplers.mcmc import MALA, Kernel, UnadjustedLangevin, run_chain
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=torch.float64)
 TARGET = MultivariateNormal(MEAN, COV)

@@ -20,7 +20,6 @@ from simulacra.errors import ConfigError
 from simulacra.flows.monotonic import UMNN, clenshaw_curtis
 
 F64 = torch.float64
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 16])

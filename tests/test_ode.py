@@ -20,7 +20,6 @@ from simulacra.errors import ConfigError, UnknownNameError
 from simulacra.numerics.ode import ODE_METHODS, ODESolverError, odeint
 
 F64 = torch.float64
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
 
 
 def _decay(t: float, y: torch.Tensor) -> torch.Tensor:

@@ -239,7 +239,7 @@ def test_simulation_dataset_splits_and_checks() -> None:
         simulation_dataset(sim, 0)
 
 
-def test_tiny_maf_recovers_the_gaussian_linear_posterior(tmp_path: Path, one_thread: None) -> None:
+def test_tiny_maf_recovers_the_gaussian_linear_posterior(tmp_path: Path) -> None:
     sim = GaussianLinear(dim=2, noise_scale=0.5, mixing=0.5, seed=0)
     est = train_posterior(
         sim, "maf", 3000, transforms=2, hidden=(32, 32), steps=400, batch_size=128, eval_every=50, patience=4
@@ -331,9 +331,7 @@ def test_calibration_rejects_bad_settings() -> None:
 # --------------------------------------------------------------------------- the command line
 
 
-def test_cli_posterior_end_to_end(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
-) -> None:
+def test_cli_posterior_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "gl"
     argv = ["posterior", "gaussian-linear", "--flow", "maf", "--simulations", "400", "--steps", "30"]
     argv += ["--samples", "300", "--sbc-trials", "20", "--sbc-samples", "19", "--transforms", "2"]

@@ -15,8 +15,6 @@ from simulacra.processes.gaussian import gaussian_marginal_log_prob
 from simulacra.samplers import DDIM, SAMPLERS, DPMSolver, ProbabilityFlowODE, resolve_sampler, time_grid
 from simulacra.samplers.ode import log_prob
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 MEAN = torch.tensor([1.0, -0.5])
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]])
 PROCESSES = ["vp", "subvp", "cosine", "ve"]

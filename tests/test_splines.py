@@ -37,7 +37,7 @@ def _derivative(spline, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def test_identity_outside_the_bound_and_for_zero_parameters(one_thread: None) -> None:
+def test_identity_outside_the_bound_and_for_zero_parameters() -> None:
     s = RationalQuadraticSpline(bins=6, bound=2.0)
     x = torch.cat([torch.linspace(-50, -2.0001, 50, dtype=F64), torch.linspace(2.0001, 50, 50, dtype=F64)])
     p = _params((100,), s.num_params, scale=3.0)
@@ -50,7 +50,7 @@ def test_identity_outside_the_bound_and_for_zero_parameters(one_thread: None) ->
     torch.testing.assert_close(log_d, torch.zeros_like(inner), atol=1e-13, rtol=0)
 
 
-def test_strictly_increasing_with_matching_log_derivative(one_thread: None) -> None:
+def test_strictly_increasing_with_matching_log_derivative() -> None:
     s = RationalQuadraticSpline(bins=8, bound=3.0)
     x = torch.linspace(-3.5, 3.5, 20001, dtype=F64)
     for seed in range(5):
@@ -64,7 +64,7 @@ def test_strictly_increasing_with_matching_log_derivative(one_thread: None) -> N
         torch.testing.assert_close(log_d + log_d_inv, torch.zeros_like(x), atol=1e-9, rtol=0)
 
 
-def test_knots_are_interpolated_exactly(one_thread: None) -> None:
+def test_knots_are_interpolated_exactly() -> None:
     s = RationalQuadraticSpline(bins=5, bound=4.0)
     p = _params((7,), s.num_params, scale=2.0)
     knots, dk = s.knots(p)  # (7, 2, 6), (7, 6)
@@ -88,7 +88,7 @@ def test_knots_are_interpolated_exactly(one_thread: None) -> None:
         torch.testing.assert_close(g, dk[:, 1:-1], atol=1e-5, rtol=1e-5)
 
 
-def test_value_and_derivative_are_continuous_at_the_bound(one_thread: None) -> None:
+def test_value_and_derivative_are_continuous_at_the_bound() -> None:
     """h(±B) = ±B and h'(±B) = 1 from inside, as the identity tails outside: h(B − ε) − (B − ε) = O(ε²)
     and log h'(B − ε) = O(ε)."""
     b = 2.5
@@ -115,7 +115,7 @@ def test_value_and_derivative_are_continuous_at_the_bound(one_thread: None) -> N
         assert slopes[1] < slopes[0] / 8 and slopes[2] < slopes[1] / 8 and slopes[2] < 1e-2
 
 
-def test_float32_inverse_is_accurate_at_bin_edges(one_thread: None) -> None:
+def test_float32_inverse_is_accurate_at_bin_edges() -> None:
     """Points at and 1e-7 … 1e-3 around every knot of 64 random splines, in float32.
 
     The error of x = h⁻¹(y) is measured in y-units, |Δx| h'(x): a float32 y is only known to a few
@@ -158,7 +158,7 @@ def test_float32_inverse_is_accurate_at_bin_edges(one_thread: None) -> None:
 
 
 @pytest.mark.parametrize("shape", [(), (5,), (3, 4), (2, 3, 2, 2)])
-def test_any_shape_and_dtype_with_gradients(shape: tuple[int, ...], one_thread: None) -> None:
+def test_any_shape_and_dtype_with_gradients(shape: tuple[int, ...]) -> None:
     s = RationalQuadraticSpline(bins=4, bound=1.0)
     for dtype in (torch.float32, F64):
         x = (torch.rand(shape, dtype=dtype) * 1.8 - 0.9).requires_grad_(True)  # inside [-B, B]
@@ -172,7 +172,7 @@ def test_any_shape_and_dtype_with_gradients(shape: tuple[int, ...], one_thread: 
 
 
 @pytest.mark.parametrize("spline", [RationalQuadraticSpline(bins=4, bound=2.0), CircularSpline(bins=3)])
-def test_gradients_in_both_directions_match_finite_differences(spline, one_thread: None) -> None:
+def test_gradients_in_both_directions_match_finite_differences(spline) -> None:
     """gradcheck of (y, log h') with respect to the input and the parameters, forward and inverse
     (the inverse's gradients train flows that are fitted through their samples, e.g. IAF posteriors)."""
     g = torch.Generator().manual_seed(0)
@@ -196,7 +196,7 @@ def test_bad_settings_raise_config_errors() -> None:
 
 
 @pytest.mark.parametrize("name", ["nsf", "nsf-coupling"])
-def test_conditional_nsf_presets_are_normalized_for_every_label(name: str, one_thread: None) -> None:
+def test_conditional_nsf_presets_are_normalized_for_every_label(name: str) -> None:
     """∫ p(x | c) dx = 1 for each label c on a grid over [-8, 8]², and the label changes p."""
     torch.manual_seed(0)
     info = DataInfo(event_shape=(2,), support="real", num_classes=3)
@@ -223,7 +223,7 @@ def test_conditional_nsf_presets_are_normalized_for_every_label(name: str, one_t
 # ----------------------------------------------------------------------------- circle and torus
 
 
-def test_circular_spline_fixes_the_ends_and_closes_smoothly(one_thread: None) -> None:
+def test_circular_spline_fixes_the_ends_and_closes_smoothly() -> None:
     s = CircularSpline(bins=6)
     p = _params((10,), s.num_params, scale=2.0)
     knots, dk, phi = s.knots(p)
@@ -243,7 +243,7 @@ def test_circular_spline_fixes_the_ends_and_closes_smoothly(one_thread: None) ->
     assert gap.abs().max() < 1e-9
 
 
-def test_circular_spline_is_a_bijection_of_the_circle(one_thread: None) -> None:
+def test_circular_spline_is_a_bijection_of_the_circle() -> None:
     s = CircularSpline(bins=8)
     theta = torch.linspace(-math.pi, math.pi, 4001, dtype=F64)[:-1]
     for seed in range(3):
@@ -310,7 +310,7 @@ def test_torus_toy_matches_its_density() -> None:
     assert (z - z_grid).abs().max() < 0.02
 
 
-def test_trained_torus_flow_is_normalized_and_fits(one_thread: None) -> None:
+def test_trained_torus_flow_is_normalized_and_fits() -> None:
     torch.manual_seed(0)
     info = DataInfo(event_shape=(2,), support="real")
     model = build_model({"name": "torus", "transforms": 2, "hidden": [32], "bins": 6}, info)

@@ -21,9 +21,6 @@ from simulacra.train.schedules import SCHEDULES
 
 import toymodels as tm
 
-# tiny tensors: one thread avoids oversubscribing the shared cores (fixture in conftest.py)
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _config(**kw: object) -> TrainConfig:
     base: dict[str, object] = {"steps": 20, "batch_size": 32, "lr": 1e-2, "log_every": 10}

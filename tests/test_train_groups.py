@@ -25,8 +25,6 @@ from simulacra.train.state import EarlyStopping, TrainerState
 
 import toymodels as tm
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 class Recording(GenerativeModel):
     """Two groups "critic" and "generator" with declared settings; records every batch a group sees."""
