@@ -152,3 +152,25 @@ def test_cli_evaluate_takes_every_registered_metric(
     assert main(["metrics"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("nll", "mmd", "fid"))
+
+
+def test_training_and_evaluate_report_the_same_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With an EMA, the figures written after training and `simulacra evaluate` come from the same
+    (averaged) weights, each says which, and --weights raw chooses the others."""
+    run = tmp_path / "run"
+    argv = ["train", "vae", "--data", "digits", "--out", str(run), "--steps", "30", "--no-progress"]
+    argv += ["--set", "model.hidden=[8]", "--set", "train.ema_decay=0.9", "--eval-samples", "4"]
+    assert main(argv) == 0
+    trained = json.loads((run / "metrics.json").read_text())
+    assert trained["weights"] == "ema"
+    assert main(["evaluate", str(run), "--k", "4"]) == 0
+    assert main(["evaluate", str(run), "--k", "4", "--weights", "raw"]) == 0
+    ema, raw = json.loads((run / "metrics.json").read_text())["evaluations"]
+    assert (ema["weights"], raw["weights"], ema["weights_step"]) == ("ema", "raw", 30)
+    assert ema["metrics"]["nll"]["value"] == pytest.approx(trained["test"]["nll"]["value"], rel=1e-9)
+    assert raw["metrics"]["nll"]["value"] != pytest.approx(ema["metrics"]["nll"]["value"], rel=1e-6)
+    capsys.readouterr()
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png"), "--weights", "raw"]) == 0
+    assert "weights: raw, step 30" in capsys.readouterr().out

@@ -30,6 +30,8 @@ from simulacra.errors import CheckpointError, SimulacraError
 
 __all__ = ["COMMANDS", "main"]
 
+WEIGHTS_HELP = "the exponential moving average (default when the run kept one) or the raw weights"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -68,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run")
+    p.add_argument("--weights", choices=["ema", "raw"], default=None, help=WEIGHTS_HELP)
     p.add_argument("-n", type=int, default=64, help="number of samples")
     p.add_argument("-o", "--output", default=None, help="PNG to write (default RUN/samples.png)")
     p.add_argument("--seed", type=int, default=0)
@@ -88,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a trained run on held-out data")
     p.add_argument("run")
+    p.add_argument("--weights", choices=["ema", "raw"], default=None, help=WEIGHTS_HELP)
     p.add_argument(
         "--metric",
         action="append",
@@ -108,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("interpolate", help="decode paths between encodings of held-out examples")
     p.add_argument("run")
+    p.add_argument("--weights", choices=["ema", "raw"], default=None, help=WEIGHTS_HELP)
     p.add_argument("-o", "--output", default=None, help="PNG to write (default RUN/interpolation.png)")
     p.add_argument("--method", choices=["linear", "spherical"], default="linear")
     p.add_argument("--steps", type=int, default=10)

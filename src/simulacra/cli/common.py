@@ -30,6 +30,20 @@ def _print_metrics(console: Any, metrics: dict[str, Any], *, title: str) -> None
     console.print(table)
 
 
+def _load_run(run: str, device: str = "cpu", weights: str | None = None) -> tuple[Any, Any]:
+    """The run's model on ``device`` with the weights asked for (``ema``, ``raw``, or None: the
+    average when the run kept one) and the :class:`~simulacra.train.checkpoint.Weights` it holds."""
+    from simulacra.train.checkpoint import load_model, locate_weights
+    from simulacra.train.distributed import resolve_device
+
+    ema = weights != "raw"
+    model = load_model(run, device=resolve_device(device), ema=ema)  # a corrupt run fails here first
+    located = locate_weights(run, ema=ema)
+    if weights == "ema" and not located.ema:
+        raise ConfigError(f"--weights ema: the run {run!r} kept no moving average (train.ema_decay); use raw")
+    return model, located
+
+
 def _held_out(run: str, split: str | None, data_dir: str | None, limit: int | None) -> tuple[Any, Any]:
     """The run's config and one split of its dataset (the first ``limit`` examples); ``split`` None
     takes the first of test, valid and train that the dataset has."""

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from simulacra.cli.common import _held_out
+from simulacra.cli.common import _held_out, _load_run
 from simulacra.errors import CapabilityError, ConfigError, DataError
-from simulacra.train.distributed import resolve_device
 
 if TYPE_CHECKING:
     from simulacra.models.base import GenerativeModel
@@ -42,6 +41,12 @@ def add_parsers(sub: Any) -> None:
     for verb, text in VERBS.items():
         p = sub.add_parser(verb, help=text if verb == "inpaint" else f"diffusion models: {text}")
         p.add_argument("run")
+        p.add_argument(
+            "--weights",
+            choices=["ema", "raw"],
+            default=None,
+            help="the moving average (default) or raw weights",
+        )
         p.add_argument("--image", default=None, help="the observation (PNG/JPEG); default: held-out examples")
         p.add_argument("--examples", type=int, default=4, help="held-out images to degrade when no --image")
         p.add_argument("-n", type=int, default=3, help="solutions per observation")
@@ -135,7 +140,6 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     from simulacra.models.base import Completion, DiffusionSampling, require
     from simulacra.samplers import resolve_sampler
     from simulacra.tasks import inverse
-    from simulacra.train.checkpoint import load_model
     from simulacra.viz.grids import save_grid
 
     verb = args.command
@@ -143,7 +147,7 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n and --examples must be at least 1; found {args.n} and {args.examples}")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
-    model = load_model(args.run, device=resolve_device(args.device))
+    model, weights = _load_run(args.run, args.device, args.weights)
     if not (verb == "inpaint" and isinstance(model, Completion)):  # autoregressive models inpaint
         require(model, DiffusionSampling, "denoiser", f"{verb} needs a diffusion model (e.g. ddpm)")
     shape = tuple(int(s) for s in model.info.event_shape)
@@ -228,5 +232,5 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     path = Path(args.output) if args.output else Path(args.run) / f"{verb}.png"
     save_grid(grid.reshape(-1, c, h, w), path, grid.shape[1])
     what = "observation | solutions" + (" | original" if truth is not None else "")
-    print(f"wrote {path} ({m} rows: {what})")
+    print(f"wrote {path} ({m} rows: {what}; {weights.describe()})")
     return 0

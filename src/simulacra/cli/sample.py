@@ -11,18 +11,16 @@ from typing import Any
 
 import torch
 
-from simulacra.cli.common import _console, _held_out, _print_metrics
+from simulacra.cli.common import _console, _held_out, _load_run, _print_metrics
 from simulacra.errors import ConfigError
-from simulacra.train.distributed import resolve_device
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from simulacra.report.pictures import sample_labels, save_samples
-    from simulacra.train.checkpoint import load_model
 
     if args.n < 1:
         raise ConfigError(f"-n must be at least 1, got {args.n}")
-    model = load_model(args.run, device=resolve_device(args.device))
+    model, weights = _load_run(args.run, args.device, args.weights)
     c = None
     if model.conditional:
         if args.label is None:
@@ -64,18 +62,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         import numpy as np
 
         np.save(args.save_tensor, x.numpy())
-    print(f"wrote {args.n} samples to {out}")
+    print(f"wrote {args.n} samples to {out} ({weights.describe()})")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a run with the registered metrics (``--metric``, default nll) on a held-out split."""
     from simulacra.metrics.evaluate import EvalOptions, estimates_as_dicts, evaluate
-    from simulacra.train.checkpoint import load_model
 
     metrics_wanted = args.metric or ["nll"]
-    model = load_model(args.run, device=resolve_device(args.device))
-    model.eval()
+    model, weights = _load_run(args.run, args.device, args.weights)
     _, part = _held_out(args.run, args.split, args.data_dir, args.limit)
     start = time.perf_counter()
     options = EvalOptions(
@@ -83,11 +79,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     results = estimates_as_dicts(evaluate(model, part, metrics_wanted, options))
     seconds = time.perf_counter() - start
-    _print_metrics(_console(), results, title=f"{args.split} split, {len(part)} examples ({seconds:.1f} s)")
+    title = f"{args.split} split, {len(part)} examples, {weights.describe()} ({seconds:.1f} s)"
+    _print_metrics(_console(), results, title=title)
     path = Path(args.run) / "metrics.json"
     stored = json.loads(path.read_text()) if path.is_file() else {}
     stored.setdefault("evaluations", []).append(
-        {"split": args.split, "k": args.k, "seconds": round(seconds, 2), "metrics": results}
+        {
+            "split": args.split,
+            "k": args.k,
+            "weights": weights.kind,
+            "weights_step": weights.step,
+            "seconds": round(seconds, 2),
+            "metrics": results,
+        }
     )
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(stored, indent=2) + "\n")
@@ -98,10 +102,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from simulacra.models.base import LatentVariableModel, require
     from simulacra.tasks.interpolate import interpolate
-    from simulacra.train.checkpoint import load_model
     from simulacra.viz.grids import save_examples
 
-    model = load_model(args.run)
+    model, weights = _load_run(args.run, "cpu", args.weights)
     require(model, LatentVariableModel, "latent space to interpolate in")
     _, part = _held_out(args.run, "test", args.data_dir, None)
     if args.pairs < 1 or args.steps < 2:
@@ -124,5 +127,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         save_grid(x, out, nrow=args.steps)
     else:
         save_examples(x, model.info, out)
-    print(f"wrote {len(rows)} {args.method} interpolations of {args.steps} steps to {out}")
+    print(
+        f"wrote {len(rows)} {args.method} interpolations of {args.steps} steps to {out} ({weights.describe()})"
+    )
     return 0

@@ -351,9 +351,9 @@ def locate_weights(run_dir: str | Path, *, ema: bool = True) -> Weights:
     weights or they are older than it (a run stopped before its end).
 
     Raises:
-        CheckpointError: the run has neither final weights nor a checkpoint.
+        CheckpointError: not a run directory, or a run with neither final weights nor a checkpoint.
     """
-    run_dir = Path(run_dir)
+    run_dir = _check_run_dir(run_dir)
     final = run_dir / (EMA_FILE if ema and (run_dir / EMA_FILE).is_file() else MODEL_FILE)
     final_step = _step_of(final) if final.is_file() else None
     folder = latest_checkpoint(run_dir)
