@@ -14,7 +14,10 @@ from simulacra.cli.common import DEFAULT_RUN_ROOT, _console, _print_metrics
 from simulacra.errors import ConfigError
 
 if TYPE_CHECKING:
+    from simulacra.config import RunConfig
+    from simulacra.data.info import Dataset
     from simulacra.models.base import GenerativeModel
+    from simulacra.train.loop import FitResult
 
 
 def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,7 +141,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _after_training(
-    model: GenerativeModel, data: Any, run_dir: Path, config: Any, result: Any, args: Any, console: Any
+    model: GenerativeModel,
+    data: Dataset,
+    run_dir: Path,
+    config: RunConfig,
+    result: FitResult,
+    args: argparse.Namespace,
+    console: Any,
 ) -> None:
     """Pictures and held-out metrics of a finished run (rank 0 only), from the weights on disk that
     ``simulacra sample`` and ``evaluate`` use too (the average when the run kept an EMA)."""
