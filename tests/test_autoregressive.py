@@ -424,7 +424,7 @@ def test_cli_trains_samples_and_evaluates_a_pixelcnn(tmp_path, capsys) -> None:
             np.testing.assert_array_equal(image(row, col)[:4], image(row, 4)[:4])
             assert set(np.unique(image(row, col))) <= {0, 255}
     capsys.readouterr()
-    assert main([*argv, "--steps", "5"]) == 2
+    assert main([*argv, "--sampler-steps", "5"]) == 2
     assert "steps apply to diffusion models" in capsys.readouterr().err
 
 

@@ -36,7 +36,7 @@ def test_sample_with_any_sampler_and_evaluate(
     arrays = []
     for sampler, steps in (("ddim", "10"), ("dpm-solver", "8")):
         png, npy = tmp_path / f"{sampler}.png", tmp_path / f"{sampler}.npy"
-        argv = ["sample", str(ddpm_run), "-n", "50", "-o", str(png), "--sampler", sampler, "--steps", steps,
+        argv = ["sample", str(ddpm_run), "-n", "50", "-o", str(png), "--sampler", sampler, "--sampler-steps", steps,
                 "--save-tensor", str(npy)]  # fmt: skip
         assert main(argv) == 0
         assert png.is_file()

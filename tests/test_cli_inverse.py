@@ -18,7 +18,7 @@ from simulacra.cli import main
 
 FAST = ["--steps", "3", "--batch-size", "32", "--no-progress"]
 TINY = ["--set", "model.timesteps=20", "--set", "model.arch=mlp", "--set", "model.hidden=[16]"]
-SOLVE = ["--examples", "2", "-n", "2", "--steps", "5"]
+SOLVE = ["--examples", "2", "-n", "2", "--sampler-steps", "5"]
 CELL = 8 * 4 + 1  # an 8x8 image at scale 4, and the padding after it
 
 
@@ -108,7 +108,7 @@ def test_inpaint_an_image_file_with_a_mask_file(grey_run: Path, tmp_path: Path) 
     Image.fromarray(mask).save(tmp_path / "mask.png")
     out = tmp_path / "filled.png"
     argv = ["inpaint", str(grey_run), "--image", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png"),
-            "-n", "2", "--steps", "5", "--resample", "1", "--label", "3", "-o", str(out)]  # fmt: skip
+            "-n", "2", "--sampler-steps", "5", "--resample", "1", "--label", "3", "-o", str(out)]  # fmt: skip
     assert main(argv) == 0
     picture = _read(out)
     assert picture.shape == _grid_size(1, 1 + 2)  # no original to show
@@ -140,7 +140,7 @@ def test_user_errors(grey_run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     assert main(["inpaint", str(vae), *SOLVE]) == 2
     err = capsys.readouterr().err
-    assert "vae has no denoiser" in err and "inpaint needs a diffusion model" in err
+    assert "vae has no denoiser" in err and "diffusion model (e.g. ddpm) or an autoregressive one" in err
 
     assert main(["colorize", str(grey_run), *SOLVE]) == 2
     assert "grey images (1 channel); colorize needs a model of colour images" in capsys.readouterr().err

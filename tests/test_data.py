@@ -408,7 +408,7 @@ def test_mnist_not_found_says_how_to_fix(tmp_path: Path) -> None:
         str(tmp_path / "home" / ".simulacra" / "data"),
         "--data-dir",
         "$SIMULACRA_DATA",
-        "download('mnist'",
+        "simulacra download mnist",
         "lacks train-labels",
     ):
         assert part in message
@@ -716,3 +716,28 @@ def test_download_mnist_rejects_files_with_the_wrong_md5(tmp_path: Path) -> None
 
 def test_registry_lists_every_dataset() -> None:
     assert set(DATASETS.names()) == {"digits", "mnist", "binarized-mnist", *toys.TOYS}
+
+
+def test_the_download_command_fetches_into_a_chosen_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulacra.cli import main
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for split, n in (("train", 6), ("valid", 3), ("test", 4)):
+        np.savetxt(mirror / f"binarized_mnist_{split}.amat", np.zeros((n, 784), np.uint8), fmt="%d")
+    dest = tmp_path / "data"
+    argv = [
+        "download",
+        "binarized-mnist",
+        "--to",
+        str(dest),
+        "--mirror",
+        mirror.as_uri() + "/",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    assert f"--data-dir {dest}" in capsys.readouterr().out and (dest / "binarized_mnist.npz").is_file()
+    assert main(["download", "cifar10", "--to", str(dest)]) == 2
+    assert "downloadable datasets: binarized-mnist, mnist" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -94,10 +95,72 @@ class TrainConfig:
     device: str = "cpu"
     num_threads: int | None = None
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first setting of the wrong type or out of range
+        (``train.lr must be a finite number >= 0; found 'abc'``)."""
+        _number(self.lr, "train.lr", minimum=0.0)
+        _number(self.weight_decay, "train.weight_decay", minimum=0.0)
+        betas = self.betas
+        if (
+            not isinstance(betas, list | tuple)
+            or len(betas) != 2
+            or not all(_is_number(b) and 0 <= b < 1 for b in betas)
+        ):
+            raise ConfigError(f"train.betas must be two numbers in [0, 1); found {betas!r}")
+        _integer(self.steps, "train.steps", minimum=1, optional=True)
+        _number(self.epochs, "train.epochs", minimum=0.0, optional=True, exclusive=True)
+        _integer(self.batch_size, "train.batch_size", minimum=1)
+        if not isinstance(self.lr_schedule, str):
+            raise ConfigError(f"train.lr_schedule must be a name; found {self.lr_schedule!r}")
+        _integer(self.warmup_steps, "train.warmup_steps", minimum=0)
+        _number(self.grad_clip, "train.grad_clip", minimum=0.0, optional=True, exclusive=True)
+        if not isinstance(self.groups, dict):
+            raise ConfigError(f"train.groups must map group names to settings; found {self.groups!r}")
+        if self.ema_decay is not None and not (_is_number(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise ConfigError(f"train.ema_decay must be a number in [0, 1) or none; found {self.ema_decay!r}")
+        _integer(self.eval_every, "train.eval_every", minimum=0)
+        _integer(self.patience, "train.patience", minimum=1, optional=True)
+        if self.keep_best is not None and not isinstance(self.keep_best, bool):
+            raise ConfigError(f"train.keep_best must be true, false or none; found {self.keep_best!r}")
+        _integer(self.sample_every, "train.sample_every", minimum=0)
+        _integer(self.checkpoint_every, "train.checkpoint_every", minimum=0, optional=True)
+        _number(self.checkpoint_minutes, "train.checkpoint_minutes", minimum=0.0)
+        _integer(self.log_every, "train.log_every", minimum=1)
+        _integer(self.seed, "train.seed", minimum=0)
+        if not isinstance(self.device, str):
+            raise ConfigError(f"train.device must be a name such as cpu, cuda or auto; found {self.device!r}")
+        _integer(self.num_threads, "train.num_threads", minimum=1, optional=True)
+
     @property
     def keeps_best(self) -> bool:
         """Whether the best weights on validation are kept and restored at the end."""
         return self.patience is not None if self.keep_best is None else bool(self.keep_best)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(
+    value: Any, name: str, *, minimum: float, optional: bool = False, exclusive: bool = False
+) -> None:
+    if value is None and optional:
+        return
+    if not _is_number(value) or value < minimum or (exclusive and value == minimum):
+        bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+        none = " or none" if optional else ""
+        raise ConfigError(f"{name} must be a finite number {bound}{none}; found {value!r}")
+
+
+def _integer(value: Any, name: str, *, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        none = " or none" if optional else ""
+        raise ConfigError(f"{name} must be an integer >= {minimum}{none}; found {value!r}")
 
 
 @dataclass

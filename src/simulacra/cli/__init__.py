@@ -7,7 +7,8 @@ Verbs, one module per job:
 * ``inpaint``, ``super-resolve``, ``denoise``, ``colorize`` (:mod:`simulacra.cli.inverse`):
   inverse problems solved with a trained diffusion model;
 * ``posterior`` (:mod:`simulacra.cli.posterior`): neural posterior estimation on a simulator;
-* ``models``, ``datasets``, ``metrics`` (:mod:`simulacra.cli.listing`): the registries.
+* ``models``, ``datasets``, ``metrics`` (:mod:`simulacra.cli.listing`): the registries; ``download``
+  fetches a dataset that needs a network.
 
 Strings (model, dataset, metric names) are resolved here, once, through the registries. Every
 user error is a :class:`SimulacraError`, printed as one ``error: ...`` line with exit status 2.
@@ -18,11 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from simulacra.cli.inverse import VERBS as INVERSE_VERBS
 from simulacra.cli.inverse import add_parsers as add_inverse_parsers
 from simulacra.cli.inverse import cmd_inverse
-from simulacra.cli.listing import cmd_datasets, cmd_metrics, cmd_models
+from simulacra.cli.listing import cmd_datasets, cmd_download, cmd_metrics, cmd_models
 from simulacra.cli.posterior import cmd_posterior
 from simulacra.cli.sample import cmd_evaluate, cmd_interpolate, cmd_sample
 from simulacra.cli.train import cmd_train
@@ -31,14 +33,27 @@ from simulacra.errors import CheckpointError, SimulacraError
 __all__ = ["COMMANDS", "main"]
 
 WEIGHTS_HELP = "the exponential moving average (default when the run kept one) or the raw weights"
+RUN_HELP = "a run directory written by `simulacra train`"
+DEVICE_HELP = "cpu (default), cuda, cuda:N or auto"
+DATA_DIR_HELP = (
+    "folder with downloaded data, if it moved since training (default: the run's, or $SIMULACRA_DATA)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that takes options only as spelled (``--step`` is not ``--steps``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="simulacra",
         description="Train, sample, score and compare deep generative models.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model (or resume a run)")
     p.add_argument("model", nargs="?", help="a registered model (see `simulacra models`)")
@@ -47,9 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--binarize", choices=["static", "dynamic"], help="binarize grey-level data")
     p.add_argument("--epochs", type=float, help="training length in passes over the training split")
     p.add_argument("--steps", type=int, help="training length in optimizer steps (wins over --epochs)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int, help="examples per step over all processes (default 128)")
+    p.add_argument("--lr", type=float, help="Adam's learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, help="seeds weights, batches and noise: a run is reproducible from it")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--out", help="run directory (default runs/<model>-<data>)")
     p.add_argument("--config", help="a TOML or JSON file with [model], [data], [train] sections")
@@ -64,21 +79,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
     p.add_argument(
-        "--eval-samples", type=int, default=None, help="importance samples k for the final test NLL"
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="importance samples k for the final test NLL (default 200 for the VAE family)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--weights", choices=["ema", "raw"], default=None, help=WEIGHTS_HELP)
     p.add_argument("-n", type=int, default=64, help="number of samples")
-    p.add_argument("-o", "--output", default=None, help="PNG to write (default RUN/samples.png)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="picture (.png, .jpg) or text (.txt) to write (default RUN/samples.png)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seeds the draw (default 0)")
     p.add_argument("--label", type=int, default=None, help="class label for conditional models")
     p.add_argument("--save-tensor", default=None, help="also save the samples as .npy")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--sampler", default=None, help="diffusion: ancestral, ddim, pc, dpm-solver, ode, ...")
-    p.add_argument("--steps", type=int, default=None, help="diffusion models: the sampler's grid points")
+    p.add_argument(
+        "--sampler-steps", type=int, default=None, help="diffusion models: the sampler's grid points"
+    )
     p.add_argument(
         "--guidance", type=float, default=None, help="conditional diffusion: guidance scale (0 unconditional)"
     )
@@ -90,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("evaluate", help="score a trained run on held-out data")
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--weights", choices=["ema", "raw"], default=None, help=WEIGHTS_HELP)
     p.add_argument(
         "--metric",
@@ -104,21 +129,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--features", default=None, help="fid: a feature network saved by simulacra (.safetensors)"
     )
-    p.add_argument("--split", choices=["test", "valid", "train"], default="test")
+    p.add_argument(
+        "--split", choices=["test", "valid", "train"], default="test", help="held-out split (default test)"
+    )
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seeds importance samples and samples (default 0)")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
     p = sub.add_parser("interpolate", help="decode paths between encodings of held-out examples")
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--weights", choices=["ema", "raw"], default=None, help=WEIGHTS_HELP)
     p.add_argument("-o", "--output", default=None, help="PNG to write (default RUN/interpolation.png)")
-    p.add_argument("--method", choices=["linear", "spherical"], default="linear")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--pairs", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--method",
+        choices=["linear", "spherical"],
+        default="linear",
+        help="path between the codes (default linear)",
+    )
+    p.add_argument("--points", type=int, default=10, help="decoded points along each path, ends included")
+    p.add_argument("--pairs", type=int, default=8, help="pairs of held-out examples, one row each")
+    p.add_argument("--seed", type=int, default=0, help="seeds the choice of pairs (default 0)")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
 
     add_inverse_parsers(sub)  # inpaint, super-resolve, denoise, colorize
 
@@ -133,17 +165,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps", type=int, default=3000, help="maximum optimizer steps (early stopping on 10%% held out)"
     )
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=256, help="simulations per step (default 256)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default 1e-3)")
     p.add_argument("--transforms", type=int, default=5, help="flow layers")
     p.add_argument("--hidden", default="64,64", help="hidden widths of each layer's network, e.g. 64,64")
     p.add_argument("--observation", default=None, help="x_o as 'x1,x2,...' (default: the task's own)")
     p.add_argument("--samples", type=int, default=10000, help="posterior draws for the plot and metrics")
     p.add_argument("--sbc-trials", type=int, default=200, help="calibration trials (θ*, x) ~ p(θ, x)")
     p.add_argument("--sbc-samples", type=int, default=100, help="posterior draws per calibration trial")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds simulations, training and draws (default 0)")
     p.add_argument("--out", default=None, help="output folder (default runs/posterior-<simulator>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("download", help="fetch mnist or binarized-mnist (checksummed) into a data folder")
+    p.add_argument("dataset", help="mnist or binarized-mnist")
+    p.add_argument(
+        "--to",
+        default=None,
+        help="the folder (default $SIMULACRA_DATA or ~/.simulacra/data, where training looks)",
+    )
+    p.add_argument(
+        "--mirror", action="append", default=None, help="a base URL to fetch from first (repeatable)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no byte counts on stderr")
 
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered datasets")
@@ -160,6 +204,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models,
     "datasets": cmd_datasets,
     "metrics": cmd_metrics,
+    "download": cmd_download,
     "posterior": cmd_posterior,
 }
 

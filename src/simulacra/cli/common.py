@@ -30,6 +30,29 @@ def _print_metrics(console: Any, metrics: dict[str, Any], *, title: str) -> None
     console.print(table)
 
 
+def _at_least(value: int | None, minimum: int, flag: str) -> None:
+    """Raise :class:`ConfigError` unless the option ``flag`` is unset or at least ``minimum``."""
+    if value is not None and value < minimum:
+        raise ConfigError(f"{flag} must be at least {minimum}; found {value}")
+
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _output_path(output: str | None, default: Path, *, text: bool = False) -> Path:
+    """Where a verb writes: ``-o`` if given (a picture, or .txt for text), else ``default``."""
+    if output is None:
+        return default
+    path = Path(output)
+    allowed = (".txt",) if text else PICTURE_SUFFIXES
+    if path.suffix.lower() not in allowed:
+        found = f"{path.suffix!r}" if path.suffix else "no extension"
+        raise ConfigError(f"-o {output!r}: expected a file ending in {' or '.join(allowed)}; found {found}")
+    if path.is_dir():
+        raise ConfigError(f"-o {output!r} is a folder; give a file name")
+    return path
+
+
 def _load_run(run: str, device: str = "cpu", weights: str | None = None) -> tuple[Any, Any]:
     """The run's model on ``device`` with the weights asked for (``ema``, ``raw``, or None: the
     average when the run kept one) and the :class:`~simulacra.train.checkpoint.Weights` it holds."""

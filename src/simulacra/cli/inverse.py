@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from simulacra.cli.common import _held_out, _load_run
+from simulacra.cli.common import _held_out, _load_run, _output_path
 from simulacra.errors import CapabilityError, ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def add_parsers(sub: Any) -> None:
     """Add the four verbs to the CLI's sub-parsers (``sub`` from ``add_subparsers``)."""
     for verb, text in VERBS.items():
         p = sub.add_parser(verb, help=text if verb == "inpaint" else f"diffusion models: {text}")
-        p.add_argument("run")
+        p.add_argument("run", help="a run directory written by `simulacra train`")
         p.add_argument(
             "--weights",
             choices=["ema", "raw"],
@@ -51,11 +51,15 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("--examples", type=int, default=4, help="held-out images to degrade when no --image")
         p.add_argument("-n", type=int, default=3, help="solutions per observation")
         p.add_argument("-o", "--output", default=None, help=f"PNG to write (default RUN/{verb}.png)")
-        p.add_argument("--steps", type=int, default=None, help="sampler grid points (default: the model's)")
+        p.add_argument(
+            "--sampler-steps", type=int, default=None, help="sampler grid points (default: the model's)"
+        )
         p.add_argument("--label", type=int, default=None, help="class label for conditional models")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--device", default="cpu")
-        p.add_argument("--data-dir", default=None)
+        p.add_argument("--seed", type=int, default=0, help="seeds the masks, the noise and the sampler")
+        p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+        p.add_argument(
+            "--data-dir", default=None, help="folder with downloaded data, if it moved since training"
+        )
         if verb == "inpaint":
             p.add_argument(
                 "--mask", default=None, help="PNG: white = the region to fill (the model's image size)"
@@ -69,7 +73,9 @@ def add_parsers(sub: Any) -> None:
         if verb in ("super-resolve", "colorize"):
             p.add_argument("--resample", type=int, default=1, help="RePaint-style repetitions per step")
         if verb == "super-resolve":
-            p.add_argument("--factor", type=int, choices=[2, 4], default=2)
+            p.add_argument(
+                "--factor", type=int, choices=[2, 4], default=2, help="upsampling factor (default 2)"
+            )
         if verb == "denoise":
             p.add_argument("--noise", type=float, default=0.2, help="noise standard deviation (data units)")
             p.add_argument("--sampler", default="ancestral", help="a stochastic sampler draws from p(x | y)")
@@ -145,11 +151,17 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     verb = args.command
     if args.n < 1 or args.examples < 1:
         raise ConfigError(f"-n and --examples must be at least 1; found {args.n} and {args.examples}")
-    if args.steps is not None and args.steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    if args.sampler_steps is not None and args.sampler_steps < 1:
+        raise ConfigError(f"--sampler-steps must be at least 1, got {args.sampler_steps}")
+    path = _output_path(args.output, Path(args.run) / f"{verb}.png")
     model, weights = _load_run(args.run, args.device, args.weights)
     if not (verb == "inpaint" and isinstance(model, Completion)):  # autoregressive models inpaint
-        require(model, DiffusionSampling, "denoiser", f"{verb} needs a diffusion model (e.g. ddpm)")
+        needs = (
+            "inpainting needs a diffusion model (e.g. ddpm) or an autoregressive one (e.g. pixelcnn)"
+            if verb == "inpaint"
+            else f"{verb} needs a diffusion model (e.g. ddpm)"
+        )
+        require(model, DiffusionSampling, "denoiser", needs)
     shape = tuple(int(s) for s in model.info.event_shape)
     if not model.info.is_image:
         raise DataError(f"{verb} works on images (C, H, W); this model's examples have shape {shape}")
@@ -204,7 +216,7 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     elif verb == "denoise":
         if not args.noise > 0:
             raise ConfigError(f"--noise must be positive; found {args.noise}")
-        sampler = resolve_sampler(args.sampler)  # --steps, when given, overrides its grid
+        sampler = resolve_sampler(args.sampler)  # --sampler-steps, when given, overrides its grid
         if truth is not None:
             y = truth + args.noise * torch.randn(truth.shape, generator=data_generator).to(truth)
         else:
@@ -225,11 +237,10 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     m = y.shape[0]
     labels = _labels(args, model, known, m)
     repeated = y.repeat_interleave(args.n, dim=0).to(model.device)  # (m · n, C', H', W')
-    out = solve(repeated, c=labels, steps=args.steps, generator=generator)
+    out = solve(repeated, c=labels, steps=args.sampler_steps, generator=generator)
     out = out.cpu().reshape(m, args.n, c, h, w)
     columns = [shown[:, None], out] + ([] if truth is None else [truth[:, None]])
     grid = torch.cat(columns, dim=1)  # (m, 1 + n [+ 1], C, H, W)
-    path = Path(args.output) if args.output else Path(args.run) / f"{verb}.png"
     save_grid(grid.reshape(-1, c, h, w), path, grid.shape[1])
     what = "observation | solutions" + (" | original" if truth is not None else "")
     print(f"wrote {path} ({m} rows: {what}; {weights.describe()})")

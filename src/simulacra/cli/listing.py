@@ -43,3 +43,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         described[name] = description + (f" [needs a {needs}]" if needs else " [any model]")
     _print_registry("registered metrics (simulacra evaluate RUN --metric NAME)", described)
     return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Fetch ``args.dataset`` into ``--to`` (default: where training looks) and say where it is."""
+    from simulacra.data.download import download
+
+    path = download(args.dataset, args.to, progress=not args.no_progress, mirrors=args.mirror)
+    hint = "" if args.to is None else f" (train with --data-dir {args.to}, or set $SIMULACRA_DATA)"
+    print(f"{args.dataset}: {path}{hint}")
+    return 0

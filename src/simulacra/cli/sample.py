@@ -11,16 +11,17 @@ from typing import Any
 
 import torch
 
-from simulacra.cli.common import _console, _held_out, _load_run, _print_metrics
+from simulacra.cli.common import _at_least, _console, _held_out, _load_run, _output_path, _print_metrics
 from simulacra.errors import ConfigError
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from simulacra.report.pictures import sample_labels, save_samples
 
-    if args.n < 1:
-        raise ConfigError(f"-n must be at least 1, got {args.n}")
+    _at_least(args.n, 1, "-n")
     model, weights = _load_run(args.run, args.device, args.weights)
+    text = model.info.vocabulary is not None  # token sequences are written as text
+    out = _output_path(args.output, Path(args.run) / ("samples.txt" if text else "samples.png"), text=text)
     c = None
     if model.conditional:
         if args.label is None:
@@ -33,16 +34,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif args.label is not None:
         raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
     options: dict[str, Any] = {}
-    if (args.sampler, args.steps, args.guidance) != (None, None, None):
+    if (args.sampler, args.sampler_steps, args.guidance) != (None, None, None):
         from simulacra.models.base import DiffusionSampling, require
         from simulacra.samplers import resolve_sampler
 
-        hint = "--sampler, --steps and --guidance apply to diffusion models"
+        hint = "--sampler, --sampler-steps and --guidance apply to diffusion models"
         diffusion = require(model, DiffusionSampling, "denoiser", hint)
-        if args.sampler is not None:  # the sampler's own defaults, --steps overriding its steps
-            options["sampler"] = resolve_sampler(args.sampler, steps=args.steps)
-        elif args.steps is not None:  # the model's default sampler on another grid
-            options["sampler"] = diffusion.sampler.with_options(steps=args.steps)
+        if args.sampler is not None:  # the sampler's own defaults, --sampler-steps overriding its steps
+            options["sampler"] = resolve_sampler(args.sampler, steps=args.sampler_steps)
+        elif args.sampler_steps is not None:  # the model's default sampler on another grid
+            options["sampler"] = diffusion.sampler.with_options(steps=args.sampler_steps)
         if args.guidance is not None:
             options["guidance"] = args.guidance
     decoding = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
@@ -55,8 +56,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options.update(decoding)
     generator = torch.Generator(model.device).manual_seed(args.seed)
     x = model.sample(args.n, c, generator=generator, **options).cpu()
-    text = model.info.vocabulary is not None  # token sequences are written as text
-    out = Path(args.output) if args.output else Path(args.run) / ("samples.txt" if text else "samples.png")
     save_samples(model, x, out)
     if args.save_tensor:
         import numpy as np
@@ -71,6 +70,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from simulacra.metrics.evaluate import EvalOptions, estimates_as_dicts, evaluate
 
     metrics_wanted = args.metric or ["nll"]
+    _at_least(args.k, 1, "--k")
+    _at_least(args.limit, 1, "--limit")
+    _at_least(args.samples, 2, "--samples")
     model, weights = _load_run(args.run, args.device, args.weights)
     _, part = _held_out(args.run, args.split, args.data_dir, args.limit)
     start = time.perf_counter()
@@ -104,11 +106,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from simulacra.tasks.interpolate import interpolate
     from simulacra.viz.grids import save_examples
 
+    out = _output_path(args.output, Path(args.run) / "interpolation.png")
     model, weights = _load_run(args.run, "cpu", args.weights)
     require(model, LatentVariableModel, "latent space to interpolate in")
     _, part = _held_out(args.run, "test", args.data_dir, None)
-    if args.pairs < 1 or args.steps < 2:
-        raise ConfigError("--pairs must be ≥ 1 and --steps ≥ 2")
+    if args.pairs < 1 or args.points < 2:
+        raise ConfigError(f"--pairs must be ≥ 1 and --points ≥ 2; found {args.pairs} and {args.points}")
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(part), generator=g)[: 2 * args.pairs]
     if len(idx) < 2:
@@ -118,16 +121,15 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         for i in range(len(idx) // 2):
             a, b = idx[2 * i : 2 * i + 1], idx[2 * i + 1 : 2 * i + 2]
             c = part.y[a] if model.conditional and part.y is not None else None
-            rows.append(interpolate(model, part.x[a], part.x[b], c, steps=args.steps, method=args.method))
-    out = Path(args.output) if args.output else Path(args.run) / "interpolation.png"
+            rows.append(interpolate(model, part.x[a], part.x[b], c, steps=args.points, method=args.method))
     x = torch.cat(rows)
     if model.info.is_image:
         from simulacra.viz.grids import save_grid
 
-        save_grid(x, out, nrow=args.steps)
+        save_grid(x, out, nrow=args.points)
     else:
         save_examples(x, model.info, out)
     print(
-        f"wrote {len(rows)} {args.method} interpolations of {args.steps} steps to {out} ({weights.describe()})"
+        f"wrote {len(rows)} {args.method} interpolations of {args.points} points to {out} ({weights.describe()})"
     )
     return 0

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from simulacra.cli.common import DEFAULT_RUN_ROOT, _console, _print_metrics
+from simulacra.cli.common import DEFAULT_RUN_ROOT, _at_least, _console, _print_metrics
 from simulacra.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from simulacra.train.rundir import RunReplacement, check_replaceable, check_writable, checkpoint_bytes
     from simulacra.viz.grids import save_examples
 
+    _at_least(args.eval_samples, 1, "--eval-samples")
     if args.resume:
         run_dir = Path(args.resume)
         raw = load_run_config(run_dir)["run"]

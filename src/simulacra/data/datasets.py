@@ -117,7 +117,7 @@ def _not_found(what: str, looked_for: str, folders: list[Path], name: str, notes
         f"{what} not found: looked for {looked_for} in {', '.join(str(f) for f in folders)}{extra}. "
         "Put the files in one of these folders, pass --data-dir DIR (DataConfig.data_dir) or set "
         f"$SIMULACRA_DATA to their folder, or fetch them on a machine with a network with "
-        f"simulacra.data.download({name!r}, DIR)"
+        f"`simulacra download {name}` (or simulacra.data.download({name!r}, DIR))"
     )
 
 

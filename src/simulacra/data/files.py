@@ -244,6 +244,14 @@ def _check_not_empty(path: Path) -> None:
         raise DataError(f"{str(path)!r} is empty (0 bytes)")
 
 
+def _reason(err: Exception) -> str:
+    """numpy's reason for refusing a file, without its advice to unpickle it (never taken here:
+    loading a pickle runs code)."""
+    if "pickle" in str(err):
+        return "the bytes are not an .npy array; numpy would try them as a pickle, which is never loaded"
+    return str(err)
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` archive, loaded without unpickling anything."""
     _check_not_empty(path)
@@ -266,7 +274,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     except DataError:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as err:
-        raise DataError(f"cannot read {str(path)!r}: not a valid .npz archive ({err})") from None
+        raise DataError(f"cannot read {str(path)!r}: not a valid .npz archive ({_reason(err)})") from None
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -275,7 +283,7 @@ def read_npy(path: Path) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, EOFError, ValueError) as err:
-        raise DataError(f"cannot read {str(path)!r}: not a valid .npy file ({err})") from None
+        raise DataError(f"cannot read {str(path)!r}: not a valid .npy file ({_reason(err)})") from None
     if not isinstance(x, np.ndarray):
         x.close()
         raise DataError(f"cannot read {str(path)!r}: not a valid .npy file (it is an .npz archive)")

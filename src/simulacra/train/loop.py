@@ -152,6 +152,7 @@ def fit(
         TrainingError: a loss that became NaN or infinite.
     """
     started = time.perf_counter()
+    config.check()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     check_schedule(config.lr_schedule)
