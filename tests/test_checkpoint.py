@@ -323,3 +323,33 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path: Path) -> None:
         different = [k for k in reference if not torch.equal(reference[k], resumed[k])]
         assert not different, f"resume from step {resumed_from} differs in {different[:5]}"
         assert _training_log(run) == _training_log(tmp_path / "reference")
+
+
+def test_a_failed_checkpoint_write_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk in the middle of a checkpoint: a clear error, no ckpt-*.tmp folder left to fill
+    the disk, and the previous checkpoint still the latest and loadable."""
+    import errno
+
+    import simulacra.train.checkpoint as ckpt
+
+    run = tmp_path / "run"
+    _train(run, steps=4, checkpoint_every=2)
+    before = json.loads((run / "checkpoint.json").read_text())
+    write = ckpt._write_durable
+    calls = {"n": 0}
+
+    def full_disk(path: Path, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # after the first file of the new checkpoint
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(ckpt, "_write_durable", full_disk)
+    state = load_trainer_state(run)
+    with pytest.raises(CheckpointError, match="No space left on device; the previous one is intact"):
+        ckpt.save_checkpoint(run, step=99, model_state=state.model_state, trainer_state=state.trainer_state)
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert json.loads((run / "checkpoint.json").read_text()) == before
+    assert load_trainer_state(run).step == before["step"]

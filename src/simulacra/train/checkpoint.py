@@ -520,13 +520,21 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _write_durable(tmp / MODEL_FILE, _tensor_bytes(model_state))
-    _write_durable(tmp / TRAINER_TENSORS, _tensor_bytes(tensors))
-    header = {"format": FORMAT_VERSION, "step": step, "simulacra_version": simulacra_version()}
-    _write_durable(tmp / TRAINER_JSON, json.dumps({**header, "state": json_state}).encode())
-    for extra_name, extra_tensors in (extra or {}).items():
-        _write_durable(tmp / f"{extra_name}.safetensors", _tensor_bytes(extra_tensors))
-    _fsync_dir(tmp)
+    try:
+        _write_durable(tmp / MODEL_FILE, _tensor_bytes(model_state))
+        _write_durable(tmp / TRAINER_TENSORS, _tensor_bytes(tensors))
+        header = {"format": FORMAT_VERSION, "step": step, "simulacra_version": simulacra_version()}
+        _write_durable(tmp / TRAINER_JSON, json.dumps({**header, "state": json_state}).encode())
+        for extra_name, extra_tensors in (extra or {}).items():
+            _write_durable(tmp / f"{extra_name}.safetensors", _tensor_bytes(extra_tensors))
+        _fsync_dir(tmp)
+    except BaseException as err:  # a full disk, an I/O error, an interrupt: leave nothing half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(
+                f"cannot write a checkpoint in {run_dir}: {err.strerror or err}; the previous one is intact"
+            ) from None
+        raise
     # The folder becomes visible complete, then the pointer moves to it: both steps are atomic.
     os.rename(tmp, run_dir / name)
     _fsync_dir(run_dir)
