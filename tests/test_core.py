@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,40 @@ def test_unknown_settings_name_the_valid_ones() -> None:
         reg.build({"name": "square", "scal": 2.0}, x=1.0)
     with pytest.raises(ConfigError, match="unexpected keyword argument 'scal'"):
         reg.build({"name": "forward", "scal": 2.0}, x=1.0)
+
+
+def test_settings_of_the_wrong_type_are_named_before_the_factory_runs() -> None:
+    reg: Registry[Any] = Registry("widget")
+
+    @reg.register("w")
+    def widget(
+        size: int = 1, hidden: Sequence[int] = (4,), scale: float | None = None, kind: str = "a"
+    ) -> int:
+        return size
+
+    assert reg.build({"name": "w", "size": 2, "hidden": [3, 5], "scale": 1, "kind": "b"}) == 2
+    for key, value, words in [
+        ("size", 2.0, "size must be an integer; found 2.0"),
+        ("size", True, "size must be an integer; found True"),
+        ("hidden", 4, "hidden must be a list of integers; found 4"),
+        ("hidden", ["a"], "hidden must be a list of integers; found ['a']"),
+        ("scale", "abc", "scale must be a number or none; found 'abc'"),
+        ("kind", 3, "kind must be a name (a string); found 3"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(f"widget 'w': {words}")):
+            reg.build({"name": "w", key: value})
+
+
+def test_a_model_that_cannot_be_built_with_its_settings_is_one_clear_error() -> None:
+    from simulacra.data.info import DataInfo
+    from simulacra.models.zoo import build_model
+
+    info = DataInfo(event_shape=(12,), support="unit", levels=7)
+    words = (
+        r"model 'transformer' cannot be built with dim=8, heads=0 for data of shape \(12,\): integer modulo"
+    )
+    with pytest.raises(ConfigError, match=words):
+        build_model({"name": "transformer", "dim": 8, "heads": 0}, info)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from simulacra.data.datasets import DataConfig
-from simulacra.errors import ConfigError
+from simulacra.errors import ConfigError, is_seed
 
 __all__ = [
     "DataConfig",
@@ -129,7 +129,8 @@ class TrainConfig:
         _integer(self.checkpoint_every, "train.checkpoint_every", minimum=0, optional=True)
         _number(self.checkpoint_minutes, "train.checkpoint_minutes", minimum=0.0)
         _integer(self.log_every, "train.log_every", minimum=1)
-        _integer(self.seed, "train.seed", minimum=0)
+        if not is_seed(self.seed):
+            raise ConfigError(f"train.seed must be an integer in [0, 2^63); found {self.seed!r}")
         if not isinstance(self.device, str):
             raise ConfigError(f"train.device must be a name such as cpu, cuda or auto; found {self.device!r}")
         _integer(self.num_threads, "train.num_threads", minimum=1, optional=True)
@@ -184,6 +185,12 @@ class RunConfig:
             raise ConfigError(
                 f"unknown config section(s) {sorted(unknown)}; expected model, data, train, callbacks"
             )
+        for section in ("model", "data", "train"):
+            if not isinstance(raw.get(section, {}), Mapping):
+                raise ConfigError(
+                    f"the [{section}] section must be a table of settings (e.g. {section}.KEY=VALUE); "
+                    f"found {raw[section]!r}"
+                )
         model = dict(raw.get("model", {"name": "vae"}))
         if "name" not in model:
             raise ConfigError("the [model] section needs a 'name' (see `simulacra models`)")
@@ -231,7 +238,7 @@ def _dataclass_from(cls: type, raw: Mapping[str, Any], section: str) -> Any:
             f"unknown key(s) {sorted(unknown)} in [{section}]; valid keys: {', '.join(sorted(names))}"
         )
     values = dict(raw)
-    if "betas" in values and values["betas"] is not None:
+    if isinstance(values.get("betas"), list):  # JSON and TOML have no tuples; check() refuses the rest
         values["betas"] = tuple(values["betas"])
     return cls(**values)
 

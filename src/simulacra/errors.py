@@ -45,3 +45,12 @@ def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer; found {value!r}")
     return value
+
+
+SEED_LIMIT = 2**63
+"""Seeds are integers in [0, 2^63): torch's generators take no more (a run derives further seeds)."""
+
+
+def is_seed(value: object) -> bool:
+    """Whether ``value`` is an integer seed in [0, :data:`SEED_LIMIT`) (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT

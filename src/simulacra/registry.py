@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -16,6 +17,40 @@ from typing import Any, Generic, TypeVar
 from simulacra.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# The annotations a setting may carry, as written in the factories' signatures, with a check of
+# a value read from a config file or --set (JSON) and the words that say what was expected.
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (_is_integer, "an integer"),
+    "float": (_is_number, "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a name (a string)"),
+    "None": (lambda v: v is None, "none"),
+    "Sequence[int]": (
+        lambda v: isinstance(v, list | tuple) and all(map(_is_integer, v)),
+        "a list of integers",
+    ),
+    "Mapping[str, Any]": (lambda v: isinstance(v, Mapping), "a table of settings"),
+}
+
+
+def _expected_kinds(annotation: Any) -> list[tuple[Callable[[Any], bool], str]]:
+    """Checks for a parameter annotated ``annotation`` (``"int | None"``, ``Sequence[int]``, ...);
+    empty when any part of it is not a plain setting type (the factory then checks the value)."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    parts = [part.strip() for part in text.split("|")]
+    if annotation is inspect.Parameter.empty or not all(part in _KINDS for part in parts):
+        return []
+    return [_KINDS[part] for part in parts]
 
 
 @dataclass(frozen=True)
@@ -103,7 +138,8 @@ class Registry(Generic[T]):
     def _check_kwargs(
         self, name: str, factory: Callable[..., Any], kwargs: Mapping[str, Any], extra: Mapping[str, Any]
     ) -> None:
-        """Raise :class:`ConfigError` naming any setting the factory does not take."""
+        """Raise :class:`ConfigError` naming any setting the factory does not take, or a setting whose
+        value is not of its annotated type (``model 'maf': hidden must be a list of integers; found 4``)."""
         try:
             params = inspect.signature(factory).parameters
         except (TypeError, ValueError):  # builtins without a signature: let the call decide
@@ -113,13 +149,17 @@ class Registry(Generic[T]):
         valid = [
             p for p in params if p not in extra and params[p].kind is not inspect.Parameter.VAR_POSITIONAL
         ]
-        for key in kwargs:
+        for key, value in kwargs.items():
             if key not in params:
                 close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(
                     f"{self.kind} {name!r} has no setting {key!r}.{hint} Its settings: {', '.join(valid) or 'none'}."
                 )
+            expected = _expected_kinds(params[key].annotation)
+            if expected and not any(check(value) for check, _ in expected):
+                words = " or ".join(words for _, words in expected)
+                raise ConfigError(f"{self.kind} {name!r}: {key} must be {words}; found {value!r}")
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

@@ -17,10 +17,12 @@ user error is a :class:`SimulacraError`, printed as one ``error: ...`` line with
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from simulacra.cli.common import integer, seed_arg
 from simulacra.cli.inverse import VERBS as INVERSE_VERBS
 from simulacra.cli.inverse import add_parsers as add_inverse_parsers
 from simulacra.cli.inverse import cmd_inverse
@@ -61,10 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder with downloaded data (default $SIMULACRA_DATA)")
     p.add_argument("--binarize", choices=["static", "dynamic"], help="binarize grey-level data")
     p.add_argument("--epochs", type=float, help="training length in passes over the training split")
-    p.add_argument("--steps", type=int, help="training length in optimizer steps (wins over --epochs)")
-    p.add_argument("--batch-size", type=int, help="examples per step over all processes (default 128)")
+    p.add_argument("--steps", type=integer, help="training length in optimizer steps (wins over --epochs)")
+    p.add_argument("--batch-size", type=integer, help="examples per step over all processes (default 128)")
     p.add_argument("--lr", type=float, help="Adam's learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, help="seeds weights, batches and noise: a run is reproducible from it")
+    p.add_argument(
+        "--seed", type=seed_arg, help="seeds weights, batches and noise: a run is reproducible from it"
+    )
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--out", help="run directory (default runs/<model>-<data>)")
     p.add_argument("--config", help="a TOML or JSON file with [model], [data], [train] sections")
@@ -80,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
     p.add_argument(
         "--eval-samples",
-        type=int,
+        type=integer,
         default=None,
         help="importance samples k for the final test NLL (default 200 for the VAE family)",
     )
@@ -89,20 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--weights", choices=["ema", "raw"], default=None, help=WEIGHTS_HELP)
-    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("-n", type=integer, default=64, help="number of samples")
     p.add_argument(
         "-o",
         "--output",
         default=None,
         help="picture (.png, .jpg) or text (.txt) to write (default RUN/samples.png)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seeds the draw (default 0)")
-    p.add_argument("--label", type=int, default=None, help="class label for conditional models")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seeds the draw (default 0)")
+    p.add_argument("--label", type=integer, default=None, help="class label for conditional models")
     p.add_argument("--save-tensor", default=None, help="also save the samples as .npy")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--sampler", default=None, help="diffusion: ancestral, ddim, pc, dpm-solver, ode, ...")
     p.add_argument(
-        "--sampler-steps", type=int, default=None, help="diffusion models: the sampler's grid points"
+        "--sampler-steps", type=integer, default=None, help="diffusion models: the sampler's grid points"
     )
     p.add_argument(
         "--guidance", type=float, default=None, help="conditional diffusion: guidance scale (0 unconditional)"
@@ -111,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=None, help="autoregressive models: draw from p^(1/T) per entry"
     )
     p.add_argument(
-        "--top-k", type=int, default=None, help="autoregressive models: keep the k likeliest values"
+        "--top-k", type=integer, default=None, help="autoregressive models: keep the k likeliest values"
     )
 
     p = sub.add_parser("evaluate", help="score a trained run on held-out data")
@@ -122,9 +126,12 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="a registered metric, repeatable (default nll; `simulacra metrics` lists them: nll, mmd, fid, ...)",
     )
-    p.add_argument("--k", type=int, default=1000, help="importance samples per example (VAE family)")
+    p.add_argument("--k", type=integer, default=1000, help="importance samples per example (VAE family)")
     p.add_argument(
-        "--samples", type=int, default=500, help="samples drawn for mmd and fid (at most the split's size)"
+        "--samples",
+        type=integer,
+        default=500,
+        help="samples drawn for mmd and fid (at most the split's size)",
     )
     p.add_argument(
         "--features", default=None, help="fid: a feature network saved by simulacra (.safetensors)"
@@ -132,8 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split", choices=["test", "valid", "train"], default="test", help="held-out split (default test)"
     )
-    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
-    p.add_argument("--seed", type=int, default=0, help="seeds importance samples and samples (default 0)")
+    p.add_argument("--limit", type=integer, default=None, help="score only the first N examples")
+    p.add_argument(
+        "--seed", type=seed_arg, default=0, help="seeds importance samples and samples (default 0)"
+    )
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
@@ -147,9 +156,9 @@ def _parser() -> argparse.ArgumentParser:
         default="linear",
         help="path between the codes (default linear)",
     )
-    p.add_argument("--points", type=int, default=10, help="decoded points along each path, ends included")
-    p.add_argument("--pairs", type=int, default=8, help="pairs of held-out examples, one row each")
-    p.add_argument("--seed", type=int, default=0, help="seeds the choice of pairs (default 0)")
+    p.add_argument("--points", type=integer, default=10, help="decoded points along each path, ends included")
+    p.add_argument("--pairs", type=integer, default=8, help="pairs of held-out examples, one row each")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seeds the choice of pairs (default 0)")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
 
     add_inverse_parsers(sub)  # inpaint, super-resolve, denoise, colorize
@@ -161,20 +170,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--flow", default="nsf", help="conditional flow: nsf (default), nsf-coupling, maf or realnvp"
     )
-    p.add_argument("--simulations", type=int, default=10000, help="training pairs (θ, x) to simulate")
+    p.add_argument("--simulations", type=integer, default=10000, help="training pairs (θ, x) to simulate")
     p.add_argument(
-        "--steps", type=int, default=3000, help="maximum optimizer steps (early stopping on 10%% held out)"
+        "--steps",
+        type=integer,
+        default=3000,
+        help="maximum optimizer steps (early stopping on 10%% held out)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="simulations per step (default 256)")
+    p.add_argument("--batch-size", type=integer, default=256, help="simulations per step (default 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default 1e-3)")
-    p.add_argument("--transforms", type=int, default=5, help="flow layers")
+    p.add_argument("--transforms", type=integer, default=5, help="flow layers")
     p.add_argument("--hidden", default="64,64", help="hidden widths of each layer's network, e.g. 64,64")
     p.add_argument("--observation", default=None, help="x_o as 'x1,x2,...' (default: the task's own)")
-    p.add_argument("--samples", type=int, default=10000, help="posterior draws for the plot and metrics")
-    p.add_argument("--sbc-trials", type=int, default=200, help="calibration trials (θ*, x) ~ p(θ, x)")
-    p.add_argument("--sbc-samples", type=int, default=100, help="posterior draws per calibration trial")
-    p.add_argument("--seed", type=int, default=0, help="seeds simulations, training and draws (default 0)")
+    p.add_argument("--samples", type=integer, default=10000, help="posterior draws for the plot and metrics")
+    p.add_argument("--sbc-trials", type=integer, default=200, help="calibration trials (θ*, x) ~ p(θ, x)")
+    p.add_argument("--sbc-samples", type=integer, default=100, help="posterior draws per calibration trial")
+    p.add_argument(
+        "--seed", type=seed_arg, default=0, help="seeds simulations, training and draws (default 0)"
+    )
     p.add_argument("--out", default=None, help="output folder (default runs/posterior-<simulator>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("download", help="fetch mnist or binarized-mnist (checksummed) into a data folder")
@@ -223,3 +238,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:  # a path the user gave that a lower layer did not check
         print(f"error: {CheckpointError.__name__}: no such file: {err.filename}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as err:  # RuntimeError: torch's allocators
+        if not _out_of_memory(err):
+            raise
+        print(f"error: {_out_of_memory(err)}", file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(err: BaseException) -> str | None:
+    """What to tell the user when ``err`` is an allocation that failed (None when it is not one):
+    sizes they asked for (samples, simulations, a model, a batch) that do not fit in memory."""
+    text = str(err)
+    if not (isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text):
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    size = f" (tried to allocate {int(asked[1]) / 2**30:,.1f} GiB)" if asked else ""
+    return f"out of memory{size}; ask for less: fewer samples or examples, a smaller model or batch"

@@ -4,10 +4,13 @@ resolved by :func:`simulacra.train.distributed.resolve_device`, the one resolver
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from simulacra.errors import ConfigError
+from simulacra.errors import ConfigError, is_seed
 
 DEFAULT_RUN_ROOT = Path("runs")
 
@@ -28,6 +31,26 @@ def _print_metrics(console: Any, metrics: dict[str, Any], *, title: str) -> None
         se = "" if m["stderr"] != m["stderr"] else f"{m['stderr']:.3f}"
         table.add_row(name, f"{m['value']:.4g}", se, m["unit"], m["estimator"])
     console.print(table)
+
+
+def integer(text: str) -> int:
+    """argparse ``type`` of the integer options: an int64 (a larger count is no count; a count that
+    does not fit in memory is reported when it is allocated)."""
+    value = int(text)  # argparse reports a ValueError as "invalid integer value"
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer below 2^63; found {text!r}")
+    return value
+
+
+def seed_arg(text: str) -> int:
+    """argparse ``type`` of ``--seed``: an integer in [0, 2^63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if not is_seed(value):
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2^63); found {text!r}")
+    return value  # type: ignore[return-value]
 
 
 def _at_least(value: int | None, minimum: int, flag: str) -> None:
@@ -51,6 +74,17 @@ def _output_path(output: str | None, default: Path, *, text: bool = False) -> Pa
     if path.is_dir():
         raise ConfigError(f"-o {output!r} is a folder; give a file name")
     return path
+
+
+def _recover(run_dir: Path) -> None:
+    """Finish or undo a replacement of ``run_dir`` (``--overwrite``) that a killed process left half
+    done, and say which (rank 0 of torchrun only: one process touches the folder)."""
+    from simulacra.train.rundir import recover_replacement
+
+    if os.environ.get("RANK", "0") == "0":
+        note = recover_replacement(run_dir)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
 
 
 def _load_run(run: str, device: str = "cpu", weights: str | None = None) -> tuple[Any, Any]:

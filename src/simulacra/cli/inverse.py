@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from simulacra.cli.common import _held_out, _load_run, _output_path
+from simulacra.cli.common import _held_out, _load_run, _output_path, integer, seed_arg
 from simulacra.errors import CapabilityError, ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -48,14 +48,16 @@ def add_parsers(sub: Any) -> None:
             help="the moving average (default) or raw weights",
         )
         p.add_argument("--image", default=None, help="the observation (PNG/JPEG); default: held-out examples")
-        p.add_argument("--examples", type=int, default=4, help="held-out images to degrade when no --image")
-        p.add_argument("-n", type=int, default=3, help="solutions per observation")
+        p.add_argument(
+            "--examples", type=integer, default=4, help="held-out images to degrade when no --image"
+        )
+        p.add_argument("-n", type=integer, default=3, help="solutions per observation")
         p.add_argument("-o", "--output", default=None, help=f"PNG to write (default RUN/{verb}.png)")
         p.add_argument(
-            "--sampler-steps", type=int, default=None, help="sampler grid points (default: the model's)"
+            "--sampler-steps", type=integer, default=None, help="sampler grid points (default: the model's)"
         )
-        p.add_argument("--label", type=int, default=None, help="class label for conditional models")
-        p.add_argument("--seed", type=int, default=0, help="seeds the masks, the noise and the sampler")
+        p.add_argument("--label", type=integer, default=None, help="class label for conditional models")
+        p.add_argument("--seed", type=seed_arg, default=0, help="seeds the masks, the noise and the sampler")
         p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
         p.add_argument(
             "--data-dir", default=None, help="folder with downloaded data, if it moved since training"
@@ -68,13 +70,13 @@ def add_parsers(sub: Any) -> None:
                 "--mask-kind", choices=MASKS, default="center", help="built-in mask when no --mask"
             )
             p.add_argument(
-                "--resample", type=int, default=5, help="RePaint repetitions per step (1 = replacement)"
+                "--resample", type=integer, default=5, help="RePaint repetitions per step (1 = replacement)"
             )
         if verb in ("super-resolve", "colorize"):
-            p.add_argument("--resample", type=int, default=1, help="RePaint-style repetitions per step")
+            p.add_argument("--resample", type=integer, default=1, help="RePaint-style repetitions per step")
         if verb == "super-resolve":
             p.add_argument(
-                "--factor", type=int, choices=[2, 4], default=2, help="upsampling factor (default 2)"
+                "--factor", type=integer, choices=[2, 4], default=2, help="upsampling factor (default 2)"
             )
         if verb == "denoise":
             p.add_argument("--noise", type=float, default=0.2, help="noise standard deviation (data units)")

@@ -9,7 +9,6 @@ and read it as a standard run directory (``config.json`` + ``model.safetensors``
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor
 
-from simulacra.cli.common import DEFAULT_RUN_ROOT, _console, _print_metrics
+from simulacra.cli.common import DEFAULT_RUN_ROOT, _console, _print_metrics, _recover
 from simulacra.errors import CheckpointError, ConfigError, positive_int
 
 if TYPE_CHECKING:  # the verbs import torch-heavy modules when they run, not when the CLI starts
@@ -153,9 +152,8 @@ def _float_list(text: str, what: str) -> list[float]:
 
 def cmd_posterior(args: argparse.Namespace) -> int:
     """Train q(θ | x) on simulations, then picture it at x_o and check its calibration."""
-    from simulacra.tasks.calibration import expected_coverage, posterior_agreement, sbc_ranks
-    from simulacra.tasks.posterior import ExactPosterior, build_simulator
-    from simulacra.viz.posterior import plot_calibration, plot_corner
+    from simulacra.tasks.posterior import build_simulator
+    from simulacra.train.rundir import RunReplacement, check_replaceable, check_writable
 
     simulator = build_simulator(args.simulator)
     hidden = [int(h) for h in _float_list(args.hidden, "--hidden")]
@@ -167,11 +165,35 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     else:
         x_obs = simulator.check_x(torch.tensor(_float_list(args.observation, "--observation")))
     out = Path(args.out) if args.out else DEFAULT_RUN_ROOT / f"posterior-{args.simulator}"
+    _recover(out)
+    check_replaceable(out, overwrite=args.overwrite, resumable=False)
+    check_writable(out)
     console = _console()
     console.print(
         f"[bold]{args.flow}[/] posterior for [bold]{simulator.name}[/] (θ ∈ R^{simulator.theta_dim}, "
         f"x ∈ R^{simulator.x_dim}) from {args.simulations} simulations -> {out}"
     )
+    # --overwrite: the old run moves aside, and goes once the new one is complete (back on failure)
+    with RunReplacement(out, enabled=args.overwrite):
+        estimator, table, observed = _estimate(args, simulator, x_obs, hidden, out)
+    seconds = estimator.training_summary["seconds"]
+    _print_metrics(console, table, title=f"posterior at x_o = ({observed}), trained in {seconds:.1f} s")
+    console.print(
+        f"wrote {out}/: config.json, model.safetensors, posterior.png, calibration.png, metrics.json"
+    )
+    return 0
+
+
+def _estimate(
+    args: argparse.Namespace, simulator: Simulator, x_obs: Tensor, hidden: list[int], out: Path
+) -> tuple[PosteriorEstimator, dict[str, Any], str]:
+    """Train (hidden widths ``hidden``, the rest from ``args``) and save the estimator in ``out``, picture it at x_o, check its calibration and write
+    ``metrics.json``; returns the estimator, the table of figures, and x_o as text."""
+    from simulacra.tasks.calibration import expected_coverage, posterior_agreement, sbc_ranks
+    from simulacra.tasks.posterior import ExactPosterior
+    from simulacra.train.checkpoint import atomic_write_json
+    from simulacra.viz.posterior import plot_calibration, plot_corner
+
     estimator = train_posterior(
         simulator,
         args.flow,
@@ -219,7 +241,7 @@ def cmd_posterior(args: argparse.Namespace) -> int:
             "max_error": coverage.max_error,
         },
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_json(out / "metrics.json", metrics)
     table = dict(metrics["posterior"])
     table["sbc_min_p"] = {
         "value": float(sbc.p_values.min()),
@@ -233,9 +255,4 @@ def cmd_posterior(args: argparse.Namespace) -> int:
         "estimator": "max over c of |HPD coverage(c) − c|",
         "unit": "",
     }
-    seconds = estimator.training_summary["seconds"]
-    _print_metrics(console, table, title=f"posterior at x_o = ({observed}), trained in {seconds:.1f} s")
-    console.print(
-        f"wrote {out}/: config.json, model.safetensors, posterior.png, calibration.png, metrics.json"
-    )
-    return 0
+    return estimator, table, observed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import torch
 
 from simulacra.cli.common import _at_least, _console, _held_out, _load_run, _output_path, _print_metrics
-from simulacra.errors import ConfigError
+from simulacra.errors import CheckpointError, ConfigError
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -68,6 +67,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a run with the registered metrics (``--metric``, default nll) on a held-out split."""
     from simulacra.metrics.evaluate import EvalOptions, estimates_as_dicts, evaluate
+    from simulacra.train.checkpoint import atomic_write_json
 
     metrics_wanted = args.metric or ["nll"]
     _at_least(args.k, 1, "--k")
@@ -75,6 +75,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _at_least(args.samples, 2, "--samples")
     model, weights = _load_run(args.run, args.device, args.weights)
     _, part = _held_out(args.run, args.split, args.data_dir, args.limit)
+    path = Path(args.run) / "metrics.json"
+    stored = _stored_metrics(path)  # read first: a corrupt record fails before the work
     start = time.perf_counter()
     options = EvalOptions(
         num_samples=args.k, max_samples=args.samples, seed=args.seed, progress=True, features=args.features
@@ -83,8 +85,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     title = f"{args.split} split, {len(part)} examples, {weights.describe()} ({seconds:.1f} s)"
     _print_metrics(_console(), results, title=title)
-    path = Path(args.run) / "metrics.json"
-    stored = json.loads(path.read_text()) if path.is_file() else {}
     stored.setdefault("evaluations", []).append(
         {
             "split": args.split,
@@ -95,10 +95,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "metrics": results,
         }
     )
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(stored, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, stored)
     return 0
+
+
+def _stored_metrics(path: Path) -> dict[str, Any]:
+    """The run's ``metrics.json`` ({} when it has none), to which an evaluation is appended.
+
+    Raises:
+        CheckpointError: the file is not a JSON object with a list of ``evaluations``.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        stored = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path} is corrupt (not valid JSON: {err}); move it away to record this evaluation"
+        ) from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("evaluations", []), list):
+        raise CheckpointError(
+            f"{path} is corrupt: expected a JSON object with a list of 'evaluations'; move it away to "
+            "record this evaluation"
+        )
+    return stored
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:

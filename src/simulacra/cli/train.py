@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from simulacra.cli.common import DEFAULT_RUN_ROOT, _at_least, _console, _print_metrics
+from simulacra.cli.common import DEFAULT_RUN_ROOT, _at_least, _console, _print_metrics, _recover
 from simulacra.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,9 +50,9 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
     return apply_overrides(raw, args.overrides)
 
 
-def _default_out(raw: dict[str, Any]) -> Path:
-    data = Path(str(raw.get("data", {}).get("name", "digits"))).stem
-    return DEFAULT_RUN_ROOT / f"{raw['model']['name']}-{data}"
+def _default_out(config: RunConfig) -> Path:
+    data = Path(str(config.data.name)).stem
+    return DEFAULT_RUN_ROOT / f"{config.model['name']}-{data}"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -70,13 +70,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     _at_least(args.eval_samples, 1, "--eval-samples")
     if args.resume:
         run_dir = Path(args.resume)
+        _recover(run_dir)
         raw = load_run_config(run_dir)["run"]
         if args.overrides or args.model or args.config:
             raise ConfigError("--resume continues a run as it was configured; drop MODEL, --config and --set")
+        config = RunConfig.from_dict(raw)
     else:
-        raw = _train_raw_config(args)
-        run_dir = Path(args.out) if args.out else _default_out(raw)
-    config = RunConfig.from_dict(raw)
+        config = RunConfig.from_dict(_train_raw_config(args))
+        run_dir = Path(args.out) if args.out else _default_out(config)
+        _recover(run_dir)
 
     dist = init_from_env(config.train.device)  # resolved per rank (cuda -> cuda:LOCAL_RANK)
     try:

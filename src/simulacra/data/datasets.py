@@ -250,14 +250,18 @@ for _name, _sampler in TOYS.items():
 
 
 def _check_config(config: DataConfig) -> None:
+    if not isinstance(config.name, str):
+        raise DataError(f"data.name must be a dataset name or a path; got {config.name!r}")
+    if config.data_dir is not None and not isinstance(config.data_dir, str):
+        raise DataError(f"data.data_dir must be a folder (a path) or none; got {config.data_dir!r}")
     vf = config.valid_fraction
     if isinstance(vf, bool) or not isinstance(vf, int | float) or not 0 <= vf < 1:
         raise DataError(f"data.valid_fraction must be a number in [0, 1); got {vf!r}")
     for key, value in (("limit", config.limit), ("num_samples", config.num_samples)):
         if value is None and key == "limit":
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DataError(f"data.{key} must be a positive integer; got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
+            raise DataError(f"data.{key} must be a positive integer below 2^63; got {value!r}")
     if config.binarize not in (None, "none", *BINARIZE):
         raise DataError(
             f"unknown data.binarize {config.binarize!r}; valid values: none (keep grey levels), "

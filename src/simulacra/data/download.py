@@ -233,11 +233,21 @@ def download(
 
     Returns:
         the path of the ``.npz`` file.
+
+    Raises:
+        UnknownNameError: ``name`` is not downloadable.
+        DataError: ``dest`` cannot be a folder (a file is there), a download or its checksum failed.
     """
     folder = Path(dest).expanduser() if dest is not None else default_data_dir()
     if name not in DOWNLOADABLE:
         raise UnknownNameError(f"cannot download {name!r}; downloadable datasets: {', '.join(DOWNLOADABLE)}")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file where the folder belongs, or a folder we may not write to
+        reason = "it is a file" if folder.is_file() else (err.strerror or type(err).__name__)
+        raise DataError(
+            f"cannot use {str(folder)!r} as the data folder: {reason}; expected a folder"
+        ) from None
     if name == "mnist":
         return _mnist(folder, tuple(mirrors or MNIST_MIRRORS), progress)
     return _binarized_mnist(folder, tuple(mirrors or BINARIZED_MNIST_MIRRORS), progress)

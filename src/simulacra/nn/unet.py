@@ -28,6 +28,26 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(int(groups), int(channels)), int(channels))
 
 
+def _check_group_norms(height: int, width: int, channels: Sequence[int], groups: int) -> None:
+    """Raise :class:`ConfigError` when a GroupNorm would see one value per group (its output is then
+    constant, and torch refuses a batch of one): at a level whose images have shrunk to 1x1, a norm
+    over c channels in gcd(groups, c) groups needs c > gcd(groups, c)."""
+    h, w = height, width
+    for i, ch in enumerate(channels):
+        if h * w == 1:
+            # the norms of a level see its input channels and its own on the way down, and its own
+            # concatenated with those of the level below on the way up
+            below = channels[i + 1] if i + 1 < len(channels) else ch
+            for c in sorted({channels[i - 1] if i else ch, ch, ch + below}):
+                if c == math.gcd(groups, c):
+                    raise ConfigError(
+                        f"UNet: {height}x{width} images shrink to 1x1 at level {i + 1} of {len(channels)}, "
+                        f"where GroupNorm splits {c} channels into {c} groups of one value; use larger "
+                        f"images, fewer levels (channels) or more than {groups} channels per level"
+                    )
+        h, w = (h + 1) // 2, (w + 1) // 2
+
+
 class ResidualBlock(nn.Module):
     """h = conv(φ(GN(x))) + W e;  out = skip(x) + conv(dropout(φ(GN(h)))), (B, C_in, H, W) -> (B, C_out, H, W)."""
 
@@ -138,6 +158,7 @@ class UNet(nn.Module):
                 f"UNet needs channels >= 1 per level and blocks >= 1; found {channels}, {blocks}"
             )
         c_in, height, width = (int(s) for s in event_shape)
+        _check_group_norms(height, width, chans, int(groups))
         emb = int(embedding_dim or 4 * chans[0])
         self.event_shape = (c_in, height, width)
         self.embedding = TimeEmbedding(emb, num_classes)

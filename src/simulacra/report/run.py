@@ -8,7 +8,6 @@ MMD² of samples for every model); the pictures by :func:`~simulacra.report.pict
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from simulacra.metrics.evaluate import METRICS, EvalOptions, estimates_as_dicts,
 from simulacra.metrics.likelihood import Estimate
 from simulacra.models.base import GenerativeModel, ImportanceWeighted
 from simulacra.report.pictures import report_pictures
-from simulacra.train.checkpoint import METRICS_FILE
+from simulacra.train.checkpoint import METRICS_FILE, atomic_write_json
 from simulacra.train.loop import FitResult
 from simulacra.viz.plots import plot_metrics
 
@@ -98,7 +97,7 @@ def write_run_report(
     estimates = run_metrics(model, held_out, examples=examples, num_samples=num_samples, seed=seed)
     record["test"] = estimates_as_dicts(estimates)
     record["test_examples"] = min(len(held_out), examples)
-    (run_dir / RUN_METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_json(run_dir / RUN_METRICS_FILE, record)
     if (run_dir / METRICS_FILE).is_file():
         plot_metrics(run_dir / METRICS_FILE, run_dir / "training.png")
         pictures.append("training.png")

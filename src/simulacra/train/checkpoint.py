@@ -19,7 +19,7 @@ and only then is the pointer ``checkpoint.json`` replaced (tmp file + fsync + ``
 atomic). Readers go through the pointer. A kill at any instant therefore leaves the pointer
 naming either the previous complete folder or the new complete one; stale folders are deleted
 after the pointer moves (and on the next save). Single files at the root are written to a
-temporary name and ``os.replace``d.
+temporary name and ``os.replace``d; temporary names a kill left behind go at the next checkpoint.
 
 Loading never unpickles: tensors come from safetensors, everything else from JSON
 (``torch.load`` is never called).
@@ -28,6 +28,7 @@ Loading never unpickles: tensors come from safetensors, everything else from JSO
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -47,7 +48,7 @@ from simulacra.data.info import DataInfo
 from simulacra.errors import CheckpointError
 from simulacra.models.base import GenerativeModel
 from simulacra.models.zoo import build_model
-from simulacra.train.rundir import write_marker
+from simulacra.train.rundir import RUN_MARKER, write_marker
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -220,9 +221,28 @@ def unflatten_state(obj: Any, tensors: Mapping[str, Tensor]) -> Any:
 def _check_run_dir(run_dir: str | Path) -> Path:
     path = Path(run_dir)
     if not path.exists():
-        raise CheckpointError(f"run directory {str(path)!r} does not exist")
+        aside = sorted(path.parent.glob(f".{glob.escape(path.name)}.replaced-*")) if path.name else []
+        hint = (
+            f"; a replacement of it was stopped, leaving the previous run in {str(aside[0])!r} "
+            f"(`simulacra train --resume {path}` puts it back)"
+            if aside
+            else ""
+        )
+        raise CheckpointError(f"run directory {str(path)!r} does not exist{hint}")
     if not path.is_dir():
         raise CheckpointError(f"{str(path)!r} is a file, not a run directory")
+    born = (
+        (path / RUN_MARKER).is_file()
+        and not (path / MODEL_FILE).exists()
+        and not (path / POINTER_FILE).exists()
+    )
+    if (
+        not (path / CONFIG_FILE).is_file() and born
+    ):  # the marker is a run's first file, config.json its second
+        raise CheckpointError(
+            f"{str(path)!r} has no {CONFIG_FILE}: its run was stopped before it wrote one; start it "
+            f"again with `simulacra train ... --out {path} --overwrite`"
+        )
     if not (path / CONFIG_FILE).is_file():
         raise CheckpointError(
             f"{str(path)!r} is not a run directory: it has no {CONFIG_FILE} (expected the folder a "
@@ -481,10 +501,17 @@ def _fresh_name(run_dir: Path, step: int) -> str:
     return name
 
 
+_TMP_FILE_RE = re.compile(r"^\..+\.\d+\.tmp$")  # atomic_write_bytes' temporary name: .NAME.PID.tmp
+
+
 def _remove_stale(run_dir: Path, keep: str) -> None:
+    """Delete every checkpoint folder but ``keep`` (older ones, and ``ckpt-*.tmp`` folders of a
+    write that was killed) and the temporary files of atomic writes that a kill cut short."""
     for child in run_dir.iterdir():
         if child.name != keep and child.is_dir() and _CKPT_RE.match(child.name):
             shutil.rmtree(child, ignore_errors=True)
+        elif _TMP_FILE_RE.match(child.name) and child.is_file():
+            child.unlink(missing_ok=True)
 
 
 def save_checkpoint(

@@ -15,6 +15,11 @@ one intact (:class:`RunReplacement`):
    written into a fresh folder;
 3. the old run is deleted once the new one has written its first checkpoint; if training fails
    before that, the partial new run is removed and the old one renamed back.
+
+A process killed outright (SIGKILL, power loss) cannot do the third move itself: the old run is
+left in ``.<name>.replaced-<pid>``. The next ``simulacra train`` of that folder (a new run or
+``--resume``) finishes the replacement or undoes it (:func:`recover_replacement`): the new run's
+first checkpoint is the point of no return, as above.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ RUN_FILES = frozenset(
         "super-resolve.png",
         "denoise.png",
         "colorize.png",
+        # simulacra posterior
+        "posterior.png",
+        "calibration.png",
     }
 )
 """Names of the files a run writes at the top of its folder."""
@@ -165,20 +173,26 @@ def _human(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def check_replaceable(run_dir: str | Path, *, overwrite: bool) -> None:
+def check_replaceable(run_dir: str | Path, *, overwrite: bool, resumable: bool = True) -> None:
     """Raise :class:`ConfigError` unless a new run may be started in ``run_dir``.
 
     A folder that holds a run needs ``overwrite``, and then may hold nothing but what a run
-    writes (the message names the first other entries). A folder that holds no run may be used
-    as it is (nothing in it is removed).
+    writes (the message names the first other entries) and may not be the working folder or hold
+    it (it is moved aside while the new run is written). A folder that holds no run may be used
+    as it is (nothing in it is removed). ``resumable``: the message suggests ``--resume`` too.
     """
     path = Path(run_dir)
     if not path.is_dir() or not holds_run(path):
         return
-    if not overwrite:
+    if overwrite and Path.cwd().resolve().is_relative_to(path.resolve()):
         raise ConfigError(
-            f"{str(path)!r} already holds a run; resume it (`simulacra train --resume {path}`), choose "
-            "another --out, or replace it with --overwrite"
+            f"--overwrite cannot replace {str(path)!r}: it is the current folder or holds it; run "
+            "simulacra from another folder, or choose another --out"
+        )
+    if not overwrite:
+        resume = f"resume it (`simulacra train --resume {path}`), " if resumable else ""
+        raise ConfigError(
+            f"{str(path)!r} already holds a run; {resume}choose another --out, or replace it with --overwrite"
         )
     foreign = foreign_entries(path)
     if foreign:
@@ -187,6 +201,85 @@ def check_replaceable(run_dir: str | Path, *, overwrite: bool) -> None:
             f"--overwrite: {str(path)!r} holds files that a run does not write ({shown}); "
             "not replacing it. Move them away, or choose another --out"
         )
+
+
+_ASIDE = re.compile(r"^\.(?P<name>.+)\.replaced-(?P<pid>\d+)$")
+_POINTER = "checkpoint.json"  # simulacra.train.checkpoint.POINTER_FILE: a complete checkpoint exists
+
+
+def _aside_name(run_dir: Path, pid: int) -> Path:
+    return run_dir.with_name(f".{run_dir.name}.replaced-{pid}")
+
+
+def _running(pid: int) -> bool:
+    """Whether another process with this id exists (this one has no replacement in progress yet)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def recover_replacement(run_dir: str | Path) -> str | None:
+    """Finish or undo a replacement of ``run_dir`` that a killed process left half done; say what
+    was done (None: there was nothing to do).
+
+    The old run sits in ``.<name>.replaced-<pid>`` beside ``run_dir``. When ``run_dir`` holds a
+    complete checkpoint (``checkpoint.json``), the new run stands on its own and the old one is
+    deleted; otherwise the partial new run (only files a run writes) is deleted and the old run
+    renamed back into place. (A run without checkpoints, such as ``simulacra posterior``'s,
+    stands on its own only once its command has finished.)
+
+    Raises:
+        ConfigError: the process that left it is still running (a replacement in progress), several
+            old runs are left aside, or the partial new run holds files a run does not write.
+    """
+    path = Path(run_dir)
+    if not path.name or not path.parent.is_dir():
+        return None
+    pids = {
+        p: int(m["pid"])
+        for p in path.parent.iterdir()
+        if (m := _ASIDE.match(p.name)) and m["name"] == path.name and p.is_dir()
+    }
+    if not pids:
+        return None
+    asides = sorted(pids)
+    busy = [p for p in asides if _running(pids[p])]
+    if busy:
+        raise ConfigError(
+            f"{str(busy[0])!r} holds the run that a running process (pid {pids[busy[0]]}) is replacing in "
+            f"{str(path)!r}; wait for it to finish (or, if no simulacra runs, move that folder away)"
+        )
+    if path.is_dir() and (path / _POINTER).is_file():
+        for aside in asides:
+            shutil.rmtree(aside)
+        return (
+            f"{path}: the replacement of the previous run was stopped after the new run's first "
+            f"checkpoint; removed the previous run left in {', '.join(a.name for a in asides)}"
+        )
+    if len(asides) > 1:
+        raise ConfigError(
+            f"{str(path)!r} was being replaced several times: previous runs are left in "
+            f"{', '.join(repr(a.name) for a in asides)}; keep the one you want as {str(path)!r}, remove the others"
+        )
+    if path.exists():
+        foreign = foreign_entries(path) if path.is_dir() else [path.name]
+        if foreign:
+            raise ConfigError(
+                f"{str(path)!r} holds files that a run does not write ({', '.join(map(repr, foreign[:5]))}) "
+                f"and its previous run is in {str(asides[0])!r}; move one of them away"
+            )
+        shutil.rmtree(path)
+    os.rename(asides[0], path)
+    return (
+        f"{path}: the replacement of the previous run was stopped before the new run's first "
+        f"checkpoint; put the previous run back from {asides[0].name}"
+    )
 
 
 class RunReplacement:
@@ -210,7 +303,7 @@ class RunReplacement:
 
     def __enter__(self) -> RunReplacement:
         if self.enabled:
-            aside = self.run_dir.with_name(f".{self.run_dir.name}.replaced-{os.getpid()}")
+            aside = _aside_name(self.run_dir, os.getpid())
             if aside.exists():
                 shutil.rmtree(aside)
             os.rename(self.run_dir, aside)
