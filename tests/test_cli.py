@@ -15,7 +15,7 @@ from PIL import Image
 
 from simulacra.cli import main
 
-FAST = ["--steps", "30", "--batch-size", "64", "--no-progress", "--eval-samples", "8"]
+FAST = ["--steps", "30", "--batch-size", "64", "--no-progress", "--eval-k", "8"]
 TINY_VAE = ["--set", "model.hidden=[32]", "--set", "model.latent_dim=2"]
 HANG_S = 900  # subprocess timeouts guard against hangs only: generous, so a loaded machine never fails them
 
@@ -269,7 +269,7 @@ def test_torchrun_trains_through_the_cli(tmp_path: Path) -> None:
             "--batch-size",
             "32",
             "--no-progress",
-            "--eval-samples",
+            "--eval-k",
             "4",
             *TINY_VAE,
         ],
@@ -304,7 +304,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
         "--batch-size",
         "32",
         "--no-progress",
-        "--eval-samples",
+        "--eval-k",
         "2",
         "--set",
         "train.checkpoint_every=100",
@@ -340,7 +340,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
         assert proc.returncode == -signal.SIGKILL
         assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
 
-        resumed = cli("train", "--resume", str(killed), "--no-progress", "--eval-samples", "2")
+        resumed = cli("train", "--resume", str(killed), "--no-progress", "--eval-k", "2")
         assert uninterrupted.wait(timeout=HANG_S) == 0, stderr(uninterrupted)
         assert resumed.wait(timeout=HANG_S) == 0, stderr(resumed)
     finally:  # a failed assertion leaves no process behind
@@ -377,7 +377,7 @@ def test_small_image_folder_with_labels(tmp_path: Path) -> None:
         "--out",
         str(run),
         "--no-progress",
-        "--eval-samples",
+        "--eval-k",
         "2",
         "--set",
         "model.channels=[4]",

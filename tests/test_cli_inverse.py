@@ -135,7 +135,7 @@ def test_colorize_a_colour_model(colour_run: Path) -> None:
 def test_user_errors(grey_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     vae = tmp_path / "vae"
     argv = ["train", "vae", "--data", "digits", "--out", str(vae), "--steps", "2", "--no-progress",
-            "--eval-samples", "2", "--set", "model.hidden=[16]", "--set", "model.latent_dim=2"]  # fmt: skip
+            "--eval-k", "2", "--set", "model.hidden=[16]", "--set", "model.latent_dim=2"]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
     assert main(["inpaint", str(vae), *SOLVE]) == 2

@@ -79,11 +79,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
     p.add_argument(
+        "--eval-examples",
+        type=int,
+        default=None,
+        help="held-out examples scored after training (default: what fits a quarter of the training time, at most 1000)",
+    )
+    p.add_argument(
         "--eval-samples",
         type=int,
         default=None,
-        help="importance samples k for the final test NLL (default 200 for the VAE family)",
+        help="samples drawn for the MMD after training (default: what fits the time budget, at most 500)",
     )
+    p.add_argument(
+        "--eval-k",
+        type=int,
+        default=None,
+        help="importance samples k for the test NLL (default 200 for the VAE family)",
+    )
+    p.add_argument("--no-eval", action="store_true", help="no metrics or sample pictures after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample", help="draw samples from a trained run")

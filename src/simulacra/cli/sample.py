@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -75,10 +77,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _at_least(args.samples, 2, "--samples")
     model, weights = _load_run(args.run, args.device, args.weights)
     _, part = _held_out(args.run, args.split, args.data_dir, args.limit)
-    start = time.perf_counter()
     options = EvalOptions(
         num_samples=args.k, max_samples=args.samples, seed=args.seed, progress=True, features=args.features
     )
+    _announce_duration(model, part, metrics_wanted, options)
+    start = time.perf_counter()
     results = estimates_as_dicts(evaluate(model, part, metrics_wanted, options))
     seconds = time.perf_counter() - start
     title = f"{args.split} split, {len(part)} examples, {weights.describe()} ({seconds:.1f} s)"
@@ -99,6 +102,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tmp.write_text(json.dumps(stored, indent=2) + "\n")
     os.replace(tmp, path)
     return 0
+
+
+def _announce_duration(model: Any, part: Any, metrics: list[str], options: Any) -> None:
+    """Time each metric on its first batch (a tenth of the examples, as the likelihoods batch
+    them) and say how long the whole run will take when that is more than a few seconds."""
+    from simulacra.metrics.evaluate import METRICS, seconds_per_example
+    from simulacra.metrics.likelihood import default_batch_size
+
+    parts = []
+    for name in metrics:
+        metric = METRICS.get(name)
+        if not metric.applies_to(model):
+            continue  # evaluate() says why, with the alternatives
+        count = len(part) if metric.requires else min(len(part), options.max_samples)
+        if metric.requires:  # the first call of the likelihood, as evaluate() will make it
+            first = default_batch_size(count, model.info.dim)
+            probe = dataclasses.replace(options, batch_size=first)
+        else:  # a tenth of the samples
+            first, probe = max(2, math.ceil(count / 10)), options
+        per_item = seconds_per_example(model, part, name, probe, probe=first)
+        parts.append((name, per_item, count))
+    total = sum(per_item * count for _, per_item, count in parts)
+    if total > 5:
+        detail = ", ".join(f"{name}: {count} × {per_item:.3g} s" for name, per_item, count in parts)
+        print(f"estimated duration: about {_duration(total)} ({detail}); --limit N scores fewer examples")
+
+
+def _duration(seconds: float) -> str:
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else f"{seconds / 60:.0f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:

@@ -67,7 +67,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from simulacra.train.rundir import RunReplacement, check_replaceable, check_writable, checkpoint_bytes
     from simulacra.viz.grids import save_examples
 
-    _at_least(args.eval_samples, 1, "--eval-samples")
+    _at_least(args.eval_examples, 1, "--eval-examples")
+    _at_least(args.eval_samples, 2, "--eval-samples")
+    _at_least(args.eval_k, 1, "--eval-k")
     if args.resume:
         run_dir = Path(args.resume)
         raw = load_run_config(run_dir)["run"]
@@ -152,7 +154,7 @@ def _after_training(
 ) -> None:
     """Pictures and held-out metrics of a finished run (rank 0 only), from the weights on disk that
     ``simulacra sample`` and ``evaluate`` use too (the average when the run kept an EMA)."""
-    from simulacra.report import write_run_report
+    from simulacra.report import held_out_split, plan_evaluation, write_run_report
     from simulacra.train.checkpoint import load_model, locate_weights
 
     if result.stopped_early:
@@ -166,16 +168,35 @@ def _after_training(
         console.print(f"stopped early ({why}) at step {result.steps}{best}")
     weights = locate_weights(run_dir)
     model = load_model(run_dir, device=model.device)
+    plan = None
+    if not args.no_eval:
+        plan = plan_evaluation(
+            model,
+            held_out_split(data),
+            train_seconds=result.wall_time,
+            examples=args.eval_examples,
+            samples=args.eval_samples,
+            num_samples=args.eval_k,
+        )
+        within = f"within about {plan.budget_seconds:.0f} s" if plan.budget_seconds else "no time limit"
+        console.print(
+            f"evaluation ({within}, {weights.kind} weights; full figures: `simulacra evaluate {run_dir}`)"
+        )
     record, pictures = write_run_report(
         model,
         data,
         run_dir,
         result,
         model_name=config.model["name"],
-        num_samples=args.eval_samples,
+        plan=plan,
+        evaluate_model=not args.no_eval,
         seed=config.train.seed,
         weights=weights.kind,
+        say=console.print,
+        progress=not args.no_progress,
     )
-    title = f"held-out metrics ({record['test_examples']} examples, {weights.kind} weights)"
-    _print_metrics(console, record["test"], title=title)
+    if record["test"]:
+        counts = record["evaluation"]
+        title = f"held-out metrics ({counts['examples']} examples, {counts['samples']} samples, {weights.kind} weights)"
+        _print_metrics(console, record["test"], title=title)
     console.print(f"wrote {run_dir}/: model.safetensors, metrics.json, " + ", ".join(pictures))

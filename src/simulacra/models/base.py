@@ -194,6 +194,17 @@ class GenerativeModel(nn.Module, abc.ABC):
         """How ``log_prob`` is obtained, for reports (default ``exact``)."""
         return "exact"
 
+    def fast_sample_options(self) -> dict[str, Any]:
+        """Options for ``sample`` that draw faithfully but fast, for figures computed right after
+        training (a diffusion model's few-step solver); {} when ``sample`` has nothing faster."""
+        return {}
+
+    def describe_sampling(self, options: dict[str, Any] | None = None) -> str:
+        """How ``sample(**options)`` draws, in words for reports (e.g. ``dpm-solver, 20 steps``)."""
+        if not options:
+            return "the model's own sampling"
+        return ", ".join(f"{k}={v}" for k, v in options.items())
+
     def support_bounds(self) -> tuple[float, float] | None:
         """(lower, upper) when every coordinate of a sample lies in that interval by construction
         (angles on the torus: [−π, π)); None for an unbounded support (the default)."""

@@ -8,6 +8,7 @@ the decoded manifold of a 2-D latent space and the codes coloured by label.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -84,7 +85,12 @@ def save_samples(model: GenerativeModel, samples: Tensor, path: Path, data: Tens
 
 
 def report_pictures(
-    model: GenerativeModel, held_out: Split, run_dir: str | Path, *, seed: int = 0
+    model: GenerativeModel,
+    held_out: Split,
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    sample_options: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write the pictures of a trained model into ``run_dir``; returns their file names.
 
@@ -92,22 +98,25 @@ def report_pictures(
     ``reconstructions.png`` (rows of originals above their reconstructions) and
     ``interpolation.png`` for images, ``manifold.png`` for a 2-D latent space of images, and
     ``latents.png`` (codes coloured by label) when the data have labels. Draws use a generator
-    seeded with ``seed``.
+    seeded with ``seed``; ``sample_options`` go to ``model.sample`` (e.g. a fast sampler).
     """
     run_dir = Path(run_dir)
     model.eval()
     info = model.info
     generator = torch.Generator().manual_seed(seed)
+    options = dict(sample_options or {})
     c = sample_labels(model, 64)
     if info.vocabulary is not None:  # token sequences: the samples as text
-        samples = model.sample(16, None if c is None else c[:16], generator=generator).cpu()
+        samples = model.sample(16, None if c is None else c[:16], generator=generator, **options).cpu()
         save_text(samples, info, run_dir / "samples.txt")
         return ["samples.txt"]
     if has_2d_density(model):
-        samples = model.sample(2000, generator=generator).cpu()
+        samples = model.sample(2000, generator=generator, **options).cpu()
         density_picture(model, samples, run_dir / "samples.png", held_out.x)
     else:
-        save_examples(model.sample(64, c, generator=generator).cpu(), info, run_dir / "samples.png")
+        save_examples(
+            model.sample(64, c, generator=generator, **options).cpu(), info, run_dir / "samples.png"
+        )
     written = ["samples.png"]
     if isinstance(model, LatentVariableModel):
         written += _latent_pictures(model, held_out, run_dir)
