@@ -108,3 +108,16 @@ def test_steps_mean_training_steps_wherever_they_appear() -> None:
         for action in sub._actions:
             if "--steps" in action.option_strings:
                 assert "optimizer steps" in (action.help or ""), (name, action.help)
+
+
+def test_every_command_takes_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    for name, sub in _subparsers(_parser()).items():
+        assert any("--threads" in a.option_strings for a in sub._actions), name
+    before = torch.get_num_threads()
+    try:
+        assert main(["models", "--threads", "2"]) == 0 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert "--threads must be at least 1" in _one_error(capsys, ["datasets", "--threads", "0"])

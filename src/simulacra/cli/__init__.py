@@ -28,7 +28,7 @@ from simulacra.cli.listing import cmd_datasets, cmd_download, cmd_metrics, cmd_m
 from simulacra.cli.posterior import cmd_posterior
 from simulacra.cli.sample import cmd_evaluate, cmd_interpolate, cmd_sample
 from simulacra.cli.train import cmd_train
-from simulacra.errors import CheckpointError, SimulacraError
+from simulacra.errors import CheckpointError, ConfigError, SimulacraError
 
 __all__ = ["COMMANDS", "main"]
 
@@ -205,6 +205,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered datasets")
     sub.add_parser("metrics", help="list the registered metrics and what each needs")
+    for command in sub.choices.values():  # every command runs torch on as many threads as asked
+        command.add_argument(
+            "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
+        )
     return parser
 
 
@@ -222,10 +226,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1; found {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``simulacra`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        _set_threads(args.threads)
         return COMMANDS[args.command](args)
     except SimulacraError as err:
         print(f"error: {err}", file=sys.stderr)

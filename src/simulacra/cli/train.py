@@ -47,6 +47,8 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             train[key] = value
+    if args.threads is not None:
+        train["num_threads"] = args.threads
     return apply_overrides(raw, args.overrides)
 
 
@@ -79,6 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raw = _train_raw_config(args)
         run_dir = Path(args.out) if args.out else _default_out(raw)
     config = RunConfig.from_dict(raw)
+    if args.resume and args.threads is not None:  # a machine's threads, not the run's settings
+        config.train.num_threads = args.threads
 
     dist = init_from_env(config.train.device)  # resolved per rank (cuda -> cuda:LOCAL_RANK)
     try:
