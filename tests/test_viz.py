@@ -39,7 +39,7 @@ def test_make_grid_upscales_small_images_and_clamps() -> None:
     expected = (digits[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     np.testing.assert_array_equal(grid[:32:4, :32:4], expected)  # nearest neighbour: blocks of 4×4
     np.testing.assert_array_equal(grid[3:32:4, 3:32:4], expected)
-    assert make_grid(torch.rand(3, 1, 28, 28), padding=0).shape == (2 * 28, 2 * 28)  # no upscaling needed
+    assert make_grid(torch.rand(3, 1, 28, 28), padding=0).shape == (28, 3 * 28)  # no upscaling; one full row
 
 
 def test_make_grid_colour_and_errors() -> None:
@@ -108,3 +108,16 @@ def test_plot_density_2d(tmp_path: Path) -> None:
     samples = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
     _read_png(plot_density_2d(log_prob, samples, tmp_path / "density.png", resolution=50))
     _read_png(plot_density_2d(log_prob, samples, tmp_path / "d2.png", ((-3, 3), (-2, 2)), resolution=40))
+
+
+def test_grids_of_any_count_have_no_grey_filler_cells() -> None:
+    from simulacra.viz.grids import grid_columns, make_grid
+
+    assert [grid_columns(n) for n in (10, 12, 50, 64, 7)] == [5, 4, 10, 8, 3]
+    white = torch.ones(10, 1, 4, 4)
+    grid = make_grid(white, padding=1, scale=1, pad_value=0.5)
+    assert grid.shape == (2 * 5 + 1, 5 * 5 + 1)  # 2 rows of 5: a full rectangle
+    seven = make_grid(torch.zeros(7, 1, 4, 4), padding=1, scale=1, pad_value=0.5)
+    assert seven.shape == (3 * 5 + 1, 3 * 5 + 1)
+    assert (seven[2 * 5 + 1 :, 5 + 1 :] == 255).all()  # the empty end of the last row is blank
+    assert (seven[2 * 5 + 1 : 3 * 5, 1:5] == 0).all()  # its one image is there

@@ -20,6 +20,13 @@ from simulacra.errors import DataError
 MIN_PIXELS = 28  # smallest side of one image in a grid, after upscaling
 
 
+def grid_columns(n: int) -> int:
+    """Images per row for n images: a divisor of n between ⌈√n⌉ and 2⌈√n⌉ when there is one (a
+    full rectangle: 64 -> 8 × 8, 50 -> 10 × 5, 12 -> 4 × 3), else ⌈√n⌉ (the last row shorter)."""
+    side = math.ceil(math.sqrt(max(1, n)))
+    return next((d for d in range(side, min(n, 2 * side) + 1) if n % d == 0), side)
+
+
 def make_grid(
     images: Tensor,
     nrow: int | None = None,
@@ -35,9 +42,12 @@ def make_grid(
 
         H' = rows · (s·H + p) + p,   W' = nrow · (s·W + p) + p,   rows = ⌈N / nrow⌉.
 
+    When the last row is shorter, its empty cells are white, not tiles of the background (which
+    would read as grey images).
+
     Args:
         images: (N, C, H, W) with C ∈ {1, 3}, or (N, H, W); values in [0, 1] (NaN shown as 0).
-        nrow: images per row; ⌈√N⌉ when None.
+        nrow: images per row; :func:`grid_columns` when None.
         padding: pixels between images and at the border (in output pixels).
         scale: integer upscaling factor; the smallest with s·min(H, W) ≥ 28 when None.
         pad_value: grey level of the background in [0, 1].
@@ -55,7 +65,7 @@ def make_grid(
     if padding < 0:
         raise DataError(f"padding must be ≥ 0, got {padding}")
     n, ch, h, w = images.shape
-    nrow = max(1, min(nrow or math.ceil(math.sqrt(n)), n))
+    nrow = max(1, min(nrow or grid_columns(n), n))
     rows = math.ceil(n / nrow)
     s = scale if scale is not None else max(1, math.ceil(MIN_PIXELS / min(h, w)))
     if s < 1:
@@ -70,6 +80,9 @@ def make_grid(
         r, col = divmod(i, nrow)
         top, left = padding + r * (sh + padding), padding + col * (sw + padding)
         grid[:, top : top + sh, left : left + sw] = images[i]
+    if n % nrow:  # the empty end of a shorter last row: blank, not grey tiles
+        top, left = (rows - 1) * (sh + padding) + padding, (n % nrow) * (sw + padding) + padding
+        grid[:, top:, left:] = 1.0
     array = (grid * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
     return array[0] if ch == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
 
