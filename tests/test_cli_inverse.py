@@ -153,7 +153,7 @@ def test_user_errors(grey_run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "6x6" in (err := capsys.readouterr().err) and "expected 4x4" in err
 
     assert main(["denoise", str(grey_run), *SOLVE, "--label", "10"]) == 2
-    assert "--label must be in 0..9" in capsys.readouterr().err
+    assert "label 10 is out of range: the labels are 0..9" in capsys.readouterr().err
 
 
 def test_a_run_whose_config_names_other_data_is_refused(grey_run: Path, tmp_path: Path, capsys) -> None:

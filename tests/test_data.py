@@ -488,8 +488,8 @@ def test_npz_train_valid_test_images(tmp_path: Path) -> None:
 
 def test_npz_errors(tmp_path: Path) -> None:
     path = tmp_path / "wrong.npz"
-    np.savez(path, images=np.zeros((3, 2)), labels=np.zeros(3))
-    with pytest.raises(DataError, match=r"has keys \['images', 'labels'\]; expected 'x_train'"):
+    np.savez(path, images=np.zeros((3, 2)), masks=np.zeros(3))
+    with pytest.raises(DataError, match=r"has keys \['images', 'masks'\]; expected 'x_train'"):
         load_dataset(DataConfig(name=str(path)))
     np.savez(path, x_train=np.zeros((10, 2)), y_train=np.zeros(9, dtype=int))
     with pytest.raises(DataError, match="10 examples but 9 labels"):
@@ -741,3 +741,56 @@ def test_the_download_command_fetches_into_a_chosen_folder(
     assert f"--data-dir {dest}" in capsys.readouterr().out and (dest / "binarized_mnist.npz").is_file()
     assert main(["download", "cifar10", "--to", str(dest)]) == 2
     assert "downloadable datasets: binarized-mnist, mnist" in capsys.readouterr().err
+
+
+def test_labels_no_training_example_has_are_reported_and_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulacra.cli import main
+
+    rng = np.random.default_rng(0)
+    y = rng.choice([0, 1, 3, 4, 5, 7], size=300)  # labels 2 and 6 never occur; kept as given
+    np.savez(tmp_path / "table.npz", x=rng.random((300, 4)), y=y)
+    ds = load_dataset(DataConfig(name=str(tmp_path / "table.npz")))
+    assert ds.info.num_classes == 8 and ds.info.absent_labels == (2, 6)
+    assert set(ds.train.y.unique().tolist()) <= {0, 1, 3, 4, 5, 7}  # not renumbered
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven"]))
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "cvae",
+        "--data",
+        str(tmp_path / "table.npz"),
+        "--label-names",
+        str(names),
+        "--steps",
+        "3",
+    ]
+    assert main([*argv, "--out", str(run), "--no-progress", "--set", "model.hidden=[8]", "--no-eval"]) == 0
+    assert "labels 2 and 6 never occur in the training data" in capsys.readouterr().out
+    assert main(["sample", str(run), "-n", "4", "--label", "three", "-o", str(tmp_path / "a.png")]) == 0
+    assert main(["sample", str(run), "-n", "4", "--label", "6", "-o", str(tmp_path / "b.png")]) == 2
+    assert "label 6 never occurs in the training data" in capsys.readouterr().err
+    assert main(["sample", str(run), "-n", "4", "--label", "ten", "-o", str(tmp_path / "c.png")]) == 2
+    assert "unknown label 'ten'; the labels are 0..7 or zero, one" in capsys.readouterr().err
+    (tmp_path / "short.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match="has 2 names but the data have 8 labels"):
+        load_dataset(DataConfig(name=str(tmp_path / "table.npz"), label_names=str(tmp_path / "short.txt")))
+
+
+@pytest.mark.parametrize("key", ["x", "X", "data", "arr_0"])
+def test_an_npz_with_one_array_is_the_whole_data_set_split_reproducibly(tmp_path: Path, key: str) -> None:
+    table = np.random.default_rng(1).random((200, 3))
+    path = tmp_path / "table.npz"
+    np.savez(path, **{key: table})
+    first, again = (load_dataset(DataConfig(name=str(path))) for _ in range(2))
+    assert (len(first.train), len(first.valid), len(first.test)) == (160, 20, 20)
+    for a, b in ((first.train, again.train), (first.valid, again.valid), (first.test, again.test)):
+        assert torch.equal(a.x, b.x)
+    np.save(tmp_path / "table.npy", table)  # the same table as .npy: the same split
+    as_npy = load_dataset(DataConfig(name=str(tmp_path / "table.npy")))
+    assert torch.equal(as_npy.test.x, first.test.x)
+    np.savez(path, images=table, labels=np.arange(200) % 4)
+    labelled = load_dataset(DataConfig(name=str(path)))
+    assert labelled.info.num_classes == 4 and labelled.train.y is not None

@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset name (see `simulacra datasets`) or a path (.npz/.npy/.csv/folder)")
     p.add_argument("--data-dir", help="folder with downloaded data (default $SIMULACRA_DATA)")
     p.add_argument("--binarize", choices=["static", "dynamic"], help="binarize grey-level data")
+    p.add_argument("--label-names", help="a text file naming the labels, one per line (label 0 first)")
     p.add_argument("--epochs", type=float, help="training length in passes over the training split")
     p.add_argument("--steps", type=int, help="training length in optimizer steps (wins over --epochs)")
     p.add_argument("--batch-size", type=int, help="examples per step over all processes (default 128)")
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         help="picture (.png, .jpg) or text (.txt) to write (default RUN/samples.png)",
     )
     p.add_argument("--seed", type=int, default=0, help="seeds the draw (default 0)")
-    p.add_argument("--label", type=int, default=None, help="class label for conditional models")
+    p.add_argument("--label", default=None, help="class label (index or name) for conditional models")
     p.add_argument("--save-tensor", default=None, help="also save the samples as .npy")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--sampler", default=None, help="diffusion: ancestral, ddim, pc, dpm-solver, ode, ...")

@@ -29,10 +29,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if args.label is None:
             c = sample_labels(model, args.n)
         else:
-            k = model.info.num_classes or 0
-            if not 0 <= args.label < k:
-                raise ConfigError(f"--label must be in 0..{k - 1}, got {args.label}")
-            c = torch.full((args.n,), args.label, dtype=torch.long, device=model.device)
+            label = model.info.label_index(args.label)
+            c = torch.full((args.n,), label, dtype=torch.long, device=model.device)
     elif args.label is not None:
         raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
     options: dict[str, Any] = {}

@@ -34,7 +34,12 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
         )
     data = raw.setdefault("data", {})
     train = raw.setdefault("train", {})
-    for key, value in (("name", args.data), ("data_dir", args.data_dir), ("binarize", args.binarize)):
+    for key, value in (
+        ("name", args.data),
+        ("data_dir", args.data_dir),
+        ("binarize", args.binarize),
+        ("label_names", args.label_names),
+    ):
         if value is not None:
             data[key] = value
     if args.steps is not None:
@@ -101,6 +106,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
             check_writable(run_dir, needed_bytes=3 * per_checkpoint)  # two checkpoints + final weights
         console = _console()
+        if dist.is_main and data.info.absent_labels:
+            absent = data.info.absent_labels
+            listed = ", ".join(map(str, absent[:-1])) + (" and " if len(absent) > 1 else "") + str(absent[-1])
+            console.print(
+                f"warning: label{'s' if len(absent) > 1 else ''} {listed} never occur{'' if len(absent) > 1 else 's'} "
+                "in the training data: the model cannot learn them, and `sample --label` refuses them"
+            )
         if dist.is_main:
             n_params = sum(p.numel() for p in model.parameters())
             console.print(

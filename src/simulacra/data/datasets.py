@@ -18,6 +18,7 @@ Binarization (``DataConfig.binarize``):
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -58,6 +59,7 @@ class DataConfig:
             no validation split.
         limit: keep only the first ``limit`` training examples (quick experiments).
         num_samples: size of generated (toy) datasets.
+        label_names: a text file with the name of each label, one per line (label 0 first).
     """
 
     name: str = "digits"
@@ -66,6 +68,7 @@ class DataConfig:
     valid_fraction: float = 0.1
     limit: int | None = None
     num_samples: int = 20000
+    label_names: str | None = None
 
 
 DatasetFactory = Callable[[DataConfig, int], Dataset]
@@ -343,4 +346,32 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     else:
         raise _unknown(name)
     mode = None if config.binarize == "none" else config.binarize
-    return binarize(_limit(dataset, config.limit), mode, seed)
+    return _label_facts(binarize(_limit(dataset, config.limit), mode, seed), config.label_names)
+
+
+def _label_facts(dataset: Dataset, names_file: str | None) -> Dataset:
+    """Record which labels no training example has, and the labels' names from ``names_file``
+    (one per line, label 0 first)."""
+    info = dataset.info
+    if not info.num_classes or dataset.train.y is None:
+        if names_file is not None:
+            raise DataError(f"--label-names {names_file!r}: the data {dataset.name!r} have no labels")
+        return dataset
+    seen = set(dataset.train.y.unique().tolist())
+    absent = tuple(k for k in range(info.num_classes) if k not in seen)
+    names = info.label_names
+    if names_file is not None:
+        path = Path(names_file).expanduser()
+        if not path.is_file():
+            raise DataError(f"--label-names: no such file {names_file!r}")
+        names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        if len(names) != info.num_classes:
+            raise DataError(
+                f"--label-names {names_file!r} has {len(names)} names but the data have {info.num_classes} "
+                f"labels (0..{info.num_classes - 1}); give one name per line, label 0 first"
+            )
+        if len(set(names)) != len(names) or any(n.lstrip("-").isdigit() for n in names):
+            raise DataError(f"--label-names {names_file!r}: names must be distinct and not numbers")
+    return dataclasses.replace(
+        dataset, info=dataclasses.replace(info, absent_labels=absent, label_names=names)
+    )

@@ -24,11 +24,12 @@ from simulacra.viz.plots import plot_density_2d, plot_latent_scatter
 
 
 def sample_labels(model: GenerativeModel, n: int) -> Tensor | None:
-    """Labels 0, 1, …, K − 1, 0, 1, … (n,) for a conditional model; None otherwise."""
+    """The labels the training data have, in turn (0, 1, …, K − 1, 0, 1, …, skipping absent
+    ones), (n,), for a conditional model; None otherwise."""
     if not model.conditional:
         return None
-    k = model.info.num_classes or 1
-    return (torch.arange(n) % k).to(model.device)
+    present = model.info.present_labels or [0]
+    return torch.tensor(present, dtype=torch.long)[torch.arange(n) % len(present)].to(model.device)
 
 
 def has_2d_density(model: GenerativeModel) -> bool:
@@ -161,6 +162,6 @@ def _latent_pictures(model: GenerativeModel, held_out: Split, run_dir: Path) -> 
         n = min(len(held_out), 2000)
         yy = held_out.y[:n].to(device)
         z = encode_means(model, held_out.x[:n].to(device), yy if model.conditional else None)
-        plot_latent_scatter(z.cpu(), held_out.y[:n], run_dir / "latents.png")
+        plot_latent_scatter(z.cpu(), held_out.y[:n], run_dir / "latents.png", names=info.label_names)
         written.append("latents.png")
     return written

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +122,9 @@ def _pca_2d(z: Tensor) -> tuple[Tensor, str]:
     return centred @ vh[:2].T, f"PCA of {z.shape[1]}-D codes ({100 * explained[:2].sum():.0f}% of variance)"
 
 
-def plot_latent_scatter(z: Tensor, labels: Tensor | None, path: str | Path) -> Path:
+def plot_latent_scatter(
+    z: Tensor, labels: Tensor | None, path: str | Path, *, names: Sequence[str] | None = None
+) -> Path:
     """Scatter of latent codes coloured by label.
 
     Args:
@@ -130,6 +132,7 @@ def plot_latent_scatter(z: Tensor, labels: Tensor | None, path: str | Path) -> P
             when d > 2 (d = 1 is plotted against the example index).
         labels: (N,) integer classes (a legend) or real values (a colour bar), or None.
         path: PNG to write.
+        names: the name of each class, for the legend (default: the class index).
 
     Returns:
         the path written.
@@ -164,7 +167,13 @@ def plot_latent_scatter(z: Tensor, labels: Tensor | None, path: str | Path) -> P
             for colour, cls in zip(colors, classes.tolist()):
                 keep = (lab == cls).numpy()
                 ax.scatter(
-                    xy[keep, 0], xy[keep, 1], s=size, alpha=0.7, linewidths=0, color=colour, label=str(cls)
+                    xy[keep, 0],
+                    xy[keep, 1],
+                    s=size,
+                    alpha=0.7,
+                    linewidths=0,
+                    color=colour,
+                    label=names[int(cls)] if names is not None and 0 <= cls < len(names) else str(cls),
                 )
             ax.legend(
                 markerscale=max(1.0, 12.0 / size), fontsize=7, loc="best", ncol=2 if len(classes) > 10 else 1
