@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not args.resume:
                 check_replaceable(run_dir, overwrite=args.overwrite)
             per_checkpoint = checkpoint_bytes(
-                model, ema=config.train.ema_decay is not None, keep_best=config.train.patience is not None
+                model, ema=config.train.ema_decay is not None, keep_best=config.train.keeps_best
             )
             check_writable(run_dir, needed_bytes=3 * per_checkpoint)  # two checkpoints + final weights
         console = _console()
@@ -173,15 +173,7 @@ def _after_training(
     from simulacra.report import held_out_split, plan_evaluation, write_run_report
     from simulacra.train.checkpoint import load_model, locate_weights
 
-    if result.stopped_early:
-        why = "early stopping" if result.best_step is not None else "a callback"
-        best = (
-            f"; best validation at step {result.best_step}, weights from step "
-            f"{result.best_step if result.restored_best else result.steps}"
-            if result.best_step is not None
-            else ""
-        )
-        console.print(f"stopped early ({why}) at step {result.steps}{best}")
+    console.print(result.summary())
     weights = locate_weights(run_dir)
     model = load_model(run_dir, device=model.device)
     plan = None

@@ -281,6 +281,8 @@ def write_run_report(
     if result is not None:
         record.update(
             steps=result.steps,
+            planned_steps=result.planned_steps,
+            stop_reason=result.stop_reason,
             train_seconds=round(result.wall_time, 2),
             examples_per_s=round(result.examples_per_s, 1),
         )
