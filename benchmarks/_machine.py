@@ -87,9 +87,17 @@ def calibrate(
 
     torch.manual_seed(123)
     model = build_model(model_spec, data.info)
-    fit(model, data, TrainConfig(steps=warmup, batch_size=batch_size, log_every=10**9), progress=False)
+    fit(
+        model,
+        data,
+        TrainConfig(steps=warmup, batch_size=batch_size, log_every=10**9, eval_every=0),
+        progress=False,
+    )
     result = fit(
-        model, data, TrainConfig(steps=steps, batch_size=batch_size, log_every=10**9), progress=False
+        model,
+        data,
+        TrainConfig(steps=steps, batch_size=batch_size, log_every=10**9, eval_every=0),
+        progress=False,
     )
     eval_seconds = 0.0
     if validation:
@@ -131,6 +139,8 @@ def cosine_config(
     min(``max_warmup``, steps // 20) warm-up steps; ``settings`` are further TrainConfig fields."""
     from simulacra.config import TrainConfig
 
+    settings.setdefault("eval_every", 0)  # the published figures: validation only where asked,
+    settings.setdefault("patience", None)  # and never an early stop (the budget ends the run)
     return TrainConfig(
         steps=steps,
         batch_size=batch_size,
