@@ -191,7 +191,7 @@ def test_validation_is_on_by_default_where_a_validation_split_exists() -> None:
     no_valid = Dataset("no-valid", data.info, data.train)
     plain = fit(Scripted(data.info), no_valid, _config(steps=20, lr=0.05), progress=False)
     assert plain.steps == 20 and plain.best_step is None and not plain.restored_best
-    assert plain.summary().endswith("the last weights (no validation split to choose others)")
+    assert plain.summary().endswith("the last weights (no validation scores to choose others)")
     with pytest.raises(ConfigError, match="no validation split"):
         fit(Scripted(data.info), no_valid, _config(eval_every=5), progress=False)
 

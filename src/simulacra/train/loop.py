@@ -127,7 +127,7 @@ class FitResult:
         if self.restored_best:
             weights = f"weights from step {self.best_step}, the best validation score"
         elif self.best_step is None:
-            weights = "the last weights (no validation split to choose others)"
+            weights = "the last weights (no validation scores to choose others)"
         else:
             weights = "the last weights"
         return f"trained {self.steps} of {self.planned_steps} steps ({why}); {weights}"
