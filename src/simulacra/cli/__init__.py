@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label-names", help="a text file naming the labels, one per line (label 0 first)")
     p.add_argument("--epochs", type=float, help="training length in passes over the training split")
     p.add_argument("--steps", type=int, help="training length in optimizer steps (wins over --epochs)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="training length by wall time: the optimizer steps that fit on this machine (measured), "
+        "the learning-rate schedule planned to end within it",
+    )
     p.add_argument("--batch-size", type=int, help="examples per step over all processes (default 128)")
     p.add_argument("--lr", type=float, help="Adam's learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, help="seeds weights, batches and noise: a run is reproducible from it")

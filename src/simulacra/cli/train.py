@@ -86,8 +86,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         raw = _train_raw_config(args)
         run_dir = Path(args.out) if args.out else _default_out(raw)
     config = RunConfig.from_dict(raw)
-    if args.resume and args.threads is not None:  # a machine's threads, not the run's settings
-        config.train.num_threads = args.threads
+    new_length = args.resume and (
+        args.steps is not None or args.epochs is not None or args.minutes is not None
+    )
+    if args.resume:
+        if args.threads is not None:  # a machine's threads, not the run's settings
+            config.train.num_threads = args.threads
+        if args.steps is not None:
+            config.train.steps, config.train.epochs = args.steps, None
+        elif args.epochs is not None:
+            config.train.steps, config.train.epochs = None, args.epochs
+    if args.minutes is not None and not args.minutes > 0:
+        raise ConfigError(f"--minutes must be positive; found {args.minutes}")
 
     dist = init_from_env(config.train.device)  # resolved per rank (cuda -> cuda:LOCAL_RANK)
     try:
@@ -98,6 +108,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.manual_seed(config.train.seed)
         model = build_model(config.model, data.info)  # on --resume, fit restores the saved state
         schedules = build_callbacks(config.callbacks)  # e.g. KL warm-up
+        if args.minutes is not None:
+            schedules.append(_plan_minutes(model, data, config, args, run_dir))
+        if new_length and dist.is_main:
+            _announce_new_length(run_dir, model, data, config)
         if dist.is_main:
             if not args.resume:
                 check_replaceable(run_dir, overwrite=args.overwrite)
@@ -133,6 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 run_config=config.to_dict(),
                 callbacks=[*schedules, old, interrupt],
                 resume=bool(args.resume),
+                new_length=bool(new_length),
                 progress=not args.no_progress,
                 sample_writer=lambda x, path: save_examples(x, data.info, path),
             )
@@ -157,6 +172,56 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         cleanup()
     return 0
+
+
+def _plan_minutes(
+    model: GenerativeModel, data: Dataset, config: RunConfig, args: argparse.Namespace, run_dir: Path
+) -> Any:
+    """Set ``config.train.steps`` to what fits ``--minutes`` on this machine (a quarter of it kept
+    for the evaluation after training, unless --no-eval; on --resume, the steps still to go are
+    added to the checkpoint's) and return the TimeBudget that stops training if it runs late."""
+    from simulacra.train import TimeBudget
+    from simulacra.train.budget import steps_for_minutes
+    from simulacra.train.checkpoint import latest_checkpoint, load_trainer_state
+
+    training = args.minutes if args.no_eval else args.minutes / 1.25
+    steps, calibration = steps_for_minutes(model, data, config.train, training)
+    done = 0
+    if args.resume and latest_checkpoint(run_dir) is not None:
+        done = load_trainer_state(run_dir).step
+    config.train.steps, config.train.epochs = done + steps, None
+    _console().print(
+        f"time budget: {args.minutes:g} min; {calibration.step_seconds:.3g} s per step on this machine, so "
+        f"{steps} steps of training" + (f" after the {done} done" if done else "") + " (stopped anyway after "
+        f"{training:.3g} min)"
+    )
+    return TimeBudget(60 * training)
+
+
+def _announce_new_length(run_dir: Path, model: GenerativeModel, data: Dataset, config: RunConfig) -> None:
+    """Say what a new length changes for a resumed run, and store it in its config.json."""
+    from simulacra.train.batches import plan_steps
+    from simulacra.train.checkpoint import load_trainer_state, save_run_config
+
+    state = load_trainer_state(run_dir).trainer_state
+    before, step = int(state["total_steps"]), int(state["step"])
+    after = plan_steps(
+        len(data.train), config.train.batch_size, steps=config.train.steps, epochs=config.train.epochs
+    ).total_steps
+    if after == before:
+        return
+    verb = "extended" if after > before else "shortened"
+    schedule = config.train.lr_schedule
+    then = (
+        f"the {schedule} learning-rate schedule is re-planned to end at step {after}"
+        if schedule != "constant" or config.train.warmup_steps
+        else "the learning rate stays constant"
+    )
+    end = f"; it ends at once (step {step} ≥ {after})" if after <= step else ""
+    _console().print(
+        f"resuming at step {step}: the run is {verb} from {before} to {after} steps; {then}{end}"
+    )
+    save_run_config(run_dir, model, config.to_dict())
 
 
 def _after_training(

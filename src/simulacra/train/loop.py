@@ -145,6 +145,7 @@ def fit(
     run_config: Mapping[str, Any] | None = None,
     callbacks: Iterable[Any] = (),
     resume: bool = False,
+    new_length: bool = False,
     progress: bool = True,
     sample_writer: SampleWriter | None = None,
 ) -> FitResult:
@@ -161,6 +162,8 @@ def fit(
             settings only).
         callbacks: further callbacks, called after the built-in ones (EMA, samples).
         resume: continue the run in ``run_dir`` from its latest checkpoint, to the same total steps.
+        new_length: with ``resume``, ``config`` may give the run another length (steps or epochs):
+            the learning-rate schedule is then re-planned over it from the checkpoint's step on.
         progress: show a progress bar (rank 0).
         sample_writer: ``(samples, path) -> None``, needed when ``config.sample_every > 0``.
 
@@ -203,7 +206,7 @@ def fit(
         run_path, resume=resume, ctx=ctx, model=model, config=config, run_config=run_config
     )
     if checkpoint is not None:
-        _restore(checkpoint, model, trainer, plan, ctx)
+        _restore(checkpoint, model, trainer, plan, ctx, new_length=new_length)
         if _finished(trainer, plan, checkpoint):  # nothing to train, nothing to write
             return FitResult(
                 steps=trainer.step,
@@ -348,10 +351,14 @@ def _restore(
     trainer: TrainerState,
     plan: StepPlan,
     ctx: distributed.DistContext,
+    *,
+    new_length: bool = False,
 ) -> None:
     """Weights, this rank's local buffers and the trainer's state from ``checkpoint``."""
     try:
-        trainer.load_state_dict(checkpoint.trainer_state, total_steps=plan.total_steps, device=ctx.device)
+        trainer.load_state_dict(
+            checkpoint.trainer_state, total_steps=plan.total_steps, device=ctx.device, new_length=new_length
+        )
     except CheckpointError as err:
         raise CheckpointError(f"cannot resume from {checkpoint.path}: {err}") from None
     load_state_strict(model, checkpoint.model_state, f"{checkpoint.path / MODEL_FILE}")
