@@ -121,3 +121,34 @@ def test_grids_of_any_count_have_no_grey_filler_cells() -> None:
     assert seven.shape == (3 * 5 + 1, 3 * 5 + 1)
     assert (seven[2 * 5 + 1 :, 5 + 1 :] == 255).all()  # the empty end of the last row is blank
     assert (seven[2 * 5 + 1 : 3 * 5, 1:5] == 0).all()  # its one image is there
+
+
+def test_pictures_say_what_they_show(tmp_path: Path) -> None:
+    import json as json_
+
+    from PIL import Image
+
+    from simulacra.viz.grids import annotate, make_grid, save_grid
+    from simulacra.viz.plots import plot_metrics
+
+    images = torch.zeros(8, 1, 8, 8)
+    bare = make_grid(images, nrow=4, padding=1, scale=4)
+    labelled = annotate(
+        bare, title="samples", row_labels=["original", "reconstruction"], row_height=33, top=1
+    )
+    assert (
+        labelled.shape[0] > bare.shape[0] and labelled.shape[1] > bare.shape[1]
+    )  # a title band, a label column
+    assert (labelled[:5, :, :] == 255).all()  # the band is white, with black text below its margin
+    assert (labelled[5:15] < 128).any()
+    save_grid(images, tmp_path / "g.png", nrow=4, title="samples", row_labels=["a", "b"])
+    assert Image.open(tmp_path / "g.png").size[1] > bare.shape[0]
+    # a multi-group model's losses (loss/critic, loss/generator) and the best and stopping steps
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "loss/critic": 1.0 / s, "loss/generator": 2.0 / s} for s in range(1, 30)]
+    rows += [{"step": s, "valid_loss": 1.0 + abs(s - 12) / 10} for s in range(3, 30, 3)]
+    log.write_text("\n".join(json_.dumps(r) for r in rows) + "\n")
+    plot_metrics(
+        log, tmp_path / "training.png", loss_label="NLL (nats)", best_step=12, stopped_at=29, title="t"
+    )
+    assert (tmp_path / "training.png").stat().st_size > 1000

@@ -56,7 +56,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options.update(decoding)
     generator = torch.Generator(model.device).manual_seed(args.seed)
     x = model.sample(args.n, c, generator=generator, **options).cpu()
-    save_samples(model, x, out)
+    title = (
+        f"{model.preset_name}: {args.n} samples ({model.describe_sampling(options)}; {weights.describe()})"
+    )
+    save_samples(model, x, out, title=title)
     if args.save_tensor:
         import numpy as np
 

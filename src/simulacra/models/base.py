@@ -175,6 +175,9 @@ class GenerativeModel(nn.Module, abc.ABC):
     # and None), then by :func:`simulacra.models.zoo.build_model` (the preset's name and its
     # resolved spec, which a checkpoint stores to rebuild the architecture).
 
+    loss_description: ClassVar[str] = "loss"
+    """What ``loss`` is, with its unit, for plots (e.g. ``NLL (nats per example)``)."""
+
     sample_options: ClassVar[frozenset[str]] = frozenset()
     """The keyword options ``sample`` takes besides ``n``, ``c`` and ``generator`` (e.g.
     ``temperature`` for autoregressive models, ``sampler`` for diffusion models)."""

@@ -243,6 +243,7 @@ class Diffusion(GenerativeModel):
         return index.flip(0) / self.timesteps
 
     sample_options = frozenset({"sampler", "guidance", "clip"})
+    loss_description = "weighted denoising loss (mean squared error per dimension)"
 
     def fast_sample_options(self) -> dict[str, Any]:
         """DPM-Solver++(2M) on 20 log-SNR-spaced points: close to the 1000-step samplers' quality

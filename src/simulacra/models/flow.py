@@ -34,6 +34,8 @@ class FlowModel(GenerativeModel):
         conditional: the flow reads a context (labels (B,) or features (B, C_c)).
     """
 
+    loss_description = "NLL (nats per example)"
+
     def __init__(
         self,
         info: DataInfo,

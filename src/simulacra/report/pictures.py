@@ -75,14 +75,22 @@ def save_text(x: Tensor, info: DataInfo, path: Path) -> None:
     path.write_text("\n\n".join(decode(x, info.vocabulary or "")) + "\n", encoding="utf-8")
 
 
-def save_samples(model: GenerativeModel, samples: Tensor, path: Path, data: Tensor | None = None) -> None:
-    """Samples as the model's data are best shown: text, a density beside a scatter, or a grid."""
+def save_samples(
+    model: GenerativeModel,
+    samples: Tensor,
+    path: Path,
+    data: Tensor | None = None,
+    *,
+    title: str | None = None,
+) -> None:
+    """Samples as the model's data are best shown: text, a density beside a scatter, or a grid
+    (with ``title`` above it)."""
     if model.info.vocabulary is not None:
         save_text(samples, model.info, path)
     elif has_2d_density(model):
         density_picture(model, samples, path, data)
     else:
-        save_examples(samples, model.info, path)
+        save_examples(samples, model.info, path, title=title)
 
 
 def report_pictures(
@@ -115,9 +123,9 @@ def report_pictures(
         samples = model.sample(2000, generator=generator, **options).cpu()
         density_picture(model, samples, run_dir / "samples.png", held_out.x)
     else:
-        save_examples(
-            model.sample(64, c, generator=generator, **options).cpu(), info, run_dir / "samples.png"
-        )
+        title = f"{model.preset_name}: 64 samples ({model.describe_sampling(options)})"
+        samples = model.sample(64, c, generator=generator, **options).cpu()
+        save_examples(samples, info, run_dir / "samples.png", title=title)
     written = ["samples.png"]
     if isinstance(model, LatentVariableModel):
         written += _latent_pictures(model, held_out, run_dir)
@@ -138,7 +146,13 @@ def _latent_pictures(model: GenerativeModel, held_out: Split, run_dir: Path) -> 
         n = (len(x) // cols) * cols
         shape = (n // cols, cols, *x.shape[1:])
         pairs = torch.stack([x[:n].reshape(shape), rec[:n].reshape(shape)], 1)
-        save_grid(pairs.reshape(-1, *x.shape[1:]).cpu(), run_dir / "reconstructions.png", nrow=cols)
+        save_grid(
+            pairs.reshape(-1, *x.shape[1:]).cpu(),
+            run_dir / "reconstructions.png",
+            nrow=cols,
+            title="held-out examples and their reconstructions",
+            row_labels=["original", "reconstruction"],
+        )
         written.append("reconstructions.png")
         with torch.no_grad():
             rows = [
@@ -152,11 +166,13 @@ def _latent_pictures(model: GenerativeModel, held_out: Split, run_dir: Path) -> 
                 for i in range(min(8, len(x) // 2))
             ]
         if rows:
-            save_grid(torch.cat(rows).cpu(), run_dir / "interpolation.png", nrow=10)
+            title = "decoded paths between the codes of held-out pairs (ends: their reconstructions)"
+            save_grid(torch.cat(rows).cpu(), run_dir / "interpolation.png", nrow=10, title=title)
             written.append("interpolation.png")
     latent_dim = encode_means(model, x[:2], y[:2] if y is not None else None).shape[-1]
     if latent_dim == 2 and info.is_image and not model.conditional:
-        save_grid(latent_manifold(model, n=20).cpu(), run_dir / "manifold.png", nrow=20)
+        title = "decoded grid of the 2-D latent space (prior quantiles)"
+        save_grid(latent_manifold(model, n=20).cpu(), run_dir / "manifold.png", nrow=20, title=title)
         written.append("manifold.png")
     if held_out.y is not None:
         n = min(len(held_out), 2000)

@@ -317,6 +317,15 @@ def write_run_report(
     text = json.dumps(strict_json(record), indent=2, allow_nan=False)
     (run_dir / RUN_METRICS_FILE).write_text(text + "\n")
     if (run_dir / METRICS_FILE).is_file():
-        plot_metrics(run_dir / METRICS_FILE, run_dir / "training.png")
+        plot_metrics(
+            run_dir / METRICS_FILE,
+            run_dir / "training.png",
+            loss_label=model.loss_description,
+            best_step=None if result is None else result.best_step,
+            stopped_at=result.steps
+            if result is not None and result.stop_reason == "early stopping"
+            else None,
+            title=f"{record['model']} on {data.name}",
+        )
         pictures.append("training.png")
     return record, pictures

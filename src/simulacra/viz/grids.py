@@ -8,6 +8,7 @@ no global state.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +68,7 @@ def make_grid(
     n, ch, h, w = images.shape
     nrow = max(1, min(nrow or grid_columns(n), n))
     rows = math.ceil(n / nrow)
-    s = scale if scale is not None else max(1, math.ceil(MIN_PIXELS / min(h, w)))
-    if s < 1:
-        raise DataError(f"scale must be a positive integer, got {s}")
+    s = _scale(h, w, scale)
     images = torch.nan_to_num(images, nan=0.0).clamp(0.0, 1.0)
     images = images.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)  # (N, C, sH, sW)
     sh, sw = h * s, w * s
@@ -87,15 +86,72 @@ def make_grid(
     return array[0] if ch == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
 
 
+def _scale(h: int, w: int, scale: int | None) -> int:
+    s = scale if scale is not None else max(1, math.ceil(MIN_PIXELS / min(h, w)))
+    if s < 1:
+        raise DataError(f"scale must be a positive integer, got {s}")
+    return s
+
+
+def annotate(
+    picture: np.ndarray,
+    *,
+    title: str | None = None,
+    row_labels: Sequence[str] | None = None,
+    row_height: int | None = None,
+    top: int = 0,
+) -> np.ndarray:
+    """``picture`` (H, W) or (H, W, 3) uint8 with a title above it and a label left of each row
+    (row i of height ``row_height`` starting ``top`` pixels down), in black on white."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(picture).convert("RGB")
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def size(text: str) -> tuple[int, int]:
+        left, upper, right, lower = measure.textbbox((0, 0), text, font=font)
+        return right - left, lower - upper
+
+    left = max((size(label)[0] for label in row_labels), default=0) + 10 if row_labels else 0
+    band = size(title)[1] + 10 if title else 0
+    width = max(left + image.width, size(title)[0] + 10 if title else 0)
+    canvas = Image.new("RGB", (width, band + image.height), "white")
+    canvas.paste(image, (left, band))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((5, 5), title, fill="black", font=font)
+    for i, label in enumerate(row_labels or ()):
+        height = row_height or image.height
+        y = band + top + i * height + (height - size(label)[1]) // 2
+        draw.text((5, y), label, fill="black", font=font)
+    return np.asarray(canvas)
+
+
 def save_grid(
-    images: Tensor, path: str | Path, nrow: int | None = None, *, padding: int = 1, scale: int | None = None
+    images: Tensor,
+    path: str | Path,
+    nrow: int | None = None,
+    *,
+    padding: int = 1,
+    scale: int | None = None,
+    title: str | None = None,
+    row_labels: Sequence[str] | None = None,
 ) -> Path:
-    """Write :func:`make_grid` of ``images`` (N, C, H, W) as a PNG (parent folders created)."""
+    """Write :func:`make_grid` of ``images`` (N, C, H, W) as a PNG (parent folders created), with
+    an optional ``title`` above it and a label left of each row (cycled over the rows)."""
     from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(make_grid(images, nrow, padding, scale)).save(path)
+    picture = make_grid(images, nrow, padding, scale)
+    if title or row_labels:
+        shape = torch.as_tensor(images).shape
+        cell = _scale(shape[-2], shape[-1], scale) * shape[-2] + padding
+        rows = math.ceil(shape[0] / max(1, min(nrow or grid_columns(shape[0]), shape[0])))
+        labels = [row_labels[i % len(row_labels)] for i in range(rows)] if row_labels else None
+        picture = annotate(picture, title=title, row_labels=labels, row_height=cell, top=padding)
+    Image.fromarray(picture).save(path)
     return path
 
 
@@ -109,7 +165,9 @@ def save_figure(fig: object, path: Path, dpi: int = 120) -> Path:
     return path
 
 
-def save_examples(x: Tensor, info: DataInfo, path: str | Path, *, nrow: int | None = None) -> Path:
+def save_examples(
+    x: Tensor, info: DataInfo, path: str | Path, *, nrow: int | None = None, title: str | None = None
+) -> Path:
     """Picture a batch of examples the way their kind is best seen.
 
     * images (C, H, W): a grid (:func:`save_grid`), values clamped to [0, 1];
@@ -121,6 +179,7 @@ def save_examples(x: Tensor, info: DataInfo, path: str | Path, *, nrow: int | No
         info: the data's :class:`DataInfo` (decides the picture).
         path: PNG to write; parent folders are created.
         nrow: images per row of a grid.
+        title: what the picture shows (e.g. the model and its sampler).
 
     Returns:
         the path written.
@@ -130,7 +189,7 @@ def save_examples(x: Tensor, info: DataInfo, path: str | Path, *, nrow: int | No
     if x.dim() < 2 or x.shape[0] == 0:
         raise DataError(f"save_examples expects a batch (N, *event_shape) with N ≥ 1, got {tuple(x.shape)}")
     if info.is_image:
-        return save_grid(x.reshape(x.shape[0], *info.event_shape), path, nrow)
+        return save_grid(x.reshape(x.shape[0], *info.event_shape), path, nrow, title=title)
     from matplotlib.figure import Figure
 
     flat = x.reshape(x.shape[0], -1).numpy()
@@ -141,7 +200,7 @@ def save_examples(x: Tensor, info: DataInfo, path: str | Path, *, nrow: int | No
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
-        ax.set_title(f"{flat.shape[0]} examples")
+        ax.set_title(title or f"{flat.shape[0]} examples")
     else:
         fig = Figure(figsize=(min(12.0, 2 + flat.shape[1] * 0.15), min(10.0, 1.5 + flat.shape[0] * 0.12)))
         ax = fig.add_subplot()
@@ -150,4 +209,6 @@ def save_examples(x: Tensor, info: DataInfo, path: str | Path, *, nrow: int | No
         fig.colorbar(im, ax=ax)
         ax.set_xlabel("dimension")
         ax.set_ylabel("example")
+        if title:
+            ax.set_title(title)
     return save_figure(fig, path)
