@@ -128,7 +128,10 @@ def _parser() -> argparse.ArgumentParser:
         "--guidance", type=float, default=None, help="conditional diffusion: guidance scale (0 unconditional)"
     )
     p.add_argument(
-        "--temperature", type=float, default=None, help="autoregressive models: draw from p^(1/T) per entry"
+        "--temperature",
+        type=float,
+        default=None,
+        help="autoregressive models: draw from p^(1/T) per entry; flows: the Gaussian base at temperature T",
     )
     p.add_argument(
         "--top-k", type=int, default=None, help="autoregressive models: keep the k likeliest values"

@@ -47,11 +47,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if args.guidance is not None:
             options["guidance"] = args.guidance
     decoding = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
-    if not set(decoding) <= model.sample_options:
+    unsupported = sorted(set(decoding) - model.sample_options)
+    if unsupported:
         from simulacra.errors import CapabilityError
 
+        flags = " and ".join("--" + k.replace("_", "-") for k in unsupported)
         raise CapabilityError(
-            f"{model.preset_name}: --temperature and --top-k apply to autoregressive models"
+            f"{model.preset_name} takes no {flags} (--temperature: autoregressive models and flows; "
+            "--top-k: autoregressive models)"
         )
     options.update(decoding)
     generator = torch.Generator(model.device).manual_seed(args.seed)
