@@ -8,6 +8,7 @@ otherwise those two tests are skipped with the path they looked for.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import struct
 from pathlib import Path
@@ -462,7 +463,7 @@ def test_npz_with_labels(tmp_path: Path) -> None:
     x_train, y_train = rng.normal(size=(50, 6)).astype(np.float32), rng.integers(0, 3, 50)
     x_test, y_test = rng.normal(size=(10, 6)).astype(np.float32), rng.integers(0, 4, 10)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    ds = load_dataset(DataConfig(name=str(path), valid_fraction=0.2))
+    ds = load_dataset(DataConfig(name=str(path), valid_fraction=0.2, standardize=False))
     assert ds.name == "set.npz"
     assert ds.info.event_shape == (6,) and ds.info.support == "real" and ds.info.num_classes == 4
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (40, 10, 10)
@@ -794,3 +795,41 @@ def test_an_npz_with_one_array_is_the_whole_data_set_split_reproducibly(tmp_path
     np.savez(path, images=table, labels=np.arange(200) % 4)
     labelled = load_dataset(DataConfig(name=str(path)))
     assert labelled.info.num_classes == 4 and labelled.train.y is not None
+
+
+def test_a_table_is_standardized_alike_in_every_format_and_reported_in_original_units(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulacra.cli import main
+
+    rng = np.random.default_rng(3)
+    table = rng.normal(loc=[10.0, -3.0, 0.0], scale=[5.0, 0.1, 1.0], size=(300, 3))
+    np.savetxt(tmp_path / "t.csv", table, delimiter=",")
+    np.save(tmp_path / "t.npy", table)
+    np.savez(tmp_path / "t.npz", data=table)
+    loaded = [load_dataset(DataConfig(name=str(tmp_path / f"t.{ext}"))) for ext in ("csv", "npy", "npz")]
+    for ds in loaded[1:]:
+        torch.testing.assert_close(ds.test.x, loaded[0].test.x, rtol=0, atol=1e-6)
+    ds = loaded[0]
+    assert (
+        ds.train.x.mean(0).abs().max() < 1e-5 and (ds.train.x.std(0, unbiased=False) - 1).abs().max() < 1e-4
+    )
+    mean, std = ds.info.standardization
+    assert ds.info.log_scale == pytest.approx(sum(math.log(s) for s in std))
+    raw = load_dataset(DataConfig(name=str(tmp_path / "t.npy"), standardize=False))
+    assert raw.info.standardization is None and raw.train.x.abs().max() > 5
+    with pytest.raises(DataError, match="applies to real-valued data"):
+        load_dataset(DataConfig(name="digits", standardize=True))
+    nlls = []
+    for ext in ("csv", "npy"):
+        run = tmp_path / f"run-{ext}"
+        argv = ["train", "maf", "--data", str(tmp_path / f"t.{ext}"), "--steps", "30", "--out", str(run)]
+        assert main([*argv, "--no-progress", "--set", "model.hidden=[8]", "--eval-examples", "30"]) == 0
+        test = json.loads((run / "metrics.json").read_text())["test"]
+        assert "bpd" not in test and test["nll_per_dim"]["unit"] == "nats/dim"
+        assert test["nll_original"]["value"] == pytest.approx(
+            test["nll"]["value"] + ds.info.log_scale, rel=1e-9
+        )
+        nlls.append(test["nll"]["value"])
+    assert nlls[0] == pytest.approx(nlls[1], rel=1e-5)
+    assert "original units" in capsys.readouterr().out

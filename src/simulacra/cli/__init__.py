@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder with downloaded data (default $SIMULACRA_DATA)")
     p.add_argument("--binarize", choices=["static", "dynamic"], help="binarize grey-level data")
     p.add_argument("--label-names", help="a text file naming the labels, one per line (label 0 first)")
+    p.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="standardize every column by the training split's mean and std (default: on for real-valued "
+        "tables from a file; likelihoods are then also given in the original units)",
+    )
     p.add_argument("--epochs", type=float, help="training length in passes over the training split")
     p.add_argument("--steps", type=int, help="training length in optimizer steps (wins over --epochs)")
     p.add_argument(

@@ -39,6 +39,7 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
         ("data_dir", args.data_dir),
         ("binarize", args.binarize),
         ("label_names", args.label_names),
+        ("standardize", args.standardize),
     ):
         if value is not None:
             data[key] = value
@@ -71,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from simulacra.train.checkpoint import load_run_config
     from simulacra.train.distributed import barrier, cleanup, init_from_env
     from simulacra.train.interrupts import EXIT_STATUS, GracefulInterrupt
-    from simulacra.train.rundir import RunReplacement, check_replaceable, check_writable, checkpoint_bytes
+    from simulacra.train.rundir import RunReplacement
     from simulacra.viz.grids import save_examples
 
     _at_least(args.eval_examples, 1, "--eval-examples")
@@ -108,25 +109,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.manual_seed(config.train.seed)
         model = build_model(config.model, data.info)  # on --resume, fit restores the saved state
         schedules = build_callbacks(config.callbacks)  # e.g. KL warm-up
+        if dist.is_main:
+            _check_out(run_dir, model, config, args)
+        console = _console()
+        if dist.is_main:
+            _announce_data(console, data)
         if args.minutes is not None:
             schedules.append(_plan_minutes(model, data, config, args, run_dir))
         if new_length and dist.is_main:
             _announce_new_length(run_dir, model, data, config)
-        if dist.is_main:
-            if not args.resume:
-                check_replaceable(run_dir, overwrite=args.overwrite)
-            per_checkpoint = checkpoint_bytes(
-                model, ema=config.train.ema_decay is not None, keep_best=config.train.keeps_best
-            )
-            check_writable(run_dir, needed_bytes=3 * per_checkpoint)  # two checkpoints + final weights
-        console = _console()
-        if dist.is_main and data.info.absent_labels:
-            absent = data.info.absent_labels
-            listed = ", ".join(map(str, absent[:-1])) + (" and " if len(absent) > 1 else "") + str(absent[-1])
-            console.print(
-                f"warning: label{'s' if len(absent) > 1 else ''} {listed} never occur{'' if len(absent) > 1 else 's'} "
-                "in the training data: the model cannot learn them, and `sample --label` refuses them"
-            )
         if dist.is_main:
             n_params = sum(p.numel() for p in model.parameters())
             console.print(
@@ -172,6 +163,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         cleanup()
     return 0
+
+
+def _check_out(run_dir: Path, model: GenerativeModel, config: RunConfig, args: argparse.Namespace) -> None:
+    """The run folder can take this run: replaceable (--overwrite), writable, room for checkpoints."""
+    from simulacra.train.rundir import check_replaceable, check_writable, checkpoint_bytes
+
+    if not args.resume:
+        check_replaceable(run_dir, overwrite=args.overwrite)
+    per_checkpoint = checkpoint_bytes(
+        model, ema=config.train.ema_decay is not None, keep_best=config.train.keeps_best
+    )
+    check_writable(run_dir, needed_bytes=3 * per_checkpoint)  # two checkpoints + final weights
+
+
+def _announce_data(console: Any, data: Dataset) -> None:
+    """What the user should know of the data before training: standardization, absent labels."""
+    info = data.info
+    if info.standardization is not None:
+        console.print(
+            "standardized: each column by the training split's mean and std; figures are for the "
+            f"standardized data, and nll_original adds Σ log s = {info.log_scale:.4g} nats for the original units"
+        )
+    if info.absent_labels:
+        absent = info.absent_labels
+        listed = ", ".join(map(str, absent[:-1])) + (" and " if len(absent) > 1 else "") + str(absent[-1])
+        plural = len(absent) > 1
+        console.print(
+            f"warning: label{'s' if plural else ''} {listed} never occur{'' if plural else 's'} in the training "
+            "data: the model cannot learn them, and `sample --label` refuses them"
+        )
 
 
 def _plan_minutes(

@@ -36,6 +36,7 @@ from simulacra.data.files import (
     read_npz,
     search_dirs,
     split_indices,
+    standardize_dataset,
 )
 from simulacra.data.info import Dataset, Split
 from simulacra.data.text import is_text_spec, load_text
@@ -60,6 +61,9 @@ class DataConfig:
         limit: keep only the first ``limit`` training examples (quick experiments).
         num_samples: size of generated (toy) datasets.
         label_names: a text file with the name of each label, one per line (label 0 first).
+        standardize: standardize every split by the training split's per-dimension mean and
+            standard deviation; None (the default): for real-valued tables read from a file
+            (.csv, .npy, .npz), not for images, binary or [0, 1] data, nor the built-in toys.
     """
 
     name: str = "digits"
@@ -69,6 +73,7 @@ class DataConfig:
     limit: int | None = None
     num_samples: int = 20000
     label_names: str | None = None
+    standardize: bool | None = None
 
 
 DatasetFactory = Callable[[DataConfig, int], Dataset]
@@ -261,6 +266,8 @@ def _check_config(config: DataConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DataError(f"data.{key} must be a positive integer; got {value!r}")
+    if config.standardize is not None and not isinstance(config.standardize, bool):
+        raise DataError(f"data.standardize must be true, false or none; got {config.standardize!r}")
     if config.binarize not in (None, "none", *BINARIZE):
         raise DataError(
             f"unknown data.binarize {config.binarize!r}; valid values: none (keep grey levels), "
@@ -341,10 +348,19 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
         dataset = load_text(name)
     elif Path(name).expanduser().exists():
         dataset = load_path(name, valid_fraction=config.valid_fraction)
+        if config.standardize is None and dataset.info.support == "real" and not dataset.info.is_image:
+            dataset = standardize_dataset(dataset)
     elif looks_like_path(name):
         raise DataError(f"no such file or folder: {name!r}")
     else:
         raise _unknown(name)
+    if config.standardize and dataset.info.standardization is None:
+        if dataset.info.support != "real":
+            raise DataError(
+                f"--standardize applies to real-valued data; {dataset.name!r} is {dataset.info.support} "
+                "(its values have a meaning as they are)"
+            )
+        dataset = standardize_dataset(dataset)
     mode = None if config.binarize == "none" else config.binarize
     return _label_facts(binarize(_limit(dataset, config.limit), mode, seed), config.label_names)
 

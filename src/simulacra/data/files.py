@@ -17,6 +17,7 @@ fixed permutation (seed 0), ``valid_fraction`` of them each.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import math
 import os
@@ -518,19 +519,37 @@ def load_npy(path: Path, *, valid_fraction: float) -> Dataset:
 
 
 def load_csv(path: Path, *, valid_fraction: float) -> Dataset:
-    """A real-valued dataset from a numeric CSV table, standardized with the training split's
-    per-column mean and standard deviation; valid and test carved out of it."""
+    """A real-valued dataset from a numeric CSV table; valid and test carved out of it (the
+    table is standardized by :func:`simulacra.data.load_dataset`, as any real-valued table is)."""
     table, _ = read_csv(path)
     source = str(path)
     validate_examples(table, source=source)
     full = carve_splits({"train": (table, None)}, valid_fraction, test=True)
-    mean, std = standardization(torch.from_numpy(full["train"][0]))
-    splits = {
-        k: (standardize(torch.from_numpy(v[0]), mean, std).float(), None)
-        for k, v in full.items()
-        if v is not None
-    }
+    splits = {k: (torch.from_numpy(v[0]).float(), None) for k, v in full.items() if v is not None}
     return build_dataset(path.name, source, splits, support="real", levels=None)
+
+
+def standardize_dataset(dataset: Dataset) -> Dataset:
+    """The dataset with every split standardized by the training split's per-dimension mean m and
+    standard deviation s, x' = (x − m)/s, recorded in ``info.standardization`` so that likelihoods
+    can be given in the original units: log p(x) = log p'(x') − Σ_d log s_d."""
+    mean, std = standardization(dataset.train.x.double())
+
+    def scaled(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        return Split(standardize(split.x.double(), mean, std).float(), split.y)
+
+    info = dataclasses.replace(
+        dataset.info, standardization=(tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
+    )
+    return dataclasses.replace(
+        dataset,
+        info=info,
+        train=scaled(dataset.train),
+        valid=scaled(dataset.valid),
+        test=scaled(dataset.test),
+    )
 
 
 def load_image_folder(path: Path, *, valid_fraction: float) -> Dataset:

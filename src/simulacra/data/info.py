@@ -34,6 +34,8 @@ class DataInfo:
             cannot learn them; samplers refuse them).
         label_names: the name of each label 0 … num_classes − 1 (image sub-folders, or a file
             the user gives), or None.
+        standardization: (m, s), the per-dimension mean and standard deviation of the training
+            split when the data were standardized, x' = (x − m)/s, flattened; None otherwise.
     """
 
     event_shape: tuple[int, ...]
@@ -43,6 +45,15 @@ class DataInfo:
     vocabulary: str | None = None
     absent_labels: tuple[int, ...] = ()
     label_names: tuple[str, ...] | None = None
+    standardization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @property
+    def log_scale(self) -> float:
+        """Σ_d log s_d of the standardization (0 without one): NLL in the original units is the
+        NLL of the standardized data plus this, in nats per example."""
+        if self.standardization is None:
+            return 0.0
+        return float(sum(math.log(s) for s in self.standardization[1]))
 
     @property
     def present_labels(self) -> list[int]:
@@ -98,6 +109,9 @@ class DataInfo:
         raw["absent_labels"] = tuple(raw.get("absent_labels") or ())
         if raw.get("label_names") is not None:
             raw["label_names"] = tuple(raw["label_names"])
+        if raw.get("standardization") is not None:
+            mean, std = raw["standardization"]
+            raw["standardization"] = (tuple(mean), tuple(std))
         return cls(**raw)
 
 

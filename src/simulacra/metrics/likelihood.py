@@ -366,11 +366,25 @@ def evaluate_nll(
     default_batch = default_batch_size(x.shape[0], dim)
     results: dict[str, Estimate] = {}
 
+    # bits/dim mean something for discrete data and images; a real-valued table gets nats per
+    # dimension, and (standardized) its NLL in the original units too
+    in_bits = info.support != "real" or info.is_image or info.levels is not None
+
     def add(prefix: str, log_p: Tensor, estimator: str) -> None:
         nll = -log_p.detach().double().cpu()
-        results[f"{prefix}_nll" if prefix else "nll"] = Estimate.from_values(nll, estimator, "nats")
-        bpd = bits_per_dim(nll, info, offset=offset)
-        results[f"{prefix}_bpd" if prefix else "bpd"] = Estimate.from_values(bpd, estimator, "bits/dim")
+
+        def name(unit: str) -> str:
+            return f"{prefix}_{unit}" if prefix else unit
+
+        results[name("nll")] = Estimate.from_values(nll, estimator, "nats")
+        if in_bits:
+            bpd = bits_per_dim(nll, info, offset=offset)
+            results[name("bpd")] = Estimate.from_values(bpd, estimator, "bits/dim")
+        else:
+            results[name("nll_per_dim")] = Estimate.from_values(nll / info.dim, estimator, "nats/dim")
+        if info.standardization is not None:
+            note = f"{estimator}; original units: standardized NLL + Σ log s = + {info.log_scale:.4g} nats"
+            results[name("nll_original")] = Estimate.from_values(nll + info.log_scale, note, "nats")
 
     if isinstance(model, ExactLikelihood):
         batch = batch_size or default_batch

@@ -278,6 +278,12 @@ def write_run_report(
     record: dict[str, Any] = {"model": model_name or model.preset_name, "data": data.name}
     if weights is not None:
         record["weights"] = weights
+    if data.info.standardization is not None:
+        record["standardization"] = {
+            "what": "each column x' = (x - m) / s with the training split's mean m and std s; figures are for x'",
+            "log_det": -data.info.log_scale,
+            "original_units": "nll_original = nll + sum(log s) nats per example",
+        }
     if result is not None:
         record.update(
             steps=result.steps,
