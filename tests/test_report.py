@@ -98,6 +98,27 @@ def test_progress_prints_plain_lines_when_piped() -> None:
     assert lines[-1].startswith("NLL: 10/10 (100%)")
 
 
+def _train_without_eval(run: Path) -> bool:
+    """Five steps of a VAE on the digits into ``run``, without the evaluation after training."""
+    return (
+        main(
+            [
+                "train",
+                "vae",
+                "--data",
+                "digits",
+                "--steps",
+                "5",
+                "--out",
+                str(run),
+                "--no-progress",
+                "--no-eval",
+            ]
+        )
+        == 0
+    )
+
+
 TINY_SDE = ["--set", "model.hidden=[16]", "--set", "data.num_samples=400", "--no-progress"]
 
 
@@ -126,23 +147,7 @@ def test_eval_options_are_honoured_and_match_simulacra_evaluate(tmp_path: Path) 
     assert evaluated["nll"]["value"] == pytest.approx(record["test"]["nll"]["value"], rel=1e-12)
 
     quiet = tmp_path / "quiet"
-    assert (
-        main(
-            [
-                "train",
-                "vae",
-                "--data",
-                "digits",
-                "--steps",
-                "5",
-                "--out",
-                str(quiet),
-                "--no-progress",
-                "--no-eval",
-            ]
-        )
-        == 0
-    )
+    assert _train_without_eval(quiet)
     record = _strict(quiet / "metrics.json")
     assert record["test"] == {} and "simulacra evaluate" in record["evaluation"]["skipped"]
     assert not (quiet / "samples.png").exists() and (quiet / "training.png").is_file()
@@ -154,23 +159,7 @@ def test_evaluate_announces_a_long_run_from_its_first_batch(
     import simulacra.metrics.evaluate as metrics_evaluate
 
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "vae",
-                "--data",
-                "digits",
-                "--steps",
-                "5",
-                "--out",
-                str(run),
-                "--no-progress",
-                "--no-eval",
-            ]
-        )
-        == 0
-    )
+    assert _train_without_eval(run)
     timed: list[tuple[int, int | None]] = []
 
     def slow(model: Any, split: Any, metric: str, options: Any, *, probe: int = 8) -> float:
