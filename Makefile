@@ -24,9 +24,10 @@ lint: setup
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
-# The whole test suite, with ruff. CI (.ci/run) runs exactly this.
+# The whole test suite, with ruff, on two processes (pytest-xdist; every test uses one thread).
+# CI (.ci/run) runs exactly this. One file alone: .venv/bin/python -m pytest tests/test_x.py
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

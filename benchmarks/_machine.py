@@ -9,7 +9,6 @@ import json
 import platform
 import shutil
 import sys
-import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +50,22 @@ def write_record(record: dict, path: Path) -> None:
     print(json.dumps(record, indent=2))
 
 
+def calibrate(
+    model_spec: dict, data: Dataset, batch_size: int, steps: int, warmup: int = 3, validation: bool = False
+) -> tuple[float, float]:
+    """(seconds per training step, seconds per validation pass) of ``model_spec`` on ``data`` on
+    this machine: :func:`simulacra.train.budget.calibrate` on the preset built with seed 123
+    (the validation pass counted only when ``validation``)."""
+    from simulacra.config import TrainConfig
+    from simulacra.models.zoo import build_model
+    from simulacra.train.budget import calibrate as measure
+
+    torch.manual_seed(123)
+    model = build_model(model_spec, data.info)
+    cal = measure(model, data, TrainConfig(batch_size=batch_size), steps=steps, warmup=warmup)
+    return cal.step_seconds, cal.eval_seconds if validation else 0.0
+
+
 def steps_for_budget(
     seconds: float,
     seconds_per_step: float,
@@ -58,48 +73,13 @@ def steps_for_budget(
     eval_every: int = 0,
     margin: float = 0.95,
 ) -> int:
-    """Training steps that fit in ``seconds`` of wall time, validation passes included.
+    """Steps that fit ``seconds`` with a validation pass of ``eval_seconds`` every ``eval_every``
+    steps (:func:`simulacra.train.budget.steps_for_budget`, the passes spread over the steps)."""
+    from simulacra.train.budget import Calibration
+    from simulacra.train.budget import steps_for_budget as fit_steps
 
-    With one validation pass of ``eval_seconds`` every ``eval_every`` steps, a step costs
-    ``seconds_per_step + eval_seconds / eval_every``; ``margin`` keeps a reserve for checkpoints
-    and noise, so that a cosine schedule planned for these steps anneals before a wall-time stop.
-    """
     per_step = seconds_per_step + (eval_seconds / eval_every if eval_every > 0 else 0.0)
-    return max(1, int(margin * seconds / per_step))
-
-
-def calibrate(
-    model_spec: dict,
-    data,
-    batch_size: int,
-    steps: int,
-    warmup: int = 3,
-    validation: bool = False,
-) -> tuple[float, float]:
-    """(seconds per training step, seconds per validation pass) of ``model_spec`` on ``data``
-    on this machine, measured on a throwaway model (seeded) after ``warmup`` steps. The
-    validation pass (``validation=True``: the model's loss over ``data.valid`` in eval mode, as
-    ``fit`` computes it) is 0 otherwise. It matters: a MADE scores the validation images under
-    each of its masks, which costs more than an epoch of training."""
-    from simulacra.config import TrainConfig
-    from simulacra.models.zoo import build_model
-    from simulacra.train import fit
-
-    torch.manual_seed(123)
-    model = build_model(model_spec, data.info)
-    fit(model, data, TrainConfig(steps=warmup, batch_size=batch_size, log_every=10**9), progress=False)
-    result = fit(
-        model, data, TrainConfig(steps=steps, batch_size=batch_size, log_every=10**9), progress=False
-    )
-    eval_seconds = 0.0
-    if validation:
-        model.eval()
-        start = time.perf_counter()
-        with torch.no_grad():
-            for xb in data.valid.x.split(batch_size):
-                model.loss(xb)
-        eval_seconds = time.perf_counter() - start
-    return result.wall_time / result.steps, eval_seconds
+    return fit_steps(seconds, Calibration(per_step, 0.0), margin=margin)
 
 
 def plan_budget(
@@ -131,6 +111,8 @@ def cosine_config(
     min(``max_warmup``, steps // 20) warm-up steps; ``settings`` are further TrainConfig fields."""
     from simulacra.config import TrainConfig
 
+    settings.setdefault("eval_every", 0)  # the published figures: validation only where asked,
+    settings.setdefault("patience", None)  # and never an early stop (the budget ends the run)
     return TrainConfig(
         steps=steps,
         batch_size=batch_size,

@@ -126,7 +126,7 @@ def main() -> int:
     if not args.sampler_only:
         ema = EMA(0.999)
         started = time.perf_counter()
-        fit(model, data, TrainConfig(steps=args.train_steps, batch_size=512, lr=1e-3, lr_schedule="cosine",
+        fit(model, data, TrainConfig(eval_every=0, steps=args.train_steps, batch_size=512, lr=1e-3, lr_schedule="cosine",
                                      log_every=10**9), callbacks=[ema], progress=False)  # fmt: skip
         train_s = time.perf_counter() - started
         ema.swap()

@@ -80,7 +80,12 @@ def main() -> int:
         torch.manual_seed(args.seed)
         model = build_model({"name": "score-sde", "sde": "vp"}, data.info)
         config = TrainConfig(
-            steps=args.train_steps, batch_size=512, lr=1e-3, lr_schedule="cosine", log_every=10**9
+            eval_every=0,
+            steps=args.train_steps,
+            batch_size=512,
+            lr=1e-3,
+            lr_schedule="cosine",
+            log_every=10**9,
         )
         started = time.perf_counter()
         ema = EMA(0.999)

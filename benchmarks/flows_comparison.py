@@ -149,6 +149,7 @@ def run_fit(kind: str, batches: torch.Tensor, test: torch.Tensor, seed: int, thr
     train = batches.reshape(-1, 2)
     data = Dataset("moons", DataInfo(event_shape=(2,), support="real"), Split(train))
     config = TrainConfig(
+        eval_every=0,
         steps=len(batches),
         batch_size=batches.shape[1],
         lr=1e-3,

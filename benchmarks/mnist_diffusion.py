@@ -88,7 +88,7 @@ def train(spec: dict, data, run_dir: Path, args: argparse.Namespace, data_config
     torch.manual_seed(args.seed)
     model = build_model(spec, data.info)
     ema = EMA(0.999)
-    config = TrainConfig(
+    config = TrainConfig(eval_every=0,
         steps=steps, batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine", warmup_steps=min(500, steps // 20),
         grad_clip=1.0, log_every=max(1, min(200, steps // 10)), seed=args.seed,
     )  # fmt: skip

@@ -92,7 +92,7 @@ def main() -> int:
     torch.manual_seed(0)
     model = build_model(SPEC, data.info)
     steps = len(data.train) // args.batch_size
-    config = TrainConfig(steps=steps, batch_size=args.batch_size, lr=1e-3, log_every=10**9)
+    config = TrainConfig(eval_every=0, steps=steps, batch_size=args.batch_size, lr=1e-3, log_every=10**9)
     fit(model, data, config, progress=False)
     config.steps = args.epochs * steps
     ours = fit(model, data, config, progress=False)

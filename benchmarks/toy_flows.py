@@ -57,6 +57,7 @@ def run(toy: str, name: str, steps: int | None, threads: int, seed: int) -> dict
     steps = steps or default_steps
     model = build_model({"name": name, **kwargs}, data.info)
     config = TrainConfig(
+        eval_every=0,
         steps=steps,
         batch_size=512,
         lr=1e-3,

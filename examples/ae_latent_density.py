@@ -24,7 +24,9 @@ data = load_dataset(DataConfig("digits"))
 torch.manual_seed(0)
 spec = {"name": "ae", "latent_dim": 8, "hidden": [256, 128], "latent_density": "gmm", "num_components": 10}
 model = build_model(spec, data.info)
-fit(model, data, TrainConfig(epochs=150, batch_size=128), progress=True)
+fit(
+    model, data, TrainConfig(epochs=150, batch_size=128, eval_every=0), progress=True
+)  # 150 epochs, no early stop
 model.eval()
 
 z_train = encode_means(model, data.train.x)

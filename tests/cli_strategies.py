@@ -394,7 +394,9 @@ SLOW_ON_IMAGES = {"ddpm", "score-sde", "umnn", "cnf"}
 """Presets whose held-out likelihood (an ODE per example) takes a minute on digits' 297 test images."""
 
 
-SAFE_TRAIN = ["--steps", "2", "--batch-size", "8", "--no-progress", "--eval-samples", "2"]
+SAFE_TRAIN = ["--steps", "2", "--batch-size", "8", "--no-progress", "--no-eval"]
+EVAL_SMALL = ["--eval-examples", "4", "--eval-samples", "2", "--eval-k", "2"]
+"""The post-training evaluation, small: instead of ``--no-eval`` in one train case in four."""
 SAFE_DATA = ["--set", "data.num_samples=64", "--set", "data.limit=48"]
 
 
@@ -409,11 +411,13 @@ def train_cases(draw: st.DrawFn) -> Case:
         elif run == "afile":
             b.files["afile"] = b"x"
         argv = ["train", "--resume", run, *SAFE_TRAIN]
-        argv += _options(draw, {"--steps": SMALL_INTS + BAD_INTS, "--set": _pool(["train.lr=1"]), "--no-progress": None, "--overwrite": None}, b, at_most=2)  # fmt: skip
+        argv += _options(draw, {"--steps": SMALL_INTS + BAD_INTS, "--epochs": ["0.1", "0", "-1", "nan", "x"], "--minutes": ["0.001", "0", "-1", "nan", "x"], "--threads": ["1", "0", "x"], "--set": _pool(["train.lr=1"]), "--no-progress": None, "--overwrite": None}, b, at_most=2)  # fmt: skip
         return b.case(argv)
     model = draw(st.sampled_from([*sorted(MODELS_FAST) * 3, *MODELS_ODD, None]))
     argv = ["train"] + ([model] if model is not None else [])
     argv += SAFE_TRAIN + SAFE_DATA + _tiny_model_settings(model)
+    if _one_in(draw, 4):
+        argv = [a for a in argv if a != "--no-eval"] + EVAL_SMALL
     if model in SLOW_ON_IMAGES:
         argv += ["--data", "moons"]  # not the default, digits (see below)
     table: dict[str, Any] = {
@@ -429,7 +433,14 @@ def train_cases(draw: st.DrawFn) -> Case:
         "--out": lambda draw, b: _folder_arg(draw, b),
         "--config": lambda draw, b: _config_file(draw, b),
         "--overwrite": None,
+        "--eval-examples": ["1", "4", "0", "-1", "x", HUGE],
         "--eval-samples": ["1", "2", "0", "-1", "x"],
+        "--eval-k": ["1", "2", "0", "-1", "x"],
+        "--minutes": ["0.001", "0", "-1", "nan", "inf", "x"],
+        "--threads": ["1", "2", "0", "-1", "x", HUGE],
+        "--standardize": None,
+        "--no-standardize": None,
+        "--label-names": lambda draw, b: _label_names(draw, b),
         "--no-progress": None,
     }
     argv += _options(draw, table, b, at_most=6)
@@ -479,6 +490,21 @@ def _config_file(draw: st.DrawFn, b: _Builder) -> str:
     return path
 
 
+def _label_names(draw: st.DrawFn, b: _Builder) -> str:
+    """A file of label names: ten, too few, repeated, empty lines, not text; or a missing file."""
+    kind = draw(st.sampled_from(["ten", "ten", "three", "repeated", "blank", "binary", "missing"]))
+    if kind == "missing":
+        return "labels-missing.txt"
+    body = {
+        "ten": "\n".join(f"class-{i}" for i in range(10)) + "\n",
+        "three": "a\nb\nc\n",
+        "repeated": "a\n" * 10,
+        "blank": "\n\n",
+    }.get(kind)
+    b.files["labels.txt"] = body.encode() if body is not None else b"\xff\xfe\x00"
+    return "labels.txt"
+
+
 def _run_arg(draw: st.DrawFn, b: _Builder, templates: Sequence[str]) -> str:
     kind = "run" if not _one_in(draw, 6) else draw(st.sampled_from(["missing", "file", "foreign", "empty"]))
     if kind == "run":
@@ -526,7 +552,8 @@ def run_verb_cases(draw: st.DrawFn) -> Case:
             **common,
             "-n": SMALL_INTS + BAD_INTS + ["16", HUGE],
             "-o": lambda draw, b: _output_arg(draw, b, run),
-            "--label": ["0", "3", "9", "10", "-1", HUGE, "x"],
+            "--label": ["0", "3", "9", "10", "-1", HUGE, "x", "zero", "nine", ""],
+            "--threads": ["1", "0", "x"],
             "--save-tensor": _pool(["t.npy", "t", "afile/t.npy", "in", f"{CASE}/t.npy", "t.txt"]),
             "--device": DEVICES,
             "--sampler": [
@@ -567,6 +594,7 @@ def run_verb_cases(draw: st.DrawFn) -> Case:
             "-o": lambda draw, b: _output_arg(draw, b, run),
             "--method": ["linear", "spherical", "x"],
             "--points": SMALL_INTS + BAD_INTS + ["50"],
+            "--threads": ["1", "0", "x"],
             "--pairs": SMALL_INTS + BAD_INTS + [HUGE],
             "--data-dir": lambda draw, b: _folder_arg(draw, b),
         }

@@ -17,7 +17,7 @@ TRAIN = ["train", "vae", "--data", "digits", "--steps", "2", "--no-progress", "-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("errors") / "run"
-    assert main([*TRAIN, "--out", str(out), "--eval-samples", "2"]) == 0
+    assert main([*TRAIN, "--out", str(out), "--eval-k", "2"]) == 0
     return out
 
 
@@ -39,7 +39,8 @@ def _one_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         (["--set", "train.betas=[0.5, 1.5]"], "train.betas must be two numbers in [0, 1)"),
         (["--set", "train.log_every=0"], "train.log_every must be an integer >= 1; found 0"),
         (["--batch-size", "0"], "train.batch_size must be an integer >= 1; found 0"),
-        (["--eval-samples", "0"], "--eval-samples must be at least 1; found 0"),
+        (["--eval-k", "0"], "--eval-k must be at least 1; found 0"),
+        (["--eval-samples", "1"], "--eval-samples must be at least 2; found 1"),
         (["--set", "callbacks.kl-warmup.step=5"], "has no setting 'step'"),
     ],
 )
@@ -107,3 +108,16 @@ def test_steps_mean_training_steps_wherever_they_appear() -> None:
         for action in sub._actions:
             if "--steps" in action.option_strings:
                 assert "optimizer steps" in (action.help or ""), (name, action.help)
+
+
+def test_every_command_takes_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    for name, sub in _subparsers(_parser()).items():
+        assert any("--threads" in a.option_strings for a in sub._actions), name
+    before = torch.get_num_threads()
+    try:
+        assert main(["models", "--threads", "2"]) == 0 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert "--threads must be at least 1" in _one_error(capsys, ["datasets", "--threads", "0"])

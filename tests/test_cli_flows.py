@@ -25,8 +25,8 @@ def test_train_reports_the_exact_nll(maf_run: Path) -> None:
     metrics = json.loads((maf_run / "metrics.json").read_text())
     test = metrics["test"]
     assert test["nll"]["estimator"] == "exact" and test["nll"]["unit"] == "nats"
-    # bits/dim of a 2-D continuous density: nats / (2 ln 2), no dequantization offset
-    assert test["bpd"]["value"] == pytest.approx(test["nll"]["value"] / (2 * 0.6931471805599453), rel=1e-9)
+    # a 2-D real-valued density: nats per dimension (bits/dim are for discrete data and images)
+    assert test["nll_per_dim"]["value"] == pytest.approx(test["nll"]["value"] / 2, rel=1e-9)
     # the 2-D picture is the density heat map beside the samples (a wide figure)
     width, height = Image.open(maf_run / "samples.png").size
     assert width > 1.8 * height
@@ -35,7 +35,7 @@ def test_train_reports_the_exact_nll(maf_run: Path) -> None:
 def test_evaluate_and_sample(maf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(maf_run), "--metric", "nll", "--limit", "200"]) == 0
     out = capsys.readouterr().out
-    assert "exact" in out and "bits/dim" in out
+    assert "exact" in out and "nats/dim" in out
     stored = json.loads((maf_run / "metrics.json").read_text())["evaluations"][-1]
     assert stored["metrics"]["nll"]["n"] == 200
     png = tmp_path / "s.png"

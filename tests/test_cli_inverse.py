@@ -135,7 +135,7 @@ def test_colorize_a_colour_model(colour_run: Path) -> None:
 def test_user_errors(grey_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     vae = tmp_path / "vae"
     argv = ["train", "vae", "--data", "digits", "--out", str(vae), "--steps", "2", "--no-progress",
-            "--eval-samples", "2", "--set", "model.hidden=[16]", "--set", "model.latent_dim=2"]  # fmt: skip
+            "--eval-k", "2", "--set", "model.hidden=[16]", "--set", "model.latent_dim=2"]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
     assert main(["inpaint", str(vae), *SOLVE]) == 2
@@ -153,7 +153,7 @@ def test_user_errors(grey_run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "6x6" in (err := capsys.readouterr().err) and "expected 4x4" in err
 
     assert main(["denoise", str(grey_run), *SOLVE, "--label", "10"]) == 2
-    assert "--label must be in 0..9" in capsys.readouterr().err
+    assert "label 10 is out of range: the labels are 0..9" in capsys.readouterr().err
 
 
 def test_a_run_whose_config_names_other_data_is_refused(grey_run: Path, tmp_path: Path, capsys) -> None:

@@ -8,6 +8,7 @@ otherwise those two tests are skipped with the path they looked for.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import struct
 from pathlib import Path
@@ -462,7 +463,7 @@ def test_npz_with_labels(tmp_path: Path) -> None:
     x_train, y_train = rng.normal(size=(50, 6)).astype(np.float32), rng.integers(0, 3, 50)
     x_test, y_test = rng.normal(size=(10, 6)).astype(np.float32), rng.integers(0, 4, 10)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    ds = load_dataset(DataConfig(name=str(path), valid_fraction=0.2))
+    ds = load_dataset(DataConfig(name=str(path), valid_fraction=0.2, standardize=False))
     assert ds.name == "set.npz"
     assert ds.info.event_shape == (6,) and ds.info.support == "real" and ds.info.num_classes == 4
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (40, 10, 10)
@@ -488,8 +489,8 @@ def test_npz_train_valid_test_images(tmp_path: Path) -> None:
 
 def test_npz_errors(tmp_path: Path) -> None:
     path = tmp_path / "wrong.npz"
-    np.savez(path, images=np.zeros((3, 2)), labels=np.zeros(3))
-    with pytest.raises(DataError, match=r"has keys \['images', 'labels'\]; expected 'x_train'"):
+    np.savez(path, images=np.zeros((3, 2)), masks=np.zeros(3))
+    with pytest.raises(DataError, match=r"has keys \['images', 'masks'\]; expected 'x_train'"):
         load_dataset(DataConfig(name=str(path)))
     np.savez(path, x_train=np.zeros((10, 2)), y_train=np.zeros(9, dtype=int))
     with pytest.raises(DataError, match="10 examples but 9 labels"):
@@ -741,3 +742,94 @@ def test_the_download_command_fetches_into_a_chosen_folder(
     assert f"--data-dir {dest}" in capsys.readouterr().out and (dest / "binarized_mnist.npz").is_file()
     assert main(["download", "cifar10", "--to", str(dest)]) == 2
     assert "downloadable datasets: binarized-mnist, mnist" in capsys.readouterr().err
+
+
+def test_labels_no_training_example_has_are_reported_and_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulacra.cli import main
+
+    rng = np.random.default_rng(0)
+    y = rng.choice([0, 1, 3, 4, 5, 7], size=300)  # labels 2 and 6 never occur; kept as given
+    np.savez(tmp_path / "table.npz", x=rng.random((300, 4)), y=y)
+    ds = load_dataset(DataConfig(name=str(tmp_path / "table.npz")))
+    assert ds.info.num_classes == 8 and ds.info.absent_labels == (2, 6)
+    assert set(ds.train.y.unique().tolist()) <= {0, 1, 3, 4, 5, 7}  # not renumbered
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven"]))
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "cvae",
+        "--data",
+        str(tmp_path / "table.npz"),
+        "--label-names",
+        str(names),
+        "--steps",
+        "3",
+    ]
+    assert main([*argv, "--out", str(run), "--no-progress", "--set", "model.hidden=[8]", "--no-eval"]) == 0
+    assert "labels 2 and 6 never occur in the training data" in capsys.readouterr().out
+    assert main(["sample", str(run), "-n", "4", "--label", "three", "-o", str(tmp_path / "a.png")]) == 0
+    assert main(["sample", str(run), "-n", "4", "--label", "6", "-o", str(tmp_path / "b.png")]) == 2
+    assert "label 6 never occurs in the training data" in capsys.readouterr().err
+    assert main(["sample", str(run), "-n", "4", "--label", "ten", "-o", str(tmp_path / "c.png")]) == 2
+    assert "unknown label 'ten'; the labels are 0..7 or zero, one" in capsys.readouterr().err
+    (tmp_path / "short.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match="has 2 names but the data have 8 labels"):
+        load_dataset(DataConfig(name=str(tmp_path / "table.npz"), label_names=str(tmp_path / "short.txt")))
+
+
+@pytest.mark.parametrize("key", ["x", "X", "data", "arr_0"])
+def test_an_npz_with_one_array_is_the_whole_data_set_split_reproducibly(tmp_path: Path, key: str) -> None:
+    table = np.random.default_rng(1).random((200, 3))
+    path = tmp_path / "table.npz"
+    np.savez(path, **{key: table})
+    first, again = (load_dataset(DataConfig(name=str(path))) for _ in range(2))
+    assert (len(first.train), len(first.valid), len(first.test)) == (160, 20, 20)
+    for a, b in ((first.train, again.train), (first.valid, again.valid), (first.test, again.test)):
+        assert torch.equal(a.x, b.x)
+    np.save(tmp_path / "table.npy", table)  # the same table as .npy: the same split
+    as_npy = load_dataset(DataConfig(name=str(tmp_path / "table.npy")))
+    assert torch.equal(as_npy.test.x, first.test.x)
+    np.savez(path, images=table, labels=np.arange(200) % 4)
+    labelled = load_dataset(DataConfig(name=str(path)))
+    assert labelled.info.num_classes == 4 and labelled.train.y is not None
+
+
+def test_a_table_is_standardized_alike_in_every_format_and_reported_in_original_units(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulacra.cli import main
+
+    rng = np.random.default_rng(3)
+    table = rng.normal(loc=[10.0, -3.0, 0.0], scale=[5.0, 0.1, 1.0], size=(300, 3))
+    np.savetxt(tmp_path / "t.csv", table, delimiter=",")
+    np.save(tmp_path / "t.npy", table)
+    np.savez(tmp_path / "t.npz", data=table)
+    loaded = [load_dataset(DataConfig(name=str(tmp_path / f"t.{ext}"))) for ext in ("csv", "npy", "npz")]
+    for ds in loaded[1:]:
+        torch.testing.assert_close(ds.test.x, loaded[0].test.x, rtol=0, atol=1e-6)
+    ds = loaded[0]
+    assert (
+        ds.train.x.mean(0).abs().max() < 1e-5 and (ds.train.x.std(0, unbiased=False) - 1).abs().max() < 1e-4
+    )
+    mean, std = ds.info.standardization
+    assert ds.info.log_scale == pytest.approx(sum(math.log(s) for s in std))
+    raw = load_dataset(DataConfig(name=str(tmp_path / "t.npy"), standardize=False))
+    assert raw.info.standardization is None and raw.train.x.abs().max() > 5
+    with pytest.raises(DataError, match="applies to real-valued data"):
+        load_dataset(DataConfig(name="digits", standardize=True))
+    nlls = []
+    for ext in ("csv", "npy"):
+        run = tmp_path / f"run-{ext}"
+        argv = ["train", "maf", "--data", str(tmp_path / f"t.{ext}"), "--steps", "30", "--out", str(run)]
+        assert main([*argv, "--no-progress", "--set", "model.hidden=[8]", "--eval-examples", "30"]) == 0
+        test = json.loads((run / "metrics.json").read_text())["test"]
+        assert "bpd" not in test and test["nll_per_dim"]["unit"] == "nats/dim"
+        assert test["nll_original"]["value"] == pytest.approx(
+            test["nll"]["value"] + ds.info.log_scale, rel=1e-9
+        )
+        nlls.append(test["nll"]["value"])
+    assert nlls[0] == pytest.approx(nlls[1], rel=1e-5)
+    assert "original units" in capsys.readouterr().out

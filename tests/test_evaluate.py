@@ -19,7 +19,7 @@ from simulacra.metrics.evaluate import METRICS, EvalOptions, available_metrics, 
 from simulacra.metrics.fid import save_feature_classifier, train_feature_classifier
 from simulacra.metrics.likelihood import evaluate_nll
 from simulacra.models.zoo import build_model
-from simulacra.report import report_pictures, write_run_report
+from simulacra.report import plan_evaluation, report_pictures, write_run_report
 from simulacra.train import fit
 
 
@@ -98,7 +98,13 @@ def test_a_script_gets_the_runs_report_from_one_call(digits, tmp_path: Path) -> 
     torch.manual_seed(0)
     model = build_model({"name": "vae", "latent_dim": 2, "hidden": [16]}, digits.info)
     result = fit(model, digits, TrainConfig(steps=20, batch_size=64), run_dir=tmp_path, progress=False)
-    record, pictures = write_run_report(model, digits, tmp_path, result, num_samples=5)
+    plan = plan_evaluation(model, digits.test, num_samples=5)  # no budget: the whole test split
+    assert (plan.examples, plan.samples, plan.reasons) == (
+        297,
+        297,
+        {"examples": "split size", "samples": "split size"},
+    )
+    record, pictures = write_run_report(model, digits, tmp_path, result, plan=plan)
     assert set(pictures) == {
         "samples.png",
         "reconstructions.png",
@@ -161,7 +167,16 @@ def test_training_and_evaluate_report_the_same_weights(
     (averaged) weights, each says which, and --weights raw chooses the others."""
     run = tmp_path / "run"
     argv = ["train", "vae", "--data", "digits", "--out", str(run), "--steps", "30", "--no-progress"]
-    argv += ["--set", "model.hidden=[8]", "--set", "train.ema_decay=0.9", "--eval-samples", "4"]
+    argv += [
+        "--set",
+        "model.hidden=[8]",
+        "--set",
+        "train.ema_decay=0.9",
+        "--eval-k",
+        "4",
+        "--eval-examples",
+        "297",
+    ]
     assert main(argv) == 0
     trained = json.loads((run / "metrics.json").read_text())
     assert trained["weights"] == "ema"

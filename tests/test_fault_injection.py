@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import simulacra.train.checkpoint as ckpt
 from simulacra.cli import main
@@ -41,7 +43,7 @@ STEPS = 40
 TRAIN = [
     "train", "vae", "--data", "moons", "--set", "data.num_samples=64", "--set", "model.hidden=[4]",
     "--set", "model.latent_dim=2", "--batch-size", "8", "--steps", str(STEPS), "--no-progress",
-    "--eval-samples", "1", "--set", "train.checkpoint_every=1",
+    "--no-eval", "--set", "train.checkpoint_every=1", "--set", "train.ema_decay=0.9",
 ]  # fmt: skip
 LEFTOVERS = re.compile(r"^(ckpt-\d+(-\d+)?\.tmp|\..+\.\d+\.tmp)$")  # what the next checkpoint deletes
 ASIDE = re.compile(r"^\..+\.replaced-\d+$")
@@ -174,16 +176,32 @@ def _temporary(folder: Path) -> list[str]:
 def _resume(run: Path, capsys: pytest.CaptureFixture[str]) -> str:
     """``simulacra train --resume RUN`` to the end; its stderr."""
     capsys.readouterr()
-    status = main(["train", "--resume", str(run), "--no-progress", "--eval-samples", "1"])
+    status = main(["train", "--resume", str(run), "--no-progress", "--no-eval"])
     err = capsys.readouterr().err
     assert status == 0 and "Traceback" not in err, err
     return err
 
 
-def _check_finished(run: Path) -> None:
+def _check_finished(run: Path, reference: Path | None = None) -> None:
+    """``run`` finished, loads, left nothing temporary and, given an uninterrupted ``reference``
+    run of the same command, ends with exactly its weights and moving average."""
     assert load_trainer_state(run).step == STEPS
     load_model(run)
     assert _temporary(run) == [], "the resumed run left temporary files"
+    if reference is not None:
+        for name in ("model.safetensors", "ema.safetensors"):
+            ours, theirs = load_file(run / name), load_file(reference / name)
+            assert ours.keys() == theirs.keys()
+            assert all(torch.equal(ours[k], theirs[k]) for k in ours), f"{name} differs after the resume"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run of :data:`TRAIN`, uninterrupted (same seed and threads: killed runs end the same)."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*TRAIN, "--out", str(run)]) == 0
+    return run
 
 
 # --------------------------------------------------------------------------- fresh runs
@@ -196,10 +214,16 @@ first is the run's first file, its config.json, before anything resumable exists
 
 @pytest.mark.parametrize(("seed", "point", "n"), [(i, p, n) for i, (p, n) in enumerate(KILLS)])
 def test_a_run_killed_anywhere_resumes_to_the_end(
-    seed: int, point: str, n: int | None, tmp_path: Path, old_run: Path, capsys: pytest.CaptureFixture[str]
+    seed: int,
+    point: str,
+    n: int | None,
+    tmp_path: Path,
+    reference: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Killed in training or in a checkpoint: the latest complete checkpoint loads and resumes to
-    the end (``old_run`` is asked for only to import, once, what the forked runs need)."""
+    the end, with exactly the weights of the uninterrupted ``reference`` (which also imports, once,
+    what the forked runs need)."""
     rng = random.Random(seed)
     run = tmp_path / "run"
     argv = [*TRAIN, "--out", str(run)]
@@ -221,7 +245,7 @@ def test_a_run_killed_anywhere_resumes_to_the_end(
     assert 1 <= state.step <= STEPS
     load_model(run)
     _resume(run, capsys)
-    _check_finished(run)
+    _check_finished(run, reference)
 
 
 # --------------------------------------------------------------------------- --overwrite

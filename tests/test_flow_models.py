@@ -146,3 +146,25 @@ def test_far_tails_are_finite(name: str) -> None:
         flow = model.distribution()
         x, log_det = flow.transform.inverse(torch.full((3, 2), 8.0) * torch.tensor([[1.0], [-1.0], [1.0]]))
         assert torch.isfinite(x).all() and torch.isfinite(log_det).all()
+
+
+def test_sampling_at_a_temperature_scales_the_gaussian_base() -> None:
+    """T = 1 is exact sampling; as T -> 0 every draw tends to the image of the base's mean; a
+    flow on the torus (uniform base) has no temperature."""
+    from simulacra.errors import ConfigError
+
+    kwargs, info = TINY["maf"]
+    torch.manual_seed(0)
+    model = build_model({"name": "maf", **{k: v for k, v in kwargs.items() if k != "conditional"}}, TOY)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(model.sample(50, generator=g(), temperature=1.0), model.sample(50, generator=g()))
+    cold = model.sample(50, generator=g(), temperature=1e-5)
+    centre = model.distribution().center
+    torch.testing.assert_close(cold, centre.expand_as(cold), atol=1e-3, rtol=0)
+    spread = [model.sample(2000, generator=g(), temperature=t).std(0).mean().item() for t in (0.5, 1.0)]
+    assert spread[0] < 0.75 * spread[1]
+    assert model.describe_sampling({"temperature": 0.5}).startswith("Gaussian base at temperature 0.5")
+    kwargs, info = TINY["torus"]
+    torus = build_model({"name": "torus", **kwargs}, info)
+    with pytest.raises(ConfigError, match="Gaussian base"):
+        torus.sample(3, temperature=0.5)

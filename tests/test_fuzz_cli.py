@@ -19,7 +19,7 @@ from cli_strategies import CASE, HUGE, Case
 
 EXAMPLES = 200  # about 18 s on one core, with the regressions
 
-TINY_TRAIN = ("--steps", "2", "--batch-size", "8", "--no-progress", "--eval-samples", "2")
+TINY_TRAIN = ("--steps", "2", "--batch-size", "8", "--no-progress", "--no-eval")
 ONE_PIXEL = cs.png_bytes(1, 1, "L", 0)
 
 REGRESSIONS = [

@@ -151,7 +151,7 @@ def test_the_newest_weights_are_loaded_when_a_checkpoint_is_newer(tmp_path: Path
 def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     argv = ["train", "vae", "--data", "digits", "--steps", "5", "--out", str(run), "--no-progress"]
-    assert main([*argv, "--set", "model.hidden=[8]", "--eval-samples", "2"]) == 0
+    assert main([*argv, "--set", "model.hidden=[8]", "--eval-k", "2"]) == 0
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0

@@ -17,6 +17,7 @@ LAYERS = {
     "errors": 0,
     "registry": 0,
     "seeding": 0,
+    "progress": 0,
     # data; numerics (general numerical methods on tensors, e.g. the ODE solver of flows.continuous
     # and samplers.ode): neither knows networks, models or each other
     "data": 1,

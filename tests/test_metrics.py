@@ -239,15 +239,16 @@ def test_evaluate_nll_importance_weighted(generator: torch.Generator) -> None:
     model = LinearGaussian(proposal="poor")
     x = model.sample_data(300, generator)
     out = evaluate_nll(model, x, num_samples=500, generator=torch.Generator().manual_seed(9))
-    assert set(out) == {"nll", "bpd", "elbo_nll", "elbo_bpd"}
+    # real-valued data: nats per dimension, not bits/dim
+    assert set(out) == {"nll", "nll_per_dim", "elbo_nll", "elbo_nll_per_dim"}
     assert out["nll"].estimator == "IWAE k=500" and out["elbo_nll"].estimator == "ELBO"
-    assert out["nll"].unit == "nats" and out["bpd"].unit == "bits/dim" and out["nll"].n == 300
+    assert out["nll"].unit == "nats" and out["nll_per_dim"].unit == "nats/dim" and out["nll"].n == 300
     exact_nll = -model.marginal_log_prob(x)
     assert abs(out["nll"].value - exact_nll.mean().item()) < 0.05
     assert out["elbo_nll"].value > out["nll"].value + 0.5  # the ELBO is looser
     # stderr of the mean of per-example NLLs, close to that of the exact NLLs
     assert out["nll"].stderr == pytest.approx(exact_nll.std().item() / math.sqrt(300), rel=0.05)
-    assert out["bpd"].value == pytest.approx(out["nll"].value / (5 * math.log(2)))
+    assert out["nll_per_dim"].value == pytest.approx(out["nll"].value / 5)
     again = evaluate_nll(model, x, num_samples=500, generator=torch.Generator().manual_seed(9))
     assert again["nll"].value == out["nll"].value and again["elbo_nll"].value == out["elbo_nll"].value
 
@@ -255,14 +256,14 @@ def test_evaluate_nll_importance_weighted(generator: torch.Generator) -> None:
 def test_evaluate_nll_exact_bound_and_none() -> None:
     x = torch.randn(100, 3, generator=torch.Generator().manual_seed(0))
     exact = evaluate_nll(ExactModel(), x, batch_size=7)
-    assert set(exact) == {"nll", "bpd"} and exact["nll"].estimator == "exact"
+    assert set(exact) == {"nll", "nll_per_dim"} and exact["nll"].estimator == "exact"
     nll = -ExactModel().log_prob(x).double()
     assert exact["nll"].value == pytest.approx(nll.mean().item())
     assert exact["nll"].stderr == pytest.approx(nll.std().item() / 10.0)
-    assert exact["bpd"].stderr == pytest.approx(exact["nll"].stderr / (3 * math.log(2)))
+    assert exact["nll_per_dim"].stderr == pytest.approx(exact["nll"].stderr / 3)
 
     bound = evaluate_nll(BoundOnly(), x)
-    assert set(bound) == {"bound_nll", "bound_bpd"} and bound["bound_nll"].estimator == "VLB"
+    assert set(bound) == {"bound_nll", "bound_nll_per_dim"} and bound["bound_nll"].estimator == "VLB"
     assert bound["bound_nll"].value == pytest.approx(((x**2).sum(1) + 1).mean().item())
 
     with pytest.raises(CapabilityError, match="NoLikelihood has no likelihood; use --metric mmd"):

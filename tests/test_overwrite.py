@@ -22,7 +22,7 @@ from simulacra.train.rundir import (
     holds_run,
 )
 
-FAST = ["--steps", "3", "--batch-size", "32", "--no-progress", "--eval-samples", "2"]
+FAST = ["--steps", "3", "--batch-size", "32", "--no-progress", "--eval-k", "2"]
 TINY = ["--set", "model.hidden=[8]", "--set", "model.latent_dim=2"]
 
 

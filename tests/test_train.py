@@ -257,7 +257,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path: Path) -> N
     assert result.best_valid_loss == pytest.approx(valid[best], rel=1e-5)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == result.steps and "loss" in lines[-1]  # the stopping step is logged
-    with pytest.raises(ConfigError, match="patience"):
+    with pytest.raises(ConfigError, match="no validation split"):
         fit(
             tm.ToyScalar(data.info),
             tm.toy_dataset(8, dim=1),

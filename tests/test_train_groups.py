@@ -170,11 +170,30 @@ def test_the_models_validation_score_drives_best_weights_with_or_without_early_s
 def test_without_keep_best_the_run_ends_on_its_last_weights() -> None:
     data = _scripted_data()
     model = Scripted(data.info)
-    result = fit(model, data, _config(steps=30, lr=0.05, eval_every=1), progress=False)
+    config = _config(steps=30, lr=0.05, eval_every=1, patience=None, keep_best=False)
+    result = fit(model, data, config, progress=False)
     assert not result.restored_best and result.best_step is not None and result.best_step < 30
     assert (model.w.item() - 0.3) ** 2 > result.best_valid_loss
-    with pytest.raises(ConfigError, match="keep_best needs eval_every"):
-        fit(Scripted(data.info), data, _config(keep_best=True), progress=False)
+
+
+def test_validation_is_on_by_default_where_a_validation_split_exists() -> None:
+    """About 20 evaluations per run, early stopping after 10 without improvement, the best
+    weights kept; nothing of it without a validation split (and asking for it is an error)."""
+    data = _scripted_data()
+    model = Scripted(data.info)
+    result = fit(model, data, _config(steps=200, lr=0.05), progress=False)
+    assert result.best_step is not None and result.best_step % 10 == 0  # every 200 / 20 steps
+    assert result.stopped_early and result.restored_best and result.steps == result.best_step + 10 * 10
+    assert result.summary() == (
+        f"trained {result.steps} of 200 steps (stopped early: no better validation score in the last "
+        f"evaluations); weights from step {result.best_step}, the best validation score"
+    )
+    no_valid = Dataset("no-valid", data.info, data.train)
+    plain = fit(Scripted(data.info), no_valid, _config(steps=20, lr=0.05), progress=False)
+    assert plain.steps == 20 and plain.best_step is None and not plain.restored_best
+    assert plain.summary().endswith("the last weights (no validation scores to choose others)")
+    with pytest.raises(ConfigError, match="no validation split"):
+        fit(Scripted(data.info), no_valid, _config(eval_every=5), progress=False)
 
 
 def test_trainer_state_round_trips() -> None:

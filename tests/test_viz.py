@@ -39,7 +39,7 @@ def test_make_grid_upscales_small_images_and_clamps() -> None:
     expected = (digits[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     np.testing.assert_array_equal(grid[:32:4, :32:4], expected)  # nearest neighbour: blocks of 4×4
     np.testing.assert_array_equal(grid[3:32:4, 3:32:4], expected)
-    assert make_grid(torch.rand(3, 1, 28, 28), padding=0).shape == (2 * 28, 2 * 28)  # no upscaling needed
+    assert make_grid(torch.rand(3, 1, 28, 28), padding=0).shape == (28, 3 * 28)  # no upscaling; one full row
 
 
 def test_make_grid_colour_and_errors() -> None:
@@ -108,3 +108,47 @@ def test_plot_density_2d(tmp_path: Path) -> None:
     samples = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
     _read_png(plot_density_2d(log_prob, samples, tmp_path / "density.png", resolution=50))
     _read_png(plot_density_2d(log_prob, samples, tmp_path / "d2.png", ((-3, 3), (-2, 2)), resolution=40))
+
+
+def test_grids_of_any_count_have_no_grey_filler_cells() -> None:
+    from simulacra.viz.grids import grid_columns, make_grid
+
+    assert [grid_columns(n) for n in (10, 12, 50, 64, 7)] == [5, 4, 10, 8, 3]
+    white = torch.ones(10, 1, 4, 4)
+    grid = make_grid(white, padding=1, scale=1, pad_value=0.5)
+    assert grid.shape == (2 * 5 + 1, 5 * 5 + 1)  # 2 rows of 5: a full rectangle
+    seven = make_grid(torch.zeros(7, 1, 4, 4), padding=1, scale=1, pad_value=0.5)
+    assert seven.shape == (3 * 5 + 1, 3 * 5 + 1)
+    assert (seven[2 * 5 + 1 :, 5 + 1 :] == 255).all()  # the empty end of the last row is blank
+    assert (seven[2 * 5 + 1 : 3 * 5, 1:5] == 0).all()  # its one image is there
+
+
+def test_pictures_say_what_they_show(tmp_path: Path) -> None:
+    import json as json_
+
+    from PIL import Image
+
+    from simulacra.viz.grids import annotate, make_grid, save_grid
+    from simulacra.viz.plots import plot_metrics
+
+    images = torch.zeros(8, 1, 8, 8)
+    bare = make_grid(images, nrow=4, padding=1, scale=4)
+    labelled = annotate(
+        bare, title="samples", row_labels=["original", "reconstruction"], row_height=33, top=1
+    )
+    assert (
+        labelled.shape[0] > bare.shape[0] and labelled.shape[1] > bare.shape[1]
+    )  # a title band, a label column
+    assert (labelled[:5, :, :] == 255).all()  # the band is white, with black text below its margin
+    assert (labelled[5:15] < 128).any()
+    save_grid(images, tmp_path / "g.png", nrow=4, title="samples", row_labels=["a", "b"])
+    assert Image.open(tmp_path / "g.png").size[1] > bare.shape[0]
+    # a multi-group model's losses (loss/critic, loss/generator) and the best and stopping steps
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "loss/critic": 1.0 / s, "loss/generator": 2.0 / s} for s in range(1, 30)]
+    rows += [{"step": s, "valid_loss": 1.0 + abs(s - 12) / 10} for s in range(3, 30, 3)]
+    log.write_text("\n".join(json_.dumps(r) for r in rows) + "\n")
+    plot_metrics(
+        log, tmp_path / "training.png", loss_label="NLL (nats)", best_step=12, stopped_at=29, title="t"
+    )
+    assert (tmp_path / "training.png").stat().st_size > 1000

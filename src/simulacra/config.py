@@ -57,10 +57,12 @@ class TrainConfig:
             ``weight_decay``, ``grad_clip``, ``updates``, ``fresh_batch``), e.g.
             ``{"discriminator": {"updates": 5, "lr": 4e-4}}``.
         ema_decay: keep an exponential moving average of the weights (``None``: off).
-        eval_every: compute the model's validation score every N steps (0: never).
+        eval_every: compute the model's validation score every N steps (0: never; None: about
+            20 times per run when the data have a validation split, so that a small data set
+            does not silently overfit).
         patience: stop after this many evaluations without improvement (``None``: never).
         keep_best: at the end, restore the weights with the best validation score (``None``:
-            when early stopping is on).
+            whenever the run evaluates).
         sample_every: save a sample grid every N steps (0: never).
         checkpoint_every: write a resumable checkpoint every N steps (0: only at the end; None:
             by time, see ``checkpoint_minutes``). A checkpoint is always written at the end.
@@ -84,8 +86,8 @@ class TrainConfig:
     grad_clip: float | None = None
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     ema_decay: float | None = None
-    eval_every: int = 0
-    patience: int | None = None
+    eval_every: int | None = None
+    patience: int | None = 10
     keep_best: bool | None = None
     sample_every: int = 0
     checkpoint_every: int | None = None
@@ -121,7 +123,7 @@ class TrainConfig:
             raise ConfigError(f"train.groups must map group names to settings; found {self.groups!r}")
         if self.ema_decay is not None and not (_is_number(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise ConfigError(f"train.ema_decay must be a number in [0, 1) or none; found {self.ema_decay!r}")
-        _integer(self.eval_every, "train.eval_every", minimum=0)
+        _integer(self.eval_every, "train.eval_every", minimum=0, optional=True)
         _integer(self.patience, "train.patience", minimum=1, optional=True)
         if self.keep_best is not None and not isinstance(self.keep_best, bool):
             raise ConfigError(f"train.keep_best must be true, false or none; found {self.keep_best!r}")
@@ -138,7 +140,16 @@ class TrainConfig:
     @property
     def keeps_best(self) -> bool:
         """Whether the best weights on validation are kept and restored at the end."""
-        return self.patience is not None if self.keep_best is None else bool(self.keep_best)
+        return True if self.keep_best is None else bool(self.keep_best)
+
+    def evaluation_interval(self, total_steps: int, has_validation: bool) -> int:
+        """Steps between validation scores: ``eval_every``, or with None about 20 evaluations per
+        run when there is a validation split; 0 when the run does not evaluate."""
+        if not has_validation:
+            return 0
+        if self.eval_every is None:
+            return max(1, round(total_steps / 20))
+        return self.eval_every
 
 
 def _is_number(value: Any) -> bool:

@@ -30,7 +30,7 @@ from simulacra.cli.listing import cmd_datasets, cmd_download, cmd_metrics, cmd_m
 from simulacra.cli.posterior import cmd_posterior
 from simulacra.cli.sample import cmd_evaluate, cmd_interpolate, cmd_sample
 from simulacra.cli.train import cmd_train
-from simulacra.errors import CheckpointError, SimulacraError
+from simulacra.errors import CheckpointError, ConfigError, SimulacraError
 
 __all__ = ["COMMANDS", "main"]
 
@@ -62,8 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset name (see `simulacra datasets`) or a path (.npz/.npy/.csv/folder)")
     p.add_argument("--data-dir", help="folder with downloaded data (default $SIMULACRA_DATA)")
     p.add_argument("--binarize", choices=["static", "dynamic"], help="binarize grey-level data")
+    p.add_argument("--label-names", help="a text file naming the labels, one per line (label 0 first)")
+    p.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="standardize every column by the training split's mean and std (default: on for real-valued "
+        "tables from a file; likelihoods are then also given in the original units)",
+    )
     p.add_argument("--epochs", type=float, help="training length in passes over the training split")
     p.add_argument("--steps", type=integer, help="training length in optimizer steps (wins over --epochs)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="training length by wall time: the optimizer steps that fit on this machine (measured), "
+        "the learning-rate schedule planned to end within it",
+    )
     p.add_argument("--batch-size", type=integer, help="examples per step over all processes (default 128)")
     p.add_argument("--lr", type=float, help="Adam's learning rate (default 1e-3)")
     p.add_argument(
@@ -83,11 +97,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
     p.add_argument(
+        "--eval-examples",
+        type=integer,
+        default=None,
+        help="held-out examples scored after training (default: what fits a quarter of the training time, at most 1000)",
+    )
+    p.add_argument(
         "--eval-samples",
         type=integer,
         default=None,
-        help="importance samples k for the final test NLL (default 200 for the VAE family)",
+        help="samples drawn for the MMD after training (default: what fits the time budget, at most 500)",
     )
+    p.add_argument(
+        "--eval-k",
+        type=integer,
+        default=None,
+        help="importance samples k for the test NLL (default 200 for the VAE family)",
+    )
+    p.add_argument("--no-eval", action="store_true", help="no metrics or sample pictures after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
@@ -101,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         help="picture (.png, .jpg) or text (.txt) to write (default RUN/samples.png)",
     )
     p.add_argument("--seed", type=seed_arg, default=0, help="seeds the draw (default 0)")
-    p.add_argument("--label", type=integer, default=None, help="class label for conditional models")
+    p.add_argument("--label", default=None, help="class label (index or name) for conditional models")
     p.add_argument("--save-tensor", default=None, help="also save the samples as .npy")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--sampler", default=None, help="diffusion: ancestral, ddim, pc, dpm-solver, ode, ...")
@@ -112,7 +139,10 @@ def _parser() -> argparse.ArgumentParser:
         "--guidance", type=float, default=None, help="conditional diffusion: guidance scale (0 unconditional)"
     )
     p.add_argument(
-        "--temperature", type=float, default=None, help="autoregressive models: draw from p^(1/T) per entry"
+        "--temperature",
+        type=float,
+        default=None,
+        help="autoregressive models: draw from p^(1/T) per entry; flows: the Gaussian base at temperature T",
     )
     p.add_argument(
         "--top-k", type=integer, default=None, help="autoregressive models: keep the k likeliest values"
@@ -207,6 +237,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered datasets")
     sub.add_parser("metrics", help="list the registered metrics and what each needs")
+    for command in sub.choices.values():  # every command runs torch on as many threads as asked
+        command.add_argument(
+            "--threads", type=integer, default=None, help="torch intra-op threads (default: torch's choice)"
+        )
     return parser
 
 
@@ -224,10 +258,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1; found {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``simulacra`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        _set_threads(args.threads)
         return COMMANDS[args.command](args)
     except SimulacraError as err:
         print(f"error: {err}", file=sys.stderr)

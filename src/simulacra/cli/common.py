@@ -28,8 +28,9 @@ def _print_metrics(console: Any, metrics: dict[str, Any], *, title: str) -> None
     for col in ("metric", "value", "± s.e.", "unit", "estimator"):
         table.add_column(col)
     for name, m in metrics.items():
-        se = "" if m["stderr"] != m["stderr"] else f"{m['stderr']:.3f}"
-        table.add_row(name, f"{m['value']:.4g}", se, m["unit"], m["estimator"])
+        se = "" if m["stderr"] is None or m["stderr"] != m["stderr"] else f"{m['stderr']:.3f}"
+        value = "n/a" if m["value"] is None else f"{m['value']:.4g}"
+        table.add_row(name, value, se, m["unit"], m["estimator"])
     console.print(table)
 
 

@@ -56,7 +56,7 @@ def add_parsers(sub: Any) -> None:
         p.add_argument(
             "--sampler-steps", type=integer, default=None, help="sampler grid points (default: the model's)"
         )
-        p.add_argument("--label", type=integer, default=None, help="class label for conditional models")
+        p.add_argument("--label", default=None, help="class label (index or name) for conditional models")
         p.add_argument("--seed", type=seed_arg, default=0, help="seeds the masks, the noise and the sampler")
         p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
         p.add_argument(
@@ -131,11 +131,9 @@ def _labels(
         if args.label is not None:
             raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
         return None
-    k = int(model.info.num_classes or 0)
     if args.label is not None:
-        if not 0 <= args.label < k:
-            raise ConfigError(f"--label must be in 0..{k - 1}, got {args.label}")
-        return torch.full((m * args.n,), args.label, dtype=torch.long, device=model.device)
+        label = model.info.label_index(args.label)
+        return torch.full((m * args.n,), label, dtype=torch.long, device=model.device)
     if known is not None:
         return known.long().repeat_interleave(args.n).to(model.device)
     from simulacra.report.pictures import sample_labels

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if args.label is None:
             c = sample_labels(model, args.n)
         else:
-            k = model.info.num_classes or 0
-            if not 0 <= args.label < k:
-                raise ConfigError(f"--label must be in 0..{k - 1}, got {args.label}")
-            c = torch.full((args.n,), args.label, dtype=torch.long, device=model.device)
+            label = model.info.label_index(args.label)
+            c = torch.full((args.n,), label, dtype=torch.long, device=model.device)
     elif args.label is not None:
         raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
     options: dict[str, Any] = {}
@@ -46,16 +46,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if args.guidance is not None:
             options["guidance"] = args.guidance
     decoding = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
-    if not set(decoding) <= model.sample_options:
+    unsupported = sorted(set(decoding) - model.sample_options)
+    if unsupported:
         from simulacra.errors import CapabilityError
 
+        flags = " and ".join("--" + k.replace("_", "-") for k in unsupported)
         raise CapabilityError(
-            f"{model.preset_name}: --temperature and --top-k apply to autoregressive models"
+            f"{model.preset_name} takes no {flags} (--temperature: autoregressive models and flows; "
+            "--top-k: autoregressive models)"
         )
     options.update(decoding)
     generator = torch.Generator(model.device).manual_seed(args.seed)
     x = model.sample(args.n, c, generator=generator, **options).cpu()
-    save_samples(model, x, out)
+    title = (
+        f"{model.preset_name}: {args.n} samples ({model.describe_sampling(options)}; {weights.describe()})"
+    )
+    save_samples(model, x, out, title=title)
     if args.save_tensor:
         import numpy as np
 
@@ -77,10 +83,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _, part = _held_out(args.run, args.split, args.data_dir, args.limit)
     path = Path(args.run) / "metrics.json"
     stored = _stored_metrics(path)  # read first: a corrupt record fails before the work
-    start = time.perf_counter()
     options = EvalOptions(
         num_samples=args.k, max_samples=args.samples, seed=args.seed, progress=True, features=args.features
     )
+    _announce_duration(model, part, metrics_wanted, options)
+    start = time.perf_counter()
     results = estimates_as_dicts(evaluate(model, part, metrics_wanted, options))
     seconds = time.perf_counter() - start
     title = f"{args.split} split, {len(part)} examples, {weights.describe()} ({seconds:.1f} s)"
@@ -119,6 +126,41 @@ def _stored_metrics(path: Path) -> dict[str, Any]:
             "record this evaluation"
         )
     return stored
+
+
+def _announce_duration(model: Any, part: Any, metrics: list[str], options: Any) -> None:
+    """Time each metric on its first batch (a tenth of the examples, as the likelihoods batch
+    them) and say how long the whole run will take when that is more than a few seconds."""
+    from simulacra.metrics.evaluate import METRICS, seconds_per_example
+    from simulacra.metrics.likelihood import default_batch_size
+
+    parts = []
+    for name in metrics:
+        metric = METRICS.get(name)
+        if not metric.applies_to(model):
+            continue  # evaluate() says why, with the alternatives
+        count = len(part) if metric.requires else min(len(part), options.max_samples)
+        if metric.requires:  # the first call of the likelihood, as evaluate() will make it
+            first = default_batch_size(count, model.info.dim)
+            probe = dataclasses.replace(options, batch_size=first)
+        else:  # a tenth of the samples
+            first, probe = max(2, math.ceil(count / 10)), options
+        per_item = seconds_per_example(model, part, name, probe, probe=first)
+        parts.append((name, per_item, count))
+    total = sum(per_item * count for _, per_item, count in parts)
+    if total > 5:
+        detail = ", ".join(f"{name}: {count} × {per_item:.3g} s" for name, per_item, count in parts)
+        print(f"estimated duration: about {_duration(total)} ({detail}); --limit N scores fewer examples")
+
+
+def _duration(seconds: float) -> str:
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else f"{seconds / 60:.0f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:

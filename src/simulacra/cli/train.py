@@ -34,7 +34,13 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
         )
     data = raw.setdefault("data", {})
     train = raw.setdefault("train", {})
-    for key, value in (("name", args.data), ("data_dir", args.data_dir), ("binarize", args.binarize)):
+    for key, value in (
+        ("name", args.data),
+        ("data_dir", args.data_dir),
+        ("binarize", args.binarize),
+        ("label_names", args.label_names),
+        ("standardize", args.standardize),
+    ):
         if value is not None:
             data[key] = value
     if args.steps is not None:
@@ -47,6 +53,8 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             train[key] = value
+    if args.threads is not None:
+        train["num_threads"] = args.threads
     return apply_overrides(raw, args.overrides)
 
 
@@ -64,10 +72,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from simulacra.train.checkpoint import load_run_config
     from simulacra.train.distributed import barrier, cleanup, init_from_env
     from simulacra.train.interrupts import EXIT_STATUS, GracefulInterrupt
-    from simulacra.train.rundir import RunReplacement, check_replaceable, check_writable, checkpoint_bytes
+    from simulacra.train.rundir import RunReplacement
     from simulacra.viz.grids import save_examples
 
-    _at_least(args.eval_samples, 1, "--eval-samples")
+    _at_least(args.eval_examples, 1, "--eval-examples")
+    _at_least(args.eval_samples, 2, "--eval-samples")
+    _at_least(args.eval_k, 1, "--eval-k")
     if args.resume:
         run_dir = Path(args.resume)
         _recover(run_dir)
@@ -79,6 +89,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = RunConfig.from_dict(_train_raw_config(args))
         run_dir = Path(args.out) if args.out else _default_out(config)
         _recover(run_dir)
+    new_length = args.resume and (
+        args.steps is not None or args.epochs is not None or args.minutes is not None
+    )
+    if args.resume:
+        if args.threads is not None:  # a machine's threads, not the run's settings
+            config.train.num_threads = args.threads
+        if args.steps is not None:
+            config.train.steps, config.train.epochs = args.steps, None
+        elif args.epochs is not None:
+            config.train.steps, config.train.epochs = None, args.epochs
+    if args.minutes is not None and not args.minutes > 0:
+        raise ConfigError(f"--minutes must be positive; found {args.minutes}")
 
     dist = init_from_env(config.train.device)  # resolved per rank (cuda -> cuda:LOCAL_RANK)
     try:
@@ -90,13 +112,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = build_model(config.model, data.info)  # on --resume, fit restores the saved state
         schedules = build_callbacks(config.callbacks)  # e.g. KL warm-up
         if dist.is_main:
-            if not args.resume:
-                check_replaceable(run_dir, overwrite=args.overwrite)
-            per_checkpoint = checkpoint_bytes(
-                model, ema=config.train.ema_decay is not None, keep_best=config.train.patience is not None
-            )
-            check_writable(run_dir, needed_bytes=3 * per_checkpoint)  # two checkpoints + final weights
+            _check_out(run_dir, model, config, args)
         console = _console()
+        if dist.is_main:
+            _announce_data(console, data)
+        if args.minutes is not None:
+            schedules.append(_plan_minutes(model, data, config, args, run_dir))
+        if new_length and dist.is_main:
+            _announce_new_length(run_dir, model, data, config)
         if dist.is_main:
             n_params = sum(p.numel() for p in model.parameters())
             console.print(
@@ -117,6 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 run_config=config.to_dict(),
                 callbacks=[*schedules, old, interrupt],
                 resume=bool(args.resume),
+                new_length=bool(new_length),
                 progress=not args.no_progress,
                 sample_writer=lambda x, path: save_examples(x, data.info, path),
             )
@@ -143,6 +167,86 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(run_dir: Path, model: GenerativeModel, config: RunConfig, args: argparse.Namespace) -> None:
+    """The run folder can take this run: replaceable (--overwrite), writable, room for checkpoints."""
+    from simulacra.train.rundir import check_replaceable, check_writable, checkpoint_bytes
+
+    if not args.resume:
+        check_replaceable(run_dir, overwrite=args.overwrite)
+    per_checkpoint = checkpoint_bytes(
+        model, ema=config.train.ema_decay is not None, keep_best=config.train.keeps_best
+    )
+    check_writable(run_dir, needed_bytes=3 * per_checkpoint)  # two checkpoints + final weights
+
+
+def _announce_data(console: Any, data: Dataset) -> None:
+    """What the user should know of the data before training: standardization, absent labels."""
+    info = data.info
+    if info.standardization is not None:
+        console.print(
+            "standardized: each column by the training split's mean and std; figures are for the "
+            f"standardized data, and nll_original adds Σ log s = {info.log_scale:.4g} nats for the original units"
+        )
+    if info.absent_labels:
+        absent = info.absent_labels
+        listed = ", ".join(map(str, absent[:-1])) + (" and " if len(absent) > 1 else "") + str(absent[-1])
+        plural = len(absent) > 1
+        console.print(
+            f"warning: label{'s' if plural else ''} {listed} never occur{'' if plural else 's'} in the training "
+            "data: the model cannot learn them, and `sample --label` refuses them"
+        )
+
+
+def _plan_minutes(
+    model: GenerativeModel, data: Dataset, config: RunConfig, args: argparse.Namespace, run_dir: Path
+) -> Any:
+    """Set ``config.train.steps`` to what fits ``--minutes`` on this machine (a quarter of it kept
+    for the evaluation after training, unless --no-eval; on --resume, the steps still to go are
+    added to the checkpoint's) and return the TimeBudget that stops training if it runs late."""
+    from simulacra.train import TimeBudget
+    from simulacra.train.budget import steps_for_minutes
+    from simulacra.train.checkpoint import latest_checkpoint, load_trainer_state
+
+    training = args.minutes if args.no_eval else args.minutes / 1.25
+    steps, calibration = steps_for_minutes(model, data, config.train, training)
+    done = 0
+    if args.resume and latest_checkpoint(run_dir) is not None:
+        done = load_trainer_state(run_dir).step
+    config.train.steps, config.train.epochs = done + steps, None
+    _console().print(
+        f"time budget: {args.minutes:g} min; {calibration.step_seconds:.3g} s per step on this machine, so "
+        f"{steps} steps of training" + (f" after the {done} done" if done else "") + " (stopped anyway after "
+        f"{training:.3g} min)"
+    )
+    return TimeBudget(60 * training)
+
+
+def _announce_new_length(run_dir: Path, model: GenerativeModel, data: Dataset, config: RunConfig) -> None:
+    """Say what a new length changes for a resumed run, and store it in its config.json."""
+    from simulacra.train.batches import plan_steps
+    from simulacra.train.checkpoint import load_trainer_state, save_run_config
+
+    state = load_trainer_state(run_dir).trainer_state
+    before, step = int(state["total_steps"]), int(state["step"])
+    after = plan_steps(
+        len(data.train), config.train.batch_size, steps=config.train.steps, epochs=config.train.epochs
+    ).total_steps
+    if after == before:
+        return
+    verb = "extended" if after > before else "shortened"
+    schedule = config.train.lr_schedule
+    then = (
+        f"the {schedule} learning-rate schedule is re-planned to end at step {after}"
+        if schedule != "constant" or config.train.warmup_steps
+        else "the learning rate stays constant"
+    )
+    end = f"; it ends at once (step {step} ≥ {after})" if after <= step else ""
+    _console().print(
+        f"resuming at step {step}: the run is {verb} from {before} to {after} steps; {then}{end}"
+    )
+    save_run_config(run_dir, model, config.to_dict())
+
+
 def _after_training(
     model: GenerativeModel,
     data: Dataset,
@@ -154,30 +258,41 @@ def _after_training(
 ) -> None:
     """Pictures and held-out metrics of a finished run (rank 0 only), from the weights on disk that
     ``simulacra sample`` and ``evaluate`` use too (the average when the run kept an EMA)."""
-    from simulacra.report import write_run_report
+    from simulacra.report import held_out_split, plan_evaluation, write_run_report
     from simulacra.train.checkpoint import load_model, locate_weights
 
-    if result.stopped_early:
-        why = "early stopping" if result.best_step is not None else "a callback"
-        best = (
-            f"; best validation at step {result.best_step}, weights from step "
-            f"{result.best_step if result.restored_best else result.steps}"
-            if result.best_step is not None
-            else ""
-        )
-        console.print(f"stopped early ({why}) at step {result.steps}{best}")
+    console.print(result.summary())
     weights = locate_weights(run_dir)
     model = load_model(run_dir, device=model.device)
+    plan = None
+    if not args.no_eval:
+        plan = plan_evaluation(
+            model,
+            held_out_split(data),
+            train_seconds=result.wall_time,
+            examples=args.eval_examples,
+            samples=args.eval_samples,
+            num_samples=args.eval_k,
+        )
+        within = f"within about {plan.budget_seconds:.0f} s" if plan.budget_seconds else "no time limit"
+        console.print(
+            f"evaluation ({within}, {weights.kind} weights; full figures: `simulacra evaluate {run_dir}`)"
+        )
     record, pictures = write_run_report(
         model,
         data,
         run_dir,
         result,
         model_name=config.model["name"],
-        num_samples=args.eval_samples,
+        plan=plan,
+        evaluate_model=not args.no_eval,
         seed=config.train.seed,
         weights=weights.kind,
+        say=console.print,
+        progress=not args.no_progress,
     )
-    title = f"held-out metrics ({record['test_examples']} examples, {weights.kind} weights)"
-    _print_metrics(console, record["test"], title=title)
+    if record["test"]:
+        counts = record["evaluation"]
+        title = f"held-out metrics ({counts['examples']} examples, {counts['samples']} samples, {weights.kind} weights)"
+        _print_metrics(console, record["test"], title=title)
     console.print(f"wrote {run_dir}/: model.safetensors, metrics.json, " + ", ".join(pictures))

@@ -18,6 +18,7 @@ Binarization (``DataConfig.binarize``):
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,6 +36,7 @@ from simulacra.data.files import (
     read_npz,
     search_dirs,
     split_indices,
+    standardize_dataset,
 )
 from simulacra.data.info import Dataset, Split
 from simulacra.data.text import is_text_spec, load_text
@@ -58,6 +60,10 @@ class DataConfig:
             no validation split.
         limit: keep only the first ``limit`` training examples (quick experiments).
         num_samples: size of generated (toy) datasets.
+        label_names: a text file with the name of each label, one per line (label 0 first).
+        standardize: standardize every split by the training split's per-dimension mean and
+            standard deviation; None (the default): for real-valued tables read from a file
+            (.csv, .npy, .npz), not for images, binary or [0, 1] data, nor the built-in toys.
     """
 
     name: str = "digits"
@@ -66,6 +72,8 @@ class DataConfig:
     valid_fraction: float = 0.1
     limit: int | None = None
     num_samples: int = 20000
+    label_names: str | None = None
+    standardize: bool | None = None
 
 
 DatasetFactory = Callable[[DataConfig, int], Dataset]
@@ -262,6 +270,8 @@ def _check_config(config: DataConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
             raise DataError(f"data.{key} must be a positive integer below 2^63; got {value!r}")
+    if config.standardize is not None and not isinstance(config.standardize, bool):
+        raise DataError(f"data.standardize must be true, false or none; got {config.standardize!r}")
     if config.binarize not in (None, "none", *BINARIZE):
         raise DataError(
             f"unknown data.binarize {config.binarize!r}; valid values: none (keep grey levels), "
@@ -342,9 +352,46 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
         dataset = load_text(name)
     elif Path(name).expanduser().exists():
         dataset = load_path(name, valid_fraction=config.valid_fraction)
+        if config.standardize is None and dataset.info.support == "real" and not dataset.info.is_image:
+            dataset = standardize_dataset(dataset)
     elif looks_like_path(name):
         raise DataError(f"no such file or folder: {name!r}")
     else:
         raise _unknown(name)
+    if config.standardize and dataset.info.standardization is None:
+        if dataset.info.support != "real":
+            raise DataError(
+                f"--standardize applies to real-valued data; {dataset.name!r} is {dataset.info.support} "
+                "(its values have a meaning as they are)"
+            )
+        dataset = standardize_dataset(dataset)
     mode = None if config.binarize == "none" else config.binarize
-    return binarize(_limit(dataset, config.limit), mode, seed)
+    return _label_facts(binarize(_limit(dataset, config.limit), mode, seed), config.label_names)
+
+
+def _label_facts(dataset: Dataset, names_file: str | None) -> Dataset:
+    """Record which labels no training example has, and the labels' names from ``names_file``
+    (one per line, label 0 first)."""
+    info = dataset.info
+    if not info.num_classes or dataset.train.y is None:
+        if names_file is not None:
+            raise DataError(f"--label-names {names_file!r}: the data {dataset.name!r} have no labels")
+        return dataset
+    seen = set(dataset.train.y.unique().tolist())
+    absent = tuple(k for k in range(info.num_classes) if k not in seen)
+    names = info.label_names
+    if names_file is not None:
+        path = Path(names_file).expanduser()
+        if not path.is_file():
+            raise DataError(f"--label-names: no such file {names_file!r}")
+        names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        if len(names) != info.num_classes:
+            raise DataError(
+                f"--label-names {names_file!r} has {len(names)} names but the data have {info.num_classes} "
+                f"labels (0..{info.num_classes - 1}); give one name per line, label 0 first"
+            )
+        if len(set(names)) != len(names) or any(n.lstrip("-").isdigit() for n in names):
+            raise DataError(f"--label-names {names_file!r}: names must be distinct and not numbers")
+    return dataclasses.replace(
+        dataset, info=dataclasses.replace(info, absent_labels=absent, label_names=names)
+    )

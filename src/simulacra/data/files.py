@@ -17,6 +17,7 @@ fixed permutation (seed 0), ``valid_fraction`` of them each.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import math
 import os
@@ -176,6 +177,7 @@ def build_dataset(
     support: str,
     levels: int | None,
     num_classes: int | None = None,
+    label_names: list[str] | None = None,
 ) -> Dataset:
     """A validated :class:`Dataset` from ``{"train": (x, y), "valid": ..., "test": ...}``.
 
@@ -185,7 +187,9 @@ def build_dataset(
         splits: x (N, *event_shape) float values already scaled; y (N,) labels or None. A
             missing or None ``valid``/``test`` gives no such split.
         support, levels: see :class:`DataInfo`; every split is checked against ``support``.
-        num_classes: number of classes; inferred as ``max(y) + 1`` when labels are present.
+        num_classes: number of classes; inferred as ``max(y) + 1`` when labels are present
+            (labels are kept as given: never renumbered).
+        label_names: the name of each class (image sub-folders), or None.
 
     Raises:
         DataError: a split fails validation, splits differ in example shape, or labels are
@@ -219,7 +223,13 @@ def build_dataset(
         raise DataError(f"{source!r} has labels for some splits but none for {', '.join(missing)}")
     if num_classes is None and all(labelled.values()):
         num_classes = max(int(s.y.max()) for s in made.values() if s.y is not None) + 1
-    info = DataInfo(event_shape=event, support=support, num_classes=num_classes, levels=levels)  # type: ignore[arg-type]
+    info = DataInfo(
+        event_shape=event,
+        support=support,  # type: ignore[arg-type]
+        num_classes=num_classes,
+        levels=levels,
+        label_names=tuple(label_names) if label_names else None,
+    )
     return Dataset(name=name, info=info, train=made["train"], valid=made.get("valid"), test=made.get("test"))
 
 
@@ -461,17 +471,27 @@ _NPZ_FORMS = (
 )
 
 
+_LABEL_KEYS = ("y", "Y", "labels", "label", "targets", "arr_1")
+
+
 def load_npz(path: Path, *, valid_fraction: float) -> Dataset:
     """A dataset from an ``.npz`` archive with keys ``x_train`` [, ``y_train``, ``x_valid``,
-    ``y_valid``, ``x_test``, ``y_test``] or ``train`` [, ``valid``, ``test``]."""
+    ``y_valid``, ``x_test``, ``y_test``] or ``train`` [, ``valid``, ``test``]; or the whole data
+    set as one array under any key (``x``, ``X``, ``data``, ``arr_0``, ...), optionally with its
+    labels (``y``, ``labels``, ``arr_1``, ...), split into train, valid and test reproducibly (the
+    same split every time: ``valid_fraction`` of the examples each, by a fixed permutation)."""
     arrays = read_npz(path)
     source = str(path)
     form = next((f for f in _NPZ_FORMS if f["train"][0] in arrays), None)
     if form is None:
-        raise DataError(
-            f"{source!r} has keys {sorted(arrays)}; expected 'x_train' (optionally with y_train, x_valid, "
-            "y_valid, x_test, y_test) or 'train' (optionally with valid, test)"
-        )
+        whole = _whole_data_set(arrays)
+        if whole is None:
+            raise DataError(
+                f"{source!r} has keys {sorted(arrays)}; expected 'x_train' (optionally with y_train, x_valid, "
+                "y_valid, x_test, y_test), 'train' (optionally with valid, test), or one array of "
+                "examples under any name (optionally with its labels as 'y')"
+            )
+        return _from_arrays(path.name, source, {"train": whole}, valid_fraction, carve_test=True)
     splits: dict[str, Arrays] = {}
     for key, (x_key, y_key) in form.items():
         if y_key is not None and y_key in arrays and x_key not in arrays:
@@ -481,6 +501,17 @@ def load_npz(path: Path, *, valid_fraction: float) -> Dataset:
     return _from_arrays(path.name, source, splits, valid_fraction, carve_test=False)
 
 
+def _whole_data_set(arrays: dict[str, np.ndarray]) -> Arrays | None:
+    """(examples, labels or None) when ``arrays`` holds one array, or one and its labels."""
+    if len(arrays) == 1:
+        return next(iter(arrays.values())), None
+    labels = [k for k in arrays if k in _LABEL_KEYS]
+    if len(arrays) == 2 and len(labels) == 1:
+        (examples,) = (k for k in arrays if k not in labels)
+        return arrays[examples], arrays[labels[0]]
+    return None
+
+
 def load_npy(path: Path, *, valid_fraction: float) -> Dataset:
     """A dataset from one ``.npy`` array of examples; valid and test carved out of it."""
     x = read_npy(path)
@@ -488,19 +519,37 @@ def load_npy(path: Path, *, valid_fraction: float) -> Dataset:
 
 
 def load_csv(path: Path, *, valid_fraction: float) -> Dataset:
-    """A real-valued dataset from a numeric CSV table, standardized with the training split's
-    per-column mean and standard deviation; valid and test carved out of it."""
+    """A real-valued dataset from a numeric CSV table; valid and test carved out of it (the
+    table is standardized by :func:`simulacra.data.load_dataset`, as any real-valued table is)."""
     table, _ = read_csv(path)
     source = str(path)
     validate_examples(table, source=source)
     full = carve_splits({"train": (table, None)}, valid_fraction, test=True)
-    mean, std = standardization(torch.from_numpy(full["train"][0]))
-    splits = {
-        k: (standardize(torch.from_numpy(v[0]), mean, std).float(), None)
-        for k, v in full.items()
-        if v is not None
-    }
+    splits = {k: (torch.from_numpy(v[0]).float(), None) for k, v in full.items() if v is not None}
     return build_dataset(path.name, source, splits, support="real", levels=None)
+
+
+def standardize_dataset(dataset: Dataset) -> Dataset:
+    """The dataset with every split standardized by the training split's per-dimension mean m and
+    standard deviation s, x' = (x − m)/s, recorded in ``info.standardization`` so that likelihoods
+    can be given in the original units: log p(x) = log p'(x') − Σ_d log s_d."""
+    mean, std = standardization(dataset.train.x.double())
+
+    def scaled(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        return Split(standardize(split.x.double(), mean, std).float(), split.y)
+
+    info = dataclasses.replace(
+        dataset.info, standardization=(tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
+    )
+    return dataclasses.replace(
+        dataset,
+        info=info,
+        train=scaled(dataset.train),
+        valid=scaled(dataset.valid),
+        test=scaled(dataset.test),
+    )
 
 
 def load_image_folder(path: Path, *, valid_fraction: float) -> Dataset:
@@ -516,6 +565,7 @@ def load_image_folder(path: Path, *, valid_fraction: float) -> Dataset:
         support="unit",
         levels=256,
         num_classes=len(classes) if classes else None,
+        label_names=classes or None,
     )
 
 

@@ -30,6 +30,12 @@ class DataInfo:
             for dequantization and discretized likelihoods.
         vocabulary: for token sequences (``text:PATH``), the characters whose indices k are
             stored as x = k / (levels − 1); None for other data.
+        absent_labels: labels in 0 … num_classes − 1 that no training example has (a model
+            cannot learn them; samplers refuse them).
+        label_names: the name of each label 0 … num_classes − 1 (image sub-folders, or a file
+            the user gives), or None.
+        standardization: (m, s), the per-dimension mean and standard deviation of the training
+            split when the data were standardized, x' = (x − m)/s, flattened; None otherwise.
     """
 
     event_shape: tuple[int, ...]
@@ -37,6 +43,49 @@ class DataInfo:
     num_classes: int | None = None
     levels: int | None = None
     vocabulary: str | None = None
+    absent_labels: tuple[int, ...] = ()
+    label_names: tuple[str, ...] | None = None
+    standardization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @property
+    def log_scale(self) -> float:
+        """Σ_d log s_d of the standardization (0 without one): NLL in the original units is the
+        NLL of the standardized data plus this, in nats per example."""
+        if self.standardization is None:
+            return 0.0
+        return float(sum(math.log(s) for s in self.standardization[1]))
+
+    @property
+    def present_labels(self) -> list[int]:
+        """The labels training examples have, in order (empty without labels)."""
+        return [k for k in range(self.num_classes or 0) if k not in self.absent_labels]
+
+    def label_index(self, label: str | int) -> int:
+        """The index of a label given as an index (``"3"``, 3) or a name (``"cat"``).
+
+        Raises:
+            ConfigError: no labels, an index out of range, an unknown name, or a label no
+                training example has.
+        """
+        from simulacra.errors import ConfigError
+
+        k = self.num_classes or 0
+        if not k:
+            raise ConfigError("these data have no labels")
+        names = list(self.label_names or ())
+        text = str(label)
+        if text.lstrip("-").isdigit():
+            index = int(text)
+            if not 0 <= index < k:
+                raise ConfigError(f"label {index} is out of range: the labels are 0..{k - 1}")
+        elif text in names:
+            index = names.index(text)
+        else:
+            known = f"; the labels are 0..{k - 1}" + (f" or {', '.join(names)}" if names else "")
+            raise ConfigError(f"unknown label {text!r}{known}")
+        if index in self.absent_labels:
+            raise ConfigError(f"label {text} never occurs in the training data: the model has not learned it")
+        return index
 
     @property
     def dim(self) -> int:
@@ -57,6 +106,12 @@ class DataInfo:
     def from_dict(cls, raw: dict[str, Any]) -> DataInfo:
         raw = dict(raw)
         raw["event_shape"] = tuple(raw["event_shape"])
+        raw["absent_labels"] = tuple(raw.get("absent_labels") or ())
+        if raw.get("label_names") is not None:
+            raw["label_names"] = tuple(raw["label_names"])
+        if raw.get("standardization") is not None:
+            mean, std = raw["standardization"]
+            raw["standardization"] = (tuple(mean), tuple(std))
         return cls(**raw)
 
 

@@ -17,7 +17,9 @@ for images; the network is given in :class:`EvalOptions`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,8 @@ class EvalOptions:
         features: the feature network of ``fid`` (a :class:`FeatureClassifier` or the path of one
             saved with :func:`~simulacra.metrics.fid.save_feature_classifier`).
         sample_options: options given to ``model.sample`` (e.g. a diffusion model's sampler).
+        batch_size: examples per likelihood call (None: a tenth of the examples, see
+            :func:`~simulacra.metrics.likelihood.default_batch_size`).
     """
 
     num_samples: int = 1000
@@ -55,6 +59,7 @@ class EvalOptions:
     progress: bool = False
     features: FeatureClassifier | str | Path | None = None
     sample_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None
 
 
 MetricFn = Callable[[GenerativeModel, Split, EvalOptions], dict[str, Estimate]]
@@ -181,6 +186,7 @@ def _nll(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str
         num_samples=options.num_samples,
         generator=torch.Generator().manual_seed(options.seed),
         progress=options.progress,
+        batch_size=options.batch_size,
     )
     return per_character(results, model.info)
 
@@ -201,20 +207,26 @@ def _sample_count(split: Split, options: EvalOptions) -> int:
     return min(len(split), options.max_samples)
 
 
-@register("mmd", "MMD² between samples and held-out data (Gaussian kernel), with a permutation p-value")
-def _mmd(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
-    n = _sample_count(split, options)
-    samples = draw_samples(model, split, n, options)
-    data = split.x[:n].cpu()
+def mmd_estimates(samples: Tensor, data: Tensor, seed: int = 0) -> dict[str, Estimate]:
+    """MMD² between samples (n, *event) and held-out data (m, *event), and the p-value of its
+    permutation test (200 permutations, seeded ``seed + 2``)."""
     value = mmd(samples, data)
-    p = mmd_permutation_test(samples, data, 200, torch.Generator().manual_seed(options.seed + 2))
+    p = mmd_permutation_test(samples, data, 200, torch.Generator().manual_seed(seed + 2))
     kernel = "Gaussian kernel, median bandwidth"
+    n = samples.shape[0]
     return {
         "mmd": Estimate(value, math.nan, f"MMD² ({kernel})", "", n),
         "mmd_p_value": Estimate(
             p, math.nan, f"permutation test of MMD² = 0 (200 permutations, {kernel})", "", n
         ),
     }
+
+
+@register("mmd", "MMD² between samples and held-out data (Gaussian kernel), with a permutation p-value")
+def _mmd(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    n = _sample_count(split, options)
+    samples = draw_samples(model, split, n, options)
+    return mmd_estimates(samples, split.x[:n].cpu(), options.seed)
 
 
 def _feature_network(options: EvalOptions) -> tuple[FeatureClassifier, str]:
@@ -242,9 +254,40 @@ def _fid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str
     return {"fid": Estimate(value, math.nan, f"FID ({label} features, {n} samples vs {n} images)", "", n)}
 
 
+def seconds_per_example(
+    model: GenerativeModel, split: Split, metric: str, options: EvalOptions, *, probe: int = 8
+) -> float:
+    """Wall seconds per example that ``metric`` costs on ``model``, timed on the first ``probe``
+    examples of ``split`` (for ``mmd`` and ``fid``: per sample drawn). An estimate to plan or
+    announce a long evaluation; the probe itself is the cost of ``probe`` examples."""
+    metric_ = METRICS.get(metric)
+    n = max(2, min(probe, len(split)))
+    part = Split(split.x[:n], None if split.y is None else split.y[:n])
+    started = time.perf_counter()
+    if metric_.requires:  # a likelihood: score the examples
+        evaluate(model, part, [metric], dataclasses.replace(options, progress=False))
+    else:  # a sample metric: its cost is drawing the samples
+        draw_samples(model, part, n, options)
+    return (time.perf_counter() - started) / n
+
+
 def estimates_as_dicts(results: dict[str, Estimate]) -> dict[str, dict[str, Any]]:
-    """``{name: {"value", "stderr", "estimator", "unit", "n"}}`` for JSON files and tables."""
-    return {
-        name: {"value": e.value, "stderr": e.stderr, "estimator": e.estimator, "unit": e.unit, "n": e.n}
-        for name, e in results.items()
-    }
+    """``{name: {"value", "stderr", "estimator", "unit", "n"}}`` for JSON files and tables: strict
+    JSON, so a statistic without a standard error has ``"stderr": None`` and a ``"stderr_note"``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, e in results.items():
+        entry: dict[str, Any] = {
+            "value": e.value,
+            "stderr": e.stderr,
+            "estimator": e.estimator,
+            "unit": e.unit,
+            "n": e.n,
+        }
+        if not math.isfinite(e.stderr):
+            entry["stderr"] = None
+            entry["stderr_note"] = "one example" if e.n < 2 else "no standard error for this statistic"
+        if not math.isfinite(e.value):
+            entry["value"] = None
+            entry["value_note"] = f"not finite ({e.value})"
+        out[name] = entry
+    return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,7 @@ from simulacra.models.base import (
     LikelihoodBound,
     LikelihoodReport,
 )
+from simulacra.progress import progress as show_progress
 
 
 @dataclass
@@ -53,6 +54,21 @@ class Estimate:
 
     def __str__(self) -> str:
         return f"{self.value:.2f} ± {self.stderr:.2f} {self.unit} ({self.estimator}, n={self.n})"
+
+    @classmethod
+    def pooled(cls, parts: Sequence[Estimate]) -> Estimate:
+        """The estimate over the union of the examples of ``parts`` (disjoint sets, one estimator):
+        mean Σ n_i m_i / N, and the standard error of the pooled per-example values, exactly as
+        :meth:`from_values` would give on them all (sum of squares within and between parts)."""
+        if not parts:
+            raise DataError("cannot pool 0 estimates")
+        n = sum(p.n for p in parts)
+        mean = sum(p.n * p.value for p in parts) / n
+        within = sum((p.n - 1) * p.stderr**2 * p.n for p in parts if p.n > 1)
+        between = sum(p.n * (p.value - mean) ** 2 for p in parts)
+        stderr = math.sqrt((within + between) / (n - 1) / n) if n > 1 else float("nan")
+        first = parts[0]
+        return cls(mean, stderr, first.estimator, first.unit, n)
 
     @classmethod
     def from_values(cls, values: Tensor, estimator: str, unit: str) -> Estimate:
@@ -166,20 +182,6 @@ def model_device(model: object, x: Tensor) -> torch.device:
     return model.device if isinstance(model, GenerativeModel) else x.device
 
 
-def _progress(
-    total: int, description: str, enabled: bool
-) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """(advance, close) callbacks for a rich progress bar, no-ops when disabled."""
-    if not enabled:
-        return (lambda n: None), (lambda: None)
-    from rich.progress import Progress
-
-    bar = Progress(transient=True)
-    task = bar.add_task(description, total=total)
-    bar.start()
-    return (lambda n: bar.advance(task, n)), bar.stop
-
-
 def _slice_c(c: Tensor | None, start: int, stop: int, device: torch.device) -> Tensor | None:
     return None if c is None else c[start:stop].to(device, non_blocking=True)
 
@@ -189,6 +191,13 @@ def _check_inputs(x: Tensor, c: Tensor | None) -> None:
         raise DataError(f"expected a batch x of shape (N, *event_shape) with N ≥ 1, got {tuple(x.shape)}")
     if c is not None and c.shape[0] != x.shape[0]:
         raise DataError(f"x has {x.shape[0]} examples but c has {c.shape[0]}")
+
+
+def default_batch_size(num_examples: int, dim: int) -> int:
+    """Examples per call of a likelihood over ``num_examples`` examples of dimension ``dim``: at
+    most 2²¹ numbers per call, and at least ten calls, so that progress can be seen (and the first
+    call timed to foresee the rest)."""
+    return max(1, min(num_examples, 2**21 // max(1, dim), math.ceil(num_examples / 10)))
 
 
 def chunk_sizes(
@@ -259,9 +268,8 @@ def importance_sampled_log_likelihood(
         max_elements = 2**20 if device.type == "cpu" else 2**26
     b, k_chunk = chunk_sizes(n, dim, num_samples, max_elements, batch_size)
     log_k = math.log(num_samples)
-    advance, close = _progress(n, f"IWAE k={num_samples}", progress)
     out = []
-    try:
+    with show_progress(n, f"log p(x), IWAE k={num_samples}", progress) as bar:
         with torch.inference_mode(), evaluation_mode(model), seeded(generator, device):
             for start in range(0, n, b):
                 xb = x[start : start + b].to(device, non_blocking=True)
@@ -273,9 +281,7 @@ def importance_sampled_log_likelihood(
                     lse = torch.logsumexp(w.double(), dim=0)  # (B,)
                     acc = lse if acc is None else torch.logaddexp(acc, lse)
                 out.append(acc - log_k)
-                advance(xb.shape[0])
-    finally:
-        close()
+                bar.advance(xb.shape[0])
     return torch.cat(out)
 
 
@@ -286,14 +292,18 @@ def _batched(
     c: Tensor | None,
     batch_size: int,
     generator: torch.Generator | None,
+    progress: bool = False,
+    description: str = "",
 ) -> Tensor:
     """Concatenate ``fn(x_batch, c_batch) -> (B,)`` over batches, no grad, eval mode, seeded."""
     device = model_device(model, x)
     out = []
-    with torch.inference_mode(), evaluation_mode(model), seeded(generator, device):
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size].to(device, non_blocking=True)
-            out.append(fn(xb, _slice_c(c, start, start + batch_size, device)).double())
+    with show_progress(x.shape[0], description, progress) as bar:
+        with torch.inference_mode(), evaluation_mode(model), seeded(generator, device):
+            for start in range(0, x.shape[0], batch_size):
+                xb = x[start : start + batch_size].to(device, non_blocking=True)
+                out.append(fn(xb, _slice_c(c, start, start + batch_size, device)).double())
+                bar.advance(xb.shape[0])
     return torch.cat(out)
 
 
@@ -353,24 +363,36 @@ def evaluate_nll(
         discrete_likelihood = model.discrete_likelihood
     offset = dequantization_offset(info, discrete_likelihood=bool(discrete_likelihood))
     dim = x[0].numel()
-    default_batch = max(1, min(x.shape[0], 2**21 // max(1, dim)))
+    default_batch = default_batch_size(x.shape[0], dim)
     results: dict[str, Estimate] = {}
+
+    # bits/dim mean something for discrete data and images; a real-valued table gets nats per
+    # dimension, and (standardized) its NLL in the original units too
+    in_bits = info.support != "real" or info.is_image or info.levels is not None
 
     def add(prefix: str, log_p: Tensor, estimator: str) -> None:
         nll = -log_p.detach().double().cpu()
-        results[f"{prefix}_nll" if prefix else "nll"] = Estimate.from_values(nll, estimator, "nats")
-        bpd = bits_per_dim(nll, info, offset=offset)
-        results[f"{prefix}_bpd" if prefix else "bpd"] = Estimate.from_values(bpd, estimator, "bits/dim")
+
+        def name(unit: str) -> str:
+            return f"{prefix}_{unit}" if prefix else unit
+
+        results[name("nll")] = Estimate.from_values(nll, estimator, "nats")
+        if in_bits:
+            bpd = bits_per_dim(nll, info, offset=offset)
+            results[name("bpd")] = Estimate.from_values(bpd, estimator, "bits/dim")
+        else:
+            results[name("nll_per_dim")] = Estimate.from_values(nll / info.dim, estimator, "nats/dim")
+        if info.standardization is not None:
+            note = f"{estimator}; original units: standardized NLL + Σ log s = + {info.log_scale:.4g} nats"
+            results[name("nll_original")] = Estimate.from_values(nll + info.log_scale, note, "nats")
 
     if isinstance(model, ExactLikelihood):
-        log_p = _batched(model.log_prob, model, x, c, batch_size or default_batch, generator)
+        batch = batch_size or default_batch
+        log_p = _batched(model.log_prob, model, x, c, batch, generator, progress, "log p(x)")
         add("", log_p, model.likelihood_estimator)
         if isinstance(model, LikelihoodBound):  # e.g. diffusion: the PF-ODE value and the VLB
-            add(
-                "bound",
-                _batched(_bound_of(model), model, x, c, batch_size or default_batch, generator),
-                model.bound_name,
-            )
+            bound = _batched(_bound_of(model), model, x, c, batch, generator, progress, model.bound_name)
+            add("bound", bound, model.bound_name)
     elif isinstance(model, ImportanceWeighted):
         # a second stream for the ELBO, so that it does not depend on how k is chunked
         seeds = None if generator is None else torch.Generator().manual_seed(draw_seed(generator))
@@ -393,13 +415,12 @@ def evaluate_nll(
             def elbo(xb: Tensor, cb: Tensor | None) -> Tensor:
                 return model.log_importance_weights(xb, cb, num_samples=1)[0]
 
-        add("elbo", _batched(elbo, model, x, c, batch_size or default_batch, seeds), "ELBO")
+        add("elbo", _batched(elbo, model, x, c, batch_size or default_batch, seeds, progress, "ELBO"), "ELBO")
     elif isinstance(model, LikelihoodBound):
-        add(
-            "bound",
-            _batched(_bound_of(model), model, x, c, batch_size or default_batch, generator),
-            model.bound_name,
+        bound = _batched(
+            _bound_of(model), model, x, c, batch_size or default_batch, generator, progress, model.bound_name
         )
+        add("bound", bound, model.bound_name)
     else:
         raise CapabilityError(f"{model.preset_name} has no likelihood; use --metric mmd")
     return results

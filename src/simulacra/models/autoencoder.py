@@ -38,6 +38,8 @@ class Autoencoder(GenerativeModel):
         conditional: encoder and decoder see labels ``c``.
     """
 
+    loss_description = "reconstruction −log p(x | z) (nats per example)"
+
     def __init__(
         self,
         info: DataInfo,

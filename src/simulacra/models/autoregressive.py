@@ -101,6 +101,8 @@ class Autoregressive(GenerativeModel):
         conditional: the net reads a context c.
     """
 
+    loss_description = "NLL (nats per example)"
+
     def __init__(self, info: DataInfo, net: nn.Module, head: nn.Module, conditional: bool = False) -> None:
         super().__init__(info)
         self.net = net

@@ -175,6 +175,9 @@ class GenerativeModel(nn.Module, abc.ABC):
     # and None), then by :func:`simulacra.models.zoo.build_model` (the preset's name and its
     # resolved spec, which a checkpoint stores to rebuild the architecture).
 
+    loss_description: ClassVar[str] = "loss"
+    """What ``loss`` is, with its unit, for plots (e.g. ``NLL (nats per example)``)."""
+
     sample_options: ClassVar[frozenset[str]] = frozenset()
     """The keyword options ``sample`` takes besides ``n``, ``c`` and ``generator`` (e.g.
     ``temperature`` for autoregressive models, ``sampler`` for diffusion models)."""
@@ -193,6 +196,17 @@ class GenerativeModel(nn.Module, abc.ABC):
     def likelihood_estimator(self) -> str:
         """How ``log_prob`` is obtained, for reports (default ``exact``)."""
         return "exact"
+
+    def fast_sample_options(self) -> dict[str, Any]:
+        """Options for ``sample`` that draw faithfully but fast, for figures computed right after
+        training (a diffusion model's few-step solver); {} when ``sample`` has nothing faster."""
+        return {}
+
+    def describe_sampling(self, options: dict[str, Any] | None = None) -> str:
+        """How ``sample(**options)`` draws, in words for reports (e.g. ``dpm-solver, 20 steps``)."""
+        if not options:
+            return "the model's own sampling"
+        return ", ".join(f"{k}={v}" for k, v in options.items())
 
     def support_bounds(self) -> tuple[float, float] | None:
         """(lower, upper) when every coordinate of a sample lies in that interval by construction

@@ -34,6 +34,8 @@ class FlowModel(GenerativeModel):
         conditional: the flow reads a context (labels (B,) or features (B, C_c)).
     """
 
+    loss_description = "NLL (nats per example)"
+
     def __init__(
         self,
         info: DataInfo,
@@ -86,6 +88,13 @@ class FlowModel(GenerativeModel):
         bpd = nll.detach() / (self.info.dim * LN2)
         return LossOutput(nll, {"nll": nll.detach(), "bpd": bpd})
 
+    sample_options = frozenset({"temperature"})
+
+    def describe_sampling(self, options: dict[str, Any] | None = None) -> str:
+        """``exact draws``, or ``base at temperature T`` (:meth:`Flow.sample_at_temperature`)."""
+        t = (options or {}).get("temperature", 1.0)
+        return "exact draws" if t == 1.0 else f"Gaussian base at temperature {t:g} (z ~ N(0, {t:g}² I))"
+
     @torch.no_grad()
     def sample(
         self,
@@ -93,14 +102,14 @@ class FlowModel(GenerativeModel):
         c: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
-        **sampler_options: Any,
+        temperature: float = 1.0,
     ) -> Tensor:
-        """n draws (n, *event_shape); with a context c (n, ...) row i is drawn given c[i]."""
-        if sampler_options:
-            raise TypeError(f"flows take no sampler options; found {sorted(sampler_options)}")
+        """n draws (n, *event_shape); with a context c (n, ...) row i is drawn given c[i].
+        ``temperature`` T < 1 draws the Gaussian base with its deviations scaled by T (Glow's
+        reduced-temperature samples: sharper, less varied), T = 1 exact draws."""
         check_context(self, c, n)
         if self.conditional:
-            y = self.distribution(c).sample((), generator=generator)
+            y = self.distribution(c).sample_at_temperature(temperature, (), generator=generator)
         else:
-            y = self.distribution().sample((n,), generator=generator)
+            y = self.distribution().sample_at_temperature(temperature, (n,), generator=generator)
         return y if self.dequantizer is None else self.dequantizer.quantize(y)

@@ -36,6 +36,8 @@ class VAE(GenerativeModel):
         conditional: the networks use ``c`` (labels); then every method needs ``c``.
     """
 
+    loss_description = "negative variational bound (nats per example)"
+
     def __init__(
         self,
         info: DataInfo,

@@ -5,6 +5,20 @@ the CLI and a script that called :func:`simulacra.train.fit` write the same file
 """
 
 from simulacra.report.pictures import report_pictures, save_samples
-from simulacra.report.run import held_out_split, run_metrics, write_run_report
+from simulacra.report.run import (
+    EvaluationPlan,
+    held_out_split,
+    plan_evaluation,
+    run_metrics,
+    write_run_report,
+)
 
-__all__ = ["held_out_split", "report_pictures", "run_metrics", "save_samples", "write_run_report"]
+__all__ = [
+    "EvaluationPlan",
+    "held_out_split",
+    "plan_evaluation",
+    "report_pictures",
+    "run_metrics",
+    "save_samples",
+    "write_run_report",
+]

@@ -8,6 +8,7 @@ the decoded manifold of a 2-D latent space and the codes coloured by label.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,11 +24,12 @@ from simulacra.viz.plots import plot_density_2d, plot_latent_scatter
 
 
 def sample_labels(model: GenerativeModel, n: int) -> Tensor | None:
-    """Labels 0, 1, …, K − 1, 0, 1, … (n,) for a conditional model; None otherwise."""
+    """The labels the training data have, in turn (0, 1, …, K − 1, 0, 1, …, skipping absent
+    ones), (n,), for a conditional model; None otherwise."""
     if not model.conditional:
         return None
-    k = model.info.num_classes or 1
-    return (torch.arange(n) % k).to(model.device)
+    present = model.info.present_labels or [0]
+    return torch.tensor(present, dtype=torch.long)[torch.arange(n) % len(present)].to(model.device)
 
 
 def has_2d_density(model: GenerativeModel) -> bool:
@@ -73,18 +75,31 @@ def save_text(x: Tensor, info: DataInfo, path: Path) -> None:
     path.write_text("\n\n".join(decode(x, info.vocabulary or "")) + "\n", encoding="utf-8")
 
 
-def save_samples(model: GenerativeModel, samples: Tensor, path: Path, data: Tensor | None = None) -> None:
-    """Samples as the model's data are best shown: text, a density beside a scatter, or a grid."""
+def save_samples(
+    model: GenerativeModel,
+    samples: Tensor,
+    path: Path,
+    data: Tensor | None = None,
+    *,
+    title: str | None = None,
+) -> None:
+    """Samples as the model's data are best shown: text, a density beside a scatter, or a grid
+    (with ``title`` above it)."""
     if model.info.vocabulary is not None:
         save_text(samples, model.info, path)
     elif has_2d_density(model):
         density_picture(model, samples, path, data)
     else:
-        save_examples(samples, model.info, path)
+        save_examples(samples, model.info, path, title=title)
 
 
 def report_pictures(
-    model: GenerativeModel, held_out: Split, run_dir: str | Path, *, seed: int = 0
+    model: GenerativeModel,
+    held_out: Split,
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    sample_options: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write the pictures of a trained model into ``run_dir``; returns their file names.
 
@@ -92,22 +107,25 @@ def report_pictures(
     ``reconstructions.png`` (rows of originals above their reconstructions) and
     ``interpolation.png`` for images, ``manifold.png`` for a 2-D latent space of images, and
     ``latents.png`` (codes coloured by label) when the data have labels. Draws use a generator
-    seeded with ``seed``.
+    seeded with ``seed``; ``sample_options`` go to ``model.sample`` (e.g. a fast sampler).
     """
     run_dir = Path(run_dir)
     model.eval()
     info = model.info
     generator = torch.Generator().manual_seed(seed)
+    options = dict(sample_options or {})
     c = sample_labels(model, 64)
     if info.vocabulary is not None:  # token sequences: the samples as text
-        samples = model.sample(16, None if c is None else c[:16], generator=generator).cpu()
+        samples = model.sample(16, None if c is None else c[:16], generator=generator, **options).cpu()
         save_text(samples, info, run_dir / "samples.txt")
         return ["samples.txt"]
     if has_2d_density(model):
-        samples = model.sample(2000, generator=generator).cpu()
+        samples = model.sample(2000, generator=generator, **options).cpu()
         density_picture(model, samples, run_dir / "samples.png", held_out.x)
     else:
-        save_examples(model.sample(64, c, generator=generator).cpu(), info, run_dir / "samples.png")
+        title = f"{model.preset_name}: 64 samples ({model.describe_sampling(options)})"
+        samples = model.sample(64, c, generator=generator, **options).cpu()
+        save_examples(samples, info, run_dir / "samples.png", title=title)
     written = ["samples.png"]
     if isinstance(model, LatentVariableModel):
         written += _latent_pictures(model, held_out, run_dir)
@@ -128,7 +146,13 @@ def _latent_pictures(model: GenerativeModel, held_out: Split, run_dir: Path) -> 
         n = (len(x) // cols) * cols
         shape = (n // cols, cols, *x.shape[1:])
         pairs = torch.stack([x[:n].reshape(shape), rec[:n].reshape(shape)], 1)
-        save_grid(pairs.reshape(-1, *x.shape[1:]).cpu(), run_dir / "reconstructions.png", nrow=cols)
+        save_grid(
+            pairs.reshape(-1, *x.shape[1:]).cpu(),
+            run_dir / "reconstructions.png",
+            nrow=cols,
+            title="held-out examples and their reconstructions",
+            row_labels=["original", "reconstruction"],
+        )
         written.append("reconstructions.png")
         with torch.no_grad():
             rows = [
@@ -142,16 +166,18 @@ def _latent_pictures(model: GenerativeModel, held_out: Split, run_dir: Path) -> 
                 for i in range(min(8, len(x) // 2))
             ]
         if rows:
-            save_grid(torch.cat(rows).cpu(), run_dir / "interpolation.png", nrow=10)
+            title = "decoded paths between the codes of held-out pairs (ends: their reconstructions)"
+            save_grid(torch.cat(rows).cpu(), run_dir / "interpolation.png", nrow=10, title=title)
             written.append("interpolation.png")
     latent_dim = encode_means(model, x[:2], y[:2] if y is not None else None).shape[-1]
     if latent_dim == 2 and info.is_image and not model.conditional:
-        save_grid(latent_manifold(model, n=20).cpu(), run_dir / "manifold.png", nrow=20)
+        title = "decoded grid of the 2-D latent space (prior quantiles)"
+        save_grid(latent_manifold(model, n=20).cpu(), run_dir / "manifold.png", nrow=20, title=title)
         written.append("manifold.png")
     if held_out.y is not None:
         n = min(len(held_out), 2000)
         yy = held_out.y[:n].to(device)
         z = encode_means(model, held_out.x[:n].to(device), yy if model.conditional else None)
-        plot_latent_scatter(z.cpu(), held_out.y[:n], run_dir / "latents.png")
+        plot_latent_scatter(z.cpu(), held_out.y[:n], run_dir / "latents.png", names=info.label_names)
         written.append("latents.png")
     return written

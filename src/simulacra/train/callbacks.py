@@ -286,7 +286,7 @@ class SampleEvery(Callback):
     ``run_dir/"samples"/f"step-{step:07d}.png"``; it is supplied by the caller (e.g. an image-grid
     writer from :mod:`simulacra.viz`), so training does not depend on pictures. Sampling runs in
     eval mode, without gradients, inside ``torch.random.fork_rng``: it does not perturb training.
-    Conditional models get labels ``0, 1, ..., num_classes - 1, 0, 1, ...``.
+    Conditional models get the labels the training data have, in turn (``0, 1, ..., 0, 1, ...``).
 
     Args:
         every: period in steps (>= 1).
@@ -319,9 +319,9 @@ class SampleEvery(Callback):
             with torch.random.fork_rng(devices=rng_devices(model.device)), swap:
                 generator = torch.Generator(device=device).manual_seed(self.seed)
                 c = None
-                if model.conditional:
-                    k = model.info.num_classes or 1
-                    c = torch.arange(self.n, device=device) % k
+                if model.conditional:  # the labels the training data have, in turn
+                    present = torch.tensor(model.info.present_labels or [0], device=device)
+                    c = present[torch.arange(self.n, device=device) % len(present)]
                 samples = model.sample(self.n, c, generator=generator)
         finally:
             model.train(was_training)

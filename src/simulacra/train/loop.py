@@ -94,6 +94,10 @@ class FitResult:
             :class:`~simulacra.train.interrupts.GracefulInterrupt`, else None: the run was
             checkpointed with its current weights, to be resumed.
         already_finished: a resumed run that had already finished: nothing was trained or written.
+        planned_steps: the run's planned length.
+        stop_reason: why training ended: ``"planned length"``, ``"early stopping"`` (no better
+            validation score in ``patience`` evaluations), ``"a callback"`` (e.g. a time budget) or
+            ``"interrupted"``.
         run_dir: where the run was written, or None.
         wall_time: seconds spent in this call.
         examples_per_s: training examples (all ranks) per second in this call.
@@ -108,7 +112,26 @@ class FitResult:
     second_stage: dict[str, float] = field(default_factory=dict)
     interrupted: int | None = None
     already_finished: bool = False
+    planned_steps: int = 0
+    stop_reason: str = "planned length"
     run_dir: Path | None = None
+
+    def summary(self) -> str:
+        """One line for the user: the steps trained, why training ended, which weights it kept."""
+        why = {
+            "planned length": "the planned length",
+            "early stopping": "stopped early: no better validation score in the last evaluations",
+            "a callback": "stopped by a callback (a time budget)",
+            "interrupted": "interrupted",
+        }[self.stop_reason]
+        if self.restored_best:
+            weights = f"weights from step {self.best_step}, the best validation score"
+        elif self.best_step is None:
+            weights = "the last weights (no validation scores to choose others)"
+        else:
+            weights = "the last weights"
+        return f"trained {self.steps} of {self.planned_steps} steps ({why}); {weights}"
+
     wall_time: float = 0.0
     examples_per_s: float = 0.0
 
@@ -122,6 +145,7 @@ def fit(
     run_config: Mapping[str, Any] | None = None,
     callbacks: Iterable[Any] = (),
     resume: bool = False,
+    new_length: bool = False,
     progress: bool = True,
     sample_writer: SampleWriter | None = None,
 ) -> FitResult:
@@ -138,6 +162,8 @@ def fit(
             settings only).
         callbacks: further callbacks, called after the built-in ones (EMA, samples).
         resume: continue the run in ``run_dir`` from its latest checkpoint, to the same total steps.
+        new_length: with ``resume``, ``config`` may give the run another length (steps or epochs):
+            the learning-rate schedule is then re-planned over it from the checkpoint's step on.
         progress: show a progress bar (rank 0).
         sample_writer: ``(samples, path) -> None``, needed when ``config.sample_every > 0``.
 
@@ -180,7 +206,7 @@ def fit(
         run_path, resume=resume, ctx=ctx, model=model, config=config, run_config=run_config
     )
     if checkpoint is not None:
-        _restore(checkpoint, model, trainer, plan, ctx)
+        _restore(checkpoint, model, trainer, plan, ctx, new_length=new_length)
         if _finished(trainer, plan, checkpoint):  # nothing to train, nothing to write
             return FitResult(
                 steps=trainer.step,
@@ -227,7 +253,7 @@ def fit(
             if trainer.step % config.log_every == 0 or trainer.step == plan.total_steps:
                 run.log()
             _call(cbs, "on_step_end", state)
-            if config.eval_every > 0 and valid is not None and trainer.step % config.eval_every == 0:
+            if run.eval_every and trainer.step % run.eval_every == 0:
                 run.validate()
             if run.checkpoint_due():
                 run.checkpoint()
@@ -250,6 +276,16 @@ def fit(
         restored_best=restored,
         second_stage=second,
         interrupted=state.interrupted,
+        planned_steps=plan.total_steps,
+        stop_reason=(
+            "interrupted"
+            if state.interrupted is not None
+            else "early stopping"
+            if trainer.early.stopped
+            else "a callback"
+            if state.stop_requested
+            else "planned length"
+        ),
         run_dir=run_path,
         wall_time=time.perf_counter() - started,
         examples_per_s=(trainer.step - first_step)
@@ -272,14 +308,10 @@ def _splits(model: GenerativeModel, data: Dataset, device: torch.device) -> tupl
 
 
 def _check_settings(config: TrainConfig, valid: Split | None) -> None:
-    if config.patience is not None and (config.eval_every <= 0 or valid is None):
+    if config.eval_every and valid is None:
         raise ConfigError(
-            f"patience={config.patience} needs eval_every > 0 and a validation split; found "
-            f"eval_every={config.eval_every} and {'a' if valid is not None else 'no'} validation split"
-        )
-    if config.keep_best and (config.eval_every <= 0 or valid is None):
-        raise ConfigError(
-            "keep_best needs eval_every > 0 and a validation split to tell which weights are best"
+            f"eval_every={config.eval_every} asks for validation scores, but the data have no validation "
+            "split; set data.valid_fraction > 0 (held out of the training split) or train.eval_every=0"
         )
     if config.log_every < 1:
         raise ConfigError(f"log_every must be >= 1, got {config.log_every}")
@@ -319,10 +351,14 @@ def _restore(
     trainer: TrainerState,
     plan: StepPlan,
     ctx: distributed.DistContext,
+    *,
+    new_length: bool = False,
 ) -> None:
     """Weights, this rank's local buffers and the trainer's state from ``checkpoint``."""
     try:
-        trainer.load_state_dict(checkpoint.trainer_state, total_steps=plan.total_steps, device=ctx.device)
+        trainer.load_state_dict(
+            checkpoint.trainer_state, total_steps=plan.total_steps, device=ctx.device, new_length=new_length
+        )
     except CheckpointError as err:
         raise CheckpointError(f"cannot resume from {checkpoint.path}: {err}") from None
     load_state_strict(model, checkpoint.model_state, f"{checkpoint.path / MODEL_FILE}")
@@ -418,6 +454,7 @@ class _Run:
         self.first_step = trainer.step
         self.bar: _ProgressBar | None = None
         self.single = len(groups) == 1
+        self.eval_every = config.evaluation_interval(plan.total_steps, valid is not None)
         self.last_checkpoint = time.perf_counter()
         self.checkpoint_cost = 0.0  # seconds the last checkpoint took
 

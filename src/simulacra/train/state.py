@@ -146,21 +146,25 @@ class TrainerState:
             "elapsed_s": self.elapsed_before + elapsed,
         }
 
-    def load_state_dict(self, state: Mapping[str, Any], *, total_steps: int, device: torch.device) -> None:
+    def load_state_dict(
+        self, state: Mapping[str, Any], *, total_steps: int, device: torch.device, new_length: bool = False
+    ) -> None:
         """Restore from :meth:`state_dict` (as read back from a checkpoint).
 
         Raises:
-            CheckpointError: the checkpoint's groups or planned length differ from this run's.
+            CheckpointError: the checkpoint's groups differ from this run's, or its planned length
+                does (unless ``new_length``).
         """
         groups = list(self.optimizers)
         if list(state.get("groups", [])) != groups:
             raise CheckpointError(
                 f"the checkpoint has optimizer groups {state.get('groups')}, the model has {groups}"
             )
-        if int(state.get("total_steps", total_steps)) != total_steps:
+        if int(state.get("total_steps", total_steps)) != total_steps and not new_length:
             raise CheckpointError(
                 f"the checkpoint was planned for {state.get('total_steps')} steps but this config gives "
-                f"{total_steps}; resume with the run's own config"
+                f"{total_steps}; resume with the run's own config (or give the new length on purpose: "
+                "`simulacra train --resume RUN --steps N`)"
             )
         for g in groups:
             self.optimizers[g].load_state_dict(state["optimizers"][g])

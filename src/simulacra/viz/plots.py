@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,12 +70,24 @@ def read_metrics(metrics_jsonl: str | Path) -> dict[str, dict[str, tuple[list[fl
     return series
 
 
-def plot_metrics(metrics_jsonl: str | Path, path: str | Path) -> Path:
+def plot_metrics(
+    metrics_jsonl: str | Path,
+    path: str | Path,
+    *,
+    loss_label: str = "loss",
+    best_step: int | None = None,
+    stopped_at: int | None = None,
+    title: str | None = None,
+) -> Path:
     """Training and validation loss against step (large panel), every other metric in small panels.
 
     Args:
         metrics_jsonl: the run's log, one JSON object per line (see :func:`read_metrics`).
         path: PNG to write.
+        loss_label: what the loss is, with its unit (the y axis), e.g. ``−ELBO (nats per example)``.
+        best_step: the step of the best validation score, marked by a dashed line.
+        stopped_at: the step where early stopping ended the run, marked by a dotted line.
+        title: above the figure (e.g. the model and the data).
 
     Returns:
         the path written.
@@ -83,28 +95,39 @@ def plot_metrics(metrics_jsonl: str | Path, path: str | Path) -> Path:
     from matplotlib.figure import Figure
 
     series = read_metrics(metrics_jsonl)
-    others = sorted(m for m in series if m != "loss")
+    losses = sorted(m for m in series if m == "loss" or m.startswith("loss/"))  # one per optimizer group
+    others = sorted(m for m in series if m not in losses)
     cols = 3
     rows = math.ceil(len(others) / cols)
     fig = Figure(figsize=(11, 4 + 2.6 * rows))
     spec = fig.add_gridspec(2 + rows, cols, height_ratios=[1.6, 1.6] + [1.0] * rows)
     ax = fig.add_subplot(spec[:2, :])
-    if "loss" in series:
-        for split, (steps, values) in sorted(series["loss"].items()):
-            ax.plot(steps, values, label=split, marker="o" if len(steps) < 30 else None, ms=3)
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no loss logged", ha="center", va="center", transform=ax.transAxes)
-        values = [v for _, vs in series["loss"].values() for v in vs]
+    if losses:
+        values = []
+        for metric in losses:
+            for split, (steps, vals) in sorted(series[metric].items()):
+                label = split if metric == "loss" else f"{metric} ({split})"
+                ax.plot(steps, vals, label=label, marker="o" if len(steps) < 30 else None, ms=3)
+                values += vals
         if min(values) > 0 and max(values) / min(values) > 50:
             ax.set_yscale("log")  # early losses would flatten the rest of the curve
+    else:
+        ax.text(0.5, 0.5, "no loss logged", ha="center", va="center", transform=ax.transAxes)
+    if best_step is not None:
+        ax.axvline(best_step, color="0.3", ls="--", lw=1, label=f"best validation (step {best_step})")
+    if stopped_at is not None:
+        ax.axvline(stopped_at, color="tab:red", ls=":", lw=1.2, label=f"early stop (step {stopped_at})")
+    if losses or best_step is not None:
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(loss_label)
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
     for i, metric in enumerate(others):
         sub = fig.add_subplot(spec[2 + i // cols, i % cols])
-        for split, (steps, values) in sorted(series[metric].items()):
-            sub.plot(steps, values, label=split, lw=1)
+        for split, (steps, vals) in sorted(series[metric].items()):
+            sub.plot(steps, vals, label=split, lw=1)
         sub.set_title(metric, fontsize=9)
         sub.tick_params(labelsize=7)
         sub.grid(alpha=0.3)
@@ -122,7 +145,9 @@ def _pca_2d(z: Tensor) -> tuple[Tensor, str]:
     return centred @ vh[:2].T, f"PCA of {z.shape[1]}-D codes ({100 * explained[:2].sum():.0f}% of variance)"
 
 
-def plot_latent_scatter(z: Tensor, labels: Tensor | None, path: str | Path) -> Path:
+def plot_latent_scatter(
+    z: Tensor, labels: Tensor | None, path: str | Path, *, names: Sequence[str] | None = None
+) -> Path:
     """Scatter of latent codes coloured by label.
 
     Args:
@@ -130,6 +155,7 @@ def plot_latent_scatter(z: Tensor, labels: Tensor | None, path: str | Path) -> P
             when d > 2 (d = 1 is plotted against the example index).
         labels: (N,) integer classes (a legend) or real values (a colour bar), or None.
         path: PNG to write.
+        names: the name of each class, for the legend (default: the class index).
 
     Returns:
         the path written.
@@ -164,7 +190,13 @@ def plot_latent_scatter(z: Tensor, labels: Tensor | None, path: str | Path) -> P
             for colour, cls in zip(colors, classes.tolist()):
                 keep = (lab == cls).numpy()
                 ax.scatter(
-                    xy[keep, 0], xy[keep, 1], s=size, alpha=0.7, linewidths=0, color=colour, label=str(cls)
+                    xy[keep, 0],
+                    xy[keep, 1],
+                    s=size,
+                    alpha=0.7,
+                    linewidths=0,
+                    color=colour,
+                    label=names[int(cls)] if names is not None and 0 <= cls < len(names) else str(cls),
                 )
             ax.legend(
                 markerscale=max(1.0, 12.0 / size), fontsize=7, loc="best", ncol=2 if len(classes) > 10 else 1
