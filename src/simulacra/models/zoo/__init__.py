@@ -11,7 +11,7 @@ The presets live in one module per family (:mod:`~simulacra.models.zoo.autoencod
 
 from __future__ import annotations
 
-from simulacra.models.zoo._registry import MODELS, build_model
+from simulacra.models.zoo._registry import MODELS, build_model, recorded_spec
 
 # Importing a family registers its presets: these imports keep the registration order fixed.
 # isort: off
@@ -26,6 +26,7 @@ from simulacra.models.zoo.diffusion import ddpm, score_sde
 __all__ = [
     "MODELS",
     "build_model",
+    "recorded_spec",
     # auto-encoders and VAEs
     "vae", "vae_iaf", "vae_flow_prior", "conv_vae", "beta_vae", "iwae", "cvae",
     "ae", "conv_ae", "linear_ae", "dae",
