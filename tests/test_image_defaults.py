@@ -8,8 +8,7 @@ import pytest
 
 from simulacra.cli import main
 from simulacra.data.info import DataInfo
-from simulacra.models.zoo import MODELS, build_model, recorded_spec
-from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS
+from simulacra.models.zoo import ACCELERATOR_IMAGE_DEFAULTS, MODELS, build_model, recorded_spec
 
 IMAGES = DataInfo(event_shape=(1, 8, 8), support="unit", levels=17)
 VECTORS = DataInfo(event_shape=(2,), support="real")

@@ -37,8 +37,7 @@ def _print_model_details(name: str) -> None:
 
     from rich.table import Table
 
-    from simulacra.models.zoo import MODELS
-    from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS
+    from simulacra.models.zoo import ACCELERATOR_IMAGE_DEFAULTS, MODELS
 
     doc = inspect.getdoc(MODELS.get(name)) or ""
     gpu = ACCELERATOR_IMAGE_DEFAULTS.get(name, {})

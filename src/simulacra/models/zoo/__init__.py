@@ -11,7 +11,7 @@ The presets live in one module per family (:mod:`~simulacra.models.zoo.autoencod
 
 from __future__ import annotations
 
-from simulacra.models.zoo._registry import MODELS, build_model, recorded_spec
+from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, MODELS, build_model, recorded_spec
 
 # Importing a family registers its presets: these imports keep the registration order fixed.
 # isort: off
@@ -24,6 +24,7 @@ from simulacra.models.zoo.diffusion import ddpm, score_sde
 # isort: on
 
 __all__ = [
+    "ACCELERATOR_IMAGE_DEFAULTS",
     "MODELS",
     "build_model",
     "recorded_spec",
