@@ -27,7 +27,7 @@ from simulacra.metrics.modes import mode_coverage
 from simulacra.models.base import ExactLikelihood, require
 from simulacra.models.gan import GAN
 from simulacra.models.zoo import build_model
-from simulacra.nn.adversarial import DCGANGenerator, DiffAugment, Discriminator, dcgan_features, mlp_features
+from simulacra.nn.adversarial import ConvFeatures, DCGANGenerator, DiffAugment, Discriminator, MLPFeatures
 from simulacra.objectives.adversarial import (
     DIVERGENCES,
     LOSSES,
@@ -236,7 +236,7 @@ def test_each_f_gan_bound_approaches_its_divergence_from_below(name: str) -> Non
 
 def test_spectral_normalization_bounds_the_top_singular_value_by_one() -> None:
     torch.manual_seed(0)
-    disc = Discriminator(dcgan_features((3, 12, 12), (4, 8)), 8 * 3 * 3, num_classes=3, spectral=True)
+    disc = Discriminator(ConvFeatures((3, 12, 12), (4, 8)), 8 * 3 * 3, num_classes=3, spectral=True)
     x, c = torch.randn(5, 3, 12, 12), torch.tensor([0, 1, 2, 0, 1])
     with torch.no_grad():
         for _ in range(100):  # one power iteration per training forward
@@ -255,11 +255,11 @@ def test_spectral_normalization_bounds_the_top_singular_value_by_one() -> None:
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (2, 7, 10)])
 def test_dcgan_networks_fit_any_image_size(shape: tuple[int, int, int]) -> None:
     gen = DCGANGenerator(5, shape, (16, 8, 4))
-    features = dcgan_features(shape, (4, 8, 16))
+    features = ConvFeatures(shape, (4, 8, 16))
     x = gen(torch.randn(3, 5))
     assert x.shape == (3, *shape) and x.abs().max() <= 1
     assert Discriminator(features, features.out_features)(x).shape == (3,)
-    assert mlp_features(10, [6, 4])(torch.randn(3, 10)).shape == (3, 4)
+    assert MLPFeatures(10, [6, 4])(torch.randn(3, 10)).shape == (3, 4)
 
 
 def test_diffaugment_is_deterministic_differentiable_and_keeps_shapes() -> None:

@@ -4,7 +4,8 @@
   when the data are bounded (the model maps [0, 1] data to [−1, 1]): an MLP for vectors, or the
   DCGAN stack (Radford et al. 2016: project and reshape, transposed convolutions with batch
   normalization and ReLU) for images of any size.
-* A discriminator is a feature network φ: x -> (B, F) and a :class:`ProjectionHead`, the linear
+* A discriminator is a feature network φ: x -> (B, F) (:class:`MLPFeatures`,
+  :class:`ConvFeatures`) and a :class:`ProjectionHead`, the linear
   output w·φ(x) + b plus, for labelled data, the projection ⟨E[y], φ(x)⟩ of Miyato & Koyama
   (2018). Spectral normalization (Miyato et al. 2018) divides every weight matrix by its largest
   singular value, estimated by one power iteration per training forward (torch's parametrization).
@@ -18,7 +19,7 @@ the generator inverts the same chain exactly, so 8×8, 28×28 and 32×32 (and an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -144,32 +145,48 @@ class DCGANGenerator(nn.Module):
         return self.net(grid)
 
 
-def mlp_features(in_features: int, hidden: Sequence[int], activation: str = "leaky-relu") -> nn.Sequential:
-    """φ: x (B, ...) -> (B, hidden[-1]): flatten, then affine layers each followed by the activation."""
-    hidden = [int(h) for h in hidden]
-    if not hidden or min(hidden) < 1:
-        raise ConfigError(f"a discriminator needs positive hidden sizes; found {hidden}")
-    act = ACTIVATIONS.get(activation)
-    return nn.Sequential(nn.Flatten(), MLP(int(in_features), hidden[:-1], hidden[-1], activation), act())
+class MLPFeatures(nn.Sequential):
+    """φ: x (B, ...) -> (B, hidden[-1]): flatten, then affine layers each followed by the activation.
+
+    Args:
+        in_features: D, the size of a flattened example.
+        hidden: the layers' sizes (a list from JSON is fine).
+        activation: a name in :data:`~simulacra.nn.mlp.ACTIVATIONS` (DCGAN's discriminators use
+            ``leaky-relu``).
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int], activation: str = "leaky-relu") -> None:
+        hidden = [int(h) for h in hidden]
+        if not hidden or min(hidden) < 1:
+            raise ConfigError(f"a discriminator needs positive hidden sizes; found {hidden}")
+        act = ACTIVATIONS.get(activation)
+        super().__init__(nn.Flatten(), MLP(int(in_features), hidden[:-1], hidden[-1], activation), act())
+        self.out_features = hidden[-1]
 
 
-def dcgan_features(event_shape: Sequence[int], channels: Sequence[int] = (32, 64, 128)) -> nn.Sequential:
-    """φ: images (B, C, H, W) -> (B, channels[-1] · h · w): stride-2 convolutions C -> channels[0]
-    -> ... -> channels[-1] with LeakyReLU(0.2) (DCGAN's discriminator, without batch norm, which
-    per-example gradient penalties forbid), then flatten. Each halves the side: H -> ⌈H/2⌉."""
-    c, h, w = _image_shape(event_shape, "the DCGAN discriminator")
-    channels = [int(ch) for ch in channels]
-    if not channels or min(channels) < 1:
-        raise ConfigError(f"the DCGAN discriminator needs positive channel counts; found {channels}")
-    hs, ws = downsampled_sizes(h, len(channels)), downsampled_sizes(w, len(channels))
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip([c, *channels[:-1]], channels)):
-        (kh, ph), (kw, pw) = _halving(hs[i]), _halving(ws[i])
-        layers += [nn.Conv2d(a, b, (kh, kw), stride=2, padding=(ph, pw)), nn.LeakyReLU(0.2)]
-    layers.append(nn.Flatten())
-    net = nn.Sequential(*layers)
-    net.out_features = channels[-1] * hs[-1] * ws[-1]  # type: ignore[assignment]
-    return net
+class ConvFeatures(nn.Sequential):
+    """φ: images (B, C, H, W) -> (B, channels[-1] · h · w), DCGAN's discriminator without its
+    batch norm (which per-example gradient penalties forbid): stride-2 convolutions C ->
+    channels[0] -> ... -> channels[-1], each halving the side (H -> ⌈H/2⌉) and followed by
+    LeakyReLU(0.2), then flatten.
+
+    Args:
+        event_shape: (C, H, W).
+        channels: output channels of the convolutions, narrowest first.
+    """
+
+    def __init__(self, event_shape: Sequence[int], channels: Sequence[int] = (32, 64, 128)) -> None:
+        c, h, w = _image_shape(event_shape, "the DCGAN discriminator")
+        channels = [int(ch) for ch in channels]
+        if not channels or min(channels) < 1:
+            raise ConfigError(f"the DCGAN discriminator needs positive channel counts; found {channels}")
+        hs, ws = downsampled_sizes(h, len(channels)), downsampled_sizes(w, len(channels))
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip([c, *channels[:-1]], channels)):
+            (kh, ph), (kw, pw) = _halving(hs[i]), _halving(ws[i])
+            layers += [nn.Conv2d(a, b, (kh, kw), stride=2, padding=(ph, pw)), nn.LeakyReLU(0.2)]
+        super().__init__(*layers, nn.Flatten())
+        self.out_features = channels[-1] * hs[-1] * ws[-1]
 
 
 class ProjectionHead(nn.Module):
@@ -291,7 +308,9 @@ def cutout(x: Tensor, generator: torch.Generator | None = None, ratio: float = 0
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-AUGMENTATIONS: Registry[tuple] = Registry("augmentation")
+Augmentation = Callable[[Tensor, torch.Generator | None], Tensor]
+
+AUGMENTATIONS: Registry[tuple[Augmentation, ...]] = Registry("augmentation")
 AUGMENTATIONS.register("color", "brightness, saturation and contrast")((brightness, saturation, contrast))
 AUGMENTATIONS.register("translation", "shift by up to 1/8 of the side, zero fill")((translation,))
 AUGMENTATIONS.register("cutout", "zero a square of half the side")((cutout,))

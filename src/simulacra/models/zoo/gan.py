@@ -19,12 +19,12 @@ from simulacra.models.gan import GAN
 from simulacra.models.zoo._common import _context
 from simulacra.models.zoo._registry import MODELS
 from simulacra.nn.adversarial import (
+    ConvFeatures,
     DCGANGenerator,
     DiffAugment,
     Discriminator,
+    MLPFeatures,
     MLPGenerator,
-    dcgan_features,
-    mlp_features,
 )
 from simulacra.objectives.adversarial import LOSSES, R1, AdversarialLoss, GradientPenalty, Penalty, f_gan_loss
 
@@ -62,15 +62,16 @@ def _gan(
     context = _context(info, conditional, embedding_dim)
     if arch == "mlp":
         hidden = [positive_int(h, "each hidden size") for h in hidden]
-        gen = MLPGenerator(latent_dim, info.event_shape, hidden, "relu", bounded, context)
-        features, width = mlp_features(info.dim, hidden[::-1]), hidden[0]
+        gen: MLPGenerator | DCGANGenerator = MLPGenerator(
+            latent_dim, info.event_shape, hidden, "relu", bounded, context
+        )
+        features: MLPFeatures | ConvFeatures = MLPFeatures(info.dim, hidden[::-1])
     elif arch == "conv":
         if not info.is_image:
             raise ConfigError(f"arch='conv' needs images (C, H, W); found event_shape {info.event_shape}")
         channels = [positive_int(ch, "each channel count") for ch in channels]
         gen = DCGANGenerator(latent_dim, info.event_shape, channels[::-1], bounded, context)
-        features = dcgan_features(info.event_shape, channels)
-        width = features.out_features
+        features = ConvFeatures(info.event_shape, channels)
     else:
         raise ConfigError(f"unknown architecture {arch!r}; expected 'mlp' or 'conv'")
     if augment and not info.is_image:
@@ -78,7 +79,7 @@ def _gan(
     return GAN(
         info,
         gen,
-        Discriminator(features, width, num_classes, spectral=spectral, bias=loss.output_bias),
+        Discriminator(features, features.out_features, num_classes, spectral=spectral, bias=loss.output_bias),
         StandardNormal(latent_dim),
         loss,
         penalty,
