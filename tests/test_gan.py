@@ -21,6 +21,7 @@ from torch.distributions import Normal
 
 from simulacra.config import TrainConfig
 from simulacra.data.info import DataInfo, Dataset, Split
+from simulacra.data.transforms import CenteredRange
 from simulacra.errors import CapabilityError, ConfigError, DataError
 from simulacra.metrics.evaluate import evaluate
 from simulacra.metrics.modes import mode_coverage
@@ -380,6 +381,10 @@ def test_a_conditional_gan_generates_from_labels_in_the_data_range() -> None:
     assert samples.min() >= 0 and samples.max() <= 1
     assert torch.allclose(samples * 16, (samples * 16).round(), atol=1e-5)  # on the 17 grey levels
     assert torch.equal(model.from_model(model.to_model(x.round())), x.round())
+    assert model.to_model(x).min() >= -1 and model.to_model(x).max() <= 1  # the tanh generator's range
+    real = torch.randn(4, 2)  # real-valued data: no map at all
+    assert torch.equal(CenteredRange.for_data(TOY).forward(real), real)
+    assert torch.equal(CenteredRange.for_data(TOY).inverse(real), real)
 
 
 def test_a_discriminator_that_wins_outright_for_long_raises_a_warning() -> None:

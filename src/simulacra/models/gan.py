@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from simulacra.data.info import DataInfo
+from simulacra.data.transforms import CenteredRange
 from simulacra.distributions.standard import sample_from
 from simulacra.errors import ConfigError
 from simulacra.models.base import (
@@ -114,10 +115,7 @@ class GAN(GenerativeModel):
                 raise ConfigError(f"updates of group {group!r} must be an integer >= 1; found {s.updates!r}")
         self.settings = {g: settings.get(g, GroupSettings()) for g in self.groups}
         self.collapse_patience = int(collapse_patience)
-        # y = scale · x + shift maps [0, 1] data to [−1, 1]
-        self.scale, self.shift = (1.0, 0.0) if info.support == "real" else (2.0, -1.0)
-        levels = 2 if info.support == "binary" and info.levels is None else info.levels
-        self.bin_width = None if info.support == "real" or not levels or levels < 2 else 1.0 / (levels - 1)
+        self.range = CenteredRange.for_data(info)  # [0, 1] data <-> [−1, 1]
         # counters of discriminator updates: lazy penalties, and the collapse warning
         self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("won_streak", torch.zeros((), dtype=torch.long))
@@ -128,18 +126,13 @@ class GAN(GenerativeModel):
     # -- data space <-> model space ----------------------------------------------------------
 
     def to_model(self, x: Tensor) -> Tensor:
-        """y = scale · x + shift: [0, 1] data to [−1, 1]; real-valued data unchanged. (B, *event)."""
-        return self.scale * x + self.shift
+        """y = 2x − 1 for [0, 1] data; real-valued data unchanged. (B, *event)."""
+        return self.range.forward(x)
 
     def from_model(self, y: Tensor) -> Tensor:
-        """x = (y − shift)/scale, clamped to [0, 1] and rounded to the data's levels for bounded
-        and discrete data. (B, *event)."""
-        x = (y - self.shift) / self.scale
-        if self.info.support == "real":
-            return x
-        if self.bin_width is not None:
-            x = torch.round(x / self.bin_width) * self.bin_width
-        return x.clamp(0.0, 1.0)
+        """x = (y + 1)/2 clamped to [0, 1] and rounded to the data's levels for bounded data; real
+        values unchanged. (B, *event)."""
+        return self.range.inverse(y)
 
     # -- the players -------------------------------------------------------------------------
 
