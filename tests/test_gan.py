@@ -327,6 +327,17 @@ def _ring(n: int, std: float, generator: torch.Generator) -> tuple[Tensor, Tenso
     ), centres
 
 
+def test_mode_coverage_counts_high_quality_samples_per_mode() -> None:
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    on_two = torch.cat([centres[0] + 0.1 * torch.randn(30, 2).clamp(-2, 2), centres[1].expand(19, 2)])
+    far = torch.full((51, 2), 5.0)  # 5√2 ≈ 7.1 from every centre: beyond 3σ = 0.9
+    cover = mode_coverage(torch.cat([on_two, far]), centres, std=0.3)
+    assert cover.counts.tolist() == [30, 19, 0] and cover.modes == 1  # 19 < 20 does not cover a mode
+    assert cover.high_quality == pytest.approx(49 / 100)
+    with pytest.raises(DataError, match="centres"):
+        mode_coverage(torch.zeros(4, 3), centres, std=0.3)
+
+
 def test_a_gan_learns_the_modes_of_a_ring_of_gaussians() -> None:
     std = 0.1
     x, centres = _ring(2000, std, torch.Generator().manual_seed(0))
