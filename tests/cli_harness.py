@@ -385,7 +385,9 @@ def check(outcome: Outcome) -> list[str]:
         if "Traceback" in text:
             problems.append(f"a traceback on {name}")
     if outcome.status == 2:
-        lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+        # lines as a terminal shows them: split at newlines only (str.splitlines also splits at
+        # \x85, \u2028 and others, which a user's argument may hold)
+        lines = [line for line in outcome.stderr.split("\n") if line.strip()]
         errors = [line for line in lines if ERROR_LINE.match(line)]
         if not lines or not ERROR_LINE.match(lines[-1]) or len(errors) != 1:
             problems.append(f"status 2 without exactly one final error line: {lines[-3:]!r}")

@@ -132,7 +132,8 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
         == 0
     )
     stored = json.loads((run / "config.json").read_text())["run"]
-    assert stored["model"] == {"name": "ae", "latent_dim": 3, "hidden": [16]}
+    given = {"name": "ae", "latent_dim": 3, "hidden": [16]}  # with every other setting's default
+    assert {k: stored["model"][k] for k in given} == given and stored["model"]["activation"] == "relu"
     assert stored["train"]["lr"] == 3e-3 and stored["train"]["steps"] == 5
     metrics = json.loads((run / "metrics.json").read_text())
     assert "nll" not in metrics["test"] and "mmd" in metrics["test"]  # an AE has no likelihood

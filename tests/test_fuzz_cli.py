@@ -88,6 +88,16 @@ REGRESSIONS = [
     Case(("posterior", "two-moons", "--simulations", HUGE)),
     Case(("train", "vae", *TINY_TRAIN, "--set", f"data.num_samples={HUGE}")),
     Case(("posterior", "two-moons", "--simulations", "1000000000000", "--out", "out")),
+    # found by benchmarks/fuzz_cli.py: -o or --save-tensor under a file (FileExistsError, or the
+    # picture written before the tensor failed), and a budget of --minutes inf (OverflowError)
+    Case(("sample", "old", "-n", "2", "-o", "afile/s.png"), (("afile", b"x"),), (("old", "vae", "intact"),)),
+    Case(
+        ("sample", "old", "-n", "2", "--save-tensor", "afile/t.npy"),
+        (("afile", b"x"),),
+        (("old", "vae", "intact"),),
+    ),
+    Case(("train", "vae", "--data", "moons", *TINY_TRAIN, "--minutes", "inf", "--out", "out")),
+    Case(("train", "vae", "--data", "moons", *TINY_TRAIN, "--set", "train.lr=1", "--", "--x", "\x85y")),
     # --overwrite of the run in the working folder: the folder itself would be moved aside
     Case(
         ("train", "vae", "--data", "moons", *TINY_TRAIN, "--out", ".", "--overwrite"),

@@ -165,6 +165,19 @@ class Registry(Generic[T]):
         """All registered names, sorted."""
         return sorted(self._entries)
 
+    def settings(self, name: str, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The keyword settings of the factory ``name`` with their defaults (``inspect.Parameter.empty``
+        for a required one), leaving out the parameters in ``skip`` (e.g. the data's ``info``) and
+        private ones (``_name``: bound by the factory, not a setting)."""
+        params = inspect.signature(self.get(name)).parameters
+        return {
+            k: p.default
+            for k, p in params.items()
+            if k not in skip
+            and not k.startswith("_")
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        }
+
     def describe(self) -> dict[str, str]:
         """``{name: one-line description}`` for every entry, sorted by name."""
         return {n: self._entries[n].description for n in self.names()}

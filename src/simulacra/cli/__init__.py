@@ -234,7 +234,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no byte counts on stderr")
 
-    sub.add_parser("models", help="list the registered models")
+    p = sub.add_parser("models", help="list the registered models (NAME or --details: their settings)")
+    p.add_argument("name", nargs="?", default=None, help="a model whose settings and defaults to show")
+    p.add_argument("--details", action="store_true", help="every model's settings and defaults")
     sub.add_parser("datasets", help="list the registered datasets")
     sub.add_parser("metrics", help="list the registered metrics and what each needs")
     for command in sub.choices.values():  # every command runs torch on as many threads as asked

@@ -74,7 +74,22 @@ def _output_path(output: str | None, default: Path, *, text: bool = False) -> Pa
         raise ConfigError(f"-o {output!r}: expected a file ending in {' or '.join(allowed)}; found {found}")
     if path.is_dir():
         raise ConfigError(f"-o {output!r} is a folder; give a file name")
+    check_file_destination(path, "-o")
     return path
+
+
+def check_file_destination(path: Path, flag: str) -> None:
+    """Raise :class:`ConfigError` unless a file can be written at ``path`` (given by the option
+    ``flag``): its folder exists and is writable, or can be made (no file in the way). Checked
+    before any work, so a bad path costs nothing and leaves nothing half-written."""
+    folder = path.parent
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ConfigError(f"{flag} {str(path)!r}: {str(ancestor)!r} is a file, not a folder")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise ConfigError(f"{flag} {str(path)!r}: cannot write in the folder {str(ancestor)!r}")
+            return
 
 
 def _recover(run_dir: Path) -> None:

@@ -19,10 +19,50 @@ def _print_registry(title: str, described: dict[str, str]) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """The presets as a table; with ``--details`` or a NAME, each one's settings and defaults."""
     from simulacra.models.zoo import MODELS
 
-    _print_registry("registered models", MODELS.describe())
+    if args.name is None and not args.details:
+        _print_registry("registered models (`simulacra models NAME` for settings)", MODELS.describe())
+        return 0
+    for name in [args.name] if args.name is not None else MODELS.names():
+        _print_model_details(name)
     return 0
+
+
+def _print_model_details(name: str) -> None:
+    """A preset's description, its settings with their defaults (``--set model.KEY=VALUE``), and
+    the bigger image defaults it takes on a GPU."""
+    import inspect
+
+    from rich.table import Table
+
+    from simulacra.models.zoo import ACCELERATOR_IMAGE_DEFAULTS, MODELS
+
+    doc = inspect.getdoc(MODELS.get(name)) or ""
+    gpu = ACCELERATOR_IMAGE_DEFAULTS.get(name, {})
+    table = Table(title=f"{name}: {MODELS.describe()[name]}", title_justify="left")
+    table.add_column("setting (--set model.KEY=VALUE)", style="bold")
+    table.add_column("default")
+    if gpu:
+        table.add_column("default for images on a GPU (--device cuda)")
+    for key, default in MODELS.settings(name, skip=("info",)).items():
+        shown = "required" if default is inspect.Parameter.empty else _value(default)
+        table.add_row(key, shown, *([_value(gpu[key]) if key in gpu else ""] if gpu else []))
+    console = _console()
+    console.print(table)
+    if doc:
+        console.print(doc + "\n")
+
+
+def _value(value: object) -> str:
+    """A default as it is written with --set (JSON-like: lists, true/false, null)."""
+    import json
+
+    try:
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    except TypeError:
+        return repr(value)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

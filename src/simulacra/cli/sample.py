@@ -12,7 +12,15 @@ from typing import Any
 
 import torch
 
-from simulacra.cli.common import _at_least, _console, _held_out, _load_run, _output_path, _print_metrics
+from simulacra.cli.common import (
+    _at_least,
+    _console,
+    _held_out,
+    _load_run,
+    _output_path,
+    _print_metrics,
+    check_file_destination,
+)
 from simulacra.errors import CheckpointError, ConfigError
 
 
@@ -23,6 +31,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, weights = _load_run(args.run, args.device, args.weights)
     text = model.info.vocabulary is not None  # token sequences are written as text
     out = _output_path(args.output, Path(args.run) / ("samples.txt" if text else "samples.png"), text=text)
+    if args.save_tensor is not None:  # checked before the samples are drawn and the picture written
+        if Path(args.save_tensor).suffix != ".npy":
+            raise ConfigError(f"--save-tensor {args.save_tensor!r}: expected a file ending in .npy")
+        check_file_destination(Path(args.save_tensor), "--save-tensor")
     c = None
     if model.conditional:
         if args.label is None:

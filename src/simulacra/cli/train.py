@@ -66,7 +66,7 @@ def _default_out(config: RunConfig) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from simulacra.config import RunConfig
     from simulacra.data import load_dataset
-    from simulacra.models.zoo import build_model
+    from simulacra.models.zoo import build_model, recorded_spec
     from simulacra.train import fit
     from simulacra.train.callbacks import build_callbacks
     from simulacra.train.checkpoint import load_run_config
@@ -85,6 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.overrides or args.model or args.config:
             raise ConfigError("--resume continues a run as it was configured; drop MODEL, --config and --set")
         config = RunConfig.from_dict(raw)
+        config.model = recorded_spec(config.model)  # the network it trained, whatever today's defaults
     else:
         config = RunConfig.from_dict(_train_raw_config(args))
         run_dir = Path(args.out) if args.out else _default_out(config)
@@ -99,8 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             config.train.steps, config.train.epochs = args.steps, None
         elif args.epochs is not None:
             config.train.steps, config.train.epochs = None, args.epochs
-    if args.minutes is not None and not args.minutes > 0:
-        raise ConfigError(f"--minutes must be positive; found {args.minutes}")
+    if args.minutes is not None and not 0 < args.minutes < float("inf"):
+        raise ConfigError(f"--minutes must be a positive number of minutes; found {args.minutes}")
 
     dist = init_from_env(config.train.device)  # resolved per rank (cuda -> cuda:LOCAL_RANK)
     try:
@@ -109,7 +110,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         # everything is checked before an old run is touched: data, config, model, the folder
         data = load_dataset(config.data, seed=config.train.seed)
         torch.manual_seed(config.train.seed)
-        model = build_model(config.model, data.info)  # on --resume, fit restores the saved state
+        # on a GPU, images get the presets' bigger networks; the spec records what was chosen, so
+        # the run (and its --resume) rebuilds the same network on any device
+        model = build_model(config.model, data.info, accelerator=dist.device.type == "cuda")
+        config.model = dict(model.spec)  # on --resume, fit restores the saved state
         schedules = build_callbacks(config.callbacks)  # e.g. KL warm-up
         if dist.is_main:
             _check_out(run_dir, model, config, args)

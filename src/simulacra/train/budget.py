@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 
 import torch
@@ -81,6 +82,8 @@ def steps_for_budget(
     Raises:
         ConfigError: the budget does not fit a single step and the validation passes.
     """
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"a time budget must be a positive, finite number of seconds; found {seconds}")
     usable = margin * seconds - evaluations * calibration.eval_seconds
     steps = int(usable / calibration.step_seconds) if calibration.step_seconds > 0 else 0
     if steps < 1:

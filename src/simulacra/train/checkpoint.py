@@ -47,7 +47,7 @@ from simulacra.config import to_jsonable
 from simulacra.data.info import DataInfo
 from simulacra.errors import CheckpointError
 from simulacra.models.base import GenerativeModel
-from simulacra.models.zoo import build_model
+from simulacra.models.zoo import build_model, recorded_spec
 from simulacra.train.rundir import RUN_MARKER, write_marker
 
 CONFIG_FILE = "config.json"
@@ -443,7 +443,7 @@ def load_model(
         data_info = DataInfo.from_dict(info)
     except (TypeError, KeyError) as err:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} has a corrupt 'info' entry: {err}") from None
-    model = build_model(spec, data_info)
+    model = build_model(recorded_spec(spec), data_info)
     weights = locate_weights(run_dir, ema=ema)
     state = load_tensors(weights.path, missing=_RESUME_HINT)
     load_state_strict(model, state, str(weights.path))

@@ -11,7 +11,7 @@ The presets live in one module per family (:mod:`~simulacra.models.zoo.autoencod
 
 from __future__ import annotations
 
-from simulacra.models.zoo._registry import MODELS, build_model
+from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, MODELS, build_model, recorded_spec
 
 # Importing a family registers its presets: these imports keep the registration order fixed.
 # isort: off
@@ -25,8 +25,10 @@ from simulacra.models.zoo.gan import gan, wgan_gp, sngan, lsgan, fgan
 # isort: on
 
 __all__ = [
+    "ACCELERATOR_IMAGE_DEFAULTS",
     "MODELS",
     "build_model",
+    "recorded_spec",
     # auto-encoders and VAEs
     "vae", "vae_iaf", "vae_flow_prior", "conv_vae", "beta_vae", "iwae", "cvae",
     "ae", "conv_ae", "linear_ae", "dae",

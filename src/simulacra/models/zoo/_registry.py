@@ -16,11 +16,53 @@ from simulacra.registry import Registry
 
 MODELS: Registry[Callable[..., GenerativeModel]] = Registry("model")
 
+ACCELERATOR_IMAGE_DEFAULTS: dict[str, dict[str, Any]] = {}
+"""Per preset, the settings it takes by default for images when it trains on an accelerator
+(``--device cuda``): the bigger networks that a GPU trains at a useful rate and a 2-core CPU does
+not (the signature's defaults are the CPU's). A spec's own settings win; the chosen ones are
+recorded in the spec, so the run rebuilds the same network on any device."""
 
-def build_model(spec: str | Mapping[str, Any], info: DataInfo) -> GenerativeModel:
+
+PREVIOUS_DEFAULTS: dict[str, dict[str, Any]] = {}
+"""Per preset, the defaults that have since changed, as they were: a run recorded before its spec
+held every setting (runs before 2026-12-06 kept only the settings the user gave) rebuilds the
+network it trained with them (:func:`recorded_spec`)."""
+
+
+def recorded_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec of a run on disk as its model was built: a complete spec as it is, an older one
+    (the user's settings only) with the :data:`PREVIOUS_DEFAULTS` of its preset filled in."""
+    spec = dict(spec)
+    name = spec.get("name")
+    return {"name": name, **PREVIOUS_DEFAULTS.get(name, {}), **spec} if isinstance(name, str) else spec
+
+
+def _complete(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` (name first) with every setting of its preset, the defaults written out (tuples as lists): the
+    run records the network it trains, so a later change of a default cannot change it."""
+    import inspect
+
+    name = spec["name"]
+    if not isinstance(name, str) or name not in MODELS:
+        return spec  # the registry names the problem
+    defaults = {
+        key: value
+        for key, value in MODELS.settings(name, skip=("info",)).items()
+        if value is not inspect.Parameter.empty
+    }
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in {"name": name, **defaults, **spec}.items()
+    }
+
+
+def build_model(
+    spec: str | Mapping[str, Any], info: DataInfo, *, accelerator: bool = False
+) -> GenerativeModel:
     """Build the preset named by ``spec`` (``"vae"`` or ``{"name": "vae", "latent_dim": 8}``)
     for data described by ``info``. The resolved spec is kept as ``model.spec`` so that a
-    checkpoint can rebuild the same architecture without unpickling code.
+    checkpoint can rebuild the same architecture without unpickling code. ``accelerator``: the
+    model will train on a GPU; images then get the preset's :data:`ACCELERATOR_IMAGE_DEFAULTS`.
 
     Raises:
         UnknownNameError: no preset has that name.
@@ -29,13 +71,18 @@ def build_model(spec: str | Mapping[str, Any], info: DataInfo) -> GenerativeMode
             allocate, heads that do not divide the width, ...): the message names them and the cause.
     """
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if accelerator and info.is_image and isinstance(spec.get("name"), str):
+        spec = {"name": spec["name"], **ACCELERATOR_IMAGE_DEFAULTS.get(spec["name"], {}), **spec}
+    given = spec
+    if "name" in spec:
+        spec = _complete(spec)
     try:
         model = MODELS.build(spec, info=info)
     except SimulacraError:
         raise
     except (TypeError, ValueError, ArithmeticError, RuntimeError, MemoryError) as err:
         # the settings and data came from the user; the factory's own complaint says which failed
-        settings = ", ".join(f"{k}={v!r}" for k, v in spec.items() if k != "name") or "its default settings"
+        settings = ", ".join(f"{k}={v!r}" for k, v in given.items() if k != "name") or "its default settings"
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ConfigError(
             f"model {spec['name']!r} cannot be built with {settings} for data of shape "

@@ -22,7 +22,7 @@ from simulacra.flows.recipes import FLOW_RECIPES, flow_layers, maf_layers, realn
 from simulacra.flows.splines import RationalQuadraticSpline
 from simulacra.models.flow import FlowModel
 from simulacra.models.zoo._common import _flow_context
-from simulacra.models.zoo._registry import MODELS
+from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, MODELS
 from simulacra.nn.conv import CouplingConvNet
 from simulacra.nn.embeddings import Standardization
 from simulacra.nn.mlp import MLP
@@ -432,3 +432,8 @@ def posterior_standardizations(model: FlowModel) -> tuple[Standardize, Standardi
             f"expected a model of the 'posterior' preset (standardized θ and x); found {model.preset_name!r}"
         )
     return theta, x
+
+
+# On a GPU: more steps per scale and wider couplings (Kingma & Dhariwal used 32 steps of 512
+# channels on larger images); the signature's sizes suit a 2-core CPU.
+ACCELERATOR_IMAGE_DEFAULTS["glow"] = {"steps": 16, "hidden": 256}

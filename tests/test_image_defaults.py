@@ -1,0 +1,69 @@
+"""Image presets take bigger networks on a GPU, recorded in the run so it rebuilds anywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulacra.cli import main
+from simulacra.data.info import DataInfo
+from simulacra.models.zoo import ACCELERATOR_IMAGE_DEFAULTS, MODELS, build_model, recorded_spec
+
+IMAGES = DataInfo(event_shape=(1, 8, 8), support="unit", levels=17)
+VECTORS = DataInfo(event_shape=(2,), support="real")
+
+
+def _size(model: object) -> int:
+    return sum(p.numel() for p in model.parameters())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", sorted(ACCELERATOR_IMAGE_DEFAULTS))
+def test_an_accelerator_gets_the_bigger_network_and_the_spec_says_so(name: str) -> None:
+    assert name in MODELS
+    cpu, gpu = build_model(name, IMAGES), build_model(name, IMAGES, accelerator=True)
+    bigger = ACCELERATOR_IMAGE_DEFAULTS[name]
+    assert all(gpu.spec[k] == (list(v) if isinstance(v, tuple) else v) for k, v in bigger.items())
+    assert all(cpu.spec[k] != gpu.spec[k] for k in bigger)
+    assert _size(gpu) > 2 * _size(cpu)
+    rebuilt = build_model(gpu.spec, IMAGES)  # a checkpoint's spec: the same network on a CPU
+    assert _size(rebuilt) == _size(gpu)
+    assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in gpu.parameters()]
+
+
+def test_a_users_setting_wins_and_vectors_are_left_alone() -> None:
+    gpu = build_model({"name": "ddpm", "channels": [8, 16]}, IMAGES, accelerator=True)
+    assert gpu.spec["channels"] == [8, 16]
+    vec = build_model("ddpm", VECTORS, accelerator=True)
+    assert vec.spec == build_model("ddpm", VECTORS).spec and vec.spec["channels"] == [16, 32]
+
+
+def test_a_spec_records_every_setting_and_older_runs_keep_their_network(tmp_path: Path) -> None:
+    """A run's spec holds each setting, defaults included, so a later change of a default leaves
+    it alone; a run recorded before (the user's settings only) is rebuilt with the defaults it
+    was trained with (PREVIOUS_DEFAULTS), e.g. a pixelcnn of 64 channels in 6 blocks."""
+    from simulacra.train.checkpoint import load_model, save_model
+
+    model = build_model({"name": "pixelcnn", "likelihood": "categorical"}, IMAGES)
+    assert model.spec == {
+        **{k: v for k, v in MODELS.settings("pixelcnn", skip=("info",)).items()},
+        **model.spec,
+    }
+    assert set(MODELS.settings("pixelcnn", skip=("info",))) <= set(model.spec)
+    old = build_model({"name": "pixelcnn", "channels": 64, "blocks": 6, "likelihood": "categorical"}, IMAGES)
+    old.spec = {"name": "pixelcnn", "likelihood": "categorical"}  # as runs recorded it before
+    save_model(old, tmp_path / "old")
+    loaded = load_model(tmp_path / "old")
+    assert _size(loaded) == _size(old) != _size(model)
+    assert recorded_spec({"name": "pixelcnn", "channels": 16})["channels"] == 16
+
+
+def test_models_shows_settings_with_cpu_and_gpu_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "pixelcnn"]) == 0
+    out = capsys.readouterr().out
+    assert "channels" in out and "64" in out and "128" in out and "on a GPU" in out
+    assert main(["models", "--details"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("vae", "made", "glow", "score-sde"))
+    assert main(["models", "vea"]) == 2
+    assert "Did you mean 'vae'" in capsys.readouterr().err
