@@ -260,7 +260,9 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
 
 
 def _uniform(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.rand(shape, dtype=x.dtype, device=x.device, generator=generator)
+    """U[0, 1) draws on the generator's device (a CPU generator serves CUDA images), moved to x's."""
+    device = generator.device if generator is not None else x.device
+    return torch.rand(shape, dtype=x.dtype, device=device, generator=generator).to(x.device)
 
 
 def brightness(x: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -290,7 +290,8 @@ def gradient_penalty(
             f"and {tuple(fake.shape)}"
         )
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(shape, dtype=real.dtype, device=real.device, generator=generator)
+    device = generator.device if generator is not None else real.device
+    eps = torch.rand(shape, dtype=real.dtype, device=device, generator=generator).to(real.device)
     x_hat = eps * real.detach() + (1.0 - eps) * fake.detach()
     grad = _input_gradient(critic, x_hat).flatten(1)  # (B, D)
     return weight * (grad.norm(dim=1) - 1.0).square().mean()

@@ -17,7 +17,7 @@ from simulacra.errors import ConfigError, positive_int
 from simulacra.models.base import GroupSettings
 from simulacra.models.gan import GAN
 from simulacra.models.zoo._common import _context
-from simulacra.models.zoo._registry import MODELS
+from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, MODELS
 from simulacra.nn.adversarial import (
     ConvFeatures,
     DCGANGenerator,
@@ -203,3 +203,9 @@ def fgan(
         spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
         lr=lr, betas=betas, critic_updates=critic_updates,
     )  # fmt: skip
+
+
+# DCGAN's widths (Radford et al. 2016: 64-128-256 in D, mirrored in G) where a GPU trains them at a
+# useful rate; the signatures' (32, 64, 128) are the 2-core CPU's
+for _name in ("gan", "wgan-gp", "sngan", "lsgan", "fgan"):
+    ACCELERATOR_IMAGE_DEFAULTS[_name] = {"channels": (64, 128, 256)}
