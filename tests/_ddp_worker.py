@@ -46,6 +46,20 @@ def build_two_group() -> tuple[torch.nn.Module, object]:
     return build_model("test-toy-two-group", data.info), data
 
 
+def build_gan() -> tuple[torch.nn.Module, object]:
+    """A WGAN-GP (its penalty differentiates D's input gradient inside forward) with lazy-free
+    settings: 2 critic updates per generator update."""
+    torch.manual_seed(2)
+    data = tm.toy_dataset(128)
+    return build_model(
+        {"name": "wgan-gp", "latent_dim": 2, "hidden": [8], "critic_updates": 2}, data.info
+    ), data
+
+
+def gan_config() -> TrainConfig:
+    return TrainConfig(steps=3, batch_size=32, log_every=1, eval_every=0, num_threads=1)
+
+
 class ToyWithLocalBuffer(GenerativeModel):
     """Adds the sum of every batch it sees to two buffers; ``seen_local`` is marked local to each
     process (DDP must not broadcast it, EMA must not average it), ``seen_shared`` is not."""
@@ -105,6 +119,10 @@ def main(out: Path) -> None:
         fit(two, data, two_group_config(), progress=False)
         state = {k: v.contiguous() for k, v in two.state_dict().items()}
         safetensors.torch.save_file(state, out / f"rank{ctx.rank}-two-group.safetensors")
+        # A GAN: two groups, a gradient penalty (a double backward) inside DDP's forward.
+        gan, data = build_gan()
+        fit(gan, data, gan_config(), progress=False)
+        _save(gan, out / f"rank{ctx.rank}-gan.safetensors")
         # A buffer marked local keeps each rank's value, uninterrupted and across a resume.
         local, data = build_local()
         fit(local, data, local_config(checkpoint_every=2), run_dir=out / "local-a", progress=False)

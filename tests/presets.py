@@ -64,6 +64,15 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
         DIGITS,
     ),
     "score-sde": ({"sde": "ve", "sigma_max": 5.0, "hidden": [16], "sample_steps": 10}, VECTORS),
+    # -- adversarial: DCGAN pairs on 8x8 images, MLP pairs on vectors
+    "gan": ({"latent_dim": 4, "channels": [4, 8], "conditional": True, "r1": 1.0, "r1_every": 2}, DIGITS),
+    "wgan-gp": ({"latent_dim": 3, "hidden": [8], "critic_updates": 2}, TOY),
+    "sngan": (
+        {"latent_dim": 4, "channels": [4, 8], "conditional": True, "augment": "color,translation,cutout"},
+        DIGITS,
+    ),
+    "lsgan": ({"latent_dim": 3, "hidden": [8, 8]}, VECTORS),
+    "fgan": ({"latent_dim": 3, "hidden": [8], "divergence": "kl"}, TOY),
     # -- test-only (tests/toymodels.py): a two-group model for the contract's per-group checks
     "test-adversarial": ({"latent": 2, "hidden": 8}, VECTORS),
 }

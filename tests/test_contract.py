@@ -4,8 +4,8 @@ For each preset: a finite loss for every optimizer group, each group's loss givi
 every parameter of that group, samples of the right shape that are reproducible under a
 generator, a save/load round trip that restores the same weights and the same samples, and a
 training run that is stopped after one step and resumed ending bit-identical to one that was not
-interrupted. ``test-adversarial`` (tests/toymodels.py, a toy GAN) stands in for the multi-group
-families until the zoo registers one.
+interrupted. The GAN presets are the zoo's multi-group models; ``test-adversarial``
+(tests/toymodels.py, a toy GAN) stays as the smallest one.
 """
 
 from __future__ import annotations

@@ -73,6 +73,19 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, no_torchrun: None)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(two[0][key], value, rtol=1e-4, atol=1e-5)
 
+    # a GAN (WGAN-GP: two groups, 2 critic updates, a penalty differentiating the critic's input
+    # gradient): the replicas stay equal, the critic was updated twice per step, the weights moved
+    gans = [safetensors.torch.load_file(tmp_path / "ddp" / f"rank{r}-gan.safetensors") for r in range(2)]
+    assert all(torch.equal(gans[0][k], gans[1][k]) for k in gans[0] if k != "won_streak")
+    assert int(gans[0]["update_count"]) == 6
+    initial, _ = worker.build_gan()
+    moved = [
+        k for k, v in initial.state_dict().items() if v.is_floating_point() and not torch.equal(v, gans[0][k])
+    ]
+    assert any(k.startswith("generator.") for k in moved) and any(
+        k.startswith("discriminator.") for k in moved
+    )
+
     # a buffer marked local: each rank keeps the sum of its own shards (not rank 0's broadcast),
     # also through a stop and a resume; an unmarked one is overwritten by rank 0's every step
     from simulacra.train.batches import BatchSchedule

@@ -1,4 +1,5 @@
-"""Elementwise data transforms: binarization, dequantization, standardization.
+"""Elementwise data transforms: binarization, dequantization, standardization, and the map of
+bounded data to a network's centred range [−1, 1] (:class:`CenteredRange`).
 
 Stochastic transforms take ``(x, generator)`` so that they can serve as a
 :attr:`Dataset.batch_transform <simulacra.data.info.Dataset.batch_transform>`, which the
@@ -8,9 +9,12 @@ the step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
+from simulacra.data.info import DataInfo
 from simulacra.errors import DataError
 
 
@@ -76,3 +80,43 @@ def standardization(x: Tensor, eps: float = 1e-8, *, unbiased: bool = False) -> 
 def standardize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """``(x - mean) / std``, broadcasting over the leading example dimension."""
     return (x - mean) / std
+
+
+@dataclass(frozen=True)
+class CenteredRange:
+    """The affine map y = scale · x + shift between the data's support and a network's range.
+
+    Bounded data ([0, 1]: binary, grey levels) go to [−1, 1] (scale 2, shift −1), the range of a
+    generator ending in tanh and of a diffusion model's data; real-valued data are unchanged.
+    The inverse clamps to [0, 1] and rounds to the nearest of the data's levels (bin width
+    1/(levels − 1)) for bounded and discrete data.
+
+    Build it with :meth:`for_data`.
+    """
+
+    scale: float = 1.0
+    shift: float = 0.0
+    bounded: bool = False
+    bin_width: float | None = None
+
+    @classmethod
+    def for_data(cls, info: DataInfo) -> CenteredRange:
+        """The map for data described by ``info`` (its ``support`` and ``levels``)."""
+        if info.support == "real":
+            return cls()
+        levels = 2 if info.support == "binary" and info.levels is None else info.levels
+        width = 1.0 / (levels - 1) if levels and levels >= 2 else None
+        return cls(2.0, -1.0, True, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """y = scale · x + shift, any shape."""
+        return self.scale * x + self.shift
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """x = (y − shift)/scale, clamped to [0, 1] and rounded to the levels when bounded."""
+        x = (y - self.shift) / self.scale
+        if not self.bounded:
+            return x
+        if self.bin_width is not None:
+            x = torch.round(x / self.bin_width) * self.bin_width
+        return x.clamp(0.0, 1.0)

@@ -18,10 +18,11 @@ ACTIVATIONS.register("tanh", "tanh(x) (Burda et al. 2016 use it in the IWAE expe
 ACTIVATIONS.register("elu", "x if x > 0 else exp(x) - 1")(nn.ELU)
 ACTIVATIONS.register("gelu", "x Φ(x)")(nn.GELU)
 ACTIVATIONS.register("silu", "x σ(x) (swish)")(nn.SiLU)
+ACTIVATIONS.register("leaky-relu", "max(0.2 x, x) (the DCGAN discriminator's)")(lambda: nn.LeakyReLU(0.2))
 
 
 def activation(name: str) -> nn.Module:
-    """A fresh activation module for a registered ``name`` (relu, tanh, elu, gelu, silu)."""
+    """A fresh activation module for a registered ``name`` (relu, tanh, elu, gelu, silu, leaky-relu)."""
     return ACTIVATIONS.get(name)()
 
 

@@ -5,7 +5,7 @@ a :class:`GenerativeModel`. ``simulacra models`` lists them with the first docst
 
 The presets live in one module per family (:mod:`~simulacra.models.zoo.autoencoders`,
 :mod:`~simulacra.models.zoo.flows`, :mod:`~simulacra.models.zoo.autoregressive`,
-:mod:`~simulacra.models.zoo.diffusion`); importing this package registers all of them in
+:mod:`~simulacra.models.zoo.diffusion`, :mod:`~simulacra.models.zoo.gan`); importing this package registers all of them in
 :data:`MODELS`.
 """
 
@@ -21,6 +21,7 @@ from simulacra.models.zoo.autoencoders import (
 from simulacra.models.zoo.flows import realnvp, maf, iaf, nsf, nsf_coupling, torus, glow, umnn, cnf, posterior
 from simulacra.models.zoo.autoregressive import nade, rnade, made, pixelcnn, gated_pixelcnn, transformer
 from simulacra.models.zoo.diffusion import ddpm, score_sde
+from simulacra.models.zoo.gan import gan, wgan_gp, sngan, lsgan, fgan
 # isort: on
 
 __all__ = [
@@ -37,4 +38,6 @@ __all__ = [
     "nade", "rnade", "made", "pixelcnn", "gated_pixelcnn", "transformer",
     # diffusion
     "ddpm", "score_sde",
+    # adversarial
+    "gan", "wgan_gp", "sngan", "lsgan", "fgan",
 ]  # fmt: skip

@@ -1,0 +1,260 @@
+"""Generative adversarial networks: one class, every variant a configuration.
+
+``GAN(info, generator, discriminator, latent, loss, penalty)`` is the two-player game of
+Goodfellow et al. (2014): a generator x = G(z, c), z ~ p(z), and a discriminator (critic) with raw
+output v = D(x, c), trained in turn, the discriminator first, each on its own loss
+(:class:`~simulacra.objectives.adversarial.AdversarialLoss`):
+
+    group "discriminator":  E_P[φ_real(D(x))] + E_z[φ_fake(D(G(z)))] + penalty       (G fixed)
+    group "generator":      E_z[ψ(D(G(z)))]                                           (D fixed)
+
+The original minimax game, the non-saturating, hinge, least-squares and Wasserstein losses and
+the f-GANs differ only in ``loss``; WGAN-GP and R1 in ``penalty``; SNGAN in a spectrally
+normalized discriminator; conditional GANs in a label embedding in G and a projection in D;
+DiffAugment in ``augment``. How each group is optimised (Adam's betas, critic updates per
+generator update) is declared to the one training loop through :meth:`GAN.optimizer_settings`.
+
+A GAN has no likelihood: it offers samples, and scores itself on held-out data with a kernel
+MMD² between its samples and the data (:meth:`GAN.validation_score`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from simulacra.data.info import DataInfo
+from simulacra.data.transforms import CenteredRange
+from simulacra.distributions.standard import sample_from
+from simulacra.errors import ConfigError
+from simulacra.models.base import (
+    GenerativeModel,
+    GroupSettings,
+    LossOutput,
+    check_batch,
+    check_context,
+    mark_local,
+)
+from simulacra.objectives.adversarial import AdversarialLoss, Penalty
+from simulacra.objectives.kernel import mmd2
+
+DEFAULT_SETTINGS = {
+    "discriminator": GroupSettings(betas=(0.5, 0.999)),
+    "generator": GroupSettings(betas=(0.5, 0.999)),
+}
+"""Adam's β1 = 0.5 for both players (Radford et al. 2016), the run's learning rate, one update each."""
+
+
+def auc(real_out: Tensor, fake_out: Tensor) -> Tensor:
+    """P(D(x) > D(G(z))) over all pairs of the batch: the discriminator's ranking accuracy, a
+    scalar in [0, 1]; 1 means it separates every real example from every generated one."""
+    return (real_out[:, None] > fake_out[None, :]).float().mean()
+
+
+class GAN(GenerativeModel):
+    """x = G(z, c), z ~ p(z); D(x, c) trained against it.
+
+    Args:
+        info: shape and support of one example. Bounded data ([0, 1]: binary or grey levels)
+            are mapped to [−1, 1] for both networks (y = 2x − 1), so a generator ending in tanh
+            covers them; real-valued data are used as they are.
+        generator: module ``(z (B, L), c) -> (B, *event)`` in model space.
+        discriminator: module ``(x (B, *event), c) -> (B,)``, raw outputs.
+        latent: p(z), a lazy distribution module ``(c, n) -> Distribution`` (e.g.
+            :class:`~simulacra.distributions.standard.StandardNormal`).
+        loss: the two players' losses.
+        penalty: a regularizer of the discriminator (gradient penalty, R1), or None.
+        augment: a differentiable augmentation applied to every input of D (DiffAugment), or None.
+        conditional: G and D read labels c (then every method needs them).
+        settings: per-group update settings for the loop (default :data:`DEFAULT_SETTINGS`).
+        collapse_patience: warn once when the discriminator has separated real from generated
+            examples outright (AUC = 1) on this many consecutive updates (a collapsed game).
+    """
+
+    groups = ("discriminator", "generator")
+    loss_description = "adversarial loss of each player (units of the loss)"
+    _check_every = 100  # discriminator updates between host reads of the collapse streak
+
+    update_count: Tensor
+    won_streak: Tensor
+
+    def __init__(
+        self,
+        info: DataInfo,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        latent: nn.Module,
+        loss: AdversarialLoss,
+        penalty: Penalty | None = None,
+        *,
+        augment: nn.Module | None = None,
+        conditional: bool = False,
+        settings: Mapping[str, GroupSettings] | None = None,
+        collapse_patience: int = 500,
+    ) -> None:
+        super().__init__(info)
+        if conditional and info.num_classes is None:
+            raise ConfigError("a conditional GAN needs labelled data (DataInfo.num_classes); found None")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent = latent
+        self.adversarial_loss = loss
+        self.penalty = penalty
+        self.augment = augment
+        self.conditional = bool(conditional)
+        settings = dict(DEFAULT_SETTINGS if settings is None else settings)
+        unknown = sorted(set(settings) - set(self.groups))
+        if unknown:
+            raise ConfigError(f"GAN settings name group(s) {unknown}; a GAN has {list(self.groups)}")
+        for group, s in settings.items():
+            if isinstance(s.updates, bool) or not isinstance(s.updates, int) or s.updates < 1:
+                raise ConfigError(f"updates of group {group!r} must be an integer >= 1; found {s.updates!r}")
+        self.settings = {g: settings.get(g, GroupSettings()) for g in self.groups}
+        self.collapse_patience = int(collapse_patience)
+        self.range = CenteredRange.for_data(info)  # [0, 1] data <-> [−1, 1]
+        # counters of discriminator updates: lazy penalties, and the collapse warning
+        self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("won_streak", torch.zeros((), dtype=torch.long))
+        mark_local(self, "won_streak")
+        self._warned = False
+        self._updates_seen = 0  # in this process, to read the streak every _check_every updates
+
+    # -- data space <-> model space ----------------------------------------------------------
+
+    def to_model(self, x: Tensor) -> Tensor:
+        """y = 2x − 1 for [0, 1] data; real-valued data unchanged. (B, *event)."""
+        return self.range.forward(x)
+
+    def from_model(self, y: Tensor) -> Tensor:
+        """x = (y + 1)/2 clamped to [0, 1] and rounded to the data's levels for bounded data; real
+        values unchanged. (B, *event)."""
+        return self.range.inverse(y)
+
+    # -- the players -------------------------------------------------------------------------
+
+    def generate(
+        self, n: int, c: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """G(z, c) in model space, z ~ p(z) drawn with ``generator`` (None: the global RNG), (n, *event)."""
+        z = sample_from(self.latent(None, n), (), generator).to(self.device)  # (n, L)
+        return self.generator(z, c if self.conditional else None)
+
+    def critic(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """D(T(x), c): raw outputs (B,) for model-space inputs, T the augmentation when there is one."""
+        if self.augment is not None:
+            x = self.augment(x)
+        return self.discriminator(x, c if self.conditional else None)
+
+    def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "discriminator") -> LossOutput:
+        """The loss of ``group`` on a batch x (B, *event) (labels c (B,) for a conditional GAN,
+        which also label the generated batch).
+
+        Metrics of the discriminator's update: ``d_real`` and ``d_fake``, the mean reported D
+        (a probability for the classifier losses, the raw output otherwise), ``d_auc``
+        (:func:`auc`), ``value`` (−discriminator loss without penalty: V(D, G), or the f-GAN bound
+        on the divergence in nats) and ``penalty``."""
+        check_batch(self, x, c)
+        real = self.to_model(x)
+        if group == "discriminator":
+            return self._discriminator_loss(real, c)
+        if group == "generator":
+            fake = self.generate(x.shape[0], c)
+            return LossOutput(self.adversarial_loss.generator_loss(self.critic(fake, c)))
+        raise ConfigError(f"a GAN has groups {list(self.groups)}; found {group!r}")
+
+    def _discriminator_loss(self, real: Tensor, c: Tensor | None) -> LossOutput:
+        with torch.no_grad():
+            fake = self.generate(real.shape[0], c)
+        v_real, v_fake = self.critic(real, c), self.critic(fake, c)
+        game = self.adversarial_loss.discriminator_loss(v_real, v_fake)
+        # the update's index matters to a lazy penalty only (reading it waits for the device)
+        update = int(self.update_count) if self.penalty is not None and self.penalty.every > 1 else 0
+        penalty = real.new_zeros(())
+        if self.penalty is not None and self.penalty.active(update):
+            penalty = self.penalty(lambda y: self.critic(y, c), real, fake, update)
+        separated = auc(v_real.detach(), v_fake.detach())
+        if self.training:
+            self._count(separated)
+        out = self.adversarial_loss.output
+        metrics = {
+            "d_real": out(v_real.detach()).mean(),
+            "d_fake": out(v_fake.detach()).mean(),
+            "d_auc": separated,
+            "value": -game.detach(),
+        }
+        if self.penalty is not None:
+            metrics["penalty"] = penalty.detach()
+        return LossOutput(game + penalty, metrics)
+
+    @torch.no_grad()
+    def _count(self, separated: Tensor) -> None:
+        """Advance the update counter and the streak of outright wins (on the device; the streak is
+        read on the host every ``_check_every`` updates only)."""
+        self.update_count.add_(1)
+        self.won_streak.copy_((self.won_streak + 1) * (separated >= 1.0).long())
+        self._updates_seen += 1
+        if self._warned or self._updates_seen % self._check_every:
+            return
+        if int(self.won_streak) >= self.collapse_patience:
+            self._warned = True
+            warnings.warn(
+                f"{self.preset_name}: the discriminator has separated every real from every generated "
+                f"example for {int(self.won_streak)} consecutive updates: the generator gets little "
+                "signal (a collapsed game). Try a penalty (r1, gradient-penalty), spectral "
+                "normalization, fewer discriminator updates or a lower discriminator learning rate.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    # -- what the loop and the metrics read ----------------------------------------------------
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "discriminator": [p for p in self.discriminator.parameters() if p.requires_grad],
+            "generator": [p for p in self.generator.parameters() if p.requires_grad],
+        }
+
+    def optimizer_settings(self) -> dict[str, GroupSettings]:
+        return dict(self.settings)
+
+    def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """MMD²_b between B samples of the generator and the held-out batch x (B, *event) in model
+        space (the biased V-statistic of :func:`~simulacra.objectives.kernel.mmd2`: never negative,
+        defined for a last batch of one), Gaussian kernel with the median distance of the held-out
+        batch as bandwidth, so that the kernel does not move with the generator. A scalar."""
+        check_batch(self, x, c)
+        with torch.no_grad():
+            real = self.to_model(x).flatten(1)
+            fake = self.generate(x.shape[0], c).flatten(1)
+            return mmd2(fake, real, unbiased=False)
+
+    def sample(
+        self,
+        n: int,
+        c: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **sampler_options: Any,
+    ) -> Tensor:
+        """x = G(z, c), z ~ p(z) drawn with ``generator``, mapped to the data's range.
+
+        Args:
+            n: number of samples.
+            c: (n,) labels for a conditional GAN (required then).
+            generator: makes the draw reproducible.
+
+        Returns:
+            (n, *event_shape).
+        """
+        if sampler_options:
+            raise ConfigError(f"GAN.sample takes no options; found {sorted(sampler_options)}")
+        check_context(self, c, n)
+        with torch.no_grad():
+            return self.from_model(self.generate(n, c, generator=generator))
+
+    def describe_sampling(self, options: dict[str, Any] | None = None) -> str:
+        return "one pass of the generator"

@@ -1,0 +1,211 @@
+"""GAN presets: gan, wgan-gp, sngan, lsgan and fgan.
+
+Every preset is a configuration of :class:`~simulacra.models.gan.GAN`: the loss, the penalty,
+spectral normalization and each group's optimizer settings. The networks follow the data: an
+MLP generator and discriminator for vectors, the DCGAN pair for images (``arch`` picks another);
+``conditional=True`` embeds the label in G and projects it in D; ``augment`` (images) names the
+DiffAugment policy, e.g. ``"color,translation,cutout"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from simulacra.data.info import DataInfo
+from simulacra.distributions.standard import StandardNormal
+from simulacra.errors import ConfigError, positive_int
+from simulacra.models.base import GroupSettings
+from simulacra.models.gan import GAN
+from simulacra.models.zoo._common import _context
+from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, MODELS
+from simulacra.nn.adversarial import (
+    ConvFeatures,
+    DCGANGenerator,
+    DiffAugment,
+    Discriminator,
+    MLPFeatures,
+    MLPGenerator,
+)
+from simulacra.objectives.adversarial import LOSSES, R1, AdversarialLoss, GradientPenalty, Penalty, f_gan_loss
+
+
+def _settings(lr: float, betas: Sequence[float], critic_updates: int) -> dict[str, GroupSettings]:
+    """Adam's learning rate and betas for both players, ``critic_updates`` discriminator updates per step."""
+    b = (float(betas[0]), float(betas[1]))
+    return {
+        "discriminator": GroupSettings(lr=float(lr), betas=b, updates=critic_updates),
+        "generator": GroupSettings(lr=float(lr), betas=b),
+    }
+
+
+def _gan(
+    info: DataInfo,
+    loss: AdversarialLoss,
+    penalty: Penalty | None,
+    *,
+    latent_dim: int,
+    hidden: Sequence[int],
+    channels: Sequence[int],
+    spectral: bool,
+    conditional: bool,
+    embedding_dim: int | None,
+    augment: str | None,
+    arch: str | None,
+    lr: float,
+    betas: Sequence[float],
+    critic_updates: int,
+) -> GAN:
+    latent_dim = positive_int(latent_dim, "latent_dim")
+    arch = arch or ("conv" if info.is_image else "mlp")
+    bounded = info.support != "real"
+    num_classes = info.num_classes if conditional else None
+    context = _context(info, conditional, embedding_dim)
+    if arch == "mlp":
+        hidden = [positive_int(h, "each hidden size") for h in hidden]
+        gen: MLPGenerator | DCGANGenerator = MLPGenerator(
+            latent_dim, info.event_shape, hidden, "relu", bounded, context
+        )
+        features: MLPFeatures | ConvFeatures = MLPFeatures(info.dim, hidden[::-1])
+    elif arch == "conv":
+        if not info.is_image:
+            raise ConfigError(f"arch='conv' needs images (C, H, W); found event_shape {info.event_shape}")
+        channels = [positive_int(ch, "each channel count") for ch in channels]
+        gen = DCGANGenerator(latent_dim, info.event_shape, channels[::-1], bounded, context)
+        features = ConvFeatures(info.event_shape, channels)
+    else:
+        raise ConfigError(f"unknown architecture {arch!r}; expected 'mlp' or 'conv'")
+    if augment and not info.is_image:
+        raise ConfigError(f"DiffAugment transforms images; found event_shape {info.event_shape}")
+    return GAN(
+        info,
+        gen,
+        Discriminator(features, features.out_features, num_classes, spectral=spectral, bias=loss.output_bias),
+        StandardNormal(latent_dim),
+        loss,
+        penalty,
+        augment=DiffAugment(augment) if augment else None,
+        conditional=conditional,
+        settings=_settings(lr, betas, positive_int(critic_updates, "critic_updates")),
+    )
+
+
+@MODELS.register("gan")
+def gan(
+    info: DataInfo,
+    loss: str = "non-saturating",
+    r1: float = 0.0,
+    r1_every: int = 1,
+    latent_dim: int = 32,
+    hidden: Sequence[int] = (128, 128),
+    channels: Sequence[int] = (32, 64, 128),
+    conditional: bool = False,
+    embedding_dim: int | None = None,
+    augment: str | None = None,
+    arch: str | None = None,
+    lr: float = 2e-4,
+    betas: Sequence[float] = (0.5, 0.999),
+    critic_updates: int = 1,
+) -> GAN:
+    """GAN (Goodfellow et al. 2014; DCGAN for images): non-saturating loss, optional R1 (r1=γ)."""
+    penalty = R1(r1, r1_every) if r1 > 0 else None
+    return _gan(
+        info, LOSSES.get(loss), penalty, latent_dim=latent_dim, hidden=hidden, channels=channels,
+        spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
+        lr=lr, betas=betas, critic_updates=critic_updates,
+    )  # fmt: skip
+
+
+@MODELS.register("wgan-gp")
+def wgan_gp(
+    info: DataInfo,
+    gp_weight: float = 10.0,
+    critic_updates: int = 5,
+    latent_dim: int = 32,
+    hidden: Sequence[int] = (128, 128),
+    channels: Sequence[int] = (32, 64, 128),
+    conditional: bool = False,
+    embedding_dim: int | None = None,
+    augment: str | None = None,
+    arch: str | None = None,
+    lr: float = 1e-4,
+    betas: Sequence[float] = (0.0, 0.9),
+) -> GAN:
+    """WGAN-GP (Gulrajani et al. 2017): Wasserstein critic, gradient penalty λ=10, 5 critic updates."""
+    return _gan(
+        info, LOSSES.get("wasserstein"), GradientPenalty(gp_weight), latent_dim=latent_dim, hidden=hidden,
+        channels=channels, spectral=False, conditional=conditional, embedding_dim=embedding_dim,
+        augment=augment, arch=arch, lr=lr, betas=betas, critic_updates=critic_updates,
+    )  # fmt: skip
+
+
+@MODELS.register("sngan")
+def sngan(
+    info: DataInfo,
+    critic_updates: int = 1,
+    latent_dim: int = 32,
+    hidden: Sequence[int] = (128, 128),
+    channels: Sequence[int] = (32, 64, 128),
+    conditional: bool = False,
+    embedding_dim: int | None = None,
+    augment: str | None = None,
+    arch: str | None = None,
+    lr: float = 2e-4,
+    betas: Sequence[float] = (0.5, 0.999),
+) -> GAN:
+    """SNGAN (Miyato et al. 2018): hinge loss, spectrally normalized discriminator (projection if conditional)."""
+    return _gan(
+        info, LOSSES.get("hinge"), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
+        spectral=True, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
+        lr=lr, betas=betas, critic_updates=critic_updates,
+    )  # fmt: skip
+
+
+@MODELS.register("lsgan")
+def lsgan(
+    info: DataInfo,
+    latent_dim: int = 32,
+    hidden: Sequence[int] = (128, 128),
+    channels: Sequence[int] = (32, 64, 128),
+    conditional: bool = False,
+    embedding_dim: int | None = None,
+    augment: str | None = None,
+    arch: str | None = None,
+    lr: float = 2e-4,
+    betas: Sequence[float] = (0.5, 0.999),
+    critic_updates: int = 1,
+) -> GAN:
+    """LSGAN (Mao et al. 2017): least-squares losses with targets 0 (fake) and 1 (real)."""
+    return _gan(
+        info, LOSSES.get("least-squares"), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
+        spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
+        lr=lr, betas=betas, critic_updates=critic_updates,
+    )  # fmt: skip
+
+
+@MODELS.register("fgan")
+def fgan(
+    info: DataInfo,
+    divergence: str = "jensen-shannon",
+    latent_dim: int = 32,
+    hidden: Sequence[int] = (128, 128),
+    channels: Sequence[int] = (32, 64, 128),
+    conditional: bool = False,
+    embedding_dim: int | None = None,
+    augment: str | None = None,
+    arch: str | None = None,
+    lr: float = 2e-4,
+    betas: Sequence[float] = (0.5, 0.999),
+    critic_updates: int = 1,
+) -> GAN:
+    """f-GAN (Nowozin et al. 2016): variational divergence minimization (kl, reverse-kl, pearson, squared-hellinger, jensen-shannon)."""
+    return _gan(
+        info, f_gan_loss(divergence), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
+        spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
+        lr=lr, betas=betas, critic_updates=critic_updates,
+    )  # fmt: skip
+
+
+# DCGAN's widths (Radford et al. 2016: 64-128-256 in D, mirrored in G) where a GPU trains them at a
+# useful rate; the signatures' (32, 64, 128) are the 2-core CPU's
+for _name in ("gan", "wgan-gp", "sngan", "lsgan", "fgan"):
+    ACCELERATOR_IMAGE_DEFAULTS[_name] = {"channels": (64, 128, 256)}

@@ -1,0 +1,447 @@
+"""The mathematics of the GAN family: optimal discriminators, the value of the game, the
+Wasserstein critic, gradient penalties, f-GAN bounds, spectral normalization, DiffAugment, the
+loop's alternation of the players, a GAN that learns a 2-D mixture, and bad input.
+
+Expectations over 1-D densities are sums on a grid (E_P[φ] = Σ_i p(x_i) φ(x_i) Δx), so critics
+are fitted with plain Adam on exact expectations in a fraction of a second, and every bound is
+checked against a closed form or a quadrature of the same integrand. (Fitting a critic to
+finite samples instead is ill-posed for some divergences: where only Q has samples, the
+empirical reverse-KL bound grows without limit.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.distributions import Normal
+
+from simulacra.config import TrainConfig
+from simulacra.data.info import DataInfo, Dataset, Split
+from simulacra.data.transforms import CenteredRange
+from simulacra.errors import CapabilityError, ConfigError, DataError
+from simulacra.metrics.evaluate import evaluate
+from simulacra.metrics.modes import mode_coverage
+from simulacra.models.base import ExactLikelihood, require
+from simulacra.models.gan import GAN
+from simulacra.models.zoo import build_model
+from simulacra.nn.adversarial import ConvFeatures, DCGANGenerator, DiffAugment, Discriminator, MLPFeatures
+from simulacra.objectives.adversarial import (
+    DIVERGENCES,
+    LOSSES,
+    R1,
+    gradient_penalty,
+    r1_penalty,
+)
+from simulacra.objectives.kernel import mmd2
+from simulacra.train import fit
+
+TOY = DataInfo((2,), "real")
+DIGITS = DataInfo((1, 8, 8), "unit", num_classes=10, levels=17)
+
+
+def quantiles(dist: Normal, n: int) -> Tensor:
+    """x_i = F⁻¹((i + ½)/n), (n,) float64: a deterministic sample whose means converge fast."""
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    return dist.icdf(u)
+
+
+def gaussian(mean: float, std: float) -> Normal:
+    return Normal(torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64))
+
+
+P, Q = gaussian(0.0, 1.0), gaussian(0.5, 1.2)
+GRID = torch.linspace(-5.0, 5.5, 400, dtype=torch.float64)  # P and Q outside it: < 1e-5
+DX = GRID[1] - GRID[0]
+WP, WQ = P.log_prob(GRID).exp() * DX, Q.log_prob(GRID).exp() * DX  # quadrature weights of E_P, E_Q
+
+
+def expected_discriminator_loss(loss: Any, v: Any) -> Tensor:
+    """E_P[φ_real(v)] + E_Q[φ_fake(v)] by quadrature on GRID: the discriminator loss on infinitely
+    many examples, for a critic v: (N, 1) -> (N,)."""
+    out = v(GRID[:, None])
+    return (WP * loss.real(out)).sum() + (WQ * loss.fake(out)).sum()
+
+
+def critic_net(hidden: int, dim: int = 1) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1)
+    ).double()
+
+
+def fit_critic(
+    objective: Any, steps: int = 300, lr: float = 1e-2, hidden: int = 16, dim: int = 1
+) -> nn.Module:
+    """Minimise ``objective(v)`` (v: x (N, 1) -> (N,)) over a fresh MLP with Adam."""
+    torch.manual_seed(0)
+    net = critic_net(hidden, dim)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        objective(lambda x: net(x).squeeze(-1)).backward()
+        opt.step()
+    return net
+
+
+# -- the minimax game ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["minimax", "least-squares"])
+def test_the_discriminator_converges_to_p_over_p_plus_q(name: str) -> None:
+    # for a fixed G, D*(x) = p(x) / (p(x) + q(x)): Goodfellow et al. (2014), Proposition 1, for
+    # D = σ(v); Mao et al. (2017), Proposition 1 with a = 0, b = 1, for the least-squares D = v
+    loss = LOSSES.get(name)
+    net = fit_critic(lambda v: expected_discriminator_loss(loss, v), steps=600, hidden=32)
+    with torch.no_grad():
+        learned = loss.output(net(GRID[:, None]).squeeze(-1))  # the reported D
+    optimal = WP / (WP + WQ)
+    # the error where the data are, (∫ ½(p + q)(D − D*)²)^½, and the worst error on [−2.5, 3]
+    rms = (0.5 * (WP + WQ) * (learned - optimal).square()).sum().sqrt().item()
+    inner = (GRID > -2.5) & (GRID < 3.0)
+    assert rms < 0.004 and (learned - optimal)[inner].abs().max() < 0.02
+
+
+def test_the_value_at_the_optimum_is_minus_log_4_plus_twice_the_jensen_shannon_divergence() -> None:
+    # Theorem 1: C(G) = V(D*, G) = −log 4 + 2 JS(P ‖ Q); −log 4 exactly when G reproduces the data
+    p = gaussian(0.0, 1.0)
+    loss = LOSSES.get("minimax")
+    for q in (p, Normal(torch.tensor(1.0, dtype=torch.float64), 0.7)):
+        x = torch.linspace(-12, 12, 200_001, dtype=torch.float64)
+        dx = x[1] - x[0]
+        lp, lq = p.log_prob(x), q.log_prob(x)
+        logit = lp - lq  # D* = σ(log p − log q)
+        # V = ∫ p log D* + ∫ q log(1 − D*), by quadrature of the loss's own terms
+        value = -(torch.sum(lp.exp() * loss.real(logit)) + torch.sum(lq.exp() * loss.fake(logit))) * dx
+        m = torch.logaddexp(lp, lq) - math.log(2)
+        js = 0.5 * torch.sum(lp.exp() * (lp - m) + lq.exp() * (lq - m)) * dx
+        assert value.item() == pytest.approx(-math.log(4) + 2 * js.item(), abs=1e-8)
+        if q is p:
+            assert value.item() == pytest.approx(-math.log(4), abs=1e-10)
+            assert value.item() == pytest.approx(loss.equilibrium_value, abs=1e-10)
+            same = torch.zeros(7, dtype=torch.float64)  # D* = ½ everywhere
+            assert loss.value(same, same).item() == pytest.approx(-math.log(4), abs=1e-12)
+
+
+def test_the_saturating_generator_loss_vanishes_where_the_non_saturating_one_does_not() -> None:
+    # Goodfellow et al. (2014), §3: when D rejects G(z) (v → −∞), d/dv log(1 − σ(v)) → 0
+    v = torch.tensor([-8.0], requires_grad=True)
+    (g_minimax,) = torch.autograd.grad(LOSSES.get("minimax").generator_loss(v), v)
+    (g_ns,) = torch.autograd.grad(LOSSES.get("non-saturating").generator_loss(v), v)
+    assert abs(g_minimax.item()) < 1e-3 and abs(g_ns.item()) > 0.99
+
+
+# -- Wasserstein and penalties -----------------------------------------------------------------
+
+
+def test_the_wgan_gp_critic_estimates_the_wasserstein_distance_between_two_gaussians() -> None:
+    # equal covariances: W1(N(μ1, I), N(μ2, I)) = ‖μ1 − μ2‖, attained by f(x) = ⟨u, x⟩, u the unit
+    # vector from μ2 to μ1. In two dimensions: on a line the penalty's double well |f'| = 1 can
+    # trap a critic that starts with the wrong sign; in the plane the circle of gradients is connected.
+    side = quantiles(gaussian(0.0, 1.0), 30)
+    real = torch.cartesian_prod(side, side)  # (900, 2), a quantile grid of N(0, I)
+    shift = torch.tensor([0.9, 1.2], dtype=torch.float64)  # ‖shift‖ = 1.5
+    fake = real + shift
+    loss = LOSSES.get("wasserstein")
+    g = torch.Generator().manual_seed(0)
+
+    def objective(v: Any) -> Tensor:
+        return loss.discriminator_loss(v(real), v(fake)) + gradient_penalty(v, real, fake, 10.0, generator=g)
+
+    net = fit_critic(objective, dim=2)
+    with torch.no_grad():
+        estimate = loss.value(net(real).squeeze(-1), net(fake).squeeze(-1)).item()
+    # the penalty is soft: max_s 1.5 s − λ (s − 1)² has s* = 1 + W/(2λ), so the critic's estimate
+    # is W (1 + W/(2λ)) = 1.6125; divided by the critic's gradient norm (its Lipschitz constant) it is W
+    assert estimate == pytest.approx(1.5 * (1 + 1.5 / 20), rel=0.01)
+    x = real.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(net(x).sum(), x)
+    assert estimate / grad.norm(dim=1).mean().item() == pytest.approx(1.5, rel=0.01)
+
+
+def _finite_difference_gradient(f: Any, x: Tensor, h: float = 1e-6) -> Tensor:
+    """∇_x f(x) per example by central differences, (B, D) for x (B, D) and f: (B, D) -> (B,)."""
+    grad = torch.zeros_like(x)
+    for d in range(x.shape[1]):
+        e = torch.zeros_like(x)
+        e[:, d] = h
+        grad[:, d] = (f(x + e) - f(x - e)) / (2 * h)
+    return grad
+
+
+def test_the_gradient_penalty_and_r1_equal_finite_difference_computations() -> None:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+
+    def critic(x: Tensor) -> Tensor:
+        return net(x).squeeze(-1)
+
+    real, fake = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64) + 2
+    gp = gradient_penalty(critic, real, fake, 10.0, generator=torch.Generator().manual_seed(5))
+    eps = torch.rand((6, 1), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    x_hat = eps * real + (1 - eps) * fake
+    with torch.no_grad():
+        norms = _finite_difference_gradient(critic, x_hat).norm(dim=1)
+        expected = 10.0 * (norms - 1).square().mean()
+        r1_expected = 0.5 * 3.0 * _finite_difference_gradient(critic, real).square().sum(1).mean()
+    assert gp.item() == pytest.approx(expected.item(), rel=1e-7)
+    assert r1_penalty(critic, real, 3.0).item() == pytest.approx(r1_expected.item(), rel=1e-7)
+    # the penalties train the critic: their gradients reach its weights
+    gp.backward()  # (the last bias does not change ∇_x D, so it gets no gradient)
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in (net[0], net[2]))
+    # lazy R1: every k-th update only, with weight γ·k
+    lazy = R1(3.0, every=4)
+    assert [lazy.active(u) for u in range(5)] == [True, False, False, False, True]
+    assert lazy(critic, real, fake, 1).item() == 0.0
+    assert lazy(critic, real, fake, 4).item() == pytest.approx(4 * r1_expected.item(), rel=1e-7)
+
+
+# -- f-GAN ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DIVERGENCES.names())
+def test_each_conjugate_is_the_convex_conjugate_of_f_and_stable_in_the_raw_output(name: str) -> None:
+    div = DIVERGENCES.get(name)
+    v = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    t = div.activation(v)
+    torch.testing.assert_close(div.conjugate_of_activation(v), div.conjugate(t))
+    # f*(t) = sup_u (t u − f(u)), by a fine search over the domain of f: u > 0, except Pearson's
+    # f(u) = (u − 1)², convex on all of ℝ, whose conjugate there is Nowozin's t²/4 + t
+    u = torch.logspace(-6, 3, 400_001, dtype=torch.float64)
+    if name == "pearson":
+        u = torch.cat([-u.flip(0), u])
+    sup = (t[:, None] * u[None, :] - div.f(u)[None, :]).max(dim=1).values
+    torch.testing.assert_close(div.conjugate(t), sup, rtol=1e-4, atol=1e-4)
+
+
+def _gaussian_kl(p: Normal, q: Normal) -> float:
+    return float(torch.log(q.scale / p.scale) + (p.scale**2 + (p.loc - q.loc) ** 2) / (2 * q.scale**2) - 0.5)
+
+
+@pytest.mark.parametrize("name", DIVERGENCES.names())
+def test_each_f_gan_bound_approaches_its_divergence_from_below(name: str) -> None:
+    # Nowozin et al. (2016), eq. 4: D_f(P ‖ Q) ≥ E_P[T] − E_Q[f*(T)], equality at T = f'(p/q)
+    div = DIVERGENCES.get(name)
+    loss = div.loss()
+    net = fit_critic(lambda v: expected_discriminator_loss(loss, v))
+    with torch.no_grad():
+        bound = -expected_discriminator_loss(loss, lambda x: net(x).squeeze(-1)).item()
+    exact = (WQ * div.f(WP / WQ)).sum().item()  # ∫ q f(p/q) by the same quadrature
+    closed = {"kl": _gaussian_kl(P, Q), "reverse-kl": _gaussian_kl(Q, P)}
+    if name in closed:
+        assert exact == pytest.approx(closed[name], rel=2e-3)
+    # Fenchel–Young, p T − q f*(T) ≤ q f(p/q) at every grid point: the bound never exceeds it
+    assert bound <= exact + 1e-12
+    assert bound >= exact * (1 - 0.005), f"{name}: bound {bound:.5f} far below D_f = {exact:.5f}"
+
+
+# -- networks ---------------------------------------------------------------------------------
+
+
+def test_spectral_normalization_bounds_the_top_singular_value_by_one() -> None:
+    torch.manual_seed(0)
+    disc = Discriminator(ConvFeatures((3, 12, 12), (4, 8)), 8 * 3 * 3, num_classes=3, spectral=True)
+    x, c = torch.randn(5, 3, 12, 12), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        for _ in range(100):  # one power iteration per training forward
+            disc(x, c)
+    disc.eval()
+    layers = [m for m in disc.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    assert len(layers) == 3
+    for m in layers:
+        w, original = m.weight, m.parametrizations.weight.original
+        top = torch.linalg.svdvals(w.reshape(w.shape[0], -1))[0].item()
+        sigma = torch.linalg.svdvals(original.reshape(original.shape[0], -1))[0].item()
+        assert top <= 1 + 1e-4 and top == pytest.approx(1.0, abs=1e-3)
+        assert (original / w).flatten()[0].item() == pytest.approx(sigma, rel=1e-3)  # W / σ̂, σ̂ = σ
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (2, 7, 10)])
+def test_dcgan_networks_fit_any_image_size(shape: tuple[int, int, int]) -> None:
+    gen = DCGANGenerator(5, shape, (16, 8, 4))
+    features = ConvFeatures(shape, (4, 8, 16))
+    x = gen(torch.randn(3, 5))
+    assert x.shape == (3, *shape) and x.abs().max() <= 1
+    assert Discriminator(features, features.out_features)(x).shape == (3,)
+    assert MLPFeatures(10, [6, 4])(torch.randn(3, 10)).shape == (3, 4)
+
+
+def test_diffaugment_is_deterministic_differentiable_and_keeps_shapes() -> None:
+    augment = DiffAugment("color,translation,cutout")
+    x = torch.rand(4, 3, 8, 8, requires_grad=True)
+    a = augment(x, torch.Generator().manual_seed(1))
+    b = augment(x, torch.Generator().manual_seed(1))
+    c = augment(x, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(3)
+    d = augment(x)
+    torch.manual_seed(3)
+    assert torch.equal(d, augment(x))  # the global RNG without a generator
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # translation moves a single lit pixel by at most 1/8 of the side, or out of the image
+    dot = torch.zeros(64, 1, 16, 16)
+    dot[:, :, 8, 8] = 1
+    moved = DiffAugment("translation")(dot, torch.Generator().manual_seed(0))
+    rows, cols = moved[:, 0].nonzero()[:, 1], moved[:, 0].nonzero()[:, 2]
+    assert (
+        moved.sum(dim=(1, 2, 3)).eq(1).all() and (rows - 8).abs().max() <= 2 and (cols - 8).abs().max() <= 2
+    )
+    assert len({(r, c) for r, c in zip(rows.tolist(), cols.tolist())}) > 5
+    # cutout zeroes an 8 × 8 square (clipped at the border) of a 16 × 16 image
+    zeroed = (DiffAugment("cutout")(torch.ones(64, 1, 16, 16), torch.Generator().manual_seed(0)) == 0).sum(
+        (1, 2, 3)
+    )
+    assert zeroed.max() == 64 and zeroed.min() >= 16
+
+
+# -- the model on the loop --------------------------------------------------------------------
+
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {k: p.detach().clone() for k, p in model.named_parameters()}
+
+
+def test_the_loop_alternates_the_players_and_updates_only_the_named_group() -> None:
+    torch.manual_seed(0)
+    model = build_model({"name": "wgan-gp", "latent_dim": 2, "hidden": [8], "critic_updates": 3}, TOY)
+    calls: list[tuple[str, dict[str, Tensor]]] = []
+    model.register_forward_pre_hook(
+        lambda m, args, kwargs: calls.append((kwargs["group"], _snapshot(m))), with_kwargs=True
+    )
+    data = Dataset("toy", TOY, Split(torch.randn(64, 2)))
+    fit(model, data, TrainConfig(steps=2, batch_size=16, log_every=1, eval_every=0), progress=False)
+    assert [g for g, _ in calls] == (["discriminator"] * 3 + ["generator"]) * 2
+    after = [s for _, s in calls[1:]] + [_snapshot(model)]
+    for (group, before), later in zip(calls, after):
+        changed = {k.split(".")[0] for k in before if not torch.equal(before[k], later[k])}
+        assert changed == {group}, f"a {group} update changed {changed}"
+    assert int(model.update_count) == 6
+    # the declared settings reach the optimizers: β = (0, 0.9), 5 critic updates by default
+    declared = build_model("wgan-gp", TOY).optimizer_settings()
+    assert declared["discriminator"].updates == 5 and declared["generator"].betas == (0.0, 0.9)
+
+
+def _ring(n: int, std: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    angles = torch.arange(8) * (2 * math.pi / 8)
+    centres = 2.0 * torch.stack([angles.cos(), angles.sin()], 1)
+    return centres[torch.randint(0, 8, (n,), generator=generator)] + std * torch.randn(
+        n, 2, generator=generator
+    ), centres
+
+
+def test_mode_coverage_counts_high_quality_samples_per_mode() -> None:
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    on_two = torch.cat([centres[0] + 0.1 * torch.randn(30, 2).clamp(-2, 2), centres[1].expand(19, 2)])
+    far = torch.full((51, 2), 5.0)  # 5√2 ≈ 7.1 from every centre: beyond 3σ = 0.9
+    cover = mode_coverage(torch.cat([on_two, far]), centres, std=0.3)
+    assert cover.counts.tolist() == [30, 19, 0] and cover.modes == 1  # 19 < 20 does not cover a mode
+    assert cover.high_quality == pytest.approx(49 / 100)
+    with pytest.raises(DataError, match="centres"):
+        mode_coverage(torch.zeros(4, 3), centres, std=0.3)
+
+
+def test_a_gan_learns_the_modes_of_a_ring_of_gaussians() -> None:
+    std = 0.1
+    x, centres = _ring(2000, std, torch.Generator().manual_seed(0))
+    valid, _ = _ring(256, std, torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model = build_model({"name": "gan", "latent_dim": 4, "hidden": [64, 64], "lr": 2e-3}, TOY)
+    data = Dataset("ring", TOY, Split(x), Split(valid))
+    config = TrainConfig(steps=600, batch_size=128, log_every=100, eval_every=100, keep_best=False)
+    result = fit(model, data, config, progress=False)
+    samples = model.eval().sample(2500, generator=torch.Generator().manual_seed(2))
+    learned = mode_coverage(samples, centres, std)
+    # chance: a Gaussian with the data's mean and covariance (no notion of the modes)
+    g = torch.Generator().manual_seed(3)
+    moments = x.mean(0) + torch.randn(2500, 2, generator=g) @ torch.linalg.cholesky(torch.cov(x.T)).T
+    chance = mode_coverage(moments, centres, std)
+    assert learned.modes >= 7 and learned.modes > chance.modes
+    assert learned.high_quality > 2 * chance.high_quality
+    # the validation score is an MMD² that fell while the GAN learned
+    with torch.no_grad():
+        fresh = build_model({"name": "gan", "latent_dim": 4, "hidden": [64, 64]}, TOY).eval()
+        assert model.validation_score(valid).item() < 0.5 * fresh.validation_score(valid).item()
+    assert result.best_valid_loss is not None and math.isfinite(result.best_valid_loss)
+    assert {"d_real", "d_fake", "d_auc", "value", "loss/discriminator", "loss/generator"} <= set(
+        result.metrics
+    )
+
+
+def test_the_validation_score_is_the_mmd_of_samples_to_held_out_data() -> None:
+    torch.manual_seed(0)
+    model = build_model({"name": "lsgan", "latent_dim": 2, "hidden": [8]}, TOY).eval()
+    valid = torch.randn(32, 2)
+    torch.manual_seed(5)
+    score = model.validation_score(valid)
+    torch.manual_seed(5)
+    fake = model.generate(32)
+    assert score.item() == pytest.approx(mmd2(fake, valid, unbiased=False).item(), rel=1e-6)
+    assert model.validation_score(valid[:1]).item() >= 0  # a last batch of one example is scored too
+    # MMD² itself: zero in expectation for one distribution, positive between two
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 2, generator=g), torch.randn(400, 2, generator=g)
+    assert abs(mmd2(a, b).item()) < 0.01 and mmd2(a + 1, b).item() > 0.1
+
+
+def test_a_conditional_gan_generates_from_labels_in_the_data_range() -> None:
+    torch.manual_seed(0)
+    model = build_model({"name": "sngan", "latent_dim": 4, "channels": [4, 8], "conditional": True}, DIGITS)
+    x = torch.rand(6, 1, 8, 8)
+    c = torch.arange(6)
+    out = model(x, c, group="discriminator")
+    assert 0 <= out.metrics["d_auc"].item() <= 1
+    samples = model.eval().sample(6, c, generator=torch.Generator().manual_seed(0))
+    assert samples.min() >= 0 and samples.max() <= 1
+    assert torch.allclose(samples * 16, (samples * 16).round(), atol=1e-5)  # on the 17 grey levels
+    assert torch.equal(model.from_model(model.to_model(x.round())), x.round())
+    assert model.to_model(x).min() >= -1 and model.to_model(x).max() <= 1  # the tanh generator's range
+    real = torch.randn(4, 2)  # real-valued data: no map at all
+    assert torch.equal(CenteredRange.for_data(TOY).forward(real), real)
+    assert torch.equal(CenteredRange.for_data(TOY).inverse(real), real)
+
+
+def test_a_discriminator_that_wins_outright_for_long_raises_a_warning() -> None:
+    torch.manual_seed(0)
+    model = build_model({"name": "gan", "latent_dim": 2, "hidden": [8]}, TOY)
+    assert isinstance(model, GAN)
+    model.collapse_patience = 150
+    far = torch.randn(16, 2) + 20.0  # data the generator does not reach: D soon separates them
+    opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-2)
+    with pytest.warns(RuntimeWarning, match="collapsed game"):
+        for _ in range(300):
+            opt.zero_grad()
+            model(far, group="discriminator").loss.backward()
+            opt.step()
+    assert int(model.won_streak) >= 150 and int(model.update_count) == 300
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_bad_input_gets_one_clear_error() -> None:
+    model = build_model({"name": "gan", "latent_dim": 2, "hidden": [8]}, TOY)
+    split = Split(torch.randn(8, 2))
+    with pytest.raises(CapabilityError, match="no likelihood.*--metric mmd"):
+        evaluate(model, split, ["nll"])
+    assert set(evaluate(model, split, ["mmd"], max_samples=8)) == {"mmd", "mmd_p_value"}
+    with pytest.raises(CapabilityError, match="gan has no exact likelihood"):
+        require(model, ExactLikelihood, "exact likelihood")
+    conditional = build_model({"name": "gan", "latent_dim": 2, "channels": [4], "conditional": True}, DIGITS)
+    with pytest.raises(DataError, match="conditional: it needs a context c"):
+        conditional.sample(3)
+    data = Dataset("toy", TOY, Split(torch.randn(32, 2)))
+    for updates in (0, -1):
+        with pytest.raises(ConfigError, match="integer >= 1"):
+            fit(
+                model,
+                data,
+                TrainConfig(steps=1, groups={"discriminator": {"updates": updates}}),
+                progress=False,
+            )
+        with pytest.raises(ConfigError, match="critic_updates must be a positive integer"):
+            build_model({"name": "wgan-gp", "critic_updates": updates}, TOY)
+    with pytest.raises(ConfigError, match="DiffAugment transforms images"):
+        build_model({"name": "gan", "augment": "color"}, TOY)
