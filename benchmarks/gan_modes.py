@@ -69,10 +69,19 @@ def run_one(recipe: str, mixture_name: str, seed: int, args: argparse.Namespace)
     x = draw(centres, std, args.train, torch.Generator().manual_seed(1000 + seed))
     info = DataInfo((2,), "real")
     spec = {**RECIPES[recipe], "latent_dim": 2, "hidden": [128, 128, 128]}
-    spec["lr"] = args.lr_wgan if recipe == "wgan-gp" else args.lr
     torch.manual_seed(seed)
     model = build_model(spec, info)
-    config = TrainConfig(steps=args.steps, batch_size=256, log_every=args.steps, eval_every=0, seed=seed)
+    lr = args.lr_wgan if recipe == "wgan-gp" else args.lr
+    config = TrainConfig.for_model(  # each preset's Adam betas; no EMA (the published protocol)
+        model,
+        steps=args.steps,
+        batch_size=256,
+        log_every=args.steps,
+        eval_every=0,
+        seed=seed,
+        lr=lr,
+        ema_decay=None,
+    )
     started = time.perf_counter()
     result = fit(model, Dataset(mixture_name, info, Split(x)), config, progress=False)
     seconds = time.perf_counter() - started

@@ -319,9 +319,13 @@ def test_the_loop_alternates_the_players_and_updates_only_the_named_group() -> N
         changed = {k.split(".")[0] for k in before if not torch.equal(before[k], later[k])}
         assert changed == {group}, f"a {group} update changed {changed}"
     assert int(model.update_count) == 6
-    # the declared settings reach the optimizers: β = (0, 0.9), 5 critic updates by default
-    declared = build_model("wgan-gp", TOY).optimizer_settings()
-    assert declared["discriminator"].updates == 5 and declared["generator"].betas == (0.0, 0.9)
+    # the declared settings: 5 critic updates per generator update; Adam's β = (0, 0.9) and lr 1e-4
+    # as training defaults beneath the user's (TrainConfig.for_model; simulacra train)
+    wgan = build_model("wgan-gp", TOY)
+    assert wgan.optimizer_settings()["discriminator"].updates == 5
+    config = TrainConfig.for_model(wgan, steps=3)
+    assert (config.lr, config.betas, config.ema_decay, config.patience) == (1e-4, (0.0, 0.9), 0.999, None)
+    assert TrainConfig.for_model(wgan, lr=1e-3, ema_decay=None).lr == 1e-3
 
 
 def _ring(n: int, std: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -348,9 +352,18 @@ def test_a_gan_learns_the_modes_of_a_ring_of_gaussians() -> None:
     x, centres = _ring(2000, std, torch.Generator().manual_seed(0))
     valid, _ = _ring(256, std, torch.Generator().manual_seed(1))
     torch.manual_seed(0)
-    model = build_model({"name": "gan", "latent_dim": 4, "hidden": [64, 64], "lr": 2e-3}, TOY)
+    model = build_model({"name": "gan", "latent_dim": 4, "hidden": [64, 64]}, TOY)
     data = Dataset("ring", TOY, Split(x), Split(valid))
-    config = TrainConfig(steps=600, batch_size=128, log_every=100, eval_every=100, keep_best=False)
+    config = TrainConfig.for_model(  # β = (0.5, 0.999) from the model; a larger lr, no EMA
+        model,
+        steps=600,
+        batch_size=128,
+        log_every=100,
+        eval_every=100,
+        keep_best=False,
+        lr=2e-3,
+        ema_decay=None,
+    )
     result = fit(model, data, config, progress=False)
     samples = model.eval().sample(2500, generator=torch.Generator().manual_seed(2))
     learned = mode_coverage(samples, centres, std)
@@ -445,3 +458,38 @@ def test_bad_input_gets_one_clear_error() -> None:
             build_model({"name": "wgan-gp", "critic_updates": updates}, TOY)
     with pytest.raises(ConfigError, match="DiffAugment transforms images"):
         build_model({"name": "gan", "augment": "color"}, TOY)
+
+
+def test_simulacra_train_applies_the_gans_training_defaults_beneath_the_users(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`simulacra train wgan-gp` trains with the preset's Adam (lr 1e-4, β = (0, 0.9)), an EMA and
+    no early stopping, says so, and records them; what the user sets wins (--lr, --set); a GAN asked
+    for a likelihood is one error line, exit status 2, nothing written."""
+    import json
+
+    from simulacra.cli import main
+
+    tiny = ["--data", "moons", "--steps", "3", "--batch-size", "16", "--no-progress", "--no-eval"]
+    tiny += ["--set", "model.hidden=[8]", "--set", "model.latent_dim=2", "--set", "model.critic_updates=2"]
+    assert main(["train", "wgan-gp", *tiny, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "wgan-gp's training defaults: lr=0.0001, betas=(0.0, 0.9), ema_decay=0.999, patience=None" in out
+    train = json.loads((tmp_path / "a" / "config.json").read_text())["run"]["train"]
+    assert (train["lr"], train["betas"], train["ema_decay"], train["patience"]) == (
+        1e-4,
+        [0.0, 0.9],
+        0.999,
+        None,
+    )
+    assert (tmp_path / "a" / "ema.safetensors").is_file()
+    mine = ["--lr", "1e-3", "--set", "train.ema_decay=null", "--set", "train.betas=[0.9, 0.99]"]
+    assert main(["train", "wgan-gp", *tiny, *mine, "--out", str(tmp_path / "b")]) == 0
+    assert "training defaults: patience=None (yours win" in capsys.readouterr().out
+    train = json.loads((tmp_path / "b" / "config.json").read_text())["run"]["train"]
+    assert (train["lr"], train["betas"], train["ema_decay"]) == (1e-3, [0.9, 0.99], None)
+    before = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert main(["evaluate", str(tmp_path / "a"), "--metric", "nll"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no likelihood" in err[0] and "mmd" in err[0]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == before

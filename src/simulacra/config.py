@@ -20,8 +20,8 @@ import dataclasses
 import json
 import math
 import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.check()
+
+    @classmethod
+    def for_model(cls, model: Any, **settings: Any) -> TrainConfig:
+        """The settings ``settings`` on top of ``model.train_defaults()`` (a GAN's learning rate,
+        betas and EMA, ...) on top of the defaults here: what ``simulacra train`` uses."""
+        return cls(**{**model.train_defaults(), **settings})
+
+    def with_model_defaults(self, defaults: Mapping[str, Any], given: Collection[str]) -> TrainConfig:
+        """A copy taking ``defaults`` (a model's :meth:`train_defaults`) for every field not in
+        ``given`` (the fields the user set); checked like any setting."""
+        unknown = sorted(set(defaults) - {f.name for f in fields(self)})
+        if unknown:
+            raise ConfigError(f"a model declares unknown training defaults {unknown}")
+        values = {k: tuple(v) if k == "betas" else v for k, v in defaults.items() if k not in given}
+        return replace(self, **values)
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first setting of the wrong type or out of range

@@ -86,8 +86,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume continues a run as it was configured; drop MODEL, --config and --set")
         config = RunConfig.from_dict(raw)
         config.model = recorded_spec(config.model)  # the network it trained, whatever today's defaults
+        given: set[str] | None = None  # the run's settings are complete: no model defaults
     else:
-        config = RunConfig.from_dict(_train_raw_config(args))
+        raw = _train_raw_config(args)
+        config = RunConfig.from_dict(raw)
+        given = set(raw.get("train") or {})  # the training settings the user chose
         run_dir = Path(args.out) if args.out else _default_out(config)
         _recover(run_dir)
     new_length = args.resume and (
@@ -114,12 +117,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         # the run (and its --resume) rebuilds the same network on any device
         model = build_model(config.model, data.info, accelerator=dist.device.type == "cuda")
         config.model = dict(model.spec)  # on --resume, fit restores the saved state
+        adopted = {} if given is None else {k: v for k, v in model.train_defaults().items() if k not in given}
+        if adopted:  # e.g. a GAN's learning rate, betas, EMA and no early stopping; recorded in the run
+            config.train = config.train.with_model_defaults(adopted, given)
         schedules = build_callbacks(config.callbacks)  # e.g. KL warm-up
         if dist.is_main:
             _check_out(run_dir, model, config, args)
         console = _console()
         if dist.is_main:
             _announce_data(console, data)
+            if adopted:
+                settings = ", ".join(f"{k}={v!r}" for k, v in adopted.items())
+                console.print(
+                    f"{config.model['name']}'s training defaults: {settings} (yours win: --lr, "
+                    "--set train.KEY=VALUE)",
+                    highlight=False,
+                )
         if args.minutes is not None:
             schedules.append(_plan_minutes(model, data, config, args, run_dir))
         if new_length and dist.is_main:

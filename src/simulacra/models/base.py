@@ -163,6 +163,13 @@ class GenerativeModel(nn.Module, abc.ABC):
         every group, one update per step)."""
         return {group: GroupSettings() for group in self.groups}
 
+    def train_defaults(self) -> dict[str, Any]:
+        """Training settings (``TrainConfig`` fields) this model trains best with, applied beneath
+        what the user sets (``--lr``, ``--set train.KEY=VALUE``, a config file) and recorded in the
+        run: e.g. a GAN's smaller learning rate, Adam betas (0.5, 0.999), an EMA of the weights and
+        no early stopping. Default: none (the run's defaults)."""
+        return {}
+
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """What early stopping and "keep the best weights" minimise on held-out batches: a scalar
         (the batch mean) or one value per example (B,). Default: the loss of the first group,

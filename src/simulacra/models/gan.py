@@ -42,11 +42,10 @@ from simulacra.models.base import (
 from simulacra.objectives.adversarial import AdversarialLoss, Penalty
 from simulacra.objectives.kernel import mmd2
 
-DEFAULT_SETTINGS = {
-    "discriminator": GroupSettings(betas=(0.5, 0.999)),
-    "generator": GroupSettings(betas=(0.5, 0.999)),
-}
-"""Adam's β1 = 0.5 for both players (Radford et al. 2016), the run's learning rate, one update each."""
+TRAIN_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "betas": (0.5, 0.999), "ema_decay": 0.999, "patience": None}
+"""How a GAN trains unless the user says otherwise (:meth:`GAN.train_defaults`): Adam with lr 2e-4
+and β1 = 0.5 for both players (Radford et al. 2016), an EMA of the weights for sampling and
+evaluation (Yazıcı et al. 2019), and no early stopping (the game's scores do not fall steadily)."""
 
 
 def auc(real_out: Tensor, fake_out: Tensor) -> Tensor:
@@ -94,6 +93,7 @@ class GAN(GenerativeModel):
         augment: nn.Module | None = None,
         conditional: bool = False,
         settings: Mapping[str, GroupSettings] | None = None,
+        train_defaults: Mapping[str, Any] | None = None,
         collapse_patience: int = 500,
     ) -> None:
         super().__init__(info)
@@ -106,7 +106,8 @@ class GAN(GenerativeModel):
         self.penalty = penalty
         self.augment = augment
         self.conditional = bool(conditional)
-        settings = dict(DEFAULT_SETTINGS if settings is None else settings)
+        settings = dict(settings or {})
+        self._train_defaults = dict(TRAIN_DEFAULTS if train_defaults is None else train_defaults)
         unknown = sorted(set(settings) - set(self.groups))
         if unknown:
             raise ConfigError(f"GAN settings name group(s) {unknown}; a GAN has {list(self.groups)}")
@@ -220,6 +221,9 @@ class GAN(GenerativeModel):
 
     def optimizer_settings(self) -> dict[str, GroupSettings]:
         return dict(self.settings)
+
+    def train_defaults(self) -> dict[str, Any]:
+        return dict(self._train_defaults)
 
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """MMD²_b between B samples of the generator and the held-out batch x (B, *event) in model

@@ -1,7 +1,9 @@
 """GAN presets: gan, wgan-gp, sngan, lsgan and fgan.
 
 Every preset is a configuration of :class:`~simulacra.models.gan.GAN`: the loss, the penalty,
-spectral normalization and each group's optimizer settings. The networks follow the data: an
+spectral normalization, the critic updates per generator update, and the training settings the
+model declares (:meth:`~simulacra.models.gan.GAN.train_defaults`: Adam's learning rate and betas,
+an EMA, no early stopping), which ``simulacra train`` applies beneath the user's own. The networks follow the data: an
 MLP generator and discriminator for vectors, the DCGAN pair for images (``arch`` picks another);
 ``conditional=True`` embeds the label in G and projects it in D; ``augment`` (images) names the
 DiffAugment policy, e.g. ``"color,translation,cutout"``.
@@ -10,12 +12,13 @@ DiffAugment policy, e.g. ``"color,translation,cutout"``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from simulacra.data.info import DataInfo
 from simulacra.distributions.standard import StandardNormal
 from simulacra.errors import ConfigError, positive_int
 from simulacra.models.base import GroupSettings
-from simulacra.models.gan import GAN
+from simulacra.models.gan import GAN, TRAIN_DEFAULTS
 from simulacra.models.zoo._common import _context
 from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, MODELS
 from simulacra.nn.adversarial import (
@@ -28,14 +31,10 @@ from simulacra.nn.adversarial import (
 )
 from simulacra.objectives.adversarial import LOSSES, R1, AdversarialLoss, GradientPenalty, Penalty, f_gan_loss
 
-
-def _settings(lr: float, betas: Sequence[float], critic_updates: int) -> dict[str, GroupSettings]:
-    """Adam's learning rate and betas for both players, ``critic_updates`` discriminator updates per step."""
-    b = (float(betas[0]), float(betas[1]))
-    return {
-        "discriminator": GroupSettings(lr=float(lr), betas=b, updates=critic_updates),
-        "generator": GroupSettings(lr=float(lr), betas=b),
-    }
+WGAN_TRAIN = {**TRAIN_DEFAULTS, "lr": 1e-4, "betas": (0.0, 0.9)}
+"""WGAN-GP's Adam (Gulrajani et al. 2017: lr 1e-4, β = (0, 0.9)); the other presets train with
+:data:`~simulacra.models.gan.TRAIN_DEFAULTS` (lr 2e-4, β = (0.5, 0.999)). Both with an EMA and no
+early stopping; ``--lr`` and ``--set train.KEY=VALUE`` override them."""
 
 
 def _gan(
@@ -51,9 +50,8 @@ def _gan(
     embedding_dim: int | None,
     augment: str | None,
     arch: str | None,
-    lr: float,
-    betas: Sequence[float],
     critic_updates: int,
+    train: dict[str, Any] = TRAIN_DEFAULTS,
 ) -> GAN:
     latent_dim = positive_int(latent_dim, "latent_dim")
     arch = arch or ("conv" if info.is_image else "mlp")
@@ -85,7 +83,8 @@ def _gan(
         penalty,
         augment=DiffAugment(augment) if augment else None,
         conditional=conditional,
-        settings=_settings(lr, betas, positive_int(critic_updates, "critic_updates")),
+        settings={"discriminator": GroupSettings(updates=positive_int(critic_updates, "critic_updates"))},
+        train_defaults=train,
     )
 
 
@@ -102,8 +101,6 @@ def gan(
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
-    lr: float = 2e-4,
-    betas: Sequence[float] = (0.5, 0.999),
     critic_updates: int = 1,
 ) -> GAN:
     """GAN (Goodfellow et al. 2014; DCGAN for images): non-saturating loss, optional R1 (r1=γ)."""
@@ -111,7 +108,7 @@ def gan(
     return _gan(
         info, LOSSES.get(loss), penalty, latent_dim=latent_dim, hidden=hidden, channels=channels,
         spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
-        lr=lr, betas=betas, critic_updates=critic_updates,
+        critic_updates=critic_updates,
     )  # fmt: skip
 
 
@@ -127,14 +124,12 @@ def wgan_gp(
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
-    lr: float = 1e-4,
-    betas: Sequence[float] = (0.0, 0.9),
 ) -> GAN:
     """WGAN-GP (Gulrajani et al. 2017): Wasserstein critic, gradient penalty λ=10, 5 critic updates."""
     return _gan(
         info, LOSSES.get("wasserstein"), GradientPenalty(gp_weight), latent_dim=latent_dim, hidden=hidden,
         channels=channels, spectral=False, conditional=conditional, embedding_dim=embedding_dim,
-        augment=augment, arch=arch, lr=lr, betas=betas, critic_updates=critic_updates,
+        augment=augment, arch=arch, critic_updates=critic_updates, train=WGAN_TRAIN,
     )  # fmt: skip
 
 
@@ -149,14 +144,12 @@ def sngan(
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
-    lr: float = 2e-4,
-    betas: Sequence[float] = (0.5, 0.999),
 ) -> GAN:
     """SNGAN (Miyato et al. 2018): hinge loss, spectrally normalized discriminator (projection if conditional)."""
     return _gan(
         info, LOSSES.get("hinge"), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
         spectral=True, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
-        lr=lr, betas=betas, critic_updates=critic_updates,
+        critic_updates=critic_updates,
     )  # fmt: skip
 
 
@@ -170,15 +163,13 @@ def lsgan(
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
-    lr: float = 2e-4,
-    betas: Sequence[float] = (0.5, 0.999),
     critic_updates: int = 1,
 ) -> GAN:
     """LSGAN (Mao et al. 2017): least-squares losses with targets 0 (fake) and 1 (real)."""
     return _gan(
         info, LOSSES.get("least-squares"), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
         spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
-        lr=lr, betas=betas, critic_updates=critic_updates,
+        critic_updates=critic_updates,
     )  # fmt: skip
 
 
@@ -193,15 +184,13 @@ def fgan(
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
-    lr: float = 2e-4,
-    betas: Sequence[float] = (0.5, 0.999),
     critic_updates: int = 1,
 ) -> GAN:
     """f-GAN (Nowozin et al. 2016): variational divergence minimization (kl, reverse-kl, pearson, squared-hellinger, jensen-shannon)."""
     return _gan(
         info, f_gan_loss(divergence), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
         spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
-        lr=lr, betas=betas, critic_updates=critic_updates,
+        critic_updates=critic_updates,
     )  # fmt: skip
 
 
