@@ -381,6 +381,13 @@ def test_a_gan_learns_the_modes_of_a_ring_of_gaussians() -> None:
     assert {"d_real", "d_fake", "d_auc", "value", "loss/discriminator", "loss/generator"} <= set(
         result.metrics
     )
+    # each player's gradient norm is logged without clipping, and it is the norm of the gradient
+    assert all(result.metrics[f"grad_norm/{g}"] > 0 for g in ("discriminator", "generator"))
+    model.zero_grad()
+    model.loss(x[:128], group="generator").loss.backward()
+    grads = [p.grad for p in model.generator.parameters() if p.grad is not None]
+    by_hand = torch.sqrt(sum((g**2).sum() for g in grads))
+    assert torch.nn.utils.get_total_norm(grads).item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
 def test_the_validation_score_is_the_mmd_of_samples_to_held_out_data() -> None:
@@ -493,3 +500,33 @@ def test_simulacra_train_applies_the_gans_training_defaults_beneath_the_users(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no likelihood" in err[0] and "mmd" in err[0]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == before
+
+
+def test_interpolation_between_codes_decodes_the_ends_and_keeps_the_norm(tmp_path: Any) -> None:
+    """A GAN has no encoder: interpolation runs between pairs of codes drawn from its prior. The
+    ends are G at the drawn codes, spherical paths keep ‖z‖ between the ends' norms (the middle of a
+    linear path falls inside), the draw is reproducible, and `simulacra interpolate` writes it."""
+    from simulacra.cli import main
+    from simulacra.models.base import LatentGenerator, LatentVariableModel
+    from simulacra.tasks.interpolate import _path, interpolate_codes
+
+    torch.manual_seed(0)
+    model = build_model({"name": "gan", "latent_dim": 6, "hidden": [16]}, TOY).eval()
+    assert isinstance(model, LatentGenerator) and not isinstance(model, LatentVariableModel)
+    x = interpolate_codes(model, 2, steps=5, generator=torch.Generator().manual_seed(3))
+    again = interpolate_codes(model, 2, steps=5, generator=torch.Generator().manual_seed(3))
+    assert x.shape == (10, 2) and torch.equal(x, again)
+    z = sample_from_prior = model.prior().sample((2,)).reshape(2, 6)
+    t = torch.linspace(0, 1, 5)
+    spherical, linear = _path(z[0], z[1], t, "spherical"), _path(z[0], z[1], t, "linear")
+    assert torch.allclose(
+        model.decode_latent(spherical[[0, -1]]), model.decode_latent(sample_from_prior), atol=1e-6
+    )
+    lo, hi = sorted(z.norm(dim=1).tolist())
+    assert all(lo - 1e-5 <= n <= hi + 1e-5 for n in spherical.norm(dim=1).tolist())
+    assert linear[2].norm() < spherical[2].norm()
+    run = tmp_path / "run"
+    tiny = ["--steps", "2", "--batch-size", "16", "--no-progress", "--no-eval", "--set", "model.hidden=[8]"]
+    assert main(["train", "gan", "--data", "moons", *tiny, "--out", str(run)]) == 0
+    assert main(["interpolate", str(run), "--pairs", "2", "--points", "4"]) == 0
+    assert (run / "interpolation.png").is_file()

@@ -183,8 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         choices=["linear", "spherical"],
-        default="linear",
-        help="path between the codes (default linear)",
+        default=None,
+        help="path between the codes (default: linear between encodings, spherical between a GAN's codes)",
     )
     p.add_argument("--points", type=integer, default=10, help="decoded points along each path, ends included")
     p.add_argument("--pairs", type=integer, default=8, help="pairs of held-out examples, one row each")

@@ -175,17 +175,47 @@ def _duration(seconds: float) -> str:
     )
 
 
+def _interpolate_codes(model: Any, args: argparse.Namespace, out: Path, weights: Any) -> int:
+    """A model without an encoder (a GAN): paths between pairs of codes drawn from its prior, one
+    label per path for a conditional model (the labels the training data have, in turn)."""
+    from simulacra.report.pictures import sample_labels
+    from simulacra.tasks.interpolate import interpolate_codes
+    from simulacra.viz.grids import save_examples, save_grid
+
+    method = "spherical" if args.method is None else args.method
+    c = sample_labels(model, args.pairs) if model.conditional else None
+    g = torch.Generator().manual_seed(args.seed)
+    x = interpolate_codes(model, args.pairs, c, steps=args.points, method=method, generator=g)
+    if model.info.is_image:
+        save_grid(x, out, nrow=args.points)
+    else:
+        save_examples(x, model.info, out)
+    print(
+        f"wrote {args.pairs} {method} paths of {args.points} points between codes drawn from the "
+        f"prior to {out} ({weights.describe()})"
+    )
+    return 0
+
+
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from simulacra.models.base import LatentVariableModel, require
+    from simulacra.models.base import LatentGenerator, LatentVariableModel, require
     from simulacra.tasks.interpolate import interpolate
     from simulacra.viz.grids import save_examples
 
     out = _output_path(args.output, Path(args.run) / "interpolation.png")
     model, weights = _load_run(args.run, "cpu", args.weights)
-    require(model, LatentVariableModel, "latent space to interpolate in")
-    _, part = _held_out(args.run, "test", args.data_dir, None)
     if args.pairs < 1 or args.points < 2:
         raise ConfigError(f"--pairs must be ≥ 1 and --points ≥ 2; found {args.pairs} and {args.points}")
+    if isinstance(model, LatentGenerator) and not isinstance(model, LatentVariableModel):
+        return _interpolate_codes(model, args, out, weights)
+    require(
+        model,
+        LatentVariableModel,
+        "latent space to interpolate in",
+        "it needs an encoder (a VAE or AE) or a GAN",
+    )
+    method = args.method or "linear"
+    _, part = _held_out(args.run, "test", args.data_dir, None)
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(part), generator=g)[: 2 * args.pairs]
     if len(idx) < 2:
@@ -195,7 +225,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         for i in range(len(idx) // 2):
             a, b = idx[2 * i : 2 * i + 1], idx[2 * i + 1 : 2 * i + 2]
             c = part.y[a] if model.conditional and part.y is not None else None
-            rows.append(interpolate(model, part.x[a], part.x[b], c, steps=args.points, method=args.method))
+            rows.append(interpolate(model, part.x[a], part.x[b], c, steps=args.points, method=method))
     x = torch.cat(rows)
     if model.info.is_image:
         from simulacra.viz.grids import save_grid
@@ -204,6 +234,6 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     else:
         save_examples(x, model.info, out)
     print(
-        f"wrote {len(rows)} {args.method} interpolations of {args.points} points to {out} ({weights.describe()})"
+        f"wrote {len(rows)} {method} interpolations of {args.points} points to {out} ({weights.describe()})"
     )
     return 0

@@ -312,6 +312,17 @@ class LatentVariableModel(Protocol):
 
 
 @runtime_checkable
+class LatentGenerator(Protocol):
+    """Models that map a latent code to data without an encoder (a GAN's generator):
+    ``prior(c)`` = p(z) with batch shape (1,), ``decode_latent(z, c)`` = G(z, c) in the data's
+    space and range, (n, *event_shape) for codes (n, *latent)."""
+
+    def prior(self, c: Tensor | None = None) -> Distribution: ...
+
+    def decode_latent(self, z: Tensor, c: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
 class EnergyBased(Protocol):
     def energy(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """Unnormalised energy E(x), shape (B,); p(x) ∝ exp(-E(x))."""

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from simulacra.data.info import DataInfo
 from simulacra.data.transforms import CenteredRange
@@ -143,6 +144,17 @@ class GAN(GenerativeModel):
         """G(z, c) in model space, z ~ p(z) drawn with ``generator`` (None: the global RNG), (n, *event)."""
         z = sample_from(self.latent(None, n), (), generator).to(self.device)  # (n, L)
         return self.generator(z, c if self.conditional else None)
+
+    def prior(self, c: Tensor | None = None) -> Distribution:
+        """p(z), batch shape (1,) (the same for every label: the label enters G, not z)."""
+        return self.latent(None, 1)
+
+    def decode_latent(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        """G(z, c) mapped to the data's range, (n, *event_shape) for codes z (n, latent_dim):
+        the :class:`~simulacra.models.base.LatentGenerator` capability (interpolation)."""
+        check_context(self, c, z.shape[0])
+        with torch.no_grad():
+            return self.from_model(self.generator(z.to(self.device), c if self.conditional else None))
 
     def critic(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """D(T(x), c): raw outputs (B,) for model-space inputs, T the augmentation when there is one."""

@@ -1,4 +1,6 @@
-"""Interpolation in latent space: decode the path between the encodings of two examples.
+"""Interpolation in latent space: decode the path between the encodings of two examples
+(:func:`interpolate`, latent-variable models), or between two codes drawn from the prior of a
+model without an encoder (:func:`interpolate_codes`, a GAN's generator).
 
 Linear paths cross the low-density centre of a high-dimensional Gaussian prior, where
 ‖z‖ is atypically small; spherical paths keep the norm (White 2016, "Sampling generative
@@ -10,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from simulacra.distributions.standard import sample_from
 from simulacra.errors import ConfigError, DataError
 from simulacra.metrics.likelihood import evaluation_mode, model_device
-from simulacra.models.base import LatentVariableModel, require
+from simulacra.models.base import LatentGenerator, LatentVariableModel, require
 from simulacra.tasks.reconstruct import distribution_mean
 
 METHODS = ("linear", "spherical")
@@ -117,9 +120,56 @@ def interpolate(
         )
         t = torch.linspace(0.0, 1.0, steps, device=z.device, dtype=z.dtype)
         # flattened, so that slerp measures angles between whole codes (conv latents too)
-        flat = z.reshape(2, -1)
-        path = (lerp if method == "linear" else slerp)(flat[0], flat[1], t)  # (steps, latent)
-        path = path.reshape(steps, *z.shape[1:])
+        path = _path(z[0], z[1], t, method)
         cs = None if c is None else c.expand(steps, *c.shape[1:])
         x = distribution_mean(model.decode(path, cs))
     return x.reshape(steps, *event_shape)
+
+
+def _path(z_a: Tensor, z_b: Tensor, t: Tensor, method: str) -> Tensor:
+    """(len(t), *z_a.shape) codes from z_a to z_b; slerp measures angles between whole flattened
+    codes (convolutional latents too)."""
+    path = (lerp if method == "linear" else slerp)(z_a.reshape(-1), z_b.reshape(-1), t)
+    return path.reshape(len(t), *z_a.shape)
+
+
+def interpolate_codes(
+    model: LatentGenerator,
+    pairs: int,
+    c: Tensor | None = None,
+    *,
+    steps: int = 10,
+    method: str = "spherical",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Generated data along paths between pairs of codes drawn from the prior:
+
+        z_a, z_b ~ p(z),  x(t) = G(z(t), c),  t = 0, 1/(steps−1), …, 1,
+
+    with z(t) = slerp (``"spherical"``, the default for a Gaussian prior) or lerp (``"linear"``).
+
+    Args:
+        model: a model with a prior and a latent-to-data map (a GAN).
+        pairs: number of paths.
+        c: (pairs,) labels of a conditional model (one per path), or None.
+        steps: points on each path, both ends included (≥ 2).
+        method: ``"spherical"`` or ``"linear"``.
+        generator: seeds the draw of the codes.
+
+    Returns:
+        (pairs · steps, *event_shape): the paths one after the other.
+    """
+    require(model, LatentGenerator, "prior and generator to interpolate between codes")
+    if method not in METHODS:
+        raise ConfigError(f"unknown interpolation method {method!r}; valid methods: {', '.join(METHODS)}")
+    if steps < 2 or pairs < 1:
+        raise ConfigError(f"interpolation needs pairs ≥ 1 and at least 2 steps; got {pairs} and {steps}")
+    prior = model.prior(None)
+    z = sample_from(prior, (2 * pairs,), generator)
+    z = z.reshape(2 * pairs, *z.shape[2:])  # (2·pairs, *latent): the prior's batch of one dropped
+    t = torch.linspace(0.0, 1.0, steps, dtype=z.dtype)
+    rows = []
+    for i in range(pairs):
+        cs = None if c is None else c[i : i + 1].expand(steps)
+        rows.append(model.decode_latent(_path(z[2 * i], z[2 * i + 1], t, method), cs))
+    return torch.cat(rows)

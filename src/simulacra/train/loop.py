@@ -491,6 +491,10 @@ class _Run:
                 if g.grad_clip is not None:
                     norm = torch.nn.utils.clip_grad_norm_(g.params, g.grad_clip)
                     sums.add("grad_norm" if self.single else f"grad_norm/{g.name}", norm)
+                elif not self.single:  # a game's diagnostics: each player's gradient norm, always
+                    grads = [p.grad for p in g.params if p.grad is not None]
+                    if grads:
+                        sums.add(f"grad_norm/{g.name}", torch.nn.utils.get_total_norm(grads))
                 optimizer.step()
                 scheduler.step()
                 sums.add("loss" if self.single else f"loss/{g.name}", out.loss)
