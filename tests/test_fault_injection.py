@@ -248,6 +248,35 @@ def test_a_run_killed_anywhere_resumes_to_the_end(
     _check_finished(run, reference)
 
 
+GAN_TRAIN = [
+    "train", "gan", "--data", "moons", "--set", "data.num_samples=64", "--set", "model.hidden=[8]",
+    "--set", "model.latent_dim=2", "--set", "model.r1=1.0", "--set", "model.r1_every=2",
+    "--set", "model.critic_updates=2", "--batch-size", "8", "--steps", str(STEPS), "--no-progress",
+    "--no-eval", "--set", "train.checkpoint_every=1",
+]  # fmt: skip
+"""A GAN with every piece of state: two optimizers, lazy R1's update counter, the collapse
+watch (a per-process buffer), its EMA and validation (the MMD score) by default."""
+
+
+@pytest.mark.parametrize(("seed", "point"), [(0, "write"), (1, "time")])
+def test_a_gan_killed_anywhere_resumes_to_the_weights_of_an_uninterrupted_run(
+    seed: int, point: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = random.Random(seed)
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*GAN_TRAIN, "--out", str(whole)]) == 0
+    argv = [*GAN_TRAIN, "--out", str(run)]
+    if point == "time":
+        status = _train_killed(argv, delay=rng.uniform(0.02, 0.1), started=(run / "checkpoint.json").exists)
+        assert status == -signal.SIGKILL, "the run ended before the kill"
+    else:
+        assert _train_killed(argv, hook=("write", rng.randint(4, 3 * STEPS))) == -signal.SIGKILL
+    assert (run / "checkpoint.json").exists()
+    _resume(run, capsys)
+    _check_finished(run, whole)
+
+
 # --------------------------------------------------------------------------- --overwrite
 
 
