@@ -6,7 +6,7 @@ Two mixtures of isotropic Gaussians, each with equal weights:
 * ``grid``: 25 Gaussians at {−4, −2, 0, 2, 4}², σ = 0.05 (Lin et al. 2018, PacGAN, Table 2).
 
 For each recipe (``minimax``: the saturating game; ``non-saturating``; ``hinge+sn``: the sngan
-preset; ``wgan-gp``) and seed, one MLP GAN (generator and discriminator 3 × 128 ReLU /
+preset; ``wgan-gp``; ``pacgan4``: non-saturating with D judging packs of 4, Lin et al. 2018) and seed, one MLP GAN (generator and discriminator 3 × 128 ReLU /
 LeakyReLU, latent 2) is trained with ``simulacra.train.fit`` on 20,000 fixed points (batch 256,
 --steps steps, each preset's Adam betas, lr --lr, WGAN-GP with its 5 critic updates and lr
 --lr-wgan), then 2,500 samples are drawn: a sample is of high quality within 3σ of its nearest
@@ -39,6 +39,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "non-saturating": {"name": "gan", "loss": "non-saturating"},
     "hinge+sn": {"name": "sngan"},
     "wgan-gp": {"name": "wgan-gp"},
+    "pacgan4": {"name": "gan", "loss": "non-saturating", "pack": 4},
 }
 
 

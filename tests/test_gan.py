@@ -26,7 +26,7 @@ from simulacra.errors import CapabilityError, ConfigError, DataError
 from simulacra.metrics.evaluate import evaluate
 from simulacra.metrics.modes import mode_coverage
 from simulacra.models.base import ExactLikelihood, require
-from simulacra.models.gan import GAN
+from simulacra.models.gan import GAN, auc
 from simulacra.models.zoo import build_model
 from simulacra.nn.adversarial import ConvFeatures, DCGANGenerator, DiffAugment, Discriminator, MLPFeatures
 from simulacra.objectives.adversarial import (
@@ -530,3 +530,33 @@ def test_interpolation_between_codes_decodes_the_ends_and_keeps_the_norm(tmp_pat
     assert main(["train", "gan", "--data", "moons", *tiny, "--out", str(run)]) == 0
     assert main(["interpolate", str(run), "--pairs", "2", "--points", "4"]) == 0
     assert (run / "interpolation.png").is_file()
+
+
+def test_packing_lets_the_discriminator_see_a_collapsed_generator() -> None:
+    """PacGAN: D judges m examples at once (consecutive ones, concatenated). Against a generator
+    that draws from the data's own distribution but twice in a row the same value (half the
+    diversity), an unpacked D can do no better than chance (each example alone is distributed as
+    the data), while a D judging pairs sees that a pair's two members are equal and separates
+    real from generated outright."""
+    one_d = DataInfo((1,), "real")
+    real = torch.randn(4096, 1, generator=torch.Generator().manual_seed(0))
+    collapsed = torch.randn(2048, 1, generator=torch.Generator().manual_seed(1)).repeat_interleave(2, 0)
+    aucs = {}
+    for m in (1, 2):
+        torch.manual_seed(1)
+        model = build_model({"name": "gan", "latent_dim": 1, "hidden": [32, 32], "pack": m}, one_d)
+        viewed = model.view(real[:6])
+        assert viewed.shape == (6 // m, m) and torch.equal(viewed[0], real[:m].reshape(-1))
+        opt = torch.optim.Adam(model.discriminator.parameters(), lr=3e-3)
+        for step in range(300):
+            batch = slice(128 * (step % 32), 128 * (step % 32 + 1))
+            v_real, v_fake = model.critic(real[batch]), model.critic(collapsed[batch])
+            loss = model.adversarial_loss.discriminator_loss(v_real, v_fake)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            aucs[m] = auc(model.critic(real[:2048]), model.critic(collapsed[:2048])).item()
+    assert aucs[2] > 0.97 and abs(aucs[1] - 0.5) < 0.05, aucs
+    with pytest.raises(ConfigError, match="packing"):
+        build_model({"name": "gan", "pack": 2, "conditional": True}, DataInfo((2,), "real", num_classes=3))

@@ -31,7 +31,7 @@ from torch.distributions import Distribution
 from simulacra.data.info import DataInfo
 from simulacra.data.transforms import CenteredRange
 from simulacra.distributions.standard import sample_from
-from simulacra.errors import ConfigError
+from simulacra.errors import ConfigError, DataError
 from simulacra.models.base import (
     GenerativeModel,
     GroupSettings,
@@ -70,6 +70,9 @@ class GAN(GenerativeModel):
         penalty: a regularizer of the discriminator (gradient penalty, R1), or None.
         augment: a differentiable augmentation applied to every input of D (DiffAugment), or None.
         conditional: G and D read labels c (then every method needs them).
+        pack: m, PacGAN's packing (Lin et al. 2018): D judges m examples at once, concatenated
+            (vectors end to end, images along channels), all real or all generated, which lets it
+            see a lack of diversity; its networks take inputs of m examples. 1: no packing.
         settings: per-group update settings for the loop (default :data:`DEFAULT_SETTINGS`).
         collapse_patience: warn once when the discriminator has separated real from generated
             examples outright (AUC = 1) on this many consecutive updates (a collapsed game).
@@ -93,6 +96,7 @@ class GAN(GenerativeModel):
         *,
         augment: nn.Module | None = None,
         conditional: bool = False,
+        pack: int = 1,
         settings: Mapping[str, GroupSettings] | None = None,
         train_defaults: Mapping[str, Any] | None = None,
         collapse_patience: int = 500,
@@ -107,6 +111,11 @@ class GAN(GenerativeModel):
         self.penalty = penalty
         self.augment = augment
         self.conditional = bool(conditional)
+        if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+            raise ConfigError(f"pack must be an integer >= 1; found {pack!r}")
+        if pack > 1 and conditional:
+            raise ConfigError("packing (pack > 1) judges several examples at once; it takes no labels")
+        self.pack = pack
         settings = dict(settings or {})
         self._train_defaults = dict(TRAIN_DEFAULTS if train_defaults is None else train_defaults)
         unknown = sorted(set(settings) - set(self.groups))
@@ -156,11 +165,24 @@ class GAN(GenerativeModel):
         with torch.no_grad():
             return self.from_model(self.generator(z.to(self.device), c if self.conditional else None))
 
-    def critic(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        """D(T(x), c): raw outputs (B,) for model-space inputs, T the augmentation when there is one."""
+    def view(self, x: Tensor) -> Tensor:
+        """What D reads of a batch x (B, *event) in model space: T(x), T the augmentation when
+        there is one, in packs of m (B // m, ...) when packing (the last B mod m examples left out)."""
         if self.augment is not None:
             x = self.augment(x)
-        return self.discriminator(x, c if self.conditional else None)
+        m = self.pack
+        if m == 1:
+            return x
+        if x.shape[0] < m:
+            raise DataError(f"pack={m} needs batches of at least {m} examples; found {x.shape[0]}")
+        b = x.shape[0] // m * m
+        packed = x[:b].reshape(b // m, m * x.shape[1], *x.shape[2:])  # consecutive examples together
+        return packed
+
+    def critic(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """D(view(x), c): raw outputs (B,) for model-space inputs x (B, *event) ((B // m,) when
+        packing)."""
+        return self.discriminator(self.view(x), c if self.conditional else None)
 
     def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "discriminator") -> LossOutput:
         """The loss of ``group`` on a batch x (B, *event) (labels c (B,) for a conditional GAN,
@@ -182,13 +204,16 @@ class GAN(GenerativeModel):
     def _discriminator_loss(self, real: Tensor, c: Tensor | None) -> LossOutput:
         with torch.no_grad():
             fake = self.generate(real.shape[0], c)
-        v_real, v_fake = self.critic(real, c), self.critic(fake, c)
+        labels = c if self.conditional else None
+        seen_real, seen_fake = self.view(real), self.view(fake)  # what D reads: augmented, packed
+        v_real, v_fake = self.discriminator(seen_real, labels), self.discriminator(seen_fake, labels)
         game = self.adversarial_loss.discriminator_loss(v_real, v_fake)
         # the update's index matters to a lazy penalty only (reading it waits for the device)
         update = int(self.update_count) if self.penalty is not None and self.penalty.every > 1 else 0
         penalty = real.new_zeros(())
         if self.penalty is not None and self.penalty.active(update):
-            penalty = self.penalty(lambda y: self.critic(y, c), real, fake, update)
+            # on D's own inputs: the gradient of D with respect to what it reads
+            penalty = self.penalty(lambda y: self.discriminator(y, labels), seen_real, seen_fake, update)
         separated = auc(v_real.detach(), v_fake.detach())
         if self.training:
             self._count(separated)

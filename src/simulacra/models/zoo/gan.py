@@ -47,13 +47,14 @@ def _gan(
     channels: Sequence[int],
     spectral: bool,
     conditional: bool,
+    pack: int,
     embedding_dim: int | None,
     augment: str | None,
     arch: str | None,
     critic_updates: int,
     train: dict[str, Any] = TRAIN_DEFAULTS,
 ) -> GAN:
-    latent_dim = positive_int(latent_dim, "latent_dim")
+    latent_dim, pack = positive_int(latent_dim, "latent_dim"), positive_int(pack, "pack")
     arch = arch or ("conv" if info.is_image else "mlp")
     bounded = info.support != "real"
     num_classes = info.num_classes if conditional else None
@@ -63,13 +64,14 @@ def _gan(
         gen: MLPGenerator | DCGANGenerator = MLPGenerator(
             latent_dim, info.event_shape, hidden, "relu", bounded, context
         )
-        features: MLPFeatures | ConvFeatures = MLPFeatures(info.dim, hidden[::-1])
+        features: MLPFeatures | ConvFeatures = MLPFeatures(info.dim * pack, hidden[::-1])
     elif arch == "conv":
         if not info.is_image:
             raise ConfigError(f"arch='conv' needs images (C, H, W); found event_shape {info.event_shape}")
         channels = [positive_int(ch, "each channel count") for ch in channels]
         gen = DCGANGenerator(latent_dim, info.event_shape, channels[::-1], bounded, context)
-        features = ConvFeatures(info.event_shape, channels)
+        c, h, w = info.event_shape
+        features = ConvFeatures((c * pack, h, w), channels)  # a pack's images side by side in channels
     else:
         raise ConfigError(f"unknown architecture {arch!r}; expected 'mlp' or 'conv'")
     if augment and not info.is_image:
@@ -83,6 +85,7 @@ def _gan(
         penalty,
         augment=DiffAugment(augment) if augment else None,
         conditional=conditional,
+        pack=pack,
         settings={"discriminator": GroupSettings(updates=positive_int(critic_updates, "critic_updates"))},
         train_defaults=train,
     )
@@ -98,6 +101,7 @@ def gan(
     hidden: Sequence[int] = (128, 128),
     channels: Sequence[int] = (32, 64, 128),
     conditional: bool = False,
+    pack: int = 1,
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
@@ -107,7 +111,7 @@ def gan(
     penalty = R1(r1, r1_every) if r1 > 0 else None
     return _gan(
         info, LOSSES.get(loss), penalty, latent_dim=latent_dim, hidden=hidden, channels=channels,
-        spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
+        spectral=False, conditional=conditional, pack=pack, embedding_dim=embedding_dim, augment=augment, arch=arch,
         critic_updates=critic_updates,
     )  # fmt: skip
 
@@ -121,6 +125,7 @@ def wgan_gp(
     hidden: Sequence[int] = (128, 128),
     channels: Sequence[int] = (32, 64, 128),
     conditional: bool = False,
+    pack: int = 1,
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
@@ -128,7 +133,7 @@ def wgan_gp(
     """WGAN-GP (Gulrajani et al. 2017): Wasserstein critic, gradient penalty λ=10, 5 critic updates."""
     return _gan(
         info, LOSSES.get("wasserstein"), GradientPenalty(gp_weight), latent_dim=latent_dim, hidden=hidden,
-        channels=channels, spectral=False, conditional=conditional, embedding_dim=embedding_dim,
+        channels=channels, spectral=False, conditional=conditional, pack=pack, embedding_dim=embedding_dim,
         augment=augment, arch=arch, critic_updates=critic_updates, train=WGAN_TRAIN,
     )  # fmt: skip
 
@@ -141,6 +146,7 @@ def sngan(
     hidden: Sequence[int] = (128, 128),
     channels: Sequence[int] = (32, 64, 128),
     conditional: bool = False,
+    pack: int = 1,
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
@@ -148,7 +154,7 @@ def sngan(
     """SNGAN (Miyato et al. 2018): hinge loss, spectrally normalized discriminator (projection if conditional)."""
     return _gan(
         info, LOSSES.get("hinge"), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
-        spectral=True, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
+        spectral=True, conditional=conditional, pack=pack, embedding_dim=embedding_dim, augment=augment, arch=arch,
         critic_updates=critic_updates,
     )  # fmt: skip
 
@@ -160,6 +166,7 @@ def lsgan(
     hidden: Sequence[int] = (128, 128),
     channels: Sequence[int] = (32, 64, 128),
     conditional: bool = False,
+    pack: int = 1,
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
@@ -168,7 +175,7 @@ def lsgan(
     """LSGAN (Mao et al. 2017): least-squares losses with targets 0 (fake) and 1 (real)."""
     return _gan(
         info, LOSSES.get("least-squares"), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
-        spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
+        spectral=False, conditional=conditional, pack=pack, embedding_dim=embedding_dim, augment=augment, arch=arch,
         critic_updates=critic_updates,
     )  # fmt: skip
 
@@ -181,6 +188,7 @@ def fgan(
     hidden: Sequence[int] = (128, 128),
     channels: Sequence[int] = (32, 64, 128),
     conditional: bool = False,
+    pack: int = 1,
     embedding_dim: int | None = None,
     augment: str | None = None,
     arch: str | None = None,
@@ -189,7 +197,7 @@ def fgan(
     """f-GAN (Nowozin et al. 2016): variational divergence minimization (kl, reverse-kl, pearson, squared-hellinger, jensen-shannon)."""
     return _gan(
         info, f_gan_loss(divergence), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
-        spectral=False, conditional=conditional, embedding_dim=embedding_dim, augment=augment, arch=arch,
+        spectral=False, conditional=conditional, pack=pack, embedding_dim=embedding_dim, augment=augment, arch=arch,
         critic_updates=critic_updates,
     )  # fmt: skip
 
