@@ -88,7 +88,7 @@ def test_fid_needs_images_and_a_feature_network(digits, tmp_path: Path) -> None:
     assert "features.safetensors" in by_path["fid"].estimator
     moons = load_dataset(DataConfig("moons", num_samples=200))
     flow = build_model({"name": "maf", "transforms": 1, "hidden": [8]}, moons.info)
-    with pytest.raises(CapabilityError, match="image features"):
+    with pytest.raises(CapabilityError, match="fid compares images; maf models examples of shape"):
         evaluate(flow, moons.test or moons.valid, ["fid"], features=net)
     with pytest.raises(ConfigError, match="either options= or keyword"):
         evaluate(vae, _split(digits), ["nll"], EvalOptions(), seed=1)

@@ -80,7 +80,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     described = {}
     for name, description in METRICS.describe().items():
         needs = METRICS.get(name).requirement
-        described[name] = description + (f" [needs a {needs}]" if needs else " [any model]")
+        images = METRICS.get(name).images
+        where = " of images" if images else ""
+        described[name] = description + (f" [needs a {needs}]" if needs else f" [any model{where}]")
     _print_registry("registered metrics (simulacra evaluate RUN --metric NAME)", described)
     return 0
 

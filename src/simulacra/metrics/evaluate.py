@@ -75,14 +75,18 @@ class Metric:
             when every model qualifies.
         requirement: what ``requires`` means, in words ("a likelihood").
         compute: ``(model, split, options) -> {name: Estimate}``.
+        images: the metric compares images (a model of other data cannot have it).
     """
 
     name: str
     requires: tuple[type, ...]
     requirement: str
     compute: MetricFn
+    images: bool = False
 
     def applies_to(self, model: object) -> bool:
+        if self.images and not getattr(getattr(model, "info", None), "is_image", False):
+            return False
         return not self.requires or any(isinstance(model, cap) for cap in self.requires)
 
 
@@ -90,12 +94,13 @@ METRICS: Registry[Metric] = Registry("metric")
 
 
 def register(
-    name: str, description: str, requires: tuple[type, ...] = (), requirement: str = ""
+    name: str, description: str, requires: tuple[type, ...] = (), requirement: str = "", images: bool = False
 ) -> Callable[[MetricFn], MetricFn]:
-    """Decorator: register ``compute`` as the metric ``name`` needing one of ``requires``."""
+    """Decorator: register ``compute`` as the metric ``name`` needing one of ``requires`` (and
+    image data when ``images``)."""
 
     def decorator(compute: MetricFn) -> MetricFn:
-        METRICS.register(name, description)(Metric(name, requires, requirement, compute))
+        METRICS.register(name, description)(Metric(name, requires, requirement, compute, images))
         return compute
 
     return decorator
@@ -138,6 +143,11 @@ def evaluate(
         if not metric.applies_to(model):
             others = [n for n in available_metrics(model) if n != metric.name]
             hint = f"; use {' or '.join(f'--metric {n}' for n in others)}" if others else ""
+            if metric.images and not model.info.is_image:
+                raise CapabilityError(
+                    f"{metric.name} compares images; {model.preset_name} models examples of shape "
+                    f"{tuple(model.info.event_shape)}{hint}"
+                )
             raise CapabilityError(
                 f"{model.preset_name} has no {metric.requirement} for {metric.name!r}{hint}"
             )
@@ -241,7 +251,11 @@ def _feature_network(options: EvalOptions) -> tuple[FeatureClassifier, str]:
     return load_feature_classifier(features), Path(features).name
 
 
-@register("fid", "Fréchet distance between the features of samples and held-out images (a feature network)")
+@register(
+    "fid",
+    "Fréchet distance between the features of samples and held-out images (a feature network)",
+    images=True,
+)
 def _fid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
     if not model.info.is_image:
         raise CapabilityError(
