@@ -11,7 +11,8 @@ DiffAugment policy, e.g. ``"color,translation,cutout"``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from simulacra.data.info import DataInfo
@@ -95,8 +96,11 @@ def _gan(
 def gan(
     info: DataInfo,
     loss: str = "non-saturating",
+    divergence: str = "jensen-shannon",
     r1: float = 0.0,
     r1_every: int = 1,
+    gp_weight: float = 0.0,
+    spectral: bool = False,
     latent_dim: int = 32,
     hidden: Sequence[int] = (128, 128),
     channels: Sequence[int] = (32, 64, 128),
@@ -106,100 +110,73 @@ def gan(
     augment: str | None = None,
     arch: str | None = None,
     critic_updates: int = 1,
+    _train: dict[str, Any] = TRAIN_DEFAULTS,
 ) -> GAN:
-    """GAN (Goodfellow et al. 2014; DCGAN for images): non-saturating loss, optional R1 (r1=γ)."""
-    penalty = R1(r1, r1_every) if r1 > 0 else None
+    """GAN (Goodfellow et al. 2014; DCGAN for images): any ``loss`` of ``LOSSES`` (non-saturating,
+    minimax, hinge, least-squares, wasserstein) or ``f-gan`` (the f-GAN bound on ``divergence``), R1 (``r1`` = γ,
+    lazy every ``r1_every`` updates) or a gradient penalty (``gp_weight`` = λ), ``spectral``
+    normalization of D, ``critic_updates`` D updates per G update, PacGAN ``pack``. The other GAN
+    presets are this one with their paper's choices."""
+    if r1 > 0 and gp_weight > 0:
+        raise ConfigError("choose one penalty of the discriminator: r1 or gp_weight")
+    penalty: Penalty | None = (
+        R1(r1, r1_every) if r1 > 0 else GradientPenalty(gp_weight) if gp_weight > 0 else None
+    )
+    adversarial = f_gan_loss(divergence) if loss == "f-gan" else LOSSES.get(loss)
     return _gan(
-        info, LOSSES.get(loss), penalty, latent_dim=latent_dim, hidden=hidden, channels=channels,
-        spectral=False, conditional=conditional, pack=pack, embedding_dim=embedding_dim, augment=augment, arch=arch,
-        critic_updates=critic_updates,
+        info, adversarial, penalty, latent_dim=latent_dim, hidden=hidden, channels=channels,
+        spectral=spectral, conditional=conditional, pack=pack, embedding_dim=embedding_dim, augment=augment,
+        arch=arch, critic_updates=critic_updates, train=_train,
     )  # fmt: skip
 
 
-@MODELS.register("wgan-gp")
-def wgan_gp(
-    info: DataInfo,
-    gp_weight: float = 10.0,
-    critic_updates: int = 5,
-    latent_dim: int = 32,
-    hidden: Sequence[int] = (128, 128),
-    channels: Sequence[int] = (32, 64, 128),
-    conditional: bool = False,
-    pack: int = 1,
-    embedding_dim: int | None = None,
-    augment: str | None = None,
-    arch: str | None = None,
-) -> GAN:
-    """WGAN-GP (Gulrajani et al. 2017): Wasserstein critic, gradient penalty λ=10, 5 critic updates."""
-    return _gan(
-        info, LOSSES.get("wasserstein"), GradientPenalty(gp_weight), latent_dim=latent_dim, hidden=hidden,
-        channels=channels, spectral=False, conditional=conditional, pack=pack, embedding_dim=embedding_dim,
-        augment=augment, arch=arch, critic_updates=critic_updates, train=WGAN_TRAIN,
-    )  # fmt: skip
+def _variant(name: str, doc: str, fixed: dict[str, Any], **defaults: Any) -> Callable[..., GAN]:
+    """Register ``name``: the ``gan`` preset with the settings ``fixed`` (its paper's loss, penalty,
+    normalization) and other ``defaults``; its signature is gan's less the fixed settings, so that
+    ``simulacra models NAME`` lists them and a run's spec records every one."""
+    base = inspect.signature(gan)
+    params = [
+        p.replace(default=defaults.get(p.name, p.default))
+        for p in base.parameters.values()
+        if p.name not in fixed and not p.name.startswith("_")
+    ]
+
+    def preset(info: DataInfo, **settings: Any) -> GAN:
+        return gan(info, **{**fixed, **defaults, **settings})
+
+    preset.__signature__ = base.replace(parameters=params)  # type: ignore[attr-defined]
+    preset.__doc__ = doc
+    preset.__name__ = preset.__qualname__ = name.replace("-", "_")
+    return MODELS.register(name, doc.split("\n")[0])(preset)
 
 
-@MODELS.register("sngan")
-def sngan(
-    info: DataInfo,
-    critic_updates: int = 1,
-    latent_dim: int = 32,
-    hidden: Sequence[int] = (128, 128),
-    channels: Sequence[int] = (32, 64, 128),
-    conditional: bool = False,
-    pack: int = 1,
-    embedding_dim: int | None = None,
-    augment: str | None = None,
-    arch: str | None = None,
-) -> GAN:
-    """SNGAN (Miyato et al. 2018): hinge loss, spectrally normalized discriminator (projection if conditional)."""
-    return _gan(
-        info, LOSSES.get("hinge"), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
-        spectral=True, conditional=conditional, pack=pack, embedding_dim=embedding_dim, augment=augment, arch=arch,
-        critic_updates=critic_updates,
-    )  # fmt: skip
+wgan_gp = _variant(
+    "wgan-gp",
+    "WGAN-GP (Gulrajani et al. 2017): Wasserstein critic, gradient penalty λ=10, 5 critic updates\n"
+    "per generator update, Adam 1e-4 with β = (0, 0.9).",
+    {"loss": "wasserstein", "r1": 0.0, "r1_every": 1, "_train": WGAN_TRAIN},
+    gp_weight=10.0,
+    critic_updates=5,
+)
+sngan = _variant(
+    "sngan",
+    "SNGAN (Miyato et al. 2018): hinge loss, spectrally normalized discriminator (projection if\n"
+    "conditional).",
+    {"loss": "hinge", "spectral": True},
+)
+lsgan = _variant(
+    "lsgan",
+    "LSGAN (Mao et al. 2017): least-squares losses with targets 0 (fake) and 1 (real).",
+    {"loss": "least-squares"},
+)
 
 
-@MODELS.register("lsgan")
-def lsgan(
-    info: DataInfo,
-    latent_dim: int = 32,
-    hidden: Sequence[int] = (128, 128),
-    channels: Sequence[int] = (32, 64, 128),
-    conditional: bool = False,
-    pack: int = 1,
-    embedding_dim: int | None = None,
-    augment: str | None = None,
-    arch: str | None = None,
-    critic_updates: int = 1,
-) -> GAN:
-    """LSGAN (Mao et al. 2017): least-squares losses with targets 0 (fake) and 1 (real)."""
-    return _gan(
-        info, LOSSES.get("least-squares"), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
-        spectral=False, conditional=conditional, pack=pack, embedding_dim=embedding_dim, augment=augment, arch=arch,
-        critic_updates=critic_updates,
-    )  # fmt: skip
-
-
-@MODELS.register("fgan")
-def fgan(
-    info: DataInfo,
-    divergence: str = "jensen-shannon",
-    latent_dim: int = 32,
-    hidden: Sequence[int] = (128, 128),
-    channels: Sequence[int] = (32, 64, 128),
-    conditional: bool = False,
-    pack: int = 1,
-    embedding_dim: int | None = None,
-    augment: str | None = None,
-    arch: str | None = None,
-    critic_updates: int = 1,
-) -> GAN:
-    """f-GAN (Nowozin et al. 2016): variational divergence minimization (kl, reverse-kl, pearson, squared-hellinger, jensen-shannon)."""
-    return _gan(
-        info, f_gan_loss(divergence), None, latent_dim=latent_dim, hidden=hidden, channels=channels,
-        spectral=False, conditional=conditional, pack=pack, embedding_dim=embedding_dim, augment=augment, arch=arch,
-        critic_updates=critic_updates,
-    )  # fmt: skip
+fgan = _variant(
+    "fgan",
+    "f-GAN (Nowozin et al. 2016): variational divergence minimization of the divergence kl,\n"
+    "reverse-kl, pearson, squared-hellinger or jensen-shannon.",
+    {"loss": "f-gan"},
+)
 
 
 # DCGAN's widths (Radford et al. 2016: 64-128-256 in D, mirrored in G) where a GPU trains them at a
