@@ -175,21 +175,27 @@ def _duration(seconds: float) -> str:
     )
 
 
+def _save_paths(x: torch.Tensor, model: Any, out: Path, points: int) -> None:
+    """Interpolation paths x (paths · points, *event) as a picture: one path per row."""
+    from simulacra.viz.grids import save_examples, save_grid
+
+    if model.info.is_image:
+        save_grid(x, out, nrow=points)
+    else:
+        save_examples(x, model.info, out)
+
+
 def _interpolate_codes(model: Any, args: argparse.Namespace, out: Path, weights: Any) -> int:
     """A model without an encoder (a GAN): paths between pairs of codes drawn from its prior, one
     label per path for a conditional model (the labels the training data have, in turn)."""
     from simulacra.report.pictures import sample_labels
     from simulacra.tasks.interpolate import interpolate_codes
-    from simulacra.viz.grids import save_examples, save_grid
 
     method = "spherical" if args.method is None else args.method
     c = sample_labels(model, args.pairs) if model.conditional else None
     g = torch.Generator().manual_seed(args.seed)
     x = interpolate_codes(model, args.pairs, c, steps=args.points, method=method, generator=g)
-    if model.info.is_image:
-        save_grid(x, out, nrow=args.points)
-    else:
-        save_examples(x, model.info, out)
+    _save_paths(x, model, out, args.points)
     print(
         f"wrote {args.pairs} {method} paths of {args.points} points between codes drawn from the "
         f"prior to {out} ({weights.describe()})"
@@ -200,7 +206,6 @@ def _interpolate_codes(model: Any, args: argparse.Namespace, out: Path, weights:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from simulacra.models.base import LatentGenerator, LatentVariableModel, require
     from simulacra.tasks.interpolate import interpolate
-    from simulacra.viz.grids import save_examples
 
     out = _output_path(args.output, Path(args.run) / "interpolation.png")
     model, weights = _load_run(args.run, "cpu", args.weights)
@@ -226,13 +231,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
             a, b = idx[2 * i : 2 * i + 1], idx[2 * i + 1 : 2 * i + 2]
             c = part.y[a] if model.conditional and part.y is not None else None
             rows.append(interpolate(model, part.x[a], part.x[b], c, steps=args.points, method=method))
-    x = torch.cat(rows)
-    if model.info.is_image:
-        from simulacra.viz.grids import save_grid
-
-        save_grid(x, out, nrow=args.points)
-    else:
-        save_examples(x, model.info, out)
+    _save_paths(torch.cat(rows), model, out, args.points)
     print(
         f"wrote {len(rows)} {method} interpolations of {args.points} points to {out} ({weights.describe()})"
     )
