@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from simulacra.data.info import DataInfo
+from simulacra.data.transforms import CenteredRange
 from simulacra.errors import ConfigError, DataError
 from simulacra.models.base import GenerativeModel, LossOutput, check_batch, check_context
 from simulacra.objectives.score import WEIGHTINGS, denoising_loss, variational_bound
@@ -111,9 +112,8 @@ class Diffusion(GenerativeModel):
         self.guidance = float(guidance)
         self.trace, self.rtol, self.atol = trace, float(rtol), float(atol)
         # y = scale · x + shift maps [0, 1] data (binary, grey levels) to [−1, 1]
-        self.scale, self.shift = (1.0, 0.0) if info.support == "real" else (2.0, -1.0)
-        levels = 2 if info.support == "binary" and info.levels is None else info.levels
-        self.bin_width = None if info.support == "real" or not levels or levels < 2 else 1.0 / (levels - 1)
+        self.range = CenteredRange.for_data(info)
+        self.scale, self.shift, self.bin_width = self.range.scale, self.range.shift, self.range.bin_width
 
     # -- data space <-> model space ----------------------------------------------------------
 
@@ -126,17 +126,12 @@ class Diffusion(GenerativeModel):
         if dequantize and self.bin_width is not None:
             u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x = x + (u - 0.5) * self.bin_width
-        return self.scale * x + self.shift
+        return self.range.forward(x)
 
     def from_model(self, y: Tensor) -> Tensor:
         """x = (y − shift)/scale, in [0, 1] for bounded data and rounded to the nearest level
         (the centre of the bin y was dequantized in) for discrete data. (B, *event)."""
-        x = (y - self.shift) / self.scale
-        if self.info.support == "real":
-            return x
-        if self.bin_width is not None:
-            x = torch.round(x / self.bin_width) * self.bin_width
-        return x.clamp(0.0, 1.0)
+        return self.range.inverse(y)
 
     # -- the denoiser ------------------------------------------------------------------------
 
