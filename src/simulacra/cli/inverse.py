@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from simulacra.cli.common import _held_out, _load_run, _output_path, integer, seed_arg
+from simulacra.data.degradations import MASKS
 from simulacra.errors import CapabilityError, ConfigError, DataError
 
 if TYPE_CHECKING:
     from simulacra.models.base import GenerativeModel
 
-MASKS = ("center", "left", "right", "top", "bottom", "random")
 VERBS = {
     "inpaint": "fill a masked region (diffusion: RePaint with --resample > 1; autoregressive: exact "
     "completion, e.g. --mask-kind bottom under a raster order)",
@@ -84,26 +84,10 @@ def add_parsers(sub: Any) -> None:
 
 
 def builtin_mask(kind: str, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-    """(C, H, W) mask, 1 = kept: ``center`` hides the middle half of each side, ``left`` …
-    ``bottom`` the half on that side, ``random`` each pixel with probability ½ (all channels
-    together; drawn with ``generator``, a CPU generator)."""
-    if kind not in MASKS:
-        raise ConfigError(f"unknown mask kind {kind!r}; expected one of {', '.join(MASKS)}")
-    c, h, w = shape
-    keep = torch.ones(h, w)
-    if kind == "center":
-        keep[h // 4 : h - h // 4, w // 4 : w - w // 4] = 0
-    elif kind == "left":
-        keep[:, : w // 2] = 0
-    elif kind == "right":
-        keep[:, w // 2 :] = 0
-    elif kind == "top":
-        keep[: h // 2] = 0
-    elif kind == "bottom":
-        keep[h // 2 :] = 0
-    else:
-        keep = (torch.rand(h, w, generator=generator) < 0.5).to(keep)
-    return keep.expand(c, h, w).clone()  # (C, H, W)
+    """(C, H, W) mask, 1 = kept (:func:`simulacra.data.degradations.image_mask`)."""
+    from simulacra.data.degradations import image_mask
+
+    return image_mask(kind, shape, generator)
 
 
 def _read(path: str, channels: int, size: tuple[int, int], what: str) -> torch.Tensor:

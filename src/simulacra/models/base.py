@@ -335,6 +335,20 @@ class Completion(Protocol):
 
 
 @runtime_checkable
+class ImageTranslation(Protocol):
+    """Models that map an observation y = P x of an image (a degradation, data space) to an image
+    x̂ (pix2pix): they make their own observations, and translate given ones."""
+
+    def observe(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """y = P x (B, *event) for images x (B, *event), the degradation the model was trained on."""
+        ...
+
+    def translate(self, y: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """x̂ (B, *event), data space, for observations y (B, *event) made as :meth:`observe` does."""
+        ...
+
+
+@runtime_checkable
 class WeightedLoss(Protocol):
     """Models whose loss has named weights that callbacks may schedule (KL warm-up sets ``"kl"``)."""
 
@@ -387,6 +401,7 @@ __all__ = [
     "EnergyBased",
     "ExactLikelihood",
     "GenerativeModel",
+    "ImageTranslation",
     "ImportanceWeighted",
     "LatentVariableModel",
     "LikelihoodBound",

@@ -32,52 +32,19 @@ the answer back with its ``from_model``, which rounds discrete data to their lev
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simulacra.data.degradations import Projection, block_average, channel_mean, mask_projection
 from simulacra.data.info import DataInfo
 from simulacra.errors import ConfigError, DataError
 from simulacra.models.base import Completion, DiffusionSampling, GenerativeModel, require
 from simulacra.processes.gaussian import Denoise, expand, noise_like, q_posterior, transition
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.samplers import Ancestral, Sampler, check_sampler
-
-Projection = Callable[[Tensor], Tensor]
-"""An orthogonal projection P of the event space, applied to a batch (B, *event) -> (B, *event)."""
-
-
-def mask_projection(mask: Tensor) -> Projection:
-    """P x = m ⊙ x for a {0, 1} mask m (1 = observed) that broadcasts against (B, *event)."""
-    m = mask.to(torch.get_default_dtype())
-    if not bool(((m == 0) | (m == 1)).all()):
-        raise DataError("a mask must hold only 0 (missing) and 1 (observed)")
-    return lambda x: x * m.to(x)
-
-
-def block_average(factor: int) -> Projection:
-    """P x = up_f(avgpool_f(x)) on images (B, C, H, W): each f × f block replaced by its mean,
-    the orthogonal projection onto images constant on the blocks (a low-resolution image)."""
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise ConfigError(f"a super-resolution factor must be an integer >= 2; found {factor!r}")
-
-    def project(x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[-1] % factor or x.shape[-2] % factor:
-            raise DataError(
-                f"super-resolution x{factor} needs images (B, C, H, W) with H and W divisible by {factor}; "
-                f"found {tuple(x.shape)}"
-            )
-        return F.interpolate(F.avg_pool2d(x, factor), scale_factor=factor, mode="nearest")
-
-    return project
-
-
-def channel_mean(x: Tensor) -> Tensor:
-    """P x = (1/C) Σ_c x_c broadcast to every channel, images (B, C, H, W): the grey part."""
-    return x.mean(dim=1, keepdim=True).expand_as(x)
 
 
 def sample_given_projection(
