@@ -159,6 +159,32 @@ def test_pix2pix_learns_super_resolution_better_than_interpolation() -> None:
     assert ours < 0.8 * min(nearest, bicubic), (ours, nearest, bicubic)
 
 
+def test_the_inverse_tasks_hand_pix2pix_the_problem_it_learnt_only() -> None:
+    """``super_resolve``/``inpaint``/``colorize`` (the CLI verbs' tasks) translate with a pix2pix
+    trained for that problem, with the diffusion path's observation format, and refuse others."""
+    from simulacra.tasks import inverse
+
+    torch.manual_seed(0)
+    model = build_model(TINY, DIGITS).eval()
+    x = _images(3)
+    low = F.avg_pool2d(x, 2)  # (3, 1, 4, 4), as the CLI makes it
+    got = inverse.super_resolve(model, low, 2, generator=torch.Generator().manual_seed(1))
+    want = model.translate(model.observe(x), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(got, want)
+    with pytest.raises(ConfigError, match="trained for super-resolution x2, not super-resolution x4"):
+        inverse.super_resolve(model, F.avg_pool2d(x, 4), 4)
+    with pytest.raises(ConfigError, match="resample"):
+        inverse.super_resolve(model, low, 2, resample=3)
+    with pytest.raises(ConfigError, match="fills no other mask"):
+        inverse.inpaint(model, x, torch.ones(1, 8, 8))
+    torch.manual_seed(0)
+    filler = build_model({**TINY, "task": "inpainting", "mask": "center"}, DIGITS).eval()
+    mask = torch.ones(1, 8, 8)
+    mask[:, 2:6, 2:6] = 0
+    out = inverse.inpaint(filler, x, mask)
+    assert torch.allclose(out * mask, torch.round(x * 16) / 16 * mask, atol=1e-6)  # the kept pixels
+
+
 # -- networks ---------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
 """``simulacra inpaint | super-resolve | denoise | colorize RUN``: inverse problems with a trained
-diffusion model (see :mod:`simulacra.tasks.inverse`).
+diffusion model, or a pix2pix trained for that problem (see :mod:`simulacra.tasks.inverse`).
 
 The observation is an image file (``--image``, never resized: it must have the model's size, or
 for super-resolution the size divided by the factor) or, without ``--image``, ``--examples K``
@@ -127,7 +127,7 @@ def _labels(
 
 def cmd_inverse(args: argparse.Namespace) -> int:
     """Run one of the four verbs (``args.command``) and write the picture of its solutions."""
-    from simulacra.models.base import Completion, DiffusionSampling, require
+    from simulacra.models.base import Completion, DiffusionSampling, ImageTranslation, require
     from simulacra.samplers import resolve_sampler
     from simulacra.tasks import inverse
     from simulacra.viz.grids import save_grid
@@ -139,11 +139,15 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sampler-steps must be at least 1, got {args.sampler_steps}")
     path = _output_path(args.output, Path(args.run) / f"{verb}.png")
     model, weights = _load_run(args.run, args.device, args.weights)
-    if not (verb == "inpaint" and isinstance(model, Completion)):  # autoregressive models inpaint
+    translates = isinstance(model, ImageTranslation) and verb != "denoise"  # pix2pix, one task
+    if not (
+        translates or (verb == "inpaint" and isinstance(model, Completion))
+    ):  # autoregressive models inpaint
         needs = (
-            "inpainting needs a diffusion model (e.g. ddpm) or an autoregressive one (e.g. pixelcnn)"
+            "inpainting needs a diffusion model (e.g. ddpm) or an autoregressive one (e.g. pixelcnn), "
+            "or a pix2pix trained for it"
             if verb == "inpaint"
-            else f"{verb} needs a diffusion model (e.g. ddpm)"
+            else f"{verb} needs a diffusion model (e.g. ddpm) or a pix2pix trained for it"
         )
         require(model, DiffusionSampling, "denoiser", needs)
     shape = tuple(int(s) for s in model.info.event_shape)
@@ -180,7 +184,7 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         shown = y * mask + 0.5 * (1 - mask)  # the hole in grey
 
         def solve(obs: torch.Tensor, **kw: Any) -> torch.Tensor:
-            if isinstance(model, Completion):  # exact completion: no sampler, no resampling
+            if translates or isinstance(model, Completion):  # one pass, or exact: no resampling
                 return inverse.inpaint(
                     model, obs, mask, c=kw["c"], generator=kw["generator"], steps=kw["steps"]
                 )

@@ -115,7 +115,15 @@ class Degradation(abc.ABC):
         """P for the batch x (B, C, H, W) (x gives its shape and device only)."""
 
     def describe(self) -> str:
+        """The degradation with its setting, e.g. ``super-resolution x4``."""
         return self.name
+
+    def __eq__(self, other: object) -> bool:
+        """Two degradations are equal when they are of one kind with one setting."""
+        return type(self) is type(other) and self.describe() == other.describe()  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.describe()))
 
 
 class SuperResolution(Degradation):

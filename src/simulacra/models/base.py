@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from simulacra.data.degradations import Degradation
 from simulacra.data.info import DataInfo
 from simulacra.errors import CapabilityError, DataError
 from simulacra.samplers.base import DiffusionSampling
@@ -337,7 +338,12 @@ class Completion(Protocol):
 @runtime_checkable
 class ImageTranslation(Protocol):
     """Models that map an observation y = P x of an image (a degradation, data space) to an image
-    x̂ (pix2pix): they make their own observations, and translate given ones."""
+    x̂ (pix2pix): they make their own observations, and translate given ones. ``degradation``
+    is P (a :class:`~simulacra.data.degradations.Degradation`), which says which inverse problem
+    the model solves."""
+
+    @property
+    def degradation(self) -> Degradation: ...
 
     def observe(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """y = P x (B, *event) for images x (B, *event), the degradation the model was trained on."""

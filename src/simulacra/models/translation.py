@@ -206,8 +206,9 @@ class Pix2Pix(GenerativeModel):
             found = None if c is None else tuple(c.shape)
             shape = ", ".join(map(str, self.event_shape))
             raise CapabilityError(
-                f"{self.preset_name} translates observations: pass c = ({n}, {shape}) degraded images "
-                f"({self.degradation.describe()}, made by observe(x)); found {found}"
+                f"{self.preset_name} translates observations and draws none of its own: use `simulacra "
+                f"super-resolve|inpaint|colorize RUN` for the problem it learnt ({self.degradation.describe()}), "
+                f"or in Python pass c = ({n}, {shape}) observations made by observe(x); found c = {found}"
             )
         return self.translate(c, generator=generator)
 

@@ -75,7 +75,7 @@ class UNetTranslator(nn.Module):
             if h % 2**depth or w % 2**depth:
                 raise ConfigError(
                     f"a U-Net of {depth} levels halves the side {depth} times: H and W must be divisible by "
-                    f"{2**depth}; found {h}x{w} (use fewer channels levels)"
+                    f"{2**depth}; found {h}x{w} (use fewer levels: channels)"
                 )
         self.noise_channels = int(noise_channels)
         if self.noise_channels < 0:
@@ -152,7 +152,7 @@ class PatchDiscriminator(nn.Module):
             if min(out) < 1:
                 raise ConfigError(
                     f"a PatchGAN of {len(chans) + 1} layers needs larger images than {event_size[0]}x"
-                    f"{event_size[1]} (its output would be {out[0]}x{out[1]}); use fewer channels levels"
+                    f"{event_size[1]} (its output would be {out[0]}x{out[1]}); use fewer layers (channels)"
                 )
 
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:

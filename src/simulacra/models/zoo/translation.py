@@ -40,7 +40,7 @@ def pix2pix(
     loss: str = "non-saturating",
     l1_weight: float = 100.0,
     channels: Sequence[int] = (32, 64),
-    patch_channels: Sequence[int] = (32, 64, 128),
+    patch_channels: Sequence[int] = (32, 64),
     noise_channels: int = 1,
     consistent: bool = True,
 ) -> Pix2Pix:
