@@ -90,6 +90,40 @@ def test_cyclegan_with_one_domain_missing_from_the_batch_leaves_its_terms_out() 
     assert torch.isfinite(b_only.loss) and b_only.metrics["cycle"] == 0.0
 
 
+def test_cyclegan_learns_an_unpaired_colour_inversion() -> None:
+    """Domain A: half of the training digits; domain B: the other half inverted (1 − x), so no
+    image of B is paired with one of A. After 80 steps (about 2 s on one thread), G(a) is close to
+    the inversion that no pair showed: held-out L1 to 1 − x below 0.25. Measured: 0.144; untrained
+    0.380; the identity map 0.791. (With the identity term, λ_id = 0.5, it is 0.356: that term
+    asks G to leave B's images alone, which opposes an inversion, so it is off here.)"""
+    from simulacra.data.datasets import DataConfig, load_dataset
+
+    data = load_dataset(DataConfig(name="digits"))
+    train, test = data.train.x.float(), data.test.x.float()
+    half = train.shape[0] // 2
+    x = torch.cat([train[:half], 1 - train[half:]])
+    labels = (torch.arange(train.shape[0]) >= half).long()  # 0: domain A, 1: domain B
+    torch.manual_seed(0)
+    nets = [UNetTranslator(1, 1, (4, 8), event_size=(8, 8)) for _ in range(2)]
+    model = CycleGAN(
+        data.info, *nets, PatchDiscriminator(1, (8, 16)), PatchDiscriminator(1, (8, 16)),
+        LOSSES.get("least-squares"), identity_weight=0.0,
+    )  # fmt: skip
+    optimizers = {
+        g: torch.optim.Adam(p, lr=3e-3, betas=(0.5, 0.999)) for g, p in model.parameter_groups().items()
+    }
+    draw = torch.Generator().manual_seed(0)
+    for _ in range(80):
+        idx = torch.randint(0, x.shape[0], (64,), generator=draw)
+        for group in model.groups:
+            optimizers[group].zero_grad()
+            model.loss(x[idx], labels[idx], group=group).loss.backward()
+            optimizers[group].step()
+    model.eval()
+    error = (model.translate(test, "a->b") - (1 - test)).abs().mean()
+    assert error < 0.25, error
+
+
 # -- pix2pix ----------------------------------------------------------------------------------
 
 

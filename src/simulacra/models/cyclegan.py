@@ -172,7 +172,9 @@ class CycleGAN(GenerativeModel):
         """G(x) (``a->b``) or F(x) (``b->a``) for images x (B, C, H, W) in data space, (B, C, H, W)."""
         if direction not in ("a->b", "b->a"):
             raise ConfigError(f"direction must be 'a->b' or 'b->a'; found {direction!r}")
-        check_batch(self, x, torch.zeros(x.shape[0], dtype=torch.long))
+        if tuple(x.shape[1:]) != tuple(self.event_shape):
+            shape = ", ".join(map(str, self.event_shape))
+            raise DataError(f"CycleGAN translates images (B, {shape}); found {tuple(x.shape)}")
         net = self.g_ab if direction == "a->b" else self.g_ba
         return self.range.inverse(net(self.range.forward(x.to(self.device))))
 
