@@ -10,6 +10,8 @@ few seconds of pix2pix on 8×8 digits beat nearest and bicubic upsampling at sup
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -217,6 +219,28 @@ def test_the_inverse_tasks_hand_pix2pix_the_problem_it_learnt_only() -> None:
     mask[:, 2:6, 2:6] = 0
     out = inverse.inpaint(filler, x, mask)
     assert torch.allclose(out * mask, torch.round(x * 16) / 16 * mask, atol=1e-6)  # the kept pixels
+
+
+def test_training_with_sample_every_pictures_translations(tmp_path: Path) -> None:
+    """``fit`` with ``sample_every``: a pix2pix's samples are translations of held-out observations."""
+    from simulacra.config import TrainConfig
+    from simulacra.data.info import Dataset, Split
+    from simulacra.train import fit
+
+    torch.manual_seed(0)
+    model = build_model(TINY, DIGITS)
+    data = Dataset("synthetic", DIGITS, Split(_images(16), None), Split(_images(5, seed=1), None))
+    drawn: list[tuple[int, ...]] = []
+    config = TrainConfig(steps=2, batch_size=8, sample_every=1, log_every=1)
+    fit(
+        model,
+        data,
+        config,
+        run_dir=tmp_path,
+        progress=False,
+        sample_writer=lambda x, path: drawn.append(x.shape),
+    )
+    assert drawn == [(5, 1, 8, 8)] * 2  # the 5 held-out images, at steps 1 and 2
 
 
 # -- networks ---------------------------------------------------------------------------------
