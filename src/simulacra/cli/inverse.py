@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from simulacra.cli.common import _held_out, _load_run, _output_path, integer, seed_arg
-from simulacra.data.degradations import MASKS
+from simulacra.data.degradations import MASKS, image_mask
 from simulacra.errors import CapabilityError, ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -85,8 +85,6 @@ def add_parsers(sub: Any) -> None:
 
 def builtin_mask(kind: str, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
     """(C, H, W) mask, 1 = kept (:func:`simulacra.data.degradations.image_mask`)."""
-    from simulacra.data.degradations import image_mask
-
     return image_mask(kind, shape, generator)
 
 
@@ -140,9 +138,8 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     path = _output_path(args.output, Path(args.run) / f"{verb}.png")
     model, weights = _load_run(args.run, args.device, args.weights)
     translates = isinstance(model, ImageTranslation) and verb != "denoise"  # pix2pix, one task
-    if not (
-        translates or (verb == "inpaint" and isinstance(model, Completion))
-    ):  # autoregressive models inpaint
+    completes = verb == "inpaint" and isinstance(model, Completion)  # autoregressive models inpaint
+    if not (translates or completes):
         needs = (
             "inpainting needs a diffusion model (e.g. ddpm) or an autoregressive one (e.g. pixelcnn), "
             "or a pix2pix trained for it"
