@@ -165,6 +165,28 @@ def test_pix2pix_output_keeps_the_observation() -> None:
     assert not torch.allclose(out, y, atol=1e-3)  # and adds detail inside the blocks
 
 
+@pytest.mark.parametrize(
+    ("settings", "shape"),
+    [
+        ({"task": "super-resolution", "factor": 4}, (1, 8, 8)),
+        ({"task": "inpainting", "mask": "center"}, (1, 8, 8)),
+        ({"task": "colorization"}, (3, 8, 8)),
+    ],
+)
+def test_every_task_keeps_its_observation_in_model_space(settings: dict, shape: tuple[int, ...]) -> None:
+    """x̂ = y + (I − P) G(y, z) has P x̂ = y exactly, and the generator changes what P discards."""
+    torch.manual_seed(0)
+    model = build_model({**TINY, **settings}, DataInfo(shape, "unit"))
+    real = 2 * _images(4, shape=shape) - 1
+    project = model.projection(real)
+    y = project(real)
+    fake = model.generate(y, project, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(project(fake), y, atol=1e-6)
+    assert not torch.allclose(fake, y, atol=1e-3)
+    for group in model.groups:
+        assert torch.isfinite(model.loss(_images(4, shape=shape), group=group).loss)
+
+
 def test_pix2pix_learns_super_resolution_better_than_interpolation() -> None:
     """Held-out L1 (data units) on 8×8 digits ×2 after 150 steps (about 1.5 s on one thread): below
     0.8 × that of nearest (= the observation) and of bicubic upsampling. Measured on the 297 test
