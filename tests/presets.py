@@ -73,6 +73,11 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     ),
     "lsgan": ({"latent_dim": 3, "hidden": [8, 8]}, VECTORS),
     "fgan": ({"latent_dim": 3, "hidden": [8], "divergence": "kl"}, TOY),
+    # -- image-to-image: pix2pix on 8x8 digits, super-resolution x2
+    "pix2pix": (
+        {"task": "super-resolution", "factor": 2, "channels": [4, 8], "patch_channels": [4, 8]},
+        DIGITS,
+    ),
     # -- test-only (tests/toymodels.py): a two-group model for the contract's per-group checks
     "test-adversarial": ({"latent": 2, "hidden": 8}, VECTORS),
 }
@@ -80,9 +85,16 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
 
 def context_for(model: Any, n: int, labels: Any = None) -> Any:
     """c for a conditional preset: labels when the data have classes (``labels``, else 0, 1, ...),
-    features (n, context_dim) for a preset conditioned on a continuous context (``posterior``)."""
+    features (n, context_dim) for a preset conditioned on a continuous context (``posterior``);
+    degraded images (n, *event) for an image-translation model (``pix2pix``)."""
     import torch
 
+    from simulacra.models.base import ImageTranslation
+
+    if isinstance(model, ImageTranslation):  # observations of images (pix2pix): their degraded versions
+        return model.observe(
+            torch.rand(n, *model.info.event_shape, generator=torch.Generator().manual_seed(1))
+        )
     if not model.conditional:
         return None
     if model.info.num_classes is None:

@@ -171,3 +171,30 @@ def test_a_run_whose_config_names_other_data_is_refused(grey_run: Path, tmp_path
     assert main(["inpaint", str(run), *SOLVE]) == 2
     err = capsys.readouterr().err
     assert "examples of shape (2,)" in err and "(1, 8, 8)" in err and "--image" in err
+
+
+def test_super_resolve_with_a_pix2pix_trained_for_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pix2pix trained for x2 answers `super-resolve --factor 2` in one pass, consistently with
+    the low-resolution image (its 2x2 block means), refuses x4 and the sampler options, and
+    `sample` shows translations of held-out images."""
+    run = tmp_path / "pix2pix"
+    argv = ["train", "pix2pix", "--data", "digits", "--out", str(run), *FAST, "--no-eval",
+            "--set", "model.factor=2", "--set", "model.channels=[4,8]", "--set", "model.patch_channels=[4,8]"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["super-resolve", str(run), "--factor", "2", "--examples", "2", "-n", "2"]) == 0
+    picture = _read(run / "super-resolve.png")
+    assert picture.shape[:2] == _grid_size(2, 4)  # observation | 2 solutions | original
+    for row in range(2):
+        low = _cell(picture, row, 0).reshape(4, 2, 4, 2).mean(axis=(1, 3))
+        for col in (1, 2):
+            solution = _cell(picture, row, col).reshape(4, 2, 4, 2).mean(axis=(1, 3))
+            inside = (low > 8) & (low < 247)  # at black or white blocks, clamping to [0, 1] moves the mean
+            np.testing.assert_allclose(solution[inside], low[inside], atol=8.0)  # 17 levels: 16 apart
+    capsys.readouterr()
+    assert main(["super-resolve", str(run), "--factor", "4", "--examples", "2"]) == 2
+    assert "trained for super-resolution x2, not super-resolution x4" in capsys.readouterr().err
+    assert main(["super-resolve", str(run), "--factor", "2", "--sampler-steps", "5"]) == 2
+    assert "apply to diffusion models" in capsys.readouterr().err
+    assert main(["sample", str(run), "-n", "4"]) == 0

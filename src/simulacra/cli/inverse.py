@@ -1,5 +1,5 @@
 """``simulacra inpaint | super-resolve | denoise | colorize RUN``: inverse problems with a trained
-diffusion model (see :mod:`simulacra.tasks.inverse`).
+diffusion model, or a pix2pix trained for that problem (see :mod:`simulacra.tasks.inverse`).
 
 The observation is an image file (``--image``, never resized: it must have the model's size, or
 for super-resolution the size divided by the factor) or, without ``--image``, ``--examples K``
@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from simulacra.cli.common import _held_out, _load_run, _output_path, integer, seed_arg
+from simulacra.data.degradations import MASKS, image_mask
 from simulacra.errors import CapabilityError, ConfigError, DataError
 
 if TYPE_CHECKING:
     from simulacra.models.base import GenerativeModel
 
-MASKS = ("center", "left", "right", "top", "bottom", "random")
 VERBS = {
     "inpaint": "fill a masked region (diffusion: RePaint with --resample > 1; autoregressive: exact "
     "completion, e.g. --mask-kind bottom under a raster order)",
@@ -84,26 +84,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def builtin_mask(kind: str, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-    """(C, H, W) mask, 1 = kept: ``center`` hides the middle half of each side, ``left`` …
-    ``bottom`` the half on that side, ``random`` each pixel with probability ½ (all channels
-    together; drawn with ``generator``, a CPU generator)."""
-    if kind not in MASKS:
-        raise ConfigError(f"unknown mask kind {kind!r}; expected one of {', '.join(MASKS)}")
-    c, h, w = shape
-    keep = torch.ones(h, w)
-    if kind == "center":
-        keep[h // 4 : h - h // 4, w // 4 : w - w // 4] = 0
-    elif kind == "left":
-        keep[:, : w // 2] = 0
-    elif kind == "right":
-        keep[:, w // 2 :] = 0
-    elif kind == "top":
-        keep[: h // 2] = 0
-    elif kind == "bottom":
-        keep[h // 2 :] = 0
-    else:
-        keep = (torch.rand(h, w, generator=generator) < 0.5).to(keep)
-    return keep.expand(c, h, w).clone()  # (C, H, W)
+    """(C, H, W) mask, 1 = kept (:func:`simulacra.data.degradations.image_mask`)."""
+    return image_mask(kind, shape, generator)
 
 
 def _read(path: str, channels: int, size: tuple[int, int], what: str) -> torch.Tensor:
@@ -143,7 +125,7 @@ def _labels(
 
 def cmd_inverse(args: argparse.Namespace) -> int:
     """Run one of the four verbs (``args.command``) and write the picture of its solutions."""
-    from simulacra.models.base import Completion, DiffusionSampling, require
+    from simulacra.models.base import Completion, DiffusionSampling, ImageTranslation, require
     from simulacra.samplers import resolve_sampler
     from simulacra.tasks import inverse
     from simulacra.viz.grids import save_grid
@@ -155,11 +137,14 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sampler-steps must be at least 1, got {args.sampler_steps}")
     path = _output_path(args.output, Path(args.run) / f"{verb}.png")
     model, weights = _load_run(args.run, args.device, args.weights)
-    if not (verb == "inpaint" and isinstance(model, Completion)):  # autoregressive models inpaint
+    translates = isinstance(model, ImageTranslation) and verb != "denoise"  # pix2pix, one task
+    completes = verb == "inpaint" and isinstance(model, Completion)  # autoregressive models inpaint
+    if not (translates or completes):
         needs = (
-            "inpainting needs a diffusion model (e.g. ddpm) or an autoregressive one (e.g. pixelcnn)"
+            "inpainting needs a diffusion model (e.g. ddpm) or an autoregressive one (e.g. pixelcnn), "
+            "or a pix2pix trained for it"
             if verb == "inpaint"
-            else f"{verb} needs a diffusion model (e.g. ddpm)"
+            else f"{verb} needs a diffusion model (e.g. ddpm) or a pix2pix trained for it"
         )
         require(model, DiffusionSampling, "denoiser", needs)
     shape = tuple(int(s) for s in model.info.event_shape)
@@ -196,7 +181,7 @@ def cmd_inverse(args: argparse.Namespace) -> int:
         shown = y * mask + 0.5 * (1 - mask)  # the hole in grey
 
         def solve(obs: torch.Tensor, **kw: Any) -> torch.Tensor:
-            if isinstance(model, Completion):  # exact completion: no sampler, no resampling
+            if translates or isinstance(model, Completion):  # one pass, or exact: no resampling
                 return inverse.inpaint(
                     model, obs, mask, c=kw["c"], generator=kw["generator"], steps=kw["steps"]
                 )

@@ -35,8 +35,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if Path(args.save_tensor).suffix != ".npy":
             raise ConfigError(f"--save-tensor {args.save_tensor!r}: expected a file ending in .npy")
         check_file_destination(Path(args.save_tensor), "--save-tensor")
-    c = None
-    if model.conditional:
+    from simulacra.models.base import ImageTranslation
+
+    c, n = None, args.n
+    if isinstance(model, ImageTranslation):  # pix2pix: translations of held-out images' observations
+        if args.label is not None:
+            raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
+        _, part = _held_out(args.run, None, None, args.n)
+        c = model.observe(part.x.to(torch.get_default_dtype()).to(model.device))
+        n = c.shape[0]
+    elif model.conditional:
         if args.label is None:
             c = sample_labels(model, args.n)
         else:
@@ -69,10 +77,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         )
     options.update(decoding)
     generator = torch.Generator(model.device).manual_seed(args.seed)
-    x = model.sample(args.n, c, generator=generator, **options).cpu()
-    title = (
-        f"{model.preset_name}: {args.n} samples ({model.describe_sampling(options)}; {weights.describe()})"
-    )
+    x = model.sample(n, c, generator=generator, **options).cpu()
+    title = f"{model.preset_name}: {n} samples ({model.describe_sampling(options)}; {weights.describe()})"
     save_samples(model, x, out, title=title)
     if args.save_tensor:
         import numpy as np

@@ -33,7 +33,13 @@ from simulacra.errors import CapabilityError, ConfigError, DataError
 from simulacra.metrics.fid import FeatureClassifier, fid, load_feature_classifier
 from simulacra.metrics.likelihood import Estimate, evaluate_nll
 from simulacra.metrics.two_sample import mmd, mmd_permutation_test
-from simulacra.models.base import ExactLikelihood, GenerativeModel, ImportanceWeighted, LikelihoodBound
+from simulacra.models.base import (
+    ExactLikelihood,
+    GenerativeModel,
+    ImageTranslation,
+    ImportanceWeighted,
+    LikelihoodBound,
+)
 from simulacra.registry import Registry
 
 
@@ -168,6 +174,10 @@ def evaluate(
 
 
 def _labels(model: GenerativeModel, split: Split, n: int | None = None) -> Tensor | None:
+    """The context of n samples: the held-out labels of a conditional model, the observations of
+    the held-out images for an image-translation model (its samples are their translations)."""
+    if isinstance(model, ImageTranslation):
+        return model.observe((split.x if n is None else split.x[:n]).to(model.device))
     if not model.conditional or split.y is None:
         return None
     y = split.y if n is None else split.y[:n]

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from simulacra.data.degradations import Degradation
 from simulacra.data.info import DataInfo
 from simulacra.errors import CapabilityError, DataError
 from simulacra.samplers.base import DiffusionSampling
@@ -346,6 +347,25 @@ class Completion(Protocol):
 
 
 @runtime_checkable
+class ImageTranslation(Protocol):
+    """Models that map an observation y = P x of an image (a degradation, data space) to an image
+    x̂ (pix2pix): they make their own observations, and translate given ones. ``degradation``
+    is P (a :class:`~simulacra.data.degradations.Degradation`), which says which inverse problem
+    the model solves."""
+
+    @property
+    def degradation(self) -> Degradation: ...
+
+    def observe(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """y = P x (B, *event) for images x (B, *event), the degradation the model was trained on."""
+        ...
+
+    def translate(self, y: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """x̂ (B, *event), data space, for observations y (B, *event) made as :meth:`observe` does."""
+        ...
+
+
+@runtime_checkable
 class WeightedLoss(Protocol):
     """Models whose loss has named weights that callbacks may schedule (KL warm-up sets ``"kl"``)."""
 
@@ -398,6 +418,7 @@ __all__ = [
     "EnergyBased",
     "ExactLikelihood",
     "GenerativeModel",
+    "ImageTranslation",
     "ImportanceWeighted",
     "LatentVariableModel",
     "LikelihoodBound",

@@ -15,7 +15,13 @@ from torch import Tensor
 
 from simulacra.data.info import DataInfo, Split
 from simulacra.errors import CapabilityError
-from simulacra.models.base import Denoiser, ExactLikelihood, GenerativeModel, LatentVariableModel
+from simulacra.models.base import (
+    Denoiser,
+    ExactLikelihood,
+    GenerativeModel,
+    ImageTranslation,
+    LatentVariableModel,
+)
 from simulacra.tasks.interpolate import interpolate
 from simulacra.tasks.manifold import encode_means, latent_manifold
 from simulacra.tasks.reconstruct import reconstruct
@@ -114,6 +120,9 @@ def report_pictures(
     info = model.info
     generator = torch.Generator().manual_seed(seed)
     options = dict(sample_options or {})
+    if isinstance(model, ImageTranslation):  # samples are translations of held-out observations
+        translations_picture(model, held_out.x[:16], run_dir / "samples.png", generator)
+        return ["samples.png"]
     c = sample_labels(model, 64)
     if info.vocabulary is not None:  # token sequences: the samples as text
         samples = model.sample(16, None if c is None else c[:16], generator=generator, **options).cpu()
@@ -130,6 +139,17 @@ def report_pictures(
     if isinstance(model, LatentVariableModel):
         written += _latent_pictures(model, held_out, run_dir)
     return written
+
+
+def translations_picture(
+    model: ImageTranslation, x: Tensor, path: Path, generator: torch.Generator | None = None
+) -> Path:
+    """Rows of (observation P x, translation x̂, original x) for held-out images x (m, C, H, W)."""
+    y = model.observe(x.to(model.device))
+    out = model.translate(y, generator=generator)
+    grid = torch.stack([y.cpu(), out.cpu(), x.cpu()], dim=1)  # (m, 3, C, H, W)
+    title = f"{model.degradation.describe()}: observation | translation | original"
+    return save_grid(grid.reshape(-1, *x.shape[1:]).clamp(0, 1), path, 3, title=title)
 
 
 def _latent_pictures(model: GenerativeModel, held_out: Split, run_dir: Path) -> list[str]:

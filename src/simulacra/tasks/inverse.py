@@ -22,6 +22,10 @@ measurement is kept exactly.
 time t* with σ(t*)/α(t*) = σ_y, α(t*) y = α x + σ(t*) ε has exactly the law of x_{t*} given x,
 so any sampler started at t* from α(t*) y draws from the model's p(x | y).
 
+**Translation models** (pix2pix, :class:`~simulacra.models.base.ImageTranslation`) were trained on
+one degradation: ``inpaint``, ``super_resolve`` and ``colorize`` hand them the observation when
+it is the one they learnt (the same mask, factor or task), in one pass of their generator.
+
 Everything here works on the model's space (for [0, 1] data the model sees 2x − 1); the functions
 ``inpaint``, ``super_resolve``, ``colorize`` and ``denoise_observation`` take data-space inputs
 and a trained diffusion model (:class:`~simulacra.samplers.base.DiffusionSampling`), map the
@@ -32,52 +36,36 @@ the answer back with its ``from_model``, which rounds discrete data to their lev
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simulacra.data.degradations import (
+    Colorization,
+    Degradation,
+    Inpainting,
+    Projection,
+    SuperResolution,
+    block_average,
+    channel_mean,
+    image_mask,
+    mask_projection,
+)
 from simulacra.data.info import DataInfo
 from simulacra.errors import ConfigError, DataError
-from simulacra.models.base import Completion, DiffusionSampling, GenerativeModel, require
+from simulacra.models.base import (
+    Completion,
+    DiffusionSampling,
+    GenerativeModel,
+    ImageTranslation,
+    model_name,
+    require,
+)
 from simulacra.processes.gaussian import Denoise, expand, noise_like, q_posterior, transition
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.samplers import Ancestral, Sampler, check_sampler
-
-Projection = Callable[[Tensor], Tensor]
-"""An orthogonal projection P of the event space, applied to a batch (B, *event) -> (B, *event)."""
-
-
-def mask_projection(mask: Tensor) -> Projection:
-    """P x = m ⊙ x for a {0, 1} mask m (1 = observed) that broadcasts against (B, *event)."""
-    m = mask.to(torch.get_default_dtype())
-    if not bool(((m == 0) | (m == 1)).all()):
-        raise DataError("a mask must hold only 0 (missing) and 1 (observed)")
-    return lambda x: x * m.to(x)
-
-
-def block_average(factor: int) -> Projection:
-    """P x = up_f(avgpool_f(x)) on images (B, C, H, W): each f × f block replaced by its mean,
-    the orthogonal projection onto images constant on the blocks (a low-resolution image)."""
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise ConfigError(f"a super-resolution factor must be an integer >= 2; found {factor!r}")
-
-    def project(x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[-1] % factor or x.shape[-2] % factor:
-            raise DataError(
-                f"super-resolution x{factor} needs images (B, C, H, W) with H and W divisible by {factor}; "
-                f"found {tuple(x.shape)}"
-            )
-        return F.interpolate(F.avg_pool2d(x, factor), scale_factor=factor, mode="nearest")
-
-    return project
-
-
-def channel_mean(x: Tensor) -> Tensor:
-    """P x = (1/C) Σ_c x_c broadcast to every channel, images (B, C, H, W): the grey part."""
-    return x.mean(dim=1, keepdim=True).expand_as(x)
 
 
 def sample_given_projection(
@@ -203,6 +191,15 @@ def inpaint(model: GenerativeModel, x: Tensor, mask: Tensor, **options: Any) -> 
         raise DataError(
             f"the mask must have the batch's shape {tuple(x.shape)} or one example's; found {tuple(mask.shape)}"
         )
+    if isinstance(model, ImageTranslation):
+        _check_batch(model.info, x, "inpainting")
+        kind = model.degradation.kind if isinstance(model.degradation, Inpainting) else None
+        keep = mask.to(x).expand_as(x)
+        if kind is None or kind == "random" or not torch.equal(keep[0], image_mask(kind, x.shape[1:]).to(x)):
+            raise ConfigError(
+                f"{model_name(model)} was trained for {model.degradation.describe()}; it fills no other mask"
+            )
+        return _translate(model, x * keep + 0.5 * (1 - keep), Inpainting(kind), **options)
     if isinstance(model, Completion):
         _check_batch(model.info, x, "inpainting")
         x = x.to(model.device)
@@ -234,21 +231,52 @@ def _complete(
     return model.complete(x, missing, c, generator=generator)
 
 
-def super_resolve(model: DiffusionSampling, low: Tensor, factor: int, **options: Any) -> Tensor:
-    """High-resolution images (B, C, f·h, f·w) whose f × f block means are ``low`` (B, C, h, w)."""
+def _translate(
+    model: ImageTranslation,
+    y: Tensor,
+    wanted: Degradation,
+    *,
+    c: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    steps: int | None = None,
+    resample: int = 1,
+    guidance: float | None = None,
+) -> Tensor:
+    """x̂ for observations y = P x (B, *event), data space, when P is the model's degradation;
+    the sampler options do not apply (one pass of the generator)."""
+    if model.degradation != wanted:
+        raise ConfigError(
+            f"{model_name(model)} was trained for {model.degradation.describe()}, not {wanted.describe()}"
+        )
+    given = {"steps": steps, "resample": resample if resample != 1 else None, "guidance": guidance}
+    extra = [name for name, value in given.items() if value is not None]
+    if extra:
+        raise ConfigError(f"{', '.join(extra)} apply to diffusion models; pix2pix translates in one pass")
+    return model.translate(y, generator=generator)
+
+
+def super_resolve(model: GenerativeModel, low: Tensor, factor: int, **options: Any) -> Tensor:
+    """High-resolution images (B, C, f·h, f·w) whose f × f block means are ``low`` (B, C, h, w):
+    by projection for a diffusion model, by translation for a pix2pix trained for x``factor``."""
     if low.dim() != 4:
         raise DataError(f"super-resolution takes images (B, C, h, w); found {tuple(low.shape)}")
     project = block_average(factor)
     up = F.interpolate(low, scale_factor=factor, mode="nearest")
+    if isinstance(model, ImageTranslation):
+        _check_batch(model.info, up, f"super-resolution x{factor}")
+        return _translate(model, up, SuperResolution(factor), **options)
     return solve_projection(model, up, project, what=f"super-resolution x{factor}", **options)
 
 
-def colorize(model: DiffusionSampling, grey: Tensor, **options: Any) -> Tensor:
+def colorize(model: GenerativeModel, grey: Tensor, **options: Any) -> Tensor:
     """Colour images (B, C, H, W) whose channel mean is ``grey`` ((B, 1, H, W) or already C channels)."""
     channels = int(model.info.event_shape[0])
     if channels < 2:
         raise DataError(f"colorization needs a model of colour images; this one has {channels} channel")
     grey = grey.expand(-1, channels, -1, -1) if grey.shape[1] == 1 else channel_mean(grey)
+    if isinstance(model, ImageTranslation):
+        _check_batch(model.info, grey, "colorization")
+        return _translate(model, grey, Colorization(), **options)
     return solve_projection(model, grey, channel_mean, what="colorization", **options)
 
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from simulacra.config import TrainConfig
 from simulacra.errors import CheckpointError, ConfigError
-from simulacra.models.base import GenerativeModel, WeightedLoss, local_buffer_names
+from simulacra.models.base import GenerativeModel, ImageTranslation, WeightedLoss, local_buffer_names
 from simulacra.registry import Registry
 from simulacra.seeding import rng_devices
 from simulacra.train.distributed import all_reduce_max
@@ -286,7 +286,8 @@ class SampleEvery(Callback):
     ``run_dir/"samples"/f"step-{step:07d}.png"``; it is supplied by the caller (e.g. an image-grid
     writer from :mod:`simulacra.viz`), so training does not depend on pictures. Sampling runs in
     eval mode, without gradients, inside ``torch.random.fork_rng``: it does not perturb training.
-    Conditional models get the labels the training data have, in turn (``0, 1, ..., 0, 1, ...``).
+    Conditional models get the labels the training data have, in turn (``0, 1, ..., 0, 1, ...``);
+    an image-translation model (pix2pix) translates the observations of ``examples``.
 
     Args:
         every: period in steps (>= 1).
@@ -294,14 +295,23 @@ class SampleEvery(Callback):
         n: number of samples.
         seed: seed of the fixed generator (the same noise every time, so grids are comparable).
         ema: when given, sample with the averaged weights.
+        examples: images (m, *event) whose observations an image-translation model translates
+            (the first n are used).
     """
 
     def __init__(
-        self, every: int, writer: SampleWriter, n: int = 64, seed: int = 0, ema: EMA | None = None
+        self,
+        every: int,
+        writer: SampleWriter,
+        n: int = 64,
+        seed: int = 0,
+        ema: EMA | None = None,
+        examples: Tensor | None = None,
     ) -> None:
         if every < 1:
             raise ConfigError(f"sample_every must be >= 1, got {every}")
         self.every, self.writer, self.n, self.seed, self.ema = int(every), writer, int(n), int(seed), ema
+        self.examples = None if examples is None else examples[: self.n]
 
     def on_step_end(self, state: TrainState) -> None:
         if state.is_main and state.run_dir is not None and state.step % self.every == 0:
@@ -318,18 +328,28 @@ class SampleEvery(Callback):
             swap = self.ema.average_weights() if self.ema is not None else contextlib.nullcontext()
             with torch.random.fork_rng(devices=rng_devices(model.device)), swap:
                 generator = torch.Generator(device=device).manual_seed(self.seed)
-                c = None
-                if model.conditional:  # the labels the training data have, in turn
+                c, n = None, self.n
+                if isinstance(model, ImageTranslation):  # translations of the examples' observations
+                    if self.examples is None:
+                        raise ConfigError(
+                            f"{model.preset_name} samples by translating: SampleEvery needs examples"
+                        )
+                    c = model.observe(self.examples.to(device))
+                    n = c.shape[0]
+                elif model.conditional:  # the labels the training data have, in turn
                     present = torch.tensor(model.info.present_labels or [0], device=device)
                     c = present[torch.arange(self.n, device=device) % len(present)]
-                samples = model.sample(self.n, c, generator=generator)
+                samples = model.sample(n, c, generator=generator)
         finally:
             model.train(was_training)
         return samples.detach().cpu()
 
 
-def builtin_callbacks(config: TrainConfig, sample_writer: SampleWriter | None = None) -> list[Any]:
-    """The generic callbacks ``config`` asks for: EMA, sample-every (in that order).
+def builtin_callbacks(
+    config: TrainConfig, sample_writer: SampleWriter | None = None, examples: Tensor | None = None
+) -> list[Any]:
+    """The generic callbacks ``config`` asks for: EMA, sample-every (in that order); ``examples``
+    (held-out images) are what sample-every shows an image-translation model.
 
     Raises:
         ConfigError: ``sample_every`` without a writer.
@@ -344,7 +364,7 @@ def builtin_callbacks(config: TrainConfig, sample_writer: SampleWriter | None = 
                 f"train.sample_every={config.sample_every} needs a sample writer: "
                 "fit(..., sample_writer=lambda samples, path: ...)"
             )
-        out.append(SampleEvery(config.sample_every, sample_writer, ema=ema))
+        out.append(SampleEvery(config.sample_every, sample_writer, ema=ema, examples=examples))
     return out
 
 

@@ -220,7 +220,8 @@ def fit(
             )
     wrapped = _wrap(model, ctx, groups)
 
-    cbs = builtin_callbacks(config, sample_writer) + list(callbacks)
+    examples = (valid if valid is not None else train).x[:64]  # what sample-every shows a translation model
+    cbs = builtin_callbacks(config, sample_writer, examples) + list(callbacks)
     state = TrainState(
         step=trainer.step,
         total_steps=plan.total_steps,

@@ -5,7 +5,8 @@ a :class:`GenerativeModel`. ``simulacra models`` lists them with the first docst
 
 The presets live in one module per family (:mod:`~simulacra.models.zoo.autoencoders`,
 :mod:`~simulacra.models.zoo.flows`, :mod:`~simulacra.models.zoo.autoregressive`,
-:mod:`~simulacra.models.zoo.diffusion`, :mod:`~simulacra.models.zoo.gan`); importing this package registers all of them in
+:mod:`~simulacra.models.zoo.diffusion`, :mod:`~simulacra.models.zoo.gan`,
+:mod:`~simulacra.models.zoo.translation`); importing this package registers all of them in
 :data:`MODELS`.
 """
 
@@ -22,6 +23,7 @@ from simulacra.models.zoo.flows import realnvp, maf, iaf, nsf, nsf_coupling, tor
 from simulacra.models.zoo.autoregressive import nade, rnade, made, pixelcnn, gated_pixelcnn, transformer
 from simulacra.models.zoo.diffusion import ddpm, score_sde
 from simulacra.models.zoo.gan import gan, wgan_gp, sngan, lsgan, fgan
+from simulacra.models.zoo.translation import pix2pix
 # isort: on
 
 __all__ = [
@@ -40,4 +42,6 @@ __all__ = [
     "ddpm", "score_sde",
     # adversarial
     "gan", "wgan_gp", "sngan", "lsgan", "fgan",
+    # image-to-image
+    "pix2pix",
 ]  # fmt: skip
