@@ -560,3 +560,25 @@ def test_packing_lets_the_discriminator_see_a_collapsed_generator() -> None:
     assert aucs[2] > 0.97 and abs(aucs[1] - 0.5) < 0.05, aucs
     with pytest.raises(ConfigError, match="packing"):
         build_model({"name": "gan", "pack": 2, "conditional": True}, DataInfo((2,), "real", num_classes=3))
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (["--set", "model.critic_updates=0"], "critic_updates must be a positive integer"),
+        (["--set", "train.groups.discriminator.updates=-1"], "updates"),
+        (["--set", "model.pack=0"], "pack must be a positive integer"),
+        (["--set", "model.r1=1", "--set", "model.gp_weight=10"], "choose one penalty"),
+    ],
+)
+def test_bad_gan_settings_are_one_error_line_and_nothing_written(
+    settings: list[str], words: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulacra.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "gan", "--data", "moons", "--steps", "2", "--no-progress", "--no-eval", *settings]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+    assert not out.exists()
