@@ -12,6 +12,7 @@ empirical reverse-KL bound grows without limit.)
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytest
@@ -431,11 +432,20 @@ def test_a_discriminator_that_wins_outright_for_long_raises_a_warning() -> None:
     far = torch.randn(16, 2) + 20.0  # data the generator does not reach: D soon separates them
     opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-2)
     with pytest.warns(RuntimeWarning, match="collapsed game"):
-        for _ in range(300):
+        for _ in range(500):
             opt.zero_grad()
             model(far, group="discriminator").loss.backward()
             opt.step()
-    assert int(model.won_streak) >= 150 and int(model.update_count) == 300
+    assert float(model.auc_average) >= model.collapse_auc and int(model.update_count) == 500
+    # a game that D does not win: no warning (the running AUC stays far below 0.98)
+    torch.manual_seed(0)
+    even = build_model({"name": "gan", "latent_dim": 2, "hidden": [8]}, TOY)
+    even.collapse_patience = 150
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(300):
+            even(torch.randn(16, 2), group="discriminator")  # no updates: D stays at chance
+    assert float(even.auc_average) < 0.9
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -73,17 +73,21 @@ class GAN(GenerativeModel):
         pack: m, PacGAN's packing (Lin et al. 2018): D judges m examples at once, concatenated
             (vectors end to end, images along channels), all real or all generated, which lets it
             see a lack of diversity; its networks take inputs of m examples. 1: no packing.
-        settings: per-group update settings for the loop (default :data:`DEFAULT_SETTINGS`).
-        collapse_patience: warn once when the discriminator has separated real from generated
-            examples outright (AUC = 1) on this many consecutive updates (a collapsed game).
+        settings: per-group update settings for the loop (default: one update each).
+        train_defaults: the training settings :meth:`train_defaults` declares (default
+            :data:`TRAIN_DEFAULTS`).
+        collapse_patience: warn once, after this many discriminator updates, when D's running AUC
+            (real against generated, decay 0.99) is at least :attr:`collapse_auc`: D wins the game
+            and the generator gets little signal (a collapsed game).
     """
 
     groups = ("discriminator", "generator")
     loss_description = "adversarial loss of each player (units of the loss)"
-    _check_every = 100  # discriminator updates between host reads of the collapse streak
+    _check_every = 100  # discriminator updates between host reads of the running AUC
+    collapse_auc = 0.98  # a running AUC this high: D tells real from generated almost always
 
     update_count: Tensor
-    won_streak: Tensor
+    auc_average: Tensor
 
     def __init__(
         self,
@@ -129,10 +133,10 @@ class GAN(GenerativeModel):
         self.range = CenteredRange.for_data(info)  # [0, 1] data <-> [−1, 1]
         # counters of discriminator updates: lazy penalties, and the collapse warning
         self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
-        self.register_buffer("won_streak", torch.zeros((), dtype=torch.long))
-        mark_local(self, "won_streak")
+        self.register_buffer("auc_average", torch.full((), 0.5))  # running mean of D's AUC (decay 0.99)
+        mark_local(self, "auc_average")
         self._warned = False
-        self._updates_seen = 0  # in this process, to read the streak every _check_every updates
+        self._updates_seen = 0  # in this process, to read the running AUC every _check_every updates
 
     # -- data space <-> model space ----------------------------------------------------------
 
@@ -230,18 +234,19 @@ class GAN(GenerativeModel):
 
     @torch.no_grad()
     def _count(self, separated: Tensor) -> None:
-        """Advance the update counter and the streak of outright wins (on the device; the streak is
-        read on the host every ``_check_every`` updates only)."""
+        """Advance the update counter and the running AUC (on the device; the AUC is read on the
+        host every ``_check_every`` updates only)."""
         self.update_count.add_(1)
-        self.won_streak.copy_((self.won_streak + 1) * (separated >= 1.0).long())
+        self.auc_average.mul_(0.99).add_(0.01 * separated)
         self._updates_seen += 1
         if self._warned or self._updates_seen % self._check_every:
             return
-        if int(self.won_streak) >= self.collapse_patience:
+        running = float(self.auc_average)
+        if int(self.update_count) >= self.collapse_patience and running >= self.collapse_auc:
             self._warned = True
             warnings.warn(
-                f"{self.preset_name}: the discriminator has separated every real from every generated "
-                f"example for {int(self.won_streak)} consecutive updates: the generator gets little "
+                f"{self.preset_name}: the discriminator tells real from generated examples apart almost "
+                f"always (running AUC {running:.3f} after {int(self.update_count)} updates): the generator gets little "
                 "signal (a collapsed game). Try a penalty (r1, gradient-penalty), spectral "
                 "normalization, fewer discriminator updates or a lower discriminator learning rate.",
                 RuntimeWarning,
