@@ -16,6 +16,7 @@ re-exported here.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -25,7 +26,7 @@ from torch.distributions import Distribution
 
 from simulacra.data.degradations import Degradation
 from simulacra.data.info import DataInfo
-from simulacra.errors import CapabilityError, DataError
+from simulacra.errors import CapabilityError, ConfigError, DataError
 from simulacra.samplers.base import DiffusionSampling
 
 T = TypeVar("T")
@@ -159,17 +160,43 @@ class GenerativeModel(nn.Module, abc.ABC):
 
     # -- what the training loop asks of a model ------------------------------------------------
 
+    def declare_training(
+        self,
+        settings: Mapping[str, GroupSettings] | None = None,
+        train_defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Declare how this model trains, in its ``__init__``: per-group update settings (what
+        :meth:`optimizer_settings` returns; groups not named get the run's settings) and the
+        training defaults :meth:`train_defaults` returns.
+
+        Raises:
+            ConfigError: a group the model does not have, or updates that are not an integer >= 1.
+        """
+        settings = dict(settings or {})
+        unknown = sorted(set(settings) - set(self.groups))
+        if unknown:
+            raise ConfigError(
+                f"{type(self).__name__} settings name group(s) {unknown}; it has {list(self.groups)}"
+            )
+        for group, s in settings.items():
+            if isinstance(s.updates, bool) or not isinstance(s.updates, int) or s.updates < 1:
+                raise ConfigError(f"updates of group {group!r} must be an integer >= 1; found {s.updates!r}")
+        self._declared_settings = {g: settings.get(g, GroupSettings()) for g in self.groups}
+        self._declared_train_defaults = dict(train_defaults or {})
+
     def optimizer_settings(self) -> dict[str, GroupSettings]:
-        """The update settings of each group in :attr:`groups` (default: the run's settings for
-        every group, one update per step)."""
-        return {group: GroupSettings() for group in self.groups}
+        """The update settings of each group in :attr:`groups` (default: what
+        :meth:`declare_training` declared, else the run's settings for every group, one update
+        per step)."""
+        declared = getattr(self, "_declared_settings", None)
+        return dict(declared) if declared is not None else {group: GroupSettings() for group in self.groups}
 
     def train_defaults(self) -> dict[str, Any]:
         """Training settings (``TrainConfig`` fields) this model trains best with, applied beneath
         what the user sets (``--lr``, ``--set train.KEY=VALUE``, a config file) and recorded in the
         run: e.g. a GAN's smaller learning rate, Adam betas (0.5, 0.999), an EMA of the weights and
-        no early stopping. Default: none (the run's defaults)."""
-        return {}
+        no early stopping. Default: what :meth:`declare_training` declared, else none."""
+        return dict(getattr(self, "_declared_train_defaults", {}))
 
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """What early stopping and "keep the best weights" minimise on held-out batches: a scalar

@@ -99,12 +99,7 @@ class CycleGAN(GenerativeModel):
         self.register_buffer("domain_a", torch.tensor(a), persistent=False)
         self.register_buffer("domain_b", torch.tensor(b), persistent=False)
         self.range = CenteredRange.for_data(info)
-        settings = dict(settings or {})
-        unknown = sorted(set(settings) - set(self.groups))
-        if unknown:
-            raise ConfigError(f"CycleGAN settings name group(s) {unknown}; it has {list(self.groups)}")
-        self.settings = {g: settings.get(g, GroupSettings()) for g in self.groups}
-        self._train_defaults = dict(TRAIN_DEFAULTS if train_defaults is None else train_defaults)
+        self.declare_training(settings, TRAIN_DEFAULTS if train_defaults is None else train_defaults)
 
     def split(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """(a, b): the examples of x (B, C, H, W) in domain A and in domain B, by their labels c (B,)."""
@@ -186,12 +181,6 @@ class CycleGAN(GenerativeModel):
             "discriminators": trainable(self.d_a, self.d_b),
             "generators": trainable(self.g_ab, self.g_ba),
         }
-
-    def optimizer_settings(self) -> dict[str, GroupSettings]:
-        return dict(self.settings)
-
-    def train_defaults(self) -> dict[str, Any]:
-        return dict(self._train_defaults)
 
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """The cycle-consistency error E‖F(G(a)) − a‖₁ + E‖G(F(b)) − b‖₁ on held-out images,

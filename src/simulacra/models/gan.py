@@ -120,15 +120,7 @@ class GAN(GenerativeModel):
         if pack > 1 and conditional:
             raise ConfigError("packing (pack > 1) judges several examples at once; it takes no labels")
         self.pack = pack
-        settings = dict(settings or {})
-        self._train_defaults = dict(TRAIN_DEFAULTS if train_defaults is None else train_defaults)
-        unknown = sorted(set(settings) - set(self.groups))
-        if unknown:
-            raise ConfigError(f"GAN settings name group(s) {unknown}; a GAN has {list(self.groups)}")
-        for group, s in settings.items():
-            if isinstance(s.updates, bool) or not isinstance(s.updates, int) or s.updates < 1:
-                raise ConfigError(f"updates of group {group!r} must be an integer >= 1; found {s.updates!r}")
-        self.settings = {g: settings.get(g, GroupSettings()) for g in self.groups}
+        self.declare_training(settings, TRAIN_DEFAULTS if train_defaults is None else train_defaults)
         self.collapse_patience = int(collapse_patience)
         self.range = CenteredRange.for_data(info)  # [0, 1] data <-> [−1, 1]
         # counters of discriminator updates: lazy penalties, and the collapse warning
@@ -260,12 +252,6 @@ class GAN(GenerativeModel):
             "discriminator": [p for p in self.discriminator.parameters() if p.requires_grad],
             "generator": [p for p in self.generator.parameters() if p.requires_grad],
         }
-
-    def optimizer_settings(self) -> dict[str, GroupSettings]:
-        return dict(self.settings)
-
-    def train_defaults(self) -> dict[str, Any]:
-        return dict(self._train_defaults)
 
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """MMD²_b between B samples of the generator and the held-out batch x (B, *event) in model

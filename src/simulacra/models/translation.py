@@ -93,12 +93,7 @@ class Pix2Pix(GenerativeModel):
         self.noise_channels = noise_channels
         self.consistent = bool(consistent)
         self.range = CenteredRange.for_data(info)
-        settings = dict(settings or {})
-        unknown = sorted(set(settings) - set(self.groups))
-        if unknown:
-            raise ConfigError(f"pix2pix settings name group(s) {unknown}; it has {list(self.groups)}")
-        self.settings = {g: settings.get(g, GroupSettings()) for g in self.groups}
-        self._train_defaults = dict(TRAIN_DEFAULTS if train_defaults is None else train_defaults)
+        self.declare_training(settings, TRAIN_DEFAULTS if train_defaults is None else train_defaults)
 
     # -- the observation and the players, in model space ------------------------------------
 
@@ -173,12 +168,6 @@ class Pix2Pix(GenerativeModel):
             "discriminator": [p for p in self.discriminator.parameters() if p.requires_grad],
             "generator": [p for p in self.generator.parameters() if p.requires_grad],
         }
-
-    def optimizer_settings(self) -> dict[str, GroupSettings]:
-        return dict(self.settings)
-
-    def train_defaults(self) -> dict[str, Any]:
-        return dict(self._train_defaults)
 
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """E‖x − x̂‖₁ per example (B,), data units, x̂ the translation of y = P x: the error on

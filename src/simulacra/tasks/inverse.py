@@ -221,14 +221,22 @@ def _complete(
     guidance: float | None = None,
 ) -> Tensor:
     """Inpainting by an autoregressive model's completion; the sampler options do not apply."""
+    _refuse_sampler_options(
+        steps,
+        resample,
+        guidance,
+        "an autoregressive model completes the missing entries exactly, without a sampler",
+    )
+    return model.complete(x, missing, c, generator=generator)
+
+
+def _refuse_sampler_options(steps: int | None, resample: int, guidance: float | None, why: str) -> None:
+    """Raise :class:`ConfigError` naming the diffusion sampler's options that were given to a model
+    that solves the problem without a sampler (``why`` says how it does)."""
     given = {"steps": steps, "resample": resample if resample != 1 else None, "guidance": guidance}
     extra = [name for name, value in given.items() if value is not None]
     if extra:
-        raise ConfigError(
-            f"{', '.join(extra)} apply to diffusion models; an autoregressive model completes the "
-            "missing entries exactly, without a sampler"
-        )
-    return model.complete(x, missing, c, generator=generator)
+        raise ConfigError(f"{', '.join(extra)} apply to diffusion models; {why}")
 
 
 def _translate(
@@ -248,10 +256,7 @@ def _translate(
         raise ConfigError(
             f"{model_name(model)} was trained for {model.degradation.describe()}, not {wanted.describe()}"
         )
-    given = {"steps": steps, "resample": resample if resample != 1 else None, "guidance": guidance}
-    extra = [name for name, value in given.items() if value is not None]
-    if extra:
-        raise ConfigError(f"{', '.join(extra)} apply to diffusion models; pix2pix translates in one pass")
+    _refuse_sampler_options(steps, resample, guidance, "pix2pix translates in one pass")
     return model.translate(y, generator=generator)
 
 
