@@ -315,6 +315,7 @@ RUN_VERB_OUTPUTS = {
     "super-resolve": {"super-resolve.png"},
     "denoise": {"denoise.png"},
     "colorize": {"colorize.png"},
+    "translate": {"translations.png"},
 }
 
 

@@ -107,7 +107,7 @@ MODELS_FAST: dict[str, dict[str, Any]] = {
 }
 MODELS_ODD = [
     "vea", "VAE", "", " vae", "gan", "vae-", "glow", "cnf", "pixelcnn", "transformer", "cvae", "umnn",
-    "score-sde", "conv-vae", "linear-ae", "vae-iaf", "torus",
+    "score-sde", "conv-vae", "linear-ae", "vae-iaf", "torus", "cyclegan",
 ]  # fmt: skip
 """Near misses, and valid presets beyond :data:`MODELS_FAST` (made tiny by ``tests/presets.py``)."""
 
@@ -446,6 +446,8 @@ def train_cases(draw: st.DrawFn) -> Case:
     argv += _options(draw, table, b, at_most=6)
     if "--data" not in argv and not _one_in(draw, 4):
         argv += ["--data", _data_arg(draw, b)]
+    if "--data" in argv and _one_in(draw, 4):  # two sources, labelled by source (a cyclegan's domains)
+        argv += ["--data", _data_arg(draw, b)]
     if "--out" not in argv and not _one_in(draw, 4):
         argv += ["--out", _folder_arg(draw, b)]
     for _ in range(draw(st.integers(0, 4))):
@@ -535,14 +537,15 @@ def _output_arg(draw: st.DrawFn, b: _Builder, run: str) -> str:
 @st.composite
 def run_verb_cases(draw: st.DrawFn) -> Case:
     """``sample``, ``evaluate``, ``interpolate``, ``inpaint``, ``super-resolve``, ``denoise``,
-    ``colorize`` on a (perhaps damaged) run."""
+    ``colorize``, ``translate`` on a (perhaps damaged) run."""
     b = _Builder()
-    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize"]))  # fmt: skip
+    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize", "translate"]))  # fmt: skip
     fits = {
         "sample": TEMPLATES,
         "evaluate": TEMPLATES,
         "interpolate": ("vae", "partial"),
         "inpaint": ("ddpm", "made"),
+        "translate": TEMPLATES,
     }
     run = _run_arg(draw, b, fits.get(verb, ("ddpm",)))
     common: dict[str, Any] = {"--weights": ["ema", "raw", "x"], "--seed": SEEDS}
@@ -596,6 +599,18 @@ def run_verb_cases(draw: st.DrawFn) -> Case:
             "--points": SMALL_INTS + BAD_INTS + ["50"],
             "--threads": ["1", "0", "x"],
             "--pairs": SMALL_INTS + BAD_INTS + [HUGE],
+            "--data-dir": lambda draw, b: _folder_arg(draw, b),
+        }
+    elif verb == "translate":
+        safe = ["--examples", "2"]
+        table = {
+            **common,
+            "--image": lambda draw, b: _file_arg(draw, b, suffixes=(".png",)),
+            "--examples": SMALL_INTS + BAD_INTS + [HUGE],
+            "--to": ["a", "b", "B", "x", ""],
+            "-o": lambda draw, b: _output_arg(draw, b, run),
+            "--save-tensor": _pool(["t.npy", "t", "afile/t.npy", f"{CASE}/t.npy"]),
+            "--device": DEVICES,
             "--data-dir": lambda draw, b: _folder_arg(draw, b),
         }
     else:
@@ -686,7 +701,7 @@ def download_cases(draw: st.DrawFn) -> Case:
 
 TOKENS = [
     "train", "sample", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize",
-    "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
+    "translate", "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
     "-n", "--set", "vae", "moons", "x=1", "--", "-", "=", "--overwrite", "--resume", "old",
 ]  # fmt: skip
 

@@ -73,10 +73,14 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     ),
     "lsgan": ({"latent_dim": 3, "hidden": [8, 8]}, VECTORS),
     "fgan": ({"latent_dim": 3, "hidden": [8], "divergence": "kl"}, TOY),
-    # -- image-to-image: pix2pix on 8x8 digits, super-resolution x2
+    # -- image-to-image: pix2pix on 8x8 digits, super-resolution x2; cyclegan between two sources
     "pix2pix": (
         {"task": "super-resolution", "factor": 2, "channels": [4, 8], "patch_channels": [4, 8]},
         DIGITS,
+    ),
+    "cyclegan": (
+        {"channels": [4, 8], "patch_channels": [4, 8]},
+        DataInfo(event_shape=(1, 8, 8), support="unit", num_classes=2, levels=17, label_names=("a", "b")),
     ),
     # -- test-only (tests/toymodels.py): a two-group model for the contract's per-group checks
     "test-adversarial": ({"latent": 2, "hidden": 8}, VECTORS),
@@ -100,3 +104,17 @@ def context_for(model: Any, n: int, labels: Any = None) -> Any:
     if model.info.num_classes is None:
         return torch.randn(n, model.spec["context_dim"], generator=torch.Generator().manual_seed(1))
     return labels if labels is not None else torch.arange(n) % model.info.num_classes
+
+
+def draw(model: Any, n: int, seed: int) -> Any:
+    """What the contract checks of a preset's output: n samples under a generator seeded
+    ``seed``; for a domain-translation model (``cyclegan``), which draws nothing of its own, the
+    translations (A -> B) of n random images drawn with that seed."""
+    import torch
+
+    from simulacra.models.base import DomainTranslation
+
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(model, DomainTranslation):
+        return model.translate(torch.rand(n, *model.info.event_shape, generator=generator), "a->b")
+    return model.sample(n, context_for(model, n), generator=generator)

@@ -96,6 +96,12 @@ REGRESSIONS = [
         (("afile", b"x"),),
         (("old", "vae", "intact"),),
     ),
+    # --save-tensor into a folder not made yet: the picture written, then np.save failed
+    Case(("sample", "old", "-n", "2", "--save-tensor", "fresh/t.npy"), runs=(("old", "vae", "intact"),)),
+    # two data sources of other shapes; a cyclegan on one source; translate on a model that cannot
+    Case(("train", "vae", *TINY_TRAIN, "--data", "digits", "--data", "moons", "--out", "out")),
+    Case(("train", "cyclegan", *TINY_TRAIN, "--data", "digits", "--out", "out")),
+    Case(("translate", "old", "--examples", "2"), runs=(("old", "vae", "intact"),)),
     Case(("train", "vae", "--data", "moons", *TINY_TRAIN, "--minutes", "inf", "--out", "out")),
     Case(("train", "vae", "--data", "moons", *TINY_TRAIN, "--set", "train.lr=1", "--", "--x", "\x85y")),
     # --overwrite of the run in the working folder: the folder itself would be moved aside

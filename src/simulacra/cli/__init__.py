@@ -6,6 +6,7 @@ Verbs, one module per job:
 * ``sample``, ``evaluate``, ``interpolate`` (:mod:`simulacra.cli.sample`): use a trained run;
 * ``inpaint``, ``super-resolve``, ``denoise``, ``colorize`` (:mod:`simulacra.cli.inverse`):
   inverse problems solved with a trained diffusion model;
+* ``translate`` (:mod:`simulacra.cli.translate`): images of one domain as the other (CycleGAN);
 * ``posterior`` (:mod:`simulacra.cli.posterior`): neural posterior estimation on a simulator;
 * ``models``, ``datasets``, ``metrics`` (:mod:`simulacra.cli.listing`): the registries; ``download``
   fetches a dataset that needs a network.
@@ -30,6 +31,8 @@ from simulacra.cli.listing import cmd_datasets, cmd_download, cmd_metrics, cmd_m
 from simulacra.cli.posterior import cmd_posterior
 from simulacra.cli.sample import cmd_evaluate, cmd_interpolate, cmd_sample
 from simulacra.cli.train import cmd_train
+from simulacra.cli.translate import add_parser as add_translate_parser
+from simulacra.cli.translate import cmd_translate
 from simulacra.errors import CheckpointError, ConfigError, SimulacraError
 
 __all__ = ["COMMANDS", "main"]
@@ -59,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (or resume a run)")
     p.add_argument("model", nargs="?", help="a registered model (see `simulacra models`)")
-    p.add_argument("--data", help="dataset name (see `simulacra datasets`) or a path (.npz/.npy/.csv/folder)")
+    p.add_argument(
+        "--data",
+        action="append",
+        help="dataset name (see `simulacra datasets`) or a path (.npz/.npy/.csv/folder); give it twice "
+        "for two sources labelled by source (e.g. the two image sets of a cyclegan)",
+    )
     p.add_argument("--data-dir", help="folder with downloaded data (default $SIMULACRA_DATA)")
     p.add_argument("--binarize", choices=["static", "dynamic"], help="binarize grey-level data")
     p.add_argument("--label-names", help="a text file naming the labels, one per line (label 0 first)")
@@ -192,6 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
 
     add_inverse_parsers(sub)  # inpaint, super-resolve, denoise, colorize
+    add_translate_parser(sub)
 
     p = sub.add_parser(
         "posterior", help="neural posterior estimation on a simulator, with calibration checks"
@@ -252,6 +261,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "interpolate": cmd_interpolate,
     **dict.fromkeys(INVERSE_VERBS, cmd_inverse),
+    "translate": cmd_translate,
     "models": cmd_models,
     "datasets": cmd_datasets,
     "metrics": cmd_metrics,

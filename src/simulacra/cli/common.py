@@ -78,6 +78,23 @@ def _output_path(output: str | None, default: Path, *, text: bool = False) -> Pa
     return path
 
 
+def save_array(path: str | Path, x: Any) -> None:
+    """Write the tensor ``x`` as a ``.npy`` file at ``path`` (``--save-tensor``), its folder made
+    when missing (:func:`check_file_destination` has said it can be), readers seeing the whole file
+    or none."""
+    import io
+
+    import numpy as np
+
+    from simulacra.train.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x))
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def check_file_destination(path: Path, flag: str) -> None:
     """Raise :class:`ConfigError` unless a file can be written at ``path`` (given by the option
     ``flag``): its folder exists and is writable, or can be made (no file in the way). Checked

@@ -20,6 +20,7 @@ from simulacra.cli.common import (
     _output_path,
     _print_metrics,
     check_file_destination,
+    save_array,
 )
 from simulacra.errors import CheckpointError, ConfigError
 
@@ -35,9 +36,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if Path(args.save_tensor).suffix != ".npy":
             raise ConfigError(f"--save-tensor {args.save_tensor!r}: expected a file ending in .npy")
         check_file_destination(Path(args.save_tensor), "--save-tensor")
-    from simulacra.models.base import ImageTranslation
+    from simulacra.models.base import DomainTranslation, ImageTranslation
 
     c, n = None, args.n
+    if isinstance(model, DomainTranslation):  # cyclegan: round trips of held-out images of both domains
+        return _sample_translations(model, args, out, weights)
     if isinstance(model, ImageTranslation):  # pix2pix: translations of held-out images' observations
         if args.label is not None:
             raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
@@ -81,10 +84,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
     title = f"{model.preset_name}: {n} samples ({model.describe_sampling(options)}; {weights.describe()})"
     save_samples(model, x, out, title=title)
     if args.save_tensor:
-        import numpy as np
-
-        np.save(args.save_tensor, x.numpy())
+        save_array(args.save_tensor, x)
     print(f"wrote {args.n} samples to {out} ({weights.describe()})")
+    return 0
+
+
+def _sample_translations(model: Any, args: argparse.Namespace, out: Path, weights: Any) -> int:
+    """``sample`` on a domain-translation model: the first -n held-out images, each translated to
+    the other domain and back (a picture), the translations saved with --save-tensor."""
+    from simulacra.report.pictures import domain_examples, round_trips_picture
+
+    if args.label is not None:
+        raise ConfigError(
+            f"{model.preset_name} takes no --label; `simulacra translate --to` picks the direction"
+        )
+    _, part = _held_out(args.run, None, None, args.n)
+    groups = domain_examples(model, part, args.n)
+    with torch.no_grad():
+        round_trips_picture(model, groups, out)
+        if args.save_tensor:
+            moved = torch.cat([model.translate(x, way).cpu() for x, way in groups if len(x)])
+            save_array(args.save_tensor, moved.clamp(0, 1))
+    print(f"wrote translations of {len(part)} held-out images to {out} ({weights.describe()})")
     return 0
 
 

@@ -35,7 +35,7 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
     data = raw.setdefault("data", {})
     train = raw.setdefault("train", {})
     for key, value in (
-        ("name", args.data),
+        ("name", None if not args.data else args.data[0] if len(args.data) == 1 else list(args.data)),
         ("data_dir", args.data_dir),
         ("binarize", args.binarize),
         ("label_names", args.label_names),
@@ -59,7 +59,10 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _default_out(config: RunConfig) -> Path:
-    data = Path(str(config.data.name)).stem
+    from simulacra.data.sources import source_name
+
+    names = config.data.name if isinstance(config.data.name, list | tuple) else [config.data.name]
+    data = "+".join(source_name(str(n)) for n in names)
     return DEFAULT_RUN_ROOT / f"{config.model['name']}-{data}"
 
 

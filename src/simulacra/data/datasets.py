@@ -39,6 +39,7 @@ from simulacra.data.files import (
     standardize_dataset,
 )
 from simulacra.data.info import Dataset, Split
+from simulacra.data.sources import join_sources, source_name
 from simulacra.data.text import is_text_spec, load_text
 from simulacra.data.toys import TOYS, ToySampler
 from simulacra.errors import DataError, UnknownNameError
@@ -52,7 +53,9 @@ class DataConfig:
 
     Attributes:
         name: a registered dataset (``digits``, ``mnist``, ``binarized-mnist``, ``moons``, ...)
-            or a path to a ``.npz``/``.npy``/``.csv`` file or an image folder.
+            or a path to a ``.npz``/``.npy``/``.csv`` file or an image folder; or a list of two
+            or more of these, joined into one dataset labelled by source
+            (:func:`simulacra.data.sources.join_sources`; ``limit`` then applies to each).
         data_dir: where to look for downloaded files (default ``$SIMULACRA_DATA``).
         binarize: ``None``, ``"static"`` (one fixed Bernoulli draw) or ``"dynamic"`` (a fresh
             Bernoulli draw of every batch).
@@ -66,7 +69,7 @@ class DataConfig:
             (.csv, .npy, .npz), not for images, binary or [0, 1] data, nor the built-in toys.
     """
 
-    name: str = "digits"
+    name: str | list[str] = "digits"
     data_dir: str | None = None
     binarize: str | None = None
     valid_fraction: float = 0.1
@@ -258,8 +261,15 @@ for _name, _sampler in TOYS.items():
 
 
 def _check_config(config: DataConfig) -> None:
-    if not isinstance(config.name, str):
-        raise DataError(f"data.name must be a dataset name or a path; got {config.name!r}")
+    names = config.name if isinstance(config.name, list | tuple) else [config.name]
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise DataError(
+            f"data.name must be a dataset name or a path, or a list of two or more; got {config.name!r}"
+        )
+    if isinstance(config.name, list | tuple) and len(config.name) < 2:
+        raise DataError(
+            f"a list of data sources needs two or more; got {config.name!r} (give the name alone)"
+        )
     if config.data_dir is not None and not isinstance(config.data_dir, str):
         raise DataError(f"data.data_dir must be a folder (a path) or none; got {config.data_dir!r}")
     vf = config.valid_fraction
@@ -343,7 +353,33 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
         DataError: a missing file, a file that cannot be read, or data that fail validation.
     """
     _check_config(config)
+    if isinstance(config.name, list | tuple):  # several sources: the label is the source
+        names = [source_name(n) for n in config.name]
+        if len(set(names)) < len(names):  # two folders with one stem: number them instead
+            names = [f"{k}:{n}" for k, n in enumerate(names)]
+        single = replace(config, binarize=None, label_names=None, standardize=False)
+        dataset = join_sources([_load_one(replace(single, name=n), seed) for n in config.name], names)
+        if config.standardize is None and dataset.info.support == "real" and not dataset.info.is_image:
+            if any(Path(n).expanduser().exists() for n in config.name):  # tables from files, as for one
+                dataset = standardize_dataset(dataset)
+    else:
+        dataset = _load_one(config, seed)
+    if config.standardize and dataset.info.standardization is None:
+        if dataset.info.support != "real":
+            raise DataError(
+                f"--standardize applies to real-valued data; {dataset.name!r} is {dataset.info.support} "
+                "(its values have a meaning as they are)"
+            )
+        dataset = standardize_dataset(dataset)
+    mode = None if config.binarize == "none" else config.binarize
+    return _label_facts(binarize(dataset, mode, seed), config.label_names)
+
+
+def _load_one(config: DataConfig, seed: int) -> Dataset:
+    """One source (``config.name`` a string), standardized by default where :class:`DataConfig`
+    says, and limited to ``config.limit`` training examples."""
     name = config.name
+    assert isinstance(name, str)
     if name in DATASETS:
         dataset = DATASETS.get(name)(config, seed)
     elif is_text_spec(name):
@@ -358,15 +394,9 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
         raise DataError(f"no such file or folder: {name!r}")
     else:
         raise _unknown(name)
-    if config.standardize and dataset.info.standardization is None:
-        if dataset.info.support != "real":
-            raise DataError(
-                f"--standardize applies to real-valued data; {dataset.name!r} is {dataset.info.support} "
-                "(its values have a meaning as they are)"
-            )
+    if config.standardize and dataset.info.standardization is None and dataset.info.support == "real":
         dataset = standardize_dataset(dataset)
-    mode = None if config.binarize == "none" else config.binarize
-    return _label_facts(binarize(_limit(dataset, config.limit), mode, seed), config.label_names)
+    return _limit(dataset, config.limit)
 
 
 def _label_facts(dataset: Dataset, names_file: str | None) -> Dataset:

@@ -34,6 +34,7 @@ from simulacra.metrics.fid import FeatureClassifier, fid, load_feature_classifie
 from simulacra.metrics.likelihood import Estimate, evaluate_nll
 from simulacra.metrics.two_sample import mmd, mmd_permutation_test
 from simulacra.models.base import (
+    DomainTranslation,
     ExactLikelihood,
     GenerativeModel,
     ImageTranslation,
@@ -211,11 +212,32 @@ def _nll(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str
     return per_character(results, model.info)
 
 
+def compared_split(model: GenerativeModel, split: Split) -> tuple[Split, Tensor]:
+    """(the held-out examples that condition the samples, the held-out examples (N, *event) that
+    the samples are compared with). For most models both are ``split``; for a domain-translation
+    model (CycleGAN) the samples are translations of the images of domain A and are compared with
+    those of domain B (as many of each)."""
+    if isinstance(model, DomainTranslation):
+        a, b = model.split(split.x, split.y)
+        m = min(len(a), len(b))
+        if m < 2:
+            names = " and ".join(model.domain_names)
+            raise DataError(
+                f"the held-out split has {len(a)} and {len(b)} images of the domains {names}; "
+                "comparing translations needs at least 2 of each"
+            )
+        return Split(a[:m]), b[:m]
+    return split, split.x
+
+
 def draw_samples(
     model: GenerativeModel, split: Split, n: int, options: EvalOptions, *, offset: int = 1
 ) -> Tensor:
     """n samples (n, *event) on the CPU, with the labels of the first n held-out examples for a
-    conditional model, under a generator seeded ``options.seed + offset``."""
+    conditional model, under a generator seeded ``options.seed + offset``. A domain-translation
+    model's samples are the translations (A -> B) of the first n examples of ``split``."""
+    if isinstance(model, DomainTranslation):
+        return model.translate(split.x[:n].to(model.device), "a->b").detach().cpu()
     generator = torch.Generator().manual_seed(options.seed + offset)
     samples = model.sample(n, _labels(model, split, n), generator=generator, **options.sample_options)
     return samples.detach().cpu()
@@ -244,9 +266,10 @@ def mmd_estimates(samples: Tensor, data: Tensor, seed: int = 0) -> dict[str, Est
 
 @register("mmd", "MMD² between samples and held-out data (Gaussian kernel), with a permutation p-value")
 def _mmd(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    split, reference = compared_split(model, split)
     n = _sample_count(split, options)
     samples = draw_samples(model, split, n, options)
-    return mmd_estimates(samples, split.x[:n].cpu(), options.seed)
+    return mmd_estimates(samples, reference[:n].cpu(), options.seed)
 
 
 def _feature_network(options: EvalOptions) -> tuple[FeatureClassifier, str]:
@@ -272,10 +295,40 @@ def _fid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str
             f"fid compares image features; {model.preset_name} models examples of shape {model.info.event_shape}"
         )
     net, label = _feature_network(options)
+    split, reference = compared_split(model, split)
     n = _sample_count(split, options)
     samples = draw_samples(model, split, n, options)
-    value = fid(net, samples, split.x[:n].cpu())
+    value = fid(net, samples, reference[:n].cpu())
     return {"fid": Estimate(value, math.nan, f"FID ({label} features, {n} samples vs {n} images)", "", n)}
+
+
+@register(
+    "cycle",
+    "cycle-consistency error of a domain translation: mean |F(G(a)) − a| and |G(F(b)) − b| per image",
+    requires=(DomainTranslation,),
+    requirement="translation between two domains",
+)
+def _cycle(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    assert isinstance(model, DomainTranslation)
+    a, b = model.split(split.x, split.y)
+    results = {}
+    for key, images, there, back in (("cycle_a", a, "a->b", "b->a"), ("cycle_b", b, "b->a", "a->b")):
+        if len(images) == 0:
+            continue
+        x = images.to(model.device)
+        errors = (model.translate(model.translate(x, there), back) - x).abs().flatten(1).mean(1).cpu()
+        stderr = float(errors.std() / math.sqrt(len(errors))) if len(errors) > 1 else math.nan
+        name = model.domain_names[0 if key == "cycle_a" else 1]
+        results[key] = Estimate(
+            float(errors.mean()),
+            stderr,
+            f"mean |round trip − image| over the {name} images",
+            "data units",
+            len(errors),
+        )
+    if not results:
+        raise DataError("the held-out split has no image of either domain")
+    return results
 
 
 def seconds_per_example(

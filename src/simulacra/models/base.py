@@ -393,6 +393,27 @@ class ImageTranslation(Protocol):
 
 
 @runtime_checkable
+class DomainTranslation(Protocol):
+    """Models that map images between two domains learnt without pairs (CycleGAN). The domains
+    are label sets of the training data (two ``--data`` sources are labels 0 and 1); the model
+    draws nothing of its own, so its "samples" are translations of given images."""
+
+    @property
+    def domain_names(self) -> tuple[str, str]:
+        """(A, B): the names of the two domains."""
+        ...
+
+    def split(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(a, b): the images of x (B, *event) in domain A and in domain B, by their labels c (B,)."""
+        ...
+
+    def translate(self, x: Tensor, direction: str = "a->b") -> Tensor:
+        """Images x (B, *event) of one domain as images of the other (``"a->b"`` or ``"b->a"``),
+        data space, (B, *event)."""
+        ...
+
+
+@runtime_checkable
 class WeightedLoss(Protocol):
     """Models whose loss has named weights that callbacks may schedule (KL warm-up sets ``"kl"``)."""
 
@@ -446,6 +467,7 @@ __all__ = [
     "ExactLikelihood",
     "GenerativeModel",
     "ImageTranslation",
+    "DomainTranslation",
     "ImportanceWeighted",
     "LatentVariableModel",
     "LikelihoodBound",

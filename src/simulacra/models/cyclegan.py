@@ -17,12 +17,15 @@ target domain unchanged, which keeps colours from drifting; it needs A and B of 
 pool of 50 earlier fakes that the paper's discriminators read is left out.
 
 The two domains come from one labelled dataset, as the training loop feeds one: examples whose
-label is in ``domain_a`` form A, those in ``domain_b`` form B, the rest are not read (an image
-folder with sub-folders ``A`` and ``B`` gives labels 0 and 1, the defaults). A batch is split by
-label, so a domain may be missing from one batch: its terms are then left out of that update.
+label is in ``domain_a`` form A, those in ``domain_b`` form B, the rest are not read. Two data
+sources (``--data A --data B``, :mod:`simulacra.data.sources`) give labels 0 and 1, the
+defaults, as does an image folder with two sub-folders. A batch is split by label, so a domain
+may be missing from one batch: its terms are then left out of that update.
 
-A CycleGAN translates; it has no distribution of its own to sample from (:meth:`CycleGAN.sample`
-says so). It is not a registered preset yet: see :meth:`CycleGAN.sample`.
+A CycleGAN translates (:meth:`CycleGAN.translate`, the capability
+:class:`~simulacra.models.base.DomainTranslation`); it has no distribution of its own to sample
+from (:meth:`CycleGAN.sample` says so). The ``cyclegan`` preset is in
+:mod:`simulacra.models.zoo.translation`.
 """
 
 from __future__ import annotations
@@ -100,6 +103,17 @@ class CycleGAN(GenerativeModel):
         self.register_buffer("domain_b", torch.tensor(b), persistent=False)
         self.range = CenteredRange.for_data(info)
         self.declare_training(settings, TRAIN_DEFAULTS if train_defaults is None else train_defaults)
+
+    @property
+    def domain_names(self) -> tuple[str, str]:
+        """(name of A, name of B): the data's label names joined by "+" (``photos``, or
+        ``0+1+2`` without names)."""
+        names = self.info.label_names
+
+        def name(labels: Tensor) -> str:
+            return "+".join(names[k] if names else str(k) for k in labels.tolist())
+
+        return name(self.domain_a), name(self.domain_b)
 
     def split(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """(a, b): the examples of x (B, C, H, W) in domain A and in domain B, by their labels c (B,)."""

@@ -7,6 +7,7 @@ the decoded manifold of a 2-D latent space and the codes coloured by label.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ import torch
 from torch import Tensor
 
 from simulacra.data.info import DataInfo, Split
-from simulacra.errors import CapabilityError
+from simulacra.errors import CapabilityError, DataError
 from simulacra.models.base import (
     Denoiser,
+    DomainTranslation,
     ExactLikelihood,
     GenerativeModel,
     ImageTranslation,
@@ -123,6 +125,9 @@ def report_pictures(
     if isinstance(model, ImageTranslation):  # samples are translations of held-out observations
         translations_picture(model, held_out.x[:16], run_dir / "samples.png", generator)
         return ["samples.png"]
+    if isinstance(model, DomainTranslation):  # translations of held-out images of both domains
+        round_trips_picture(model, domain_examples(model, held_out), run_dir / "samples.png")
+        return ["samples.png"]
     c = sample_labels(model, 64)
     if info.vocabulary is not None:  # token sequences: the samples as text
         samples = model.sample(16, None if c is None else c[:16], generator=generator, **options).cpu()
@@ -150,6 +155,31 @@ def translations_picture(
     grid = torch.stack([y.cpu(), out.cpu(), x.cpu()], dim=1)  # (m, 3, C, H, W)
     title = f"{model.degradation.describe()}: observation | translation | original"
     return save_grid(grid.reshape(-1, *x.shape[1:]).clamp(0, 1), path, 3, title=title)
+
+
+def round_trips_picture(model: DomainTranslation, groups: Sequence[tuple[Tensor, str]], path: Path) -> Path:
+    """A grid with one row per image: original | translated | translated back, for each
+    (images (k, C, H, W) in data space, direction ``"a->b"`` or ``"b->a"``) of ``groups``."""
+    rows, labels = [], []
+    name_a, name_b = model.domain_names
+    for images, direction in groups:
+        if len(images) == 0:
+            continue
+        back = "b->a" if direction == "a->b" else "a->b"
+        moved = model.translate(images, direction)
+        rows.append(torch.stack([images.cpu(), moved.cpu(), model.translate(moved, back).cpu()], 1))
+        labels += [f"{name_a} > {name_b}" if direction == "a->b" else f"{name_b} > {name_a}"] * len(images)
+    if not rows:
+        raise DataError(f"no image of {name_a} or {name_b} to translate")
+    grid = torch.cat(rows)
+    title = "original | translated | translated back"
+    return save_grid(grid.reshape(-1, *grid.shape[2:]).clamp(0, 1), path, 3, title=title, row_labels=labels)
+
+
+def domain_examples(model: DomainTranslation, split: Split, m: int = 8) -> list[tuple[Tensor, str]]:
+    """The first m held-out images of each domain with the direction that translates them."""
+    a, b = model.split(split.x, split.y)
+    return [(a[:m], "a->b"), (b[:m], "b->a")]
 
 
 def _latent_pictures(model: GenerativeModel, held_out: Split, run_dir: Path) -> list[str]:

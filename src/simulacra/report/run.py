@@ -28,6 +28,7 @@ from simulacra.data.info import Dataset, Split
 from simulacra.metrics.evaluate import (
     METRICS,
     EvalOptions,
+    compared_split,
     draw_samples,
     estimates_as_dicts,
     evaluate,
@@ -165,6 +166,9 @@ class _Clock:
         return min(left, fits, 4 * self.done)
 
 
+CHEAP_METRICS = ("cycle",)  # computed after training whenever they apply, without a budget
+
+
 def run_metrics(
     model: GenerativeModel,
     held_out: Split,
@@ -210,10 +214,15 @@ def run_metrics(
         results.update({key: Estimate.pooled(chunks) for key, chunks in parts.items()})
         stopped["examples"] = plan.reasons["examples"] if clock.done >= plan.examples else "time budget"
         say(f"  NLL on {clock.done} examples in {time.perf_counter() - clock.started:.1f} s")
-    say(f"drawing up to {plan.samples} samples ({plan.sampling}) for the MMD")
-    clock = _Clock(share if "samples" in timed else None, plan.samples, first=16)
+    for name in CHEAP_METRICS:  # a pass over the held-out examples each, when the model has it
+        if METRICS.get(name).applies_to(model):
+            results.update(evaluate(model, held_out, [name], EvalOptions(seed=seed)))
+    held_out, reference = compared_split(model, held_out)  # a CycleGAN's: translations of A against B
+    target = min(plan.samples, len(held_out))
+    say(f"drawing up to {target} samples ({plan.sampling}) for the MMD")
+    clock = _Clock(share if "samples" in timed else None, target, first=16)
     drawn: list[Tensor] = []
-    with show_progress(plan.samples, "samples", progress) as bar:
+    with show_progress(target, "samples", progress) as bar:
         while chunk := clock.next_chunk():  # labels of a conditional model: those of the examples compared
             options = EvalOptions(seed=seed + clock.chunks, sample_options=plan.sample_options)
             drawn.append(
@@ -222,8 +231,8 @@ def run_metrics(
             clock.record(chunk)
             bar.advance(chunk)
     samples = torch.cat(drawn)
-    results.update(mmd_estimates(samples, held_out.x[: samples.shape[0]].cpu(), seed))
-    stopped["samples"] = plan.reasons["samples"] if clock.done >= plan.samples else "time budget"
+    results.update(mmd_estimates(samples, reference[: samples.shape[0]].cpu(), seed))
+    stopped["samples"] = plan.reasons["samples"] if clock.done >= target else "time budget"
     say(f"  {samples.shape[0]} samples in {time.perf_counter() - clock.started:.1f} s")
     return results, stopped
 

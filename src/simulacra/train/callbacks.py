@@ -28,8 +28,15 @@ import torch
 from torch import Tensor
 
 from simulacra.config import TrainConfig
+from simulacra.data.info import Split
 from simulacra.errors import CheckpointError, ConfigError
-from simulacra.models.base import GenerativeModel, ImageTranslation, WeightedLoss, local_buffer_names
+from simulacra.models.base import (
+    DomainTranslation,
+    GenerativeModel,
+    ImageTranslation,
+    WeightedLoss,
+    local_buffer_names,
+)
 from simulacra.registry import Registry
 from simulacra.seeding import rng_devices
 from simulacra.train.distributed import all_reduce_max
@@ -287,7 +294,8 @@ class SampleEvery(Callback):
     writer from :mod:`simulacra.viz`), so training does not depend on pictures. Sampling runs in
     eval mode, without gradients, inside ``torch.random.fork_rng``: it does not perturb training.
     Conditional models get the labels the training data have, in turn (``0, 1, ..., 0, 1, ...``);
-    an image-translation model (pix2pix) translates the observations of ``examples``.
+    an image-translation model (pix2pix) translates the observations of ``examples``, a
+    domain-translation model (CycleGAN) translates each example to the other domain.
 
     Args:
         every: period in steps (>= 1).
@@ -295,8 +303,8 @@ class SampleEvery(Callback):
         n: number of samples.
         seed: seed of the fixed generator (the same noise every time, so grids are comparable).
         ema: when given, sample with the averaged weights.
-        examples: images (m, *event) whose observations an image-translation model translates
-            (the first n are used).
+        examples: held-out images (m, *event) with their labels, which a translation model
+            translates (the first n are used).
     """
 
     def __init__(
@@ -306,12 +314,16 @@ class SampleEvery(Callback):
         n: int = 64,
         seed: int = 0,
         ema: EMA | None = None,
-        examples: Tensor | None = None,
+        examples: Split | None = None,
     ) -> None:
         if every < 1:
             raise ConfigError(f"sample_every must be >= 1, got {every}")
         self.every, self.writer, self.n, self.seed, self.ema = int(every), writer, int(n), int(seed), ema
-        self.examples = None if examples is None else examples[: self.n]
+        self.examples = (
+            None
+            if examples is None
+            else Split(examples.x[: self.n], None if examples.y is None else examples.y[: self.n])
+        )
 
     def on_step_end(self, state: TrainState) -> None:
         if state.is_main and state.run_dir is not None and state.step % self.every == 0:
@@ -329,12 +341,19 @@ class SampleEvery(Callback):
             with torch.random.fork_rng(devices=rng_devices(model.device)), swap:
                 generator = torch.Generator(device=device).manual_seed(self.seed)
                 c, n = None, self.n
+                translates = isinstance(model, ImageTranslation | DomainTranslation)
+                if translates and self.examples is None:
+                    raise ConfigError(
+                        f"{model.preset_name} samples by translating: SampleEvery needs examples"
+                    )
+                if isinstance(model, DomainTranslation):  # each example to the other domain
+                    assert self.examples is not None
+                    part = self.examples.to(device)
+                    a, b = model.split(part.x, part.y)
+                    return torch.cat([model.translate(a, "a->b"), model.translate(b, "b->a")]).cpu()
                 if isinstance(model, ImageTranslation):  # translations of the examples' observations
-                    if self.examples is None:
-                        raise ConfigError(
-                            f"{model.preset_name} samples by translating: SampleEvery needs examples"
-                        )
-                    c = model.observe(self.examples.to(device))
+                    assert self.examples is not None
+                    c = model.observe(self.examples.x.to(device))
                     n = c.shape[0]
                 elif model.conditional:  # the labels the training data have, in turn
                     present = torch.tensor(model.info.present_labels or [0], device=device)
@@ -346,10 +365,10 @@ class SampleEvery(Callback):
 
 
 def builtin_callbacks(
-    config: TrainConfig, sample_writer: SampleWriter | None = None, examples: Tensor | None = None
+    config: TrainConfig, sample_writer: SampleWriter | None = None, examples: Split | None = None
 ) -> list[Any]:
     """The generic callbacks ``config`` asks for: EMA, sample-every (in that order); ``examples``
-    (held-out images) are what sample-every shows an image-translation model.
+    (held-out images and labels) are what sample-every shows a translation model.
 
     Raises:
         ConfigError: ``sample_every`` without a writer.

@@ -220,7 +220,8 @@ def fit(
             )
     wrapped = _wrap(model, ctx, groups)
 
-    examples = (valid if valid is not None else train).x[:64]  # what sample-every shows a translation model
+    shown = valid if valid is not None else train  # what sample-every shows a translation model
+    examples = Split(shown.x[:64], None if shown.y is None else shown.y[:64])
     cbs = builtin_callbacks(config, sample_writer, examples) + list(callbacks)
     state = TrainState(
         step=trainer.step,
