@@ -22,8 +22,10 @@ Writes benchmarks/results/gan-modes.json.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "hinge+sn": {"name": "sngan"},
     "wgan-gp": {"name": "wgan-gp"},
     "pacgan4": {"name": "gan", "loss": "non-saturating", "pack": 4},
+    "ns+r1": {"name": "gan", "loss": "non-saturating", "r1": 0.1},
 }
 
 
@@ -69,11 +72,11 @@ def run_one(recipe: str, mixture_name: str, seed: int, args: argparse.Namespace)
     centres, std = mixture(mixture_name)
     x = draw(centres, std, args.train, torch.Generator().manual_seed(1000 + seed))
     info = DataInfo((2,), "real")
-    spec = {**RECIPES[recipe], "latent_dim": 2, "hidden": [128, 128, 128]}
+    spec = {**RECIPES[recipe], "latent_dim": 2, "hidden": args.hidden, **args.model}
     torch.manual_seed(seed)
     model = build_model(spec, info)
     lr = args.lr_wgan if recipe == "wgan-gp" else args.lr
-    config = TrainConfig.for_model(  # each preset's Adam betas; no EMA (the published protocol)
+    config = TrainConfig.for_model(  # each preset's Adam betas; no EMA unless --ema (the published protocol has none)
         model,
         steps=args.steps,
         batch_size=256,
@@ -81,11 +84,17 @@ def run_one(recipe: str, mixture_name: str, seed: int, args: argparse.Namespace)
         eval_every=0,
         seed=seed,
         lr=lr,
-        ema_decay=None,
+        lr_schedule=args.lr_schedule,
+        ema_decay=args.ema,
     )
     started = time.perf_counter()
-    result = fit(model, Dataset(mixture_name, info, Split(x)), config, progress=False)
-    seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as run_dir:  # a run folder keeps the EMA weights
+        result = fit(model, Dataset(mixture_name, info, Split(x)), config, run_dir=run_dir, progress=False)
+        seconds = time.perf_counter() - started
+        if args.ema is not None:  # sample with the average, as the CLI does
+            from simulacra.train.checkpoint import load_model
+
+            model = load_model(run_dir)
     samples = model.eval().sample(2500, generator=torch.Generator().manual_seed(seed))
     cover = mode_coverage(samples, centres, std)
     return {
@@ -116,8 +125,13 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-wgan", type=float, default=5e-4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr-schedule", default="constant", help="constant (the protocol's) or cosine")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128, 128], help="MLP widths of G and D")
+    parser.add_argument("--ema", type=float, default=None, help="sample with an EMA of this decay (default none)")
+    parser.add_argument("--set", dest="model", action="append", default=[], help="model KEY=JSON for every recipe")
     parser.add_argument("--out", type=Path, default=RESULTS / "gan-modes.json")
     args = parser.parse_args()
+    args.model = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.model)}
     torch.set_num_threads(args.threads)
 
     table: dict[str, dict[str, Any]] = {}

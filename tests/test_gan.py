@@ -431,12 +431,12 @@ def test_a_discriminator_that_wins_outright_for_long_raises_a_warning() -> None:
     model.collapse_patience = 150
     far = torch.randn(16, 2) + 20.0  # data the generator does not reach: D soon separates them
     opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-2)
-    with pytest.warns(RuntimeWarning, match="collapsed game"):
-        for _ in range(500):
+    with pytest.warns(RuntimeWarning, match="collapsed game"):  # the running AUC is high from ~400 on
+        for _ in range(700):
             opt.zero_grad()
             model(far, group="discriminator").loss.backward()
             opt.step()
-    assert float(model.auc_average) >= model.collapse_auc and int(model.update_count) == 500
+    assert float(model.auc_average) >= model.collapse_auc and int(model.update_count) == 700
     # a game that D does not win: no warning (the running AUC stays far below 0.98)
     torch.manual_seed(0)
     even = build_model({"name": "gan", "latent_dim": 2, "hidden": [8]}, TOY)
@@ -446,6 +446,22 @@ def test_a_discriminator_that_wins_outright_for_long_raises_a_warning() -> None:
         for _ in range(300):
             even(torch.randn(16, 2), group="discriminator")  # no updates: D stays at chance
     assert float(even.auc_average) < 0.9
+
+
+def test_the_collapse_warning_waits_for_a_long_unbroken_win() -> None:
+    """D wins the first updates of a healthy game too: a win of 400 updates, then an even game,
+    gives no warning with a patience of 500; a win of 600 in a row does."""
+    torch.manual_seed(0)
+    model = build_model({"name": "gan", "latent_dim": 2, "hidden": [8]}, TOY)
+    assert isinstance(model, GAN)
+    model.collapse_patience = 500
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for value in [1.0] * 400 + [0.6] * 400:
+            model._count(torch.tensor(value))
+    with pytest.warns(RuntimeWarning, match="for the last 5"):
+        for _ in range(1000):
+            model._count(torch.tensor(1.0))
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""MNIST sample quality of a GAN recipe in a fixed CPU budget: FID and MMD² in the units of the
+diffusion model's figures (BENCHMARKS §11).
+
+A GAN preset (the DCGAN pair for 28×28 images, unconditional) is trained by ``simulacra.train.fit``
+on the 60,000 MNIST training digits with the preset's declared training defaults (Adam with its
+betas, EMA 0.999, no early stopping) for ``--minutes`` of wall time, calibrated first so the
+planned length fits. Then ``--eval-n`` samples are drawn with the EMA weights and compared with as
+many test digits: FID with the project's feature classifier
+(``benchmarks/results/mnist-classifier.safetensors``, 97.2% test accuracy; the FID between two
+halves of the test set, the floor, is 1.0 at 1,000 each) and MMD² (Gaussian kernel, median
+bandwidth), the same functions as ``benchmarks/mnist_diffusion.py``.
+
+    python benchmarks/mnist_gan.py --recipe ns+r1 --minutes 55 --threads 1
+    python benchmarks/mnist_gan.py --recipe hinge+sn --minutes 55 --threads 1
+    python benchmarks/mnist_gan.py --recipe wgan-gp --minutes 55 --threads 1
+
+Needs ``mnist.npz`` (``--data-dir``, default ../shared/data). Writes
+benchmarks/results/mnist-gan-RECIPE.json, a grid of 100 samples mnist-gan-RECIPE.png and the run
+in runs/bench/mnist-gan-RECIPE/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _machine import write_record  # noqa: E402
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # non-saturating loss with R1 on real data (Mescheder et al. 2018), lazy every 4 updates
+    "ns+r1": {"name": "gan", "loss": "non-saturating", "r1": 10.0, "r1_every": 4},
+    # hinge loss with a spectrally normalized discriminator (Miyato et al. 2018): the sngan preset
+    "hinge+sn": {"name": "sngan"},
+    # Wasserstein loss with a gradient penalty, 5 critic updates (Gulrajani et al. 2017)
+    "wgan-gp": {"name": "wgan-gp"},
+    # the plain DCGAN recipe, no regularizer (for reference)
+    "ns": {"name": "gan", "loss": "non-saturating"},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from simulacra.config import TrainConfig
+    from simulacra.data import load_dataset
+    from simulacra.data.datasets import DataConfig
+    from simulacra.metrics.fid import fid, load_feature_classifier
+    from simulacra.metrics.two_sample import mmd
+    from simulacra.models.zoo import build_model
+    from simulacra.train import TimeBudget, fit
+    from simulacra.train.budget import steps_for_minutes
+    from simulacra.train.checkpoint import load_model
+    from simulacra.viz.grids import save_grid
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="ns+r1")
+    parser.add_argument("--set", dest="settings", action="append", default=[], help="model KEY=JSON")
+    parser.add_argument("--minutes", type=float, default=55.0, help="training budget (wall time)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--eval-n", type=int, default=1000, help="samples and test images for FID and MMD")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="train on the first LIMIT digits (smoke tests)"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    settings = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.settings)}
+    spec = {**RECIPES[args.recipe], **settings}
+    data = load_dataset(
+        DataConfig("mnist", data_dir=str(args.data_dir), valid_fraction=0.0, limit=args.limit)
+    )
+    net = load_feature_classifier(HERE / "results" / "mnist-classifier.safetensors")
+    name = f"mnist-gan-{args.recipe}" + (f"-seed{args.seed}" if args.seed else "")
+    run_dir = HERE.parent / "runs" / "bench" / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+    torch.manual_seed(args.seed)
+    model = build_model(spec, data.info)
+    probe = TrainConfig.for_model(model, batch_size=args.batch_size, eval_every=0, seed=args.seed)
+    steps, calibration = steps_for_minutes(model, data, probe, args.minutes)
+    config = TrainConfig.for_model(
+        model, steps=steps, batch_size=args.batch_size, eval_every=0, seed=args.seed, log_every=500
+    )
+    print(f"{args.recipe}: {spec}, {steps} steps planned ({calibration.step_seconds * 1000:.0f} ms each)")
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    result = fit(
+        model, data, config, run_dir=run_dir, callbacks=[TimeBudget(60 * args.minutes)], progress=False
+    )
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+
+    trained = load_model(run_dir).eval()  # the EMA weights, as the CLI's verbs use them
+    g = torch.Generator().manual_seed(args.seed + 1)
+    drawn = time.perf_counter()
+    samples = torch.cat([trained.sample(500, generator=g) for _ in range((args.eval_n + 499) // 500)])[
+        : args.eval_n
+    ]
+    sample_seconds = time.perf_counter() - drawn
+    test = data.test.x[: args.eval_n]
+    floor = (
+        fid(net, test, data.test.x[args.eval_n : 2 * args.eval_n])
+        if len(data.test) >= 2 * args.eval_n
+        else None
+    )
+    figures = {"fid": fid(net, samples, test), "mmd": mmd(samples, test), "fid_test_vs_test": floor}
+    print(
+        f"{args.recipe}: FID {figures['fid']:.2f}, MMD² {figures['mmd']:.2e} after {result.steps} steps "
+        f"({result.steps * args.batch_size / len(data.train):.1f} epochs) in {seconds / 60:.1f} min"
+    )
+    save_grid(
+        samples[:100].clamp(0, 1),
+        HERE / "results" / f"{name}.png",
+        10,
+        title=f"{args.recipe}: 100 samples (EMA)",
+    )
+    write_record(
+        {
+            "recipe": args.recipe,
+            "model": spec,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "steps": result.steps,
+            "epochs": round(result.steps * args.batch_size / len(data.train), 2),
+            "train_minutes": round(seconds / 60, 1),
+            "train_cpu_minutes": round(cpu_seconds / 60, 1),
+            "eval_n": args.eval_n,
+            "sample_seconds": round(sample_seconds, 2),
+            **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()},
+            "final_metrics": result.metrics,
+        },
+        HERE / "results" / f"{name}.json",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
