@@ -126,9 +126,15 @@ def main() -> int:
     parser.add_argument("--lr-wgan", type=float, default=5e-4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr-schedule", default="constant", help="constant (the protocol's) or cosine")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128, 128], help="MLP widths of G and D")
-    parser.add_argument("--ema", type=float, default=None, help="sample with an EMA of this decay (default none)")
-    parser.add_argument("--set", dest="model", action="append", default=[], help="model KEY=JSON for every recipe")
+    parser.add_argument(
+        "--hidden", type=int, nargs="+", default=[128, 128, 128], help="MLP widths of G and D"
+    )
+    parser.add_argument(
+        "--ema", type=float, default=None, help="sample with an EMA of this decay (default none)"
+    )
+    parser.add_argument(
+        "--set", dest="model", action="append", default=[], help="model KEY=JSON for every recipe"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "gan-modes.json")
     args = parser.parse_args()
     args.model = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.model)}
