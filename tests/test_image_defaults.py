@@ -8,7 +8,13 @@ import pytest
 
 from simulacra.cli import main
 from simulacra.data.info import DataInfo
-from simulacra.models.zoo import ACCELERATOR_IMAGE_DEFAULTS, MODELS, build_model, recorded_spec
+from simulacra.models.zoo import (
+    ACCELERATOR_IMAGE_DEFAULTS,
+    IMAGE_DEFAULTS,
+    MODELS,
+    build_model,
+    recorded_spec,
+)
 
 IMAGES = DataInfo(event_shape=(1, 8, 8), support="unit", levels=17)
 VECTORS = DataInfo(event_shape=(2,), support="real")
@@ -36,6 +42,26 @@ def test_a_users_setting_wins_and_vectors_are_left_alone() -> None:
     assert gpu.spec["channels"] == [8, 16]
     vec = build_model("ddpm", VECTORS, accelerator=True)
     assert vec.spec == build_model("ddpm", VECTORS).spec and vec.spec["channels"] == [16, 32]
+
+
+def test_a_gan_on_images_takes_r1_unless_told_otherwise(capsys: pytest.CaptureFixture[str]) -> None:
+    """IMAGE_DEFAULTS on any device: the gan preset's R1 (γ = 10, lazy every 4) for images, not
+    for vectors; the user's r1 wins, a gradient penalty replaces it, the spec records what ran."""
+    from simulacra.objectives.adversarial import R1, GradientPenalty
+
+    assert IMAGE_DEFAULTS["gan"] == {"r1": 10.0, "r1_every": 4}
+    images = build_model("gan", IMAGES)
+    assert isinstance(images.penalty, R1) and (images.penalty.gamma, images.penalty.every) == (10.0, 4)
+    assert (images.spec["r1"], images.spec["r1_every"]) == (10.0, 4)
+    assert build_model(images.spec, IMAGES).spec == images.spec  # a checkpoint rebuilds the same
+    assert build_model("gan", VECTORS).penalty is None
+    assert build_model({"name": "gan", "r1": 0.0}, IMAGES).penalty is None
+    wgan = build_model({"name": "gan", "loss": "wasserstein", "gp_weight": 10.0}, IMAGES)
+    assert isinstance(wgan.penalty, GradientPenalty) and wgan.spec["r1"] == 0.0
+    assert build_model("sngan", IMAGES).penalty is None  # the variants keep their paper's choices
+    assert main(["models", "gan"]) == 0
+    out = capsys.readouterr().out  # the column of image defaults (its header may wrap)
+    assert "images" in out and any("r1 " in line and "10.0" in line for line in out.splitlines())
 
 
 def test_a_spec_records_every_setting_and_older_runs_keep_their_network(tmp_path: Path) -> None:

@@ -32,23 +32,30 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _print_model_details(name: str) -> None:
     """A preset's description, its settings with their defaults (``--set model.KEY=VALUE``), and
-    the bigger image defaults it takes on a GPU."""
+    the defaults it takes for images, and the bigger ones on a GPU."""
     import inspect
 
     from rich.table import Table
 
-    from simulacra.models.zoo import ACCELERATOR_IMAGE_DEFAULTS, MODELS
+    from simulacra.models.zoo import ACCELERATOR_IMAGE_DEFAULTS, IMAGE_DEFAULTS, MODELS
 
     doc = inspect.getdoc(MODELS.get(name)) or ""
-    gpu = ACCELERATOR_IMAGE_DEFAULTS.get(name, {})
+    columns = [
+        (title, defaults)
+        for title, defaults in (
+            ("default for images", IMAGE_DEFAULTS.get(name, {})),
+            ("default for images on a GPU (--device cuda)", ACCELERATOR_IMAGE_DEFAULTS.get(name, {})),
+        )
+        if defaults
+    ]
     table = Table(title=f"{name}: {MODELS.describe()[name]}", title_justify="left")
     table.add_column("setting (--set model.KEY=VALUE)", style="bold")
     table.add_column("default")
-    if gpu:
-        table.add_column("default for images on a GPU (--device cuda)")
+    for title, _ in columns:
+        table.add_column(title)
     for key, default in MODELS.settings(name, skip=("info",)).items():
         shown = "required" if default is inspect.Parameter.empty else _value(default)
-        table.add_row(key, shown, *([_value(gpu[key]) if key in gpu else ""] if gpu else []))
+        table.add_row(key, shown, *(_value(d[key]) if key in d else "" for _, d in columns))
     console = _console()
     console.print(table)
     if doc:

@@ -12,7 +12,13 @@ The presets live in one module per family (:mod:`~simulacra.models.zoo.autoencod
 
 from __future__ import annotations
 
-from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, MODELS, build_model, recorded_spec
+from simulacra.models.zoo._registry import (
+    ACCELERATOR_IMAGE_DEFAULTS,
+    IMAGE_DEFAULTS,
+    MODELS,
+    build_model,
+    recorded_spec,
+)
 
 # Importing a family registers its presets: these imports keep the registration order fixed.
 # isort: off
@@ -28,6 +34,7 @@ from simulacra.models.zoo.translation import pix2pix
 
 __all__ = [
     "ACCELERATOR_IMAGE_DEFAULTS",
+    "IMAGE_DEFAULTS",
     "MODELS",
     "build_model",
     "recorded_spec",

@@ -23,6 +23,17 @@ not (the signature's defaults are the CPU's). A spec's own settings win; the cho
 recorded in the spec, so the run rebuilds the same network on any device."""
 
 
+IMAGE_DEFAULTS: dict[str, dict[str, Any]] = {}
+"""Per preset, the settings it takes by default for images on any device, where the best choice
+for images is not the best for vectors (the ``gan`` preset's R1: it keeps a DCGAN from
+collapsing on Stacked MNIST, BENCHMARKS §19, and costs a 2-D GAN modes). A spec's own settings
+win; the chosen ones are recorded in the spec."""
+
+IMAGE_DEFAULTS_YIELD_TO: dict[str, tuple[str, ...]] = {}
+"""Per preset, settings that make its :data:`IMAGE_DEFAULTS` moot: when the spec gives one of
+them, none of the image defaults applies (a ``gan`` given a gradient penalty takes no R1)."""
+
+
 PREVIOUS_DEFAULTS: dict[str, dict[str, Any]] = {}
 """Per preset, the defaults that have since changed, as they were: a run recorded before its spec
 held every setting (runs before 2026-12-06 kept only the settings the user gave) rebuilds the
@@ -62,7 +73,8 @@ def build_model(
     """Build the preset named by ``spec`` (``"vae"`` or ``{"name": "vae", "latent_dim": 8}``)
     for data described by ``info``. The resolved spec is kept as ``model.spec`` so that a
     checkpoint can rebuild the same architecture without unpickling code. ``accelerator``: the
-    model will train on a GPU; images then get the preset's :data:`ACCELERATOR_IMAGE_DEFAULTS`.
+    model will train on a GPU; images then get the preset's :data:`ACCELERATOR_IMAGE_DEFAULTS`
+    (on top of its :data:`IMAGE_DEFAULTS`, which images get on any device).
 
     Raises:
         UnknownNameError: no preset has that name.
@@ -71,8 +83,13 @@ def build_model(
             allocate, heads that do not divide the width, ...): the message names them and the cause.
     """
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-    if accelerator and info.is_image and isinstance(spec.get("name"), str):
-        spec = {"name": spec["name"], **ACCELERATOR_IMAGE_DEFAULTS.get(spec["name"], {}), **spec}
+    if info.is_image and isinstance(spec.get("name"), str):
+        name = spec["name"]
+        moot = any(key in spec for key in IMAGE_DEFAULTS_YIELD_TO.get(name, ()))
+        extra = {} if moot else {**IMAGE_DEFAULTS.get(name, {})}
+        if accelerator:
+            extra.update(ACCELERATOR_IMAGE_DEFAULTS.get(name, {}))
+        spec = {"name": name, **extra, **spec}
     given = spec
     if "name" in spec:
         spec = _complete(spec)
