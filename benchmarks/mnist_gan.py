@@ -43,8 +43,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "hinge+sn": {"name": "sngan"},
     # Wasserstein loss with a gradient penalty, 5 critic updates (Gulrajani et al. 2017)
     "wgan-gp": {"name": "wgan-gp"},
-    # the plain DCGAN recipe, no regularizer (for reference)
-    "ns": {"name": "gan", "loss": "non-saturating"},
+    # the plain DCGAN recipe, no regularizer (for reference; the gan preset takes R1 on images)
+    "ns": {"name": "gan", "loss": "non-saturating", "r1": 0.0},
 }
 
 

@@ -8,7 +8,8 @@ run's EMA weights) and each channel is classified by the project's MNIST classif
 accuracy). Reported: modes covered (triples with at least one sample), and KL(sample histogram
 ‖ uniform over the 1,000 triples) in nats.
 
-    python benchmarks/stacked_mnist.py --minutes 40 --threads 1     # the gan preset, DCGAN
+    python benchmarks/stacked_mnist.py --minutes 55 --threads 1 --name r1     # the gan preset: DCGAN + R1
+    python benchmarks/stacked_mnist.py --minutes 40 --threads 1 --set r1=0    # the plain DCGAN (collapses)
 
 Needs ``mnist.npz`` (``--data-dir``, default ../shared/data). Writes
 benchmarks/results/stacked-mnist[-NAME].json and runs/bench/stacked-mnist[-NAME]/.
