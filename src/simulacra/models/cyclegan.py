@@ -13,8 +13,10 @@ A and b from B, in the model's space [−1, 1], every term a mean over its domai
 
 (‖·‖₁ the mean absolute difference over pixels; λ_cyc = 10, λ_id = 0.5 as in the authors' code,
 so the identity term weighs 5). The identity term asks each generator to leave images of its
-target domain unchanged, which keeps colours from drifting; it needs A and B of one shape. The
-pool of 50 earlier fakes that the paper's discriminators read is left out.
+target domain unchanged, which keeps colours from drifting; it needs A and B of one shape. As in
+the paper, each discriminator reads its fakes through an :class:`ImagePool` of the last 50
+(Shrivastava et al. 2017): a fake is shown as it is or, with probability ½ once the pool is full,
+swapped for an older one, so that D does not chase the generator's latest move.
 
 The two domains come from one labelled dataset, as the training loop feeds one: examples whose
 label is in ``domain_a`` form A, those in ``domain_b`` form B, the rest are not read. Two data
@@ -39,10 +41,52 @@ from torch import Tensor, nn
 from simulacra.data.info import DataInfo
 from simulacra.data.transforms import CenteredRange
 from simulacra.errors import CapabilityError, ConfigError, DataError
-from simulacra.models.base import GenerativeModel, GroupSettings, LossOutput, check_batch
+from simulacra.models.base import GenerativeModel, GroupSettings, LossOutput, check_batch, mark_local
 from simulacra.models.gan import TRAIN_DEFAULTS
 from simulacra.models.translation import l1
 from simulacra.objectives.adversarial import AdversarialLoss
+
+
+class ImagePool(nn.Module):
+    """A history of ``size`` generated images (size, *shape) for a discriminator to read.
+
+    :meth:`forward` takes fakes (B, *shape) and returns as many: while the pool fills, each fake
+    is stored and returned as it is; once full, each is returned as it is with probability ½, and
+    otherwise swapped for a stored image drawn uniformly, which it replaces. Draws use torch's
+    global generator (part of a run's checkpoint, so a resumed run makes the same draws). The
+    stored images are buffers local to each process (:func:`mark_local`): checkpointed, not
+    averaged by the EMA, not synchronized across processes. ``size`` 0 returns the fakes.
+    """
+
+    images: Tensor
+    count: Tensor
+
+    def __init__(self, size: int, shape: Sequence[int]) -> None:
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ConfigError(f"the pool size must be an integer >= 0; found {size!r}")
+        self.size = size
+        self.register_buffer("images", torch.zeros(size, *shape))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        mark_local(self, "images", "count")
+
+    @torch.no_grad()
+    def forward(self, fakes: Tensor) -> Tensor:
+        if self.size == 0 or fakes.shape[0] == 0:
+            return fakes
+        out = fakes.detach().clone()
+        stored = int(self.count)
+        for i in range(out.shape[0]):
+            if stored < self.size:  # filling: keep it, show it
+                self.images[stored] = out[i]
+                stored += 1
+            elif bool(torch.rand((), device=out.device) < 0.5):  # show an older one in its place
+                j = int(torch.randint(self.size, (), device=out.device))
+                older = self.images[j].clone()
+                self.images[j] = out[i]
+                out[i] = older
+        self.count.fill_(stored)
+        return out
 
 
 class CycleGAN(GenerativeModel):
@@ -59,6 +103,7 @@ class CycleGAN(GenerativeModel):
         domain_b: the labels of domain B (disjoint from A).
         cycle_weight: λ_cyc.
         identity_weight: λ_id, relative to λ_cyc (0 turns the identity term off).
+        pool: the size of each discriminator's :class:`ImagePool` of earlier fakes (0: none).
         settings, train_defaults: as for :class:`~simulacra.models.gan.GAN`.
     """
 
@@ -79,6 +124,7 @@ class CycleGAN(GenerativeModel):
         domain_b: Sequence[int] = (1,),
         cycle_weight: float = 10.0,
         identity_weight: float = 0.5,
+        pool: int = 50,
         settings: Mapping[str, GroupSettings] | None = None,
         train_defaults: Mapping[str, Any] | None = None,
     ) -> None:
@@ -102,6 +148,7 @@ class CycleGAN(GenerativeModel):
         self.register_buffer("domain_a", torch.tensor(a), persistent=False)
         self.register_buffer("domain_b", torch.tensor(b), persistent=False)
         self.range = CenteredRange.for_data(info)
+        self.pool_a, self.pool_b = ImagePool(pool, info.event_shape), ImagePool(pool, info.event_shape)
         self.declare_training(settings, TRAIN_DEFAULTS if train_defaults is None else train_defaults)
 
     @property
@@ -130,8 +177,8 @@ class CycleGAN(GenerativeModel):
         check_batch(self, x, c)
         a, b = self.split(self.range.forward(x), c)
         if group == "discriminators":
-            with torch.no_grad():
-                fake_b, fake_a = self.g_ab(a), self.g_ba(b)
+            with torch.no_grad():  # D reads earlier fakes too (the pools)
+                fake_b, fake_a = self.pool_b(self.g_ab(a)), self.pool_a(self.g_ba(b))
             d_b = self._game(self.d_b, b, fake_b)
             d_a = self._game(self.d_a, a, fake_a)
             return LossOutput(d_a + d_b, {"d_a": d_a.detach(), "d_b": d_b.detach()})
@@ -220,4 +267,4 @@ class CycleGAN(GenerativeModel):
         )
 
 
-__all__ = ["CycleGAN"]
+__all__ = ["CycleGAN", "ImagePool"]

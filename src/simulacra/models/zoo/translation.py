@@ -99,12 +99,13 @@ def cyclegan(
     loss: str = "least-squares",
     cycle_weight: float = 10.0,
     identity_weight: float = 0.5,
+    pool: int = 50,
     channels: Sequence[int] = (32, 64),
     patch_channels: Sequence[int] = (32, 64),
     domain_a: Sequence[int | str] | None = None,
     domain_b: Sequence[int | str] | None = None,
 ) -> CycleGAN:
-    """CycleGAN (Zhu et al. 2017): U-Nets G: A->B and F: B->A, PatchGANs D_A, D_B; least squares, λ_cyc=10, λ_id=0.5; two --data sources."""
+    """CycleGAN (Zhu et al. 2017): U-Nets G: A->B and F: B->A, PatchGANs D_A, D_B; least squares, λ_cyc=10, λ_id=0.5, pools of 50 fakes; two --data sources."""
     if not info.is_image:
         raise ConfigError(f"cyclegan translates images (C, H, W); found event shape {info.event_shape}")
     a, b = domains(info, domain_a, domain_b)
@@ -119,5 +120,5 @@ def cyclegan(
 
     return CycleGAN(
         info, generator(), generator(), discriminator(), discriminator(), LOSSES.get(loss),
-        domain_a=a, domain_b=b, cycle_weight=cycle_weight, identity_weight=identity_weight,
+        domain_a=a, domain_b=b, cycle_weight=cycle_weight, identity_weight=identity_weight, pool=pool,
     )  # fmt: skip
