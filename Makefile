@@ -12,6 +12,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# torch-fidelity cross-checks KID and FID; its torchvision (no CPU build here) is not needed for that
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps torch-fidelity==0.4.0
 	touch $@
 
 # Trains a VAE on scikit-learn's bundled 8x8 digits (about a minute on 2 CPU cores) and writes

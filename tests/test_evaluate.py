@@ -142,6 +142,10 @@ def test_cli_evaluate_takes_every_registered_metric(
                 "mmd",
                 "--metric",
                 "fid",
+                "--metric",
+                "kid",
+                "--metric",
+                "prdc",
                 "--features",
                 str(features),
                 "--samples",
@@ -151,7 +155,9 @@ def test_cli_evaluate_takes_every_registered_metric(
         == 0
     )
     stored = json.loads((run / "metrics.json").read_text())["evaluations"][-1]["metrics"]
-    assert set(stored) == {"mmd", "mmd_p_value", "fid"}
+    assert set(stored) == {"mmd", "mmd_p_value", "fid", "kid", "precision", "recall", "density", "coverage"}
+    assert stored["kid"]["stderr"] > 0 and "features.safetensors" in stored["kid"]["estimator"]
+    assert all(0 <= stored[k]["value"] <= 1 for k in ("precision", "recall", "coverage"))
     assert main(["evaluate", str(run)]) == 2  # nll, the default, needs a likelihood
     err = capsys.readouterr().err
     assert "has no likelihood" in err and "--metric mmd" in err

@@ -30,7 +30,14 @@ from torch import Tensor
 
 from simulacra.data.info import DataInfo, Split
 from simulacra.errors import CapabilityError, ConfigError, DataError
-from simulacra.metrics.fid import FeatureClassifier, fid, load_feature_classifier
+from simulacra.metrics.features import kid, manifold_metrics
+from simulacra.metrics.fid import (
+    FeatureClassifier,
+    extract_features,
+    frechet_distance,
+    gaussian_fit,
+    load_feature_classifier,
+)
 from simulacra.metrics.likelihood import Estimate, evaluate_nll
 from simulacra.metrics.two_sample import mmd, mmd_permutation_test
 from simulacra.models.base import (
@@ -284,22 +291,70 @@ def _feature_network(options: EvalOptions) -> tuple[FeatureClassifier, str]:
     return load_feature_classifier(features), Path(features).name
 
 
+def _image_features(
+    model: GenerativeModel, split: Split, options: EvalOptions, metric: str
+) -> tuple[Tensor, Tensor, str, int]:
+    """(features of n samples, features of n held-out images, the feature network's name, n)."""
+    if not model.info.is_image:
+        raise CapabilityError(
+            f"{metric} compares image features; {model.preset_name} models examples of shape {model.info.event_shape}"
+        )
+    net, label = _feature_network(options)
+    split, reference = compared_split(model, split)
+    n = _sample_count(split, options)
+    samples = draw_samples(model, split, n, options)
+    if samples.shape[1] != net.config["in_channels"]:
+        raise DataError(
+            f"the feature network {label} reads images of {net.config['in_channels']} channel(s); "
+            f"{model.preset_name} makes {samples.shape[1]}"
+        )
+    features = extract_features(net, samples), extract_features(net, reference[:n].cpu())
+    if not all(bool(torch.isfinite(f).all()) for f in features):
+        raise DataError(f"{metric} needs finite images; found NaN or inf")
+    return features[0], features[1], label, n
+
+
 @register(
     "fid",
     "Fréchet distance between the features of samples and held-out images (a feature network)",
     images=True,
 )
 def _fid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
-    if not model.info.is_image:
-        raise CapabilityError(
-            f"fid compares image features; {model.preset_name} models examples of shape {model.info.event_shape}"
-        )
-    net, label = _feature_network(options)
-    split, reference = compared_split(model, split)
-    n = _sample_count(split, options)
-    samples = draw_samples(model, split, n, options)
-    value = fid(net, samples, reference[:n].cpu())
+    fake, real, label, n = _image_features(model, split, options, "fid")
+    value = frechet_distance(*gaussian_fit(fake), *gaussian_fit(real))
     return {"fid": Estimate(value, math.nan, f"FID ({label} features, {n} samples vs {n} images)", "", n)}
+
+
+@register(
+    "kid",
+    "kernel inception distance: unbiased cubic-kernel MMD² of features, mean ± sd over 100 subsets",
+    images=True,
+)
+def _kid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    fake, real, label, n = _image_features(model, split, options, "kid")
+    m = min(1000, n)
+    mean, sd = kid(
+        real, fake, subsets=100, subset_size=m, generator=torch.Generator().manual_seed(options.seed)
+    )
+    estimator = f"KID ({label} features, 100 subsets of {m} from {n} samples and {n} images; ± is the sd over subsets)"
+    return {"kid": Estimate(mean, sd, estimator, "", n)}
+
+
+@register(
+    "prdc",
+    "precision and recall (k = 3), density and coverage (k = 5) of sample features against held-out images",
+    images=True,
+)
+def _prdc(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    fake, real, label, n = _image_features(model, split, options, "prdc")
+    found = manifold_metrics(real, fake)
+    where = f"{label} features, {n} samples vs {n} images"
+    return {
+        "precision": Estimate(found.precision, math.nan, f"precision, k = 3 ({where})", "share", n),
+        "recall": Estimate(found.recall, math.nan, f"recall, k = 3 ({where})", "share", n),
+        "density": Estimate(found.density, math.nan, f"density, k = 5 ({where})", "", n),
+        "coverage": Estimate(found.coverage, math.nan, f"coverage, k = 5 ({where})", "share", n),
+    }
 
 
 @register(
