@@ -38,7 +38,8 @@ def test_metrics_are_chosen_by_capability(digits) -> None:  # type: ignore[no-un
     vae = build_model({"name": "vae", "latent_dim": 2, "hidden": [8]}, digits.info)
     assert "nll" not in available_metrics(ae) and {"nll", "mmd", "fid"} <= set(available_metrics(vae))
     with pytest.raises(
-        CapabilityError, match=r"ae has no likelihood for 'nll'; use --metric fid or --metric mmd"
+        CapabilityError,
+        match=r"ae has no likelihood for 'nll'; use --metric classes or --metric fid or --metric kid or --metric mmd",
     ):
         evaluate(ae, _split(digits), ["nll"])
     with pytest.raises(UnknownNameError, match="Did you mean 'mmd'"):
@@ -146,6 +147,8 @@ def test_cli_evaluate_takes_every_registered_metric(
                 "kid",
                 "--metric",
                 "prdc",
+                "--metric",
+                "classes",
                 "--features",
                 str(features),
                 "--samples",
@@ -155,7 +158,10 @@ def test_cli_evaluate_takes_every_registered_metric(
         == 0
     )
     stored = json.loads((run / "metrics.json").read_text())["evaluations"][-1]["metrics"]
-    assert set(stored) == {"mmd", "mmd_p_value", "fid", "kid", "precision", "recall", "density", "coverage"}
+    assert set(stored) == {
+        "mmd", "mmd_p_value", "fid", "kid", "precision", "recall", "density", "coverage", "class_kl", "classes_reached",
+    }  # fmt: skip
+    assert 1 <= stored["classes_reached"]["value"] <= 10 and stored["class_kl"]["unit"] == "nats"
     assert stored["kid"]["stderr"] > 0 and "features.safetensors" in stored["kid"]["estimator"]
     assert all(0 <= stored[k]["value"] <= 1 for k in ("precision", "recall", "coverage"))
     assert main(["evaluate", str(run)]) == 2  # nll, the default, needs a likelihood

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from simulacra.errors import DataError
-from simulacra.metrics.features import kid, manifold_metrics, polynomial_mmd2
+from simulacra.metrics.features import class_histogram_kl, kid, manifold_metrics, polynomial_mmd2
 from simulacra.metrics.fid import frechet_distance, gaussian_fit
 
 
@@ -44,20 +44,34 @@ def test_manifold_metrics_equal_the_prdc_package() -> None:
 
 
 def _torch_fidelity() -> tuple[types.ModuleType, types.ModuleType]:
-    """torch_fidelity's metric modules, imported with a stub of torchvision if it is missing."""
+    """torch_fidelity's metric modules, imported with a stub of torchvision if it is missing; the
+    stub is removed from ``sys.modules`` again at once, so no other test sees it."""
     if importlib.util.find_spec("torch_fidelity") is None:
         pytest.skip("torch-fidelity is not installed (make setup installs it without its dependencies)")
+    stubbed: list[str] = []
     if importlib.util.find_spec("torchvision") is None:
-        stub = types.ModuleType("torchvision")
-        for name in ("datasets", "transforms", "transforms.functional", "models", "utils"):
-            module = types.ModuleType(f"torchvision.{name}")
-            module.__getattr__ = lambda attr: type(attr, (), {})  # type: ignore[method-assign]
-            sys.modules[f"torchvision.{name}"] = module
-        stub.__getattr__ = lambda attr: sys.modules.get(f"torchvision.{attr}", types.ModuleType(attr))  # type: ignore[method-assign]
-        sys.modules["torchvision"] = stub
-    return importlib.import_module("torch_fidelity.metric_kid"), importlib.import_module(
-        "torch_fidelity.metric_fid"
-    )
+
+        def names(attr: str) -> type:
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return type(attr, (), {})
+
+        parts = ("datasets", "transforms", "transforms.functional", "models", "utils")
+        for name in ("torchvision", *(f"torchvision.{p}" for p in parts)):
+            module = types.ModuleType(name)
+            module.__getattr__ = names  # type: ignore[method-assign]
+            sys.modules[name] = module
+            stubbed.append(name)
+            parent, _, child = name.rpartition(".")
+            if parent:
+                setattr(sys.modules[parent], child, module)
+    try:
+        return importlib.import_module("torch_fidelity.metric_kid"), importlib.import_module(
+            "torch_fidelity.metric_fid"
+        )
+    finally:
+        for name in stubbed:
+            sys.modules.pop(name, None)
 
 
 def test_kid_and_fid_equal_torch_fidelity_on_the_same_features() -> None:
@@ -119,3 +133,13 @@ def test_bad_features_are_refused() -> None:
     with pytest.raises(DataError, match="k = 5"):
         manifold_metrics(good[:4], good[:4])
     assert np.isfinite(kid(good, good, subsets=2, subset_size=5)[0])
+
+
+def test_the_class_histogram_kl_by_hand() -> None:
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2])  # data: 1/4, 1/4, 1/2
+    predicted = torch.tensor([0, 0, 0, 1])  # samples: 3/4, 1/4, 0
+    kl, reached, p = class_histogram_kl(predicted, labels, 4)
+    assert reached == 2 and p.tolist() == [0.75, 0.25, 0.0, 0.0]
+    assert kl == pytest.approx(0.75 * np.log(0.75 / 0.25) + 0.25 * np.log(0.25 / 0.25))
+    assert class_histogram_kl(labels, labels, 3)[0] == 0.0
+    assert class_histogram_kl(torch.tensor([3]), labels, 4)[0] == float("inf")  # a class the data lack

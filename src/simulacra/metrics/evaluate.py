@@ -30,7 +30,7 @@ from torch import Tensor
 
 from simulacra.data.info import DataInfo, Split
 from simulacra.errors import CapabilityError, ConfigError, DataError
-from simulacra.metrics.features import kid, manifold_metrics
+from simulacra.metrics.features import class_histogram_kl, kid, manifold_metrics
 from simulacra.metrics.fid import (
     FeatureClassifier,
     extract_features,
@@ -354,6 +354,35 @@ def _prdc(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[st
         "recall": Estimate(found.recall, math.nan, f"recall, k = 3 ({where})", "share", n),
         "density": Estimate(found.density, math.nan, f"density, k = 5 ({where})", "", n),
         "coverage": Estimate(found.coverage, math.nan, f"coverage, k = 5 ({where})", "share", n),
+    }
+
+
+@register(
+    "classes",
+    "class histogram of samples (the feature network's classes) against the held-out labels: KL and classes reached",
+    images=True,
+)
+def _classes(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    if split.y is None or model.info.num_classes is None:
+        raise CapabilityError("classes compares class histograms; these data have no labels")
+    net, label = _feature_network(options)
+    k = int(model.info.num_classes)
+    if net.config["num_classes"] != k:
+        raise DataError(
+            f"the feature network {label} tells {net.config['num_classes']} classes; the data have {k}"
+        )
+    samples_split, _ = compared_split(model, split)
+    n = _sample_count(samples_split, options)
+    samples = draw_samples(model, samples_split, n, options)
+    with torch.no_grad():
+        predicted = torch.cat([net(b.float()).argmax(1) for b in samples.split(500)])
+    kl, reached, _ = class_histogram_kl(predicted, split.y, k)
+    where = f"{n} samples classified by {label}, against {len(split.y)} held-out labels"
+    return {
+        "class_kl": Estimate(kl, math.nan, f"KL(sample classes ‖ data classes) ({where})", "nats", n),
+        "classes_reached": Estimate(
+            float(reached), math.nan, f"classes with a sample, of {k} ({where})", "", n
+        ),
     }
 
 

@@ -13,6 +13,8 @@ e.g. :func:`simulacra.metrics.fid.extract_features`) and computes in float64.
 * **Density and coverage** (Naeem et al. 2020, k = 5): density counts how many real balls each
   generated point falls in, divided by k (1 on average for matching sets, unbounded above; robust
   to real outliers); coverage is the share of real points whose ball holds a generated point.
+* **Class histogram** (for labelled data): the classes a classifier gives the samples, against
+  the data's labels: KL(samples ‖ data) and the classes reached (mode coverage).
 
 Distances are Euclidean, a point is inside a ball when strictly closer than its radius, and a
 point's own zero distance is not one of its neighbours, as in the ``prdc`` package.
@@ -117,4 +119,19 @@ def manifold_metrics(real: Tensor, fake: Tensor, *, k_pr: int = 3, k_dc: int = 5
     return Manifolds(float(precision), float(recall), float(density), float(coverage), k_pr, k_dc)
 
 
-__all__ = ["Manifolds", "kid", "manifold_metrics", "polynomial_mmd2"]
+def class_histogram_kl(predicted: Tensor, labels: Tensor, num_classes: int) -> tuple[float, int, Tensor]:
+    """(KL(sample histogram ‖ data histogram) in nats, classes with at least one sample, the
+    sample histogram (K,) as shares) for the classes ``predicted`` (M,) of generated examples (a
+    classifier's) against the labels (N,) of held-out data. Classes the data lack are left out of
+    the data's support: a sample of one makes the KL infinite."""
+    if predicted.dim() != 1 or labels.dim() != 1 or len(predicted) == 0 or len(labels) == 0:
+        raise DataError("class_histogram_kl takes non-empty 1-D class indices")
+    p = torch.bincount(predicted.long().cpu(), minlength=num_classes).double()[:num_classes]
+    q = torch.bincount(labels.long().cpu(), minlength=num_classes).double()[:num_classes]
+    p, q = p / p.sum(), q / q.sum()
+    seen = p > 0
+    kl = float((p[seen] * (p[seen] / q[seen]).log()).sum()) if bool((q[seen] > 0).all()) else math.inf
+    return kl, int(seen.sum()), p
+
+
+__all__ = ["Manifolds", "class_histogram_kl", "kid", "manifold_metrics", "polynomial_mmd2"]
