@@ -8,11 +8,14 @@ planned length fits. Then ``--eval-n`` samples are drawn with the EMA weights an
 many test digits: FID with the project's feature classifier
 (``benchmarks/results/mnist-classifier.safetensors``, 97.2% test accuracy; the FID between two
 halves of the test set, the floor, is 1.0 at 1,000 each) and MMD² (Gaussian kernel, median
-bandwidth), the same functions as ``benchmarks/mnist_diffusion.py``.
+bandwidth), the same functions as ``benchmarks/mnist_diffusion.py``; and on the same features KID
+(mean ± sd over 100 subsets), precision/recall (k = 3), density/coverage (k = 5) and the KL of
+the samples' class histogram (by the classifier) to the test labels'.
 
     python benchmarks/mnist_gan.py --recipe ns+r1 --minutes 55 --threads 1
     python benchmarks/mnist_gan.py --recipe hinge+sn --minutes 55 --threads 1
     python benchmarks/mnist_gan.py --recipe wgan-gp --minutes 55 --threads 1
+    python benchmarks/mnist_gan.py --recipe ns+r1 --evaluate      # score a finished run again
 
 Needs ``mnist.npz`` (``--data-dir``, default ../shared/data). Writes
 benchmarks/results/mnist-gan-RECIPE.json, a grid of 100 samples mnist-gan-RECIPE.png and the run
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from simulacra.config import TrainConfig
     from simulacra.data import load_dataset
     from simulacra.data.datasets import DataConfig
-    from simulacra.metrics.fid import fid, load_feature_classifier
+    from simulacra.metrics.features import class_histogram_kl, kid, manifold_metrics
+    from simulacra.metrics.fid import extract_features, fid, load_feature_classifier
     from simulacra.metrics.two_sample import mmd
     from simulacra.models.zoo import build_model
     from simulacra.train import TimeBudget, fit
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument("--evaluate", action="store_true", help="score the finished run of this recipe again")
     parser.add_argument(
         "--limit", type=int, default=None, help="train on the first LIMIT digits (smoke tests)"
     )
@@ -83,41 +89,64 @@ def main(argv: list[str] | None = None) -> int:
     net = load_feature_classifier(HERE / "results" / "mnist-classifier.safetensors")
     name = f"mnist-gan-{args.recipe}" + (f"-seed{args.seed}" if args.seed else "")
     run_dir = HERE.parent / "runs" / "bench" / name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
 
-    torch.manual_seed(args.seed)
-    model = build_model(spec, data.info)
-    probe = TrainConfig.for_model(model, batch_size=args.batch_size, eval_every=0, seed=args.seed)
-    steps, calibration = steps_for_minutes(model, data, probe, args.minutes)
-    config = TrainConfig.for_model(
-        model, steps=steps, batch_size=args.batch_size, eval_every=0, seed=args.seed, log_every=500
-    )
-    print(f"{args.recipe}: {spec}, {steps} steps planned ({calibration.step_seconds * 1000:.0f} ms each)")
-    started = time.perf_counter()
-    cpu_started = time.process_time()
-    result = fit(
-        model, data, config, run_dir=run_dir, callbacks=[TimeBudget(60 * args.minutes)], progress=False
-    )
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    if args.evaluate:  # a finished run: its log and its record say how long it trained
+        log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        last = [r for r in log if "elapsed_s" in r][-1]
+        steps_done, seconds = int(last["step"]), float(last["elapsed_s"])
+        previous = json.loads((HERE / "results" / f"{name}.json").read_text())
+        cpu_seconds = 60 * previous.get("train_cpu_minutes", math.nan)
+        final, parameters = previous.get("final_metrics", {}), previous.get("parameters")
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        torch.manual_seed(args.seed)
+        model = build_model(spec, data.info)
+        parameters = sum(p.numel() for p in model.parameters())
+        probe = TrainConfig.for_model(model, batch_size=args.batch_size, eval_every=0, seed=args.seed)
+        steps, calibration = steps_for_minutes(model, data, probe, args.minutes)
+        config = TrainConfig.for_model(
+            model, steps=steps, batch_size=args.batch_size, eval_every=0, seed=args.seed, log_every=500
+        )
+        print(f"{args.recipe}: {spec}, {steps} steps planned ({calibration.step_seconds * 1000:.0f} ms each)")
+        started, cpu_started = time.perf_counter(), time.process_time()
+        budget = [TimeBudget(60 * args.minutes)]
+        result = fit(model, data, config, run_dir=run_dir, callbacks=budget, progress=False)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        steps_done, final = result.steps, result.metrics
 
     trained = load_model(run_dir).eval()  # the EMA weights, as the CLI's verbs use them
     g = torch.Generator().manual_seed(args.seed + 1)
     drawn = time.perf_counter()
-    samples = torch.cat([trained.sample(500, generator=g) for _ in range((args.eval_n + 499) // 500)])[
-        : args.eval_n
-    ]
+    batches = [trained.sample(500, generator=g) for _ in range((args.eval_n + 499) // 500)]
+    samples = torch.cat(batches)[: args.eval_n]
     sample_seconds = time.perf_counter() - drawn
     test = data.test.x[: args.eval_n]
-    floor = (
-        fid(net, test, data.test.x[args.eval_n : 2 * args.eval_n])
-        if len(data.test) >= 2 * args.eval_n
-        else None
-    )
-    figures = {"fid": fid(net, samples, test), "mmd": mmd(samples, test), "fid_test_vs_test": floor}
+    enough = len(data.test) >= 2 * args.eval_n
+    floor = fid(net, test, data.test.x[args.eval_n : 2 * args.eval_n]) if enough else None
+    fake, real = extract_features(net, samples), extract_features(net, test)
+    kid_mean, kid_sd = kid(real, fake, subsets=100, subset_size=min(1000, args.eval_n), generator=g)
+    found = manifold_metrics(real, fake)
+    with torch.no_grad():
+        predicted = torch.cat([net(b).argmax(1) for b in samples.split(500)])
+    class_kl, classes, _ = class_histogram_kl(predicted, data.test.y[: args.eval_n], 10)
+    figures = {
+        "fid": fid(net, samples, test),
+        "fid_test_vs_test": floor,
+        "kid": kid_mean,
+        "kid_sd": kid_sd,
+        "precision": found.precision,
+        "recall": found.recall,
+        "density": found.density,
+        "coverage": found.coverage,
+        "class_kl_nats": class_kl,
+        "classes": classes,
+        "mmd": mmd(samples, test),
+    }
     print(
-        f"{args.recipe}: FID {figures['fid']:.2f}, MMD² {figures['mmd']:.2e} after {result.steps} steps "
-        f"({result.steps * args.batch_size / len(data.train):.1f} epochs) in {seconds / 60:.1f} min"
+        f"{args.recipe}: FID {figures['fid']:.2f}, KID {kid_mean:.4f} ± {kid_sd:.4f}, precision "
+        f"{found.precision:.3f}, recall {found.recall:.3f}, MMD² {figures['mmd']:.2e} after {steps_done} "
+        f"steps ({steps_done * args.batch_size / len(data.train):.1f} epochs) in {seconds / 60:.1f} min"
     )
     save_grid(
         samples[:100].clamp(0, 1),
@@ -129,15 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         {
             "recipe": args.recipe,
             "model": spec,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": result.steps,
-            "epochs": round(result.steps * args.batch_size / len(data.train), 2),
+            "parameters": parameters,
+            "steps": steps_done,
+            "epochs": round(steps_done * args.batch_size / len(data.train), 2),
             "train_minutes": round(seconds / 60, 1),
             "train_cpu_minutes": round(cpu_seconds / 60, 1),
             "eval_n": args.eval_n,
             "sample_seconds": round(sample_seconds, 2),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()},
-            "final_metrics": result.metrics,
+            "final_metrics": final,
         },
         HERE / "results" / f"{name}.json",
     )
