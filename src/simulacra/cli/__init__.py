@@ -6,6 +6,7 @@ Verbs, one module per job:
 * ``sample``, ``evaluate``, ``interpolate`` (:mod:`simulacra.cli.sample`): use a trained run;
 * ``inpaint``, ``super-resolve``, ``denoise``, ``colorize`` (:mod:`simulacra.cli.inverse`):
   inverse problems solved with a trained diffusion model;
+* ``compare`` (:mod:`simulacra.cli.compare`): runs of any families on one table;
 * ``translate`` (:mod:`simulacra.cli.translate`): images of one domain as the other (CycleGAN);
 * ``posterior`` (:mod:`simulacra.cli.posterior`): neural posterior estimation on a simulator;
 * ``models``, ``datasets``, ``metrics`` (:mod:`simulacra.cli.listing`): the registries; ``download``
@@ -24,6 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from simulacra.cli.common import integer, seed_arg
+from simulacra.cli.compare import add_parser as add_compare_parser
+from simulacra.cli.compare import cmd_compare
 from simulacra.cli.inverse import VERBS as INVERSE_VERBS
 from simulacra.cli.inverse import add_parsers as add_inverse_parsers
 from simulacra.cli.inverse import cmd_inverse
@@ -201,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_inverse_parsers(sub)  # inpaint, super-resolve, denoise, colorize
     add_translate_parser(sub)
+    add_compare_parser(sub)
 
     p = sub.add_parser(
         "posterior", help="neural posterior estimation on a simulator, with calibration checks"
@@ -262,6 +266,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "interpolate": cmd_interpolate,
     **dict.fromkeys(INVERSE_VERBS, cmd_inverse),
     "translate": cmd_translate,
+    "compare": cmd_compare,
     "models": cmd_models,
     "datasets": cmd_datasets,
     "metrics": cmd_metrics,

@@ -332,7 +332,7 @@ def _fid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str
 )
 def _kid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
     fake, real, label, n = _image_features(model, split, options, "kid")
-    m = min(1000, n)
+    m = min(1000, max(2, n // 2))  # subsets of half the samples at most, so that they differ
     mean, sd = kid(
         real, fake, subsets=100, subset_size=m, generator=torch.Generator().manual_seed(options.seed)
     )

@@ -1,0 +1,102 @@
+"""``simulacra compare RUN [RUN ...]``: runs of any families on one table (see
+:mod:`simulacra.report.compare`), printed and written with ``-o`` as Markdown, CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from simulacra.cli.common import (
+    _at_least,
+    _console,
+    _held_out,
+    _load_run,
+    check_file_destination,
+    integer,
+    seed_arg,
+)
+from simulacra.errors import ConfigError
+
+FORMATS = {".md": "md", ".csv": "csv", ".json": "json"}
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``compare`` verb to the CLI's sub-parsers (``sub`` from ``add_subparsers``)."""
+    p = sub.add_parser(
+        "compare", help="put trained runs of any families on one table (the same held-out data)"
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `simulacra train`")
+    p.add_argument(
+        "--metric",
+        action="append",
+        help="a registered metric, repeatable (default: nll, mmd, and fid, kid, prdc, classes with --features)",
+    )
+    p.add_argument("--features", default=None, help="a feature network (.safetensors) for the image metrics")
+    p.add_argument("--samples", type=integer, default=500, help="samples per run for the sample metrics")
+    p.add_argument("--limit", type=integer, default=500, help="held-out examples (the first N of the split)")
+    p.add_argument("--k", type=integer, default=100, help="importance samples per example (VAE family)")
+    p.add_argument(
+        "--seed", type=seed_arg, default=0, help="seeds importance samples and samples (default 0)"
+    )
+    p.add_argument("-o", "--output", default=None, help="also write the table: .md, .csv or .json")
+    p.add_argument(
+        "--weights", choices=["ema", "raw"], default=None, help="the moving average (default) or raw"
+    )
+    p.add_argument("--no-cache", action="store_true", help="score again instead of reading RUN/compare.json")
+    p.add_argument("--data-dir", default=None, help="folder with downloaded data, if it moved since training")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from simulacra.metrics.evaluate import EvalOptions
+    from simulacra.report.compare import check_same_data, render, score_run, table
+    from simulacra.train.checkpoint import atomic_write_bytes, load_run_config
+
+    _at_least(args.samples, 2, "--samples")
+    _at_least(args.limit, 1, "--limit")
+    _at_least(args.k, 1, "--k")
+    out = None
+    if args.output is not None:
+        out = Path(args.output)
+        if out.suffix.lower() not in FORMATS:
+            raise ConfigError(f"-o {args.output!r}: expected a file ending in .md, .csv or .json")
+        if out.is_dir():
+            raise ConfigError(f"-o {args.output!r} is a folder; give a file name")
+        check_file_destination(out, "-o")
+    if len(set(map(str, args.runs))) != len(args.runs):
+        raise ConfigError("a run is named twice; give each run once")
+    if args.features is not None:
+        from simulacra.metrics.fid import load_feature_classifier
+
+        load_feature_classifier(args.features)  # a missing or corrupt file fails before any work
+    configs = {run: load_run_config(run)["run"].get("data", {}) for run in args.runs}
+    check_same_data(configs)
+    _, held_out = _held_out(args.runs[0], None, args.data_dir, args.limit)
+    options = EvalOptions(
+        num_samples=args.k, max_samples=args.samples, seed=args.seed, features=args.features
+    )
+    console = _console()
+    rows = []
+    for run in args.runs:
+        model, weights = _load_run(run, args.device, args.weights)
+        rows.append(score_run(Path(run), model, held_out, weights, args.metric, options,
+                              use_cache=not args.no_cache, say=console.print))  # fmt: skip
+    header, cells = table(rows)  # shown with a column per run (a figure per line fits a terminal)
+    shown = Table(title=f"{len(rows)} runs on {len(held_out)} held-out examples, {args.samples} samples each")
+    shown.add_column(header[0], style="bold")
+    for line in cells:
+        shown.add_column(line[0])
+    for i, name in enumerate(header[1:], start=1):
+        shown.add_row(name, *(line[i] for line in cells))
+    console.print(shown)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, render(rows, FORMATS[out.suffix.lower()]).encode())
+        console.print(f"wrote {out}")
+    return 0
+
+
+__all__ = ["add_parser", "cmd_compare"]
