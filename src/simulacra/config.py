@@ -70,6 +70,9 @@ class TrainConfig:
             have passed since the last one, and never sooner than 50 times the last one's cost
             (so that checkpoints take under 2% of the training time).
         log_every: append a line to ``metrics.jsonl`` every N steps.
+        tensorboard: also write TensorBoard events to ``run_dir/tensorboard``: the logged
+            scalars, histograms of latent codes, and sample grids every ``sample_every`` steps
+            (needs the ``tensorboard`` extra).
         seed: seeds parameters, batches and noise; a run is reproducible from it.
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (cuda when present).
         num_threads: torch intra-op threads (``None``: leave torch's default).
@@ -93,6 +96,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     checkpoint_minutes: float = 2.0
     log_every: int = 50
+    tensorboard: bool = False
     seed: int = 0
     device: str = "cpu"
     num_threads: int | None = None
@@ -146,6 +150,8 @@ class TrainConfig:
         _integer(self.checkpoint_every, "train.checkpoint_every", minimum=0, optional=True)
         _number(self.checkpoint_minutes, "train.checkpoint_minutes", minimum=0.0)
         _integer(self.log_every, "train.log_every", minimum=1)
+        if not isinstance(self.tensorboard, bool):
+            raise ConfigError(f"train.tensorboard must be true or false; found {self.tensorboard!r}")
         if not is_seed(self.seed):
             raise ConfigError(f"train.seed must be an integer in [0, 2^63); found {self.seed!r}")
         if not isinstance(self.device, str):

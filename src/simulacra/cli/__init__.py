@@ -127,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-eval", action="store_true", help="no metrics or sample pictures after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also write TensorBoard events to RUN/tensorboard (scalars, latent histograms, sample grids)",
+    )
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", help=RUN_HELP)

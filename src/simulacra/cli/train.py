@@ -55,6 +55,8 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
             train[key] = value
     if args.threads is not None:
         train["num_threads"] = args.threads
+    if args.tensorboard:
+        train["tensorboard"] = True
     return apply_overrides(raw, args.overrides)
 
 

@@ -34,6 +34,7 @@ from simulacra.models.base import (
     DomainTranslation,
     GenerativeModel,
     ImageTranslation,
+    LatentVariableModel,
     WeightedLoss,
     local_buffer_names,
 )
@@ -364,6 +365,85 @@ class SampleEvery(Callback):
         return samples.detach().cpu()
 
 
+class TensorBoard(Callback):
+    """TensorBoard events in ``run_dir/tensorboard`` (rank 0), through ``torch.utils.tensorboard``:
+    at every logged step the scalars of ``metrics.jsonl`` and the validation score, and for a
+    latent-variable model a histogram of the posterior means of held-out ``examples``; every
+    ``sample_every`` steps the sample grid of :class:`SampleEvery` (images only). A resumed run
+    drops the events after its checkpoint (``purge_step``), so the curves show one history.
+
+    Raises:
+        ConfigError: the ``tensorboard`` package is not installed.
+    """
+
+    def __init__(
+        self, log_every: int, sampler: SampleEvery | None = None, examples: Split | None = None
+    ) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "train.tensorboard needs the tensorboard package: pip install 'simulacra[tensorboard]'"
+            ) from None
+        self.log_every, self.sampler = int(log_every), sampler
+        self.examples = (
+            None
+            if examples is None
+            else Split(examples.x[:64], None if examples.y is None else examples.y[:64])
+        )
+        self.writer: Any = None
+        self._valid: float | None = None
+
+    def on_fit_start(self, state: TrainState) -> None:
+        if state.is_main and state.run_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            folder = Path(state.run_dir) / "tensorboard"
+            self.writer = SummaryWriter(str(folder), purge_step=state.step + 1 if state.step > 0 else None)
+
+    def on_step_end(self, state: TrainState) -> None:
+        if self.writer is None:
+            return
+        step = state.step
+        if step % self.log_every == 0 or step == state.total_steps:
+            for key, value in state.metrics.items():
+                self.writer.add_scalar(key, value, step)
+            if state.valid_loss is not None and state.valid_loss != self._valid:
+                self._valid = state.valid_loss
+                self.writer.add_scalar("valid/score", state.valid_loss, step)
+            self._latent_histograms(state.model, step)
+        sampler = self.sampler
+        if sampler is not None and step % sampler.every == 0 and state.model.info.is_image:
+            images = sampler.draw(state.model).float().clamp(0, 1)
+            self.writer.add_images("samples", images.reshape(-1, *state.model.info.event_shape), step)
+
+    def _latent_histograms(self, model: GenerativeModel, step: int) -> None:
+        if self.examples is None or not isinstance(model, LatentVariableModel):
+            return
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                x = self.examples.x.to(model.device)
+                c = (
+                    self.examples.y.to(model.device)
+                    if model.conditional and self.examples.y is not None
+                    else None
+                )
+                posterior = model.encode(x, c)
+                codes = posterior.mean if hasattr(posterior, "mean") else posterior.sample()
+        except (NotImplementedError, RuntimeError):  # a posterior without a mean
+            return
+        finally:
+            model.train(was_training)
+        self.writer.add_histogram("latent/posterior_mean", codes.float().cpu(), step)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 def builtin_callbacks(
     config: TrainConfig, sample_writer: SampleWriter | None = None, examples: Split | None = None
 ) -> list[Any]:
@@ -384,6 +464,13 @@ def builtin_callbacks(
                 "fit(..., sample_writer=lambda samples, path: ...)"
             )
         out.append(SampleEvery(config.sample_every, sample_writer, ema=ema, examples=examples))
+    if config.tensorboard:
+        sampler = (
+            SampleEvery(config.sample_every, lambda x, path: None, ema=ema, examples=examples)
+            if config.sample_every
+            else None
+        )
+        out.append(TensorBoard(config.log_every, sampler, examples))
     return out
 
 
