@@ -18,9 +18,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # Trains a VAE on scikit-learn's bundled 8x8 digits (about a minute on 2 CPU cores) and writes
 # runs/demo/: model.safetensors, config.json, samples.png, reconstructions.png,
-# interpolation.png, latents.png, training.png, metrics.json.
+# interpolation.png, latents.png, training.png, metrics.json, and report.html (all of it on one page).
 demo: setup
 	$(BIN)/simulacra train --config examples/demo.toml --out runs/demo --overwrite
+	$(BIN)/simulacra report runs/demo -o runs/demo/report.html
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)

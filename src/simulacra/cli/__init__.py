@@ -7,6 +7,7 @@ Verbs, one module per job:
 * ``inpaint``, ``super-resolve``, ``denoise``, ``colorize`` (:mod:`simulacra.cli.inverse`):
   inverse problems solved with a trained diffusion model;
 * ``compare`` (:mod:`simulacra.cli.compare`): runs of any families on one table;
+* ``report`` (:mod:`simulacra.cli.report`): one self-contained HTML page of runs;
 * ``translate`` (:mod:`simulacra.cli.translate`): images of one domain as the other (CycleGAN);
 * ``posterior`` (:mod:`simulacra.cli.posterior`): neural posterior estimation on a simulator;
 * ``models``, ``datasets``, ``metrics`` (:mod:`simulacra.cli.listing`): the registries; ``download``
@@ -32,6 +33,8 @@ from simulacra.cli.inverse import add_parsers as add_inverse_parsers
 from simulacra.cli.inverse import cmd_inverse
 from simulacra.cli.listing import cmd_datasets, cmd_download, cmd_metrics, cmd_models
 from simulacra.cli.posterior import cmd_posterior
+from simulacra.cli.report import add_parser as add_report_parser
+from simulacra.cli.report import cmd_report
 from simulacra.cli.sample import cmd_evaluate, cmd_interpolate, cmd_sample
 from simulacra.cli.train import cmd_train
 from simulacra.cli.translate import add_parser as add_translate_parser
@@ -211,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     add_inverse_parsers(sub)  # inpaint, super-resolve, denoise, colorize
     add_translate_parser(sub)
     add_compare_parser(sub)
+    add_report_parser(sub)
 
     p = sub.add_parser(
         "posterior", help="neural posterior estimation on a simulator, with calibration checks"
@@ -273,6 +277,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     **dict.fromkeys(INVERSE_VERBS, cmd_inverse),
     "translate": cmd_translate,
     "compare": cmd_compare,
+    "report": cmd_report,
     "models": cmd_models,
     "datasets": cmd_datasets,
     "metrics": cmd_metrics,
