@@ -1,7 +1,6 @@
 """``simulacra report RUN [RUN ...] -o report.html``: one self-contained HTML page of the runs
 (:mod:`simulacra.report.html`): their settings, held-out figures, curves and pictures; with several
-runs, their figures side by side (and, with ``--compare``, the ``simulacra compare`` table from
-each run's cache)."""
+runs, their figures side by side."""
 
 from __future__ import annotations
 

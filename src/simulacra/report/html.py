@@ -5,8 +5,8 @@ estimators and standard errors (``metrics.json``: the figures after training and
 ``simulacra evaluate``), the training curves and every picture the run has (samples,
 reconstructions, interpolations, latent plots, translations, posterior checks), embedded as PNG
 data so that the file opens anywhere without a network. With several runs, a table of their
-figures side by side (and the ``simulacra compare`` table when one is given) and their sample
-grids next to each other come first.
+figures side by side (and a ``simulacra compare`` table, as HTML, when one is given) and their
+sample grids next to each other come first.
 
 The page records in its ``<body>`` how many of its images decoded (``data-images-loaded`` of
 ``data-images``) and any script error (``data-errors``): the browser test reads them back.
