@@ -8,6 +8,7 @@ Verbs, one module per job:
   inverse problems solved with a trained diffusion model;
 * ``compare`` (:mod:`simulacra.cli.compare`): runs of any families on one table;
 * ``report`` (:mod:`simulacra.cli.report`): one self-contained HTML page of runs;
+* ``features train`` (:mod:`simulacra.cli.features`): a feature network for the image metrics;
 * ``translate`` (:mod:`simulacra.cli.translate`): images of one domain as the other (CycleGAN);
 * ``posterior`` (:mod:`simulacra.cli.posterior`): neural posterior estimation on a simulator;
 * ``models``, ``datasets``, ``metrics`` (:mod:`simulacra.cli.listing`): the registries; ``download``
@@ -28,6 +29,8 @@ from typing import Any
 from simulacra.cli.common import integer, seed_arg
 from simulacra.cli.compare import add_parser as add_compare_parser
 from simulacra.cli.compare import cmd_compare
+from simulacra.cli.features import add_parser as add_features_parser
+from simulacra.cli.features import cmd_features
 from simulacra.cli.inverse import VERBS as INVERSE_VERBS
 from simulacra.cli.inverse import add_parsers as add_inverse_parsers
 from simulacra.cli.inverse import cmd_inverse
@@ -215,6 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     add_translate_parser(sub)
     add_compare_parser(sub)
     add_report_parser(sub)
+    add_features_parser(sub)
 
     p = sub.add_parser(
         "posterior", help="neural posterior estimation on a simulator, with calibration checks"
@@ -278,6 +282,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "translate": cmd_translate,
     "compare": cmd_compare,
     "report": cmd_report,
+    "features": cmd_features,
     "models": cmd_models,
     "datasets": cmd_datasets,
     "metrics": cmd_metrics,

@@ -106,14 +106,16 @@ def train_feature_classifier(
     lr: float = 2e-3,
     width: int = 32,
     generator: torch.Generator | None = None,
+    num_classes: int | None = None,
 ) -> FeatureClassifier:
     """Train a :class:`FeatureClassifier` on images (N, C, H, W) in [0, 1] with labels (N,)
-    (Adam, cross-entropy, cosine decay); returns it in eval mode."""
+    (Adam, cross-entropy, cosine decay) to tell ``num_classes`` classes (default: the largest
+    label + 1); returns it in eval mode."""
     if x.dim() != 4 or y.shape != (x.shape[0],):
         raise DataError(
             f"expected images (N, C, H, W) and labels (N,); found {tuple(x.shape)}, {tuple(y.shape)}"
         )
-    net = FeatureClassifier(x.shape[1], int(y.max()) + 1, width)
+    net = FeatureClassifier(x.shape[1], int(num_classes or int(y.max()) + 1), width)
     steps = epochs * math.ceil(x.shape[0] / batch_size)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
