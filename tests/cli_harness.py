@@ -319,6 +319,10 @@ RUN_VERB_OUTPUTS = {
 }
 
 
+MULTI_RUN_OUTPUTS = {"compare": {"compare.json"}, "report": {"report.html"}}
+"""What the verbs that read several runs may write into each (compare's cache, a run's report)."""
+
+
 FOLDER = "/@case"
 """The case folder's stand-in when paths are judged (they are relative to it)."""
 
@@ -362,6 +366,10 @@ def allowed_paths(case: Case) -> list[str]:
         run = next((a for a in argv[argv.index(verb) + 1 :] if not a.startswith("-")), None)
         if run is not None:
             allowed += [os.path.join(_norm(run), name) for name in RUN_VERB_OUTPUTS[verb]]
+    if verb in MULTI_RUN_OUTPUTS:  # every run named (and, harmlessly, any option value)
+        for arg in argv[argv.index(verb) + 1 :]:
+            if not arg.startswith("-"):
+                allowed += [os.path.join(_norm(arg), name) for name in MULTI_RUN_OUTPUTS[verb]]
     return allowed
 
 
@@ -428,7 +436,8 @@ def check(outcome: Outcome) -> list[str]:
             and (("--overwrite" in argv and run_n in outs) or run_n in resumed)
         ):
             continue  # untouched, or replaced or continued as asked
-        own = {os.path.join(run_n, n) for n in RUN_VERB_OUTPUTS.get(verb, ())} | set(named)
+        outputs = set(RUN_VERB_OUTPUTS.get(verb, ())) | set(MULTI_RUN_OUTPUTS.get(verb, ()))
+        own = {os.path.join(run_n, n) for n in outputs} | set(named)
         own |= {p + ".npy" for p in own}
         # a file of the run may change only as an output the verb made; a new file may also be a
         # leftover of a failed download into a folder given by --to

@@ -537,9 +537,9 @@ def _output_arg(draw: st.DrawFn, b: _Builder, run: str) -> str:
 @st.composite
 def run_verb_cases(draw: st.DrawFn) -> Case:
     """``sample``, ``evaluate``, ``interpolate``, ``inpaint``, ``super-resolve``, ``denoise``,
-    ``colorize``, ``translate`` on a (perhaps damaged) run."""
+    ``colorize``, ``translate`` on a (perhaps damaged) run; ``compare`` and ``report`` on one or two."""
     b = _Builder()
-    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize", "translate"]))  # fmt: skip
+    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize", "translate", "compare", "report"]))  # fmt: skip
     fits = {
         "sample": TEMPLATES,
         "evaluate": TEMPLATES,
@@ -548,6 +548,26 @@ def run_verb_cases(draw: st.DrawFn) -> Case:
         "translate": TEMPLATES,
     }
     run = _run_arg(draw, b, fits.get(verb, ("ddpm",)))
+    if verb in ("compare", "report"):  # one or two runs (a second on other data, or the same one twice)
+        runs = [run] + ([_run_arg(draw, b, TEMPLATES)] if draw(st.booleans()) else [])
+        table: dict[str, Any] = {
+            "-o": _pool(["t.md", "t.csv", "t.json", "t.txt", "afile/t.md", "r.html", "r.htm", "out-dir"]),
+        }
+        if verb == "compare":
+            table |= {
+                "--metric": ["nll", "mmd", "fid", "bogus"],
+                "--samples": ["4", "2", "1", "0", "x"],
+                "--limit": ["4", "1", "0", "x"],
+                "--k": ["2", "0", "x"],
+                "--weights": ["ema", "raw", "x"],
+                "--no-cache": None,
+                "--features": lambda draw, b: _file_arg(draw, b, suffixes=(".safetensors",)),
+            }
+            safe = ["--samples", "4", "--limit", "4", "--k", "2"]
+        else:
+            table["--title"] = ["a title", "", "<b>x</b>"]
+            safe = []
+        return b.case([verb, *runs, *safe, *_options(draw, table, b)])
     common: dict[str, Any] = {"--weights": ["ema", "raw", "x"], "--seed": SEEDS}
     if verb == "sample":
         safe = ["-n", "4"]
@@ -701,7 +721,7 @@ def download_cases(draw: st.DrawFn) -> Case:
 
 TOKENS = [
     "train", "sample", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize",
-    "translate", "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
+    "translate", "compare", "report", "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
     "-n", "--set", "vae", "moons", "x=1", "--", "-", "=", "--overwrite", "--resume", "old",
 ]  # fmt: skip
 

@@ -32,7 +32,20 @@ def _folder(root: Path) -> Path:
 def test_a_feature_network_for_the_users_images(tmp_path: Path) -> None:
     images = _folder(tmp_path / "images")
     out = tmp_path / "net" / "features.safetensors"
-    argv = ["features", "train", "--data", str(images), "-o", str(out), "--epochs", "8", "--width", "8", "--batch-size", "16"]
+    argv = [
+        "features",
+        "train",
+        "--data",
+        str(images),
+        "-o",
+        str(out),
+        "--epochs",
+        "8",
+        "--width",
+        "8",
+        "--batch-size",
+        "16",
+    ]
     assert main(argv) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["classes"] == 2 and record["image_shape"] == [1, 8, 8]
