@@ -33,7 +33,8 @@ BATCH = 250  # examples per hypothesis run: a fresh seed each, so the run covers
 
 
 VERBS = ("train", "sample", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize",
-         "posterior", "download", "models", "datasets", "metrics")  # fmt: skip
+         "translate", "compare", "report", "features", "posterior", "download", "models", "datasets",
+         "metrics")  # fmt: skip
 
 
 def _verb(case: cs.Case) -> str:
