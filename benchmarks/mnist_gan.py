@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads((HERE / "results" / f"{name}.json").read_text())
         cpu_seconds = 60 * previous.get("train_cpu_minutes", math.nan)
         final, parameters = previous.get("final_metrics", {}), previous.get("parameters")
+        trained_by = previous.get("train_command", previous.get("command"))
     else:
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         result = fit(model, data, config, run_dir=run_dir, callbacks=budget, progress=False)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         steps_done, final = result.steps, result.metrics
+        trained_by = None  # this command
 
     trained = load_model(run_dir).eval()  # the EMA weights, as the CLI's verbs use them
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     enough = len(data.test) >= 2 * args.eval_n
     floor = fid(net, test, data.test.x[args.eval_n : 2 * args.eval_n]) if enough else None
     fake, real = extract_features(net, samples), extract_features(net, test)
-    kid_mean, kid_sd = kid(real, fake, subsets=100, subset_size=min(1000, args.eval_n), generator=g)
+    kid_mean, kid_sd = kid(real, fake, subsets=100, subset_size=min(1000, args.eval_n // 2), generator=g)
     found = manifold_metrics(real, fake)
     with torch.no_grad():
         predicted = torch.cat([net(b).argmax(1) for b in samples.split(500)])
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "sample_seconds": round(sample_seconds, 2),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()},
             "final_metrics": final,
+            **({"train_command": trained_by} if trained_by else {}),
         },
         HERE / "results" / f"{name}.json",
     )
