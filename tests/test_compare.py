@@ -1,7 +1,8 @@
 """``simulacra compare``: runs of several families on one table, on the same held-out digits.
 
 A VAE (a likelihood bound, importance-sampled), a MADE (an exact likelihood) and a GAN (none) are
-put side by side; the GAN's NLL is "none", not an error; figures are cached in each run so a
+put side by side, with the data-vs-data floor (held-out digits against as many other held-out
+digits) as a last column; the GAN's NLL is "none", not an error; figures are cached in each run so a
 second comparison computes nothing; runs on other data, bad counts and bad destinations are one
 error line each, with nothing written.
 """
@@ -46,7 +47,9 @@ def test_three_families_on_one_table(runs: dict[str, Path], tmp_path: Path) -> N
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {cells[0]: dict(zip(header, cells, strict=True)) for cells in
             ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}  # fmt: skip
-    assert set(rows) == {"vae", "made", "gan"}
+    assert set(rows) == {"vae", "made", "gan", "held-out data (floor)"}
+    floor = rows["held-out data (floor)"]  # held-out digits against as many others: the best possible
+    assert floor["nll"] == "none" and float(floor["mmd"]) < min(float(rows[r]["mmd"]) for r in ("vae", "gan"))
     assert rows["gan"]["nll"] == "none" and rows["gan"]["NLL estimator"] == "none"
     assert rows["made"]["NLL estimator"].startswith("exact") and "IWAE" in rows["vae"]["NLL estimator"]
     assert all(rows[r]["mmd"] != "none" for r in rows)
@@ -54,8 +57,8 @@ def test_three_families_on_one_table(runs: dict[str, Path], tmp_path: Path) -> N
     as_json = tmp_path / "table.json"
     assert main([*argv[:-2], "-o", str(as_json)]) == 0  # cached: the same figures
     records = json.loads(as_json.read_text())
-    assert [Path(r["run"]).name for r in records] == ["vae", "made", "gan"]
-    assert all(r["cached"] for r in records) and records[2]["figures"]["nll"] is None
+    assert [Path(r["run"]).name for r in records] == ["vae", "made", "gan", "held-out data (floor)"]
+    assert all(r["cached"] for r in records[:3]) and records[2]["figures"]["nll"] is None
     as_csv = tmp_path / "table.csv"
     assert main([*argv[:-2], "-o", str(as_csv)]) == 0
     assert next(csv.reader(as_csv.open()))[:4] == ["run", "model", "parameters", "train s"]

@@ -51,8 +51,9 @@ def add_parser(sub: Any) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from simulacra.data.info import Split
     from simulacra.metrics.evaluate import EvalOptions
-    from simulacra.report.compare import check_same_data, render, score_run, table
+    from simulacra.report.compare import check_same_data, floor_row, render, score_run, table
     from simulacra.train.checkpoint import atomic_write_bytes, load_run_config
 
     _at_least(args.samples, 2, "--samples")
@@ -74,7 +75,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         load_feature_classifier(args.features)  # a missing or corrupt file fails before any work
     configs = {run: load_run_config(run)["run"].get("data", {}) for run in args.runs}
     check_same_data(configs)
-    _, held_out = _held_out(args.runs[0], None, args.data_dir, args.limit)
+    _, part = _held_out(args.runs[0], None, args.data_dir, 2 * args.limit)  # scored, then the floor's
+    held_out = Split(part.x[: args.limit], None if part.y is None else part.y[: args.limit])
+    rest = Split(part.x[args.limit :], None if part.y is None else part.y[args.limit :])
     options = EvalOptions(
         num_samples=args.k, max_samples=args.samples, seed=args.seed, features=args.features
     )
@@ -84,6 +87,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         model, weights = _load_run(run, args.device, args.weights)
         rows.append(score_run(Path(run), model, held_out, weights, args.metric, options,
                               use_cache=not args.no_cache, say=console.print))  # fmt: skip
+    chosen = args.metric or sorted({name for row in rows for name in row.figures})
+    if len(rest) < 2:  # a small split: its two halves instead
+        half = len(held_out) // 2
+        rest = Split(held_out.x[:half])
+        held_out = Split(held_out.x[half : 2 * half])
+    floor = floor_row(held_out, rest, chosen, options)
+    if floor is not None:
+        rows.append(floor)
     header, cells = table(rows)  # shown with a column per run (a figure per line fits a terminal)
     shown = Table(title=f"{len(rows)} runs on {len(held_out)} held-out examples, {args.samples} samples each")
     shown.add_column(header[0], style="bold")

@@ -24,9 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from simulacra.data.info import Split
 from simulacra.errors import ConfigError, DataError
-from simulacra.metrics.evaluate import METRICS, EvalOptions, draw_samples, estimates_as_dicts, evaluate
+from simulacra.metrics.evaluate import (
+    METRICS,
+    EvalOptions,
+    draw_samples,
+    estimates_as_dicts,
+    evaluate,
+    mmd_estimates,
+)
 from simulacra.models.base import GenerativeModel
 
 DATA_KEYS = ("name", "binarize", "standardize", "valid_fraction", "num_samples", "label_names")
@@ -156,6 +165,59 @@ def score_run(
     return row
 
 
+def floor_row(held_out: Split, other: Split, metrics: Sequence[str], options: EvalOptions) -> Row | None:
+    """The figures of held-out data against other held-out data of the same size (the
+    data-vs-data floor of each sample metric: what a perfect model would score at this sample
+    size), for the sample metrics among ``metrics``; None when there is too little data."""
+    n = min(len(held_out), len(other), options.max_samples)
+    if n < 2:
+        return None
+    a, b = other.x[:n].cpu(), held_out.x[:n].cpu()
+    metrics = set(metrics) | ({"prdc"} if "precision" in metrics else set())  # a metric or its figures
+    figures: dict[str, dict[str, Any] | None] = {}
+    if "mmd" in metrics:
+        figures.update(estimates_as_dicts(mmd_estimates(a, b, options.seed)))
+    image_metrics = [m for m in ("fid", "kid", "prdc") if m in metrics]
+    if image_metrics and options.features is not None and a.dim() == 4:
+        from simulacra.metrics.features import kid, manifold_metrics
+        from simulacra.metrics.fid import (
+            extract_features,
+            frechet_distance,
+            gaussian_fit,
+            load_feature_classifier,
+        )
+
+        net = (
+            load_feature_classifier(options.features)
+            if not hasattr(options.features, "features")
+            else options.features
+        )
+        fa, fb = extract_features(net, a), extract_features(net, b)  # type: ignore[arg-type]
+        where = f"{n} held-out images against {n} others"
+        if "fid" in metrics:
+            figures["fid"] = {"value": frechet_distance(*gaussian_fit(fa), *gaussian_fit(fb)), "stderr": None,
+                              "estimator": f"FID floor ({where})", "unit": "", "n": n}  # fmt: skip
+        if "kid" in metrics:
+            mean, sd = kid(fb, fa, subsets=100, subset_size=min(1000, max(2, n // 2)),
+                           generator=torch.Generator().manual_seed(options.seed))  # fmt: skip
+            figures["kid"] = {
+                "value": mean,
+                "stderr": sd,
+                "estimator": f"KID floor ({where})",
+                "unit": "",
+                "n": n,
+            }
+        if "prdc" in metrics:
+            found = manifold_metrics(fb, fa)
+            for key in ("precision", "recall", "density", "coverage"):
+                figures[key] = {"value": getattr(found, key), "stderr": None, "estimator": f"{key} floor ({where})",
+                                "unit": "", "n": n}  # fmt: skip
+    if not figures:
+        return None
+    return Row(run="held-out data (floor)", model="data", parameters=0, train_seconds=None,
+               sample_seconds_per_1000=None, weights="-", figures=figures)  # fmt: skip
+
+
 def check_same_data(configs: dict[str, dict[str, Any]]) -> None:
     """Raise :class:`DataError` unless every run (name -> its data config) has the same held-out data."""
     identities = {run: data_identity(config) for run, config in configs.items()}
@@ -232,4 +294,6 @@ def render(rows: Sequence[Row], fmt: str) -> str:
     raise ConfigError(f"unknown table format {fmt!r}; expected md, csv or json")
 
 
-__all__ = ["CACHE", "DATA_KEYS", "Row", "check_same_data", "data_identity", "render", "score_run", "table"]
+__all__ = [
+    "CACHE", "DATA_KEYS", "Row", "check_same_data", "data_identity", "floor_row", "render", "score_run", "table",
+]  # fmt: skip
