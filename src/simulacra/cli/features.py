@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "features", help="train a feature network for FID/KID/precision-recall on labelled images"
     )
-    verbs = p.add_subparsers(dest="features_command", required=True, metavar="VERB")
+    verbs = p.add_subparsers(dest="features_command", required=True, metavar="VERB", help="train")
     t = verbs.add_parser("train", help="train a classifier whose penultimate layer gives the features")
     t.add_argument(
         "--data", required=True, help="labelled images: a dataset name or a path (sub-folders = classes)"
