@@ -27,6 +27,7 @@ observation, nearest, bicubic, pix2pix, diffusion, truth) mnist-super-resolution
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,8 @@ def train(spec: dict[str, Any], data: Any, minutes: float, seed: int, name: str,
         model, steps=steps, batch_size=64, eval_every=0, seed=seed, log_every=500, **settings
     )
     run_dir = HERE.parent / "runs" / "bench" / name
+    if run_dir.exists():  # a fresh run each time
+        shutil.rmtree(run_dir)
     print(f"{name}: {steps} steps planned ({calibration.step_seconds * 1000:.0f} ms each)", flush=True)
     started = time.perf_counter()
     result = fit(model, data, config, run_dir=run_dir, callbacks=[TimeBudget(60 * minutes)], progress=False)
