@@ -86,7 +86,7 @@ def test_bad_comparisons_are_one_error_line_and_write_nothing(
         (["compare", vae, gan, "--samples", "0", "-o", str(out)], "--samples must be at least 2"),
         (
             ["compare", vae, gan, "-o", str(tmp_path / "t.txt")],
-            "expected a file ending in .md, .csv or .json",
+            "expected a file ending in .md, .csv, .json",
         ),
         (["compare", vae, vae, "-o", str(out)], "named twice"),
         (

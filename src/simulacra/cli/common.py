@@ -78,6 +78,24 @@ def _output_path(output: str | None, default: Path, *, text: bool = False) -> Pa
     return path
 
 
+def output_file(output: str, suffixes: tuple[str, ...]) -> Path:
+    """The file ``-o`` names, checked before any work: one of ``suffixes``, not a folder, and a
+    place where it can be written (:func:`check_file_destination`)."""
+    path = Path(output)
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"-o {output!r}: expected a file ending in {', '.join(suffixes)}")
+    if path.is_dir():
+        raise ConfigError(f"-o {output!r} is a folder; give a file name")
+    check_file_destination(path, "-o")
+    return path
+
+
+def distinct_runs(runs: list[str]) -> None:
+    """Refuse a list of runs that names one twice."""
+    if len(set(map(str, runs))) != len(runs):
+        raise ConfigError("a run is named twice; give each run once")
+
+
 def save_array(path: str | Path, x: Any) -> None:
     """Write the tensor ``x`` as a ``.npy`` file at ``path`` (``--save-tensor``), its folder made
     when missing (:func:`check_file_destination` has said it can be), readers seeing the whole file

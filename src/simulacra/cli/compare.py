@@ -12,11 +12,11 @@ from simulacra.cli.common import (
     _console,
     _held_out,
     _load_run,
-    check_file_destination,
+    distinct_runs,
     integer,
+    output_file,
     seed_arg,
 )
-from simulacra.errors import ConfigError
 
 FORMATS = {".md": "md", ".csv": "csv", ".json": "json"}
 
@@ -59,16 +59,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _at_least(args.samples, 2, "--samples")
     _at_least(args.limit, 1, "--limit")
     _at_least(args.k, 1, "--k")
-    out = None
-    if args.output is not None:
-        out = Path(args.output)
-        if out.suffix.lower() not in FORMATS:
-            raise ConfigError(f"-o {args.output!r}: expected a file ending in .md, .csv or .json")
-        if out.is_dir():
-            raise ConfigError(f"-o {args.output!r} is a folder; give a file name")
-        check_file_destination(out, "-o")
-    if len(set(map(str, args.runs))) != len(args.runs):
-        raise ConfigError("a run is named twice; give each run once")
+    out = None if args.output is None else output_file(args.output, tuple(FORMATS))
+    distinct_runs(args.runs)
     if args.features is not None:
         from simulacra.metrics.fid import load_feature_classifier
 

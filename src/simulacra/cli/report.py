@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from simulacra.cli.common import check_file_destination
+from simulacra.cli.common import check_file_destination, distinct_runs, output_file
 from simulacra.errors import ConfigError
 
 
@@ -30,15 +30,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         if len(args.runs) > 1:
             raise ConfigError("several runs need -o FILE.html (one run writes RUN/report.html)")
         out = Path(args.runs[0]) / "report.html"
+        check_file_destination(out, "-o")
     else:
-        out = Path(args.output)
-        if out.suffix.lower() not in (".html", ".htm"):
-            raise ConfigError(f"-o {args.output!r}: expected a file ending in .html")
-        if out.is_dir():
-            raise ConfigError(f"-o {args.output!r} is a folder; give a file name")
-    check_file_destination(out, "-o")
-    if len(set(map(str, args.runs))) != len(args.runs):
-        raise ConfigError("a run is named twice; give each run once")
+        out = output_file(args.output, (".html", ".htm"))
+    distinct_runs(args.runs)
     page = render_report([Path(run) for run in args.runs], title=args.title)  # every run read first
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode("utf-8"))
