@@ -201,3 +201,19 @@ def test_training_and_evaluate_report_the_same_weights(
     capsys.readouterr()
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png"), "--weights", "raw"]) == 0
     assert "weights: raw, step 30" in capsys.readouterr().out
+
+
+def test_the_sample_metrics_of_one_call_share_one_draw(digits, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """mmd, fid, kid, prdc and classes in one evaluate call draw the samples once (the same
+    seed, labels and count each would use alone), and give what each gives alone."""
+    torch.manual_seed(0)
+    model = build_model({"name": "ae", "latent_dim": 2, "hidden": [8]}, digits.info)
+    net = train_feature_classifier(digits.train.x, digits.train.y, epochs=1, width=4)
+    options = EvalOptions(max_samples=40, features=net)
+    draws = []
+    sample = model.sample
+    monkeypatch.setattr(model, "sample", lambda *a, **k: draws.append(a) or sample(*a, **k))
+    together = evaluate(model, _split(digits, 40), ["mmd", "fid", "kid", "prdc", "classes"], options)
+    assert len(draws) == 1
+    alone = evaluate(model, _split(digits, 40), ["fid"], options)
+    assert together["fid"].value == alone["fid"].value and len(draws) == 2

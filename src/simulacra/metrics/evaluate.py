@@ -74,6 +74,9 @@ class EvalOptions:
     features: FeatureClassifier | str | Path | None = None
     sample_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None
+    samples_cache: dict[tuple[int, int, int, int], Tensor] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 MetricFn = Callable[[GenerativeModel, Split, EvalOptions], dict[str, Estimate]]
@@ -171,8 +174,9 @@ def evaluate(
     model.eval()
     try:
         results: dict[str, Estimate] = {}
+        shared = dataclasses.replace(options, samples_cache={})  # the metrics of this call share samples
         for metric in chosen:
-            results.update(metric.compute(model, split, options))
+            results.update(metric.compute(model, split, shared))
     finally:
         model.train(was_training)
     return results
@@ -242,12 +246,21 @@ def draw_samples(
 ) -> Tensor:
     """n samples (n, *event) on the CPU, with the labels of the first n held-out examples for a
     conditional model, under a generator seeded ``options.seed + offset``. A domain-translation
-    model's samples are the translations (A -> B) of the first n examples of ``split``."""
+    model's samples are the translations (A -> B) of the first n examples of ``split``. Within one
+    :func:`evaluate` call the draw is made once and shared by the metrics that ask for it (it is
+    the same draw: the same generator seed, labels and count)."""
     if isinstance(model, DomainTranslation):
         return model.translate(split.x[:n].to(model.device), "a->b").detach().cpu()
+    key = (split.x.data_ptr(), len(split), n, offset)
+    cache = options.samples_cache
+    if cache is not None and key in cache:  # the same draw, asked by another metric of one evaluate call
+        return cache[key]
     generator = torch.Generator().manual_seed(options.seed + offset)
     samples = model.sample(n, _labels(model, split, n), generator=generator, **options.sample_options)
-    return samples.detach().cpu()
+    samples = samples.detach().cpu()
+    if cache is not None:
+        cache[key] = samples
+    return samples
 
 
 def _sample_count(split: Split, options: EvalOptions) -> int:

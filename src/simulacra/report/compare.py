@@ -151,12 +151,11 @@ def score_run(
         )
         row.cached = True
         return row
-    for name in chosen:
-        if not METRICS.get(name).applies_to(model):
-            row.figures[name] = None  # "none": the model cannot give it
-            continue
-        say(f"{run.name}: {name}")
-        row.figures.update(estimates_as_dicts(evaluate(model, held_out, [name], options)))
+    possible = [name for name in chosen if METRICS.get(name).applies_to(model)]
+    row.figures.update(dict.fromkeys(set(chosen) - set(possible)))  # "none": the model cannot give them
+    if possible:  # one call: the sample metrics share one draw
+        say(f"{run.name}: {', '.join(possible)}")
+        row.figures.update(estimates_as_dicts(evaluate(model, held_out, possible, options)))
     row.sample_seconds_per_1000 = _sample_seconds(model, held_out, options)
     cache[key] = {"figures": row.figures, "sample_seconds_per_1000": row.sample_seconds_per_1000}
     from simulacra.train.checkpoint import atomic_write_json
