@@ -407,7 +407,8 @@ def _relative(a: Tensor, b: Tensor) -> float:
         # J's minimiser over the Gaussian family is exactly (x̄, Σ̂⁻¹): only the optimiser's error
         ("exact", 1e-6, 1e-6),
         # μ's minimiser is still x̄ exactly; Λ solves ½(ΛΣ̂ + Σ̂Λ) = V̄ with V̄ the mean vvᵀ of the
-        # B·P = 8,000 fixed directions, V̄ − I having entries of size ≈ √(2/8000) = 1.6 %: allow 5 %
+        # B·P = 16,000 fixed directions, V̄ − I having entries of size ≈ √(2/16000) ≈ 1.1 % (the error
+        # in Λ was 1 % on average and 2.7 % at most over 20 seeds): allow 5 %
         ("sliced", 1e-6, 0.05),
     ],
 )
@@ -416,7 +417,7 @@ def test_score_matching_recovers_maximum_likelihood(
 ) -> None:
     x, mu_ml, lam_ml = correlated
     m = GaussianEnergy(2)
-    objective = ScoreMatching(method, projections=4)
+    objective = ScoreMatching(method, projections=8)
     _lbfgs(list(m.parameters()), lambda: objective(m, x, None, generator=torch.Generator().manual_seed(1))[0])
     assert (m.mu - mu_ml).abs().max().item() < mu_tol
     assert _relative(m.precision(), lam_ml) < lam_tol
@@ -425,8 +426,9 @@ def test_score_matching_recovers_maximum_likelihood(
 def test_contrastive_divergence_with_exact_samples_recovers_maximum_likelihood(correlated) -> None:
     """Adam on CD with 2,000 fresh exact draws of the current model per step (lr 0.05, then 0.005),
     parameters averaged over the last 100 steps. The gradient noise of a step is that of a mean of
-    2,000 draws (≈ 2 % of Λ, ≈ 0.02 in μ), shrunk by the small final step size and the averaging:
-    allow 0.02 in μ (a standard error of x̄ itself) and 3 % in Λ."""
+    2,000 draws (≈ 3 % of Λ, ≈ 0.02 in μ), shrunk by the small final step size and the averaging
+    (over 8 seeds the errors stayed below 0.002 in μ and 0.5 % in Λ): allow 0.01 in μ (half a
+    standard error of x̄ itself, so a biased gradient would show) and 2 % in Λ."""
     x, mu_ml, lam_ml = correlated
     m = GaussianEnergy(2)
     cd = ContrastiveDivergence(alpha=0.0)
@@ -445,8 +447,8 @@ def test_contrastive_divergence_with_exact_samples_recovers_maximum_likelihood(c
     with torch.no_grad():
         for p, t in zip(m.parameters(), total):
             p.copy_(t / 100)
-    assert (m.mu - mu_ml).abs().max().item() < 0.02
-    assert _relative(m.precision(), lam_ml) < 0.03
+    assert (m.mu - mu_ml).abs().max().item() < 0.01
+    assert _relative(m.precision(), lam_ml) < 0.02
 
 
 def test_nce_recovers_maximum_likelihood_and_the_normaliser(correlated) -> None:
