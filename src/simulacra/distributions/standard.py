@@ -3,6 +3,8 @@
 * :class:`StandardNormal`: the prior p(z) = N(0, I) of a VAE;
 * :class:`DiagonalGaussian`: the encoder head q(z | x) = N(μ(x), diag σ(x)²);
 * :class:`PointMass`: the "posterior" of a deterministic auto-encoder, δ(z − f(x));
+* :class:`FittedGaussian`: a full-covariance Gaussian fitted to data by its moments (widened),
+  the noise distribution of noise-contrastive estimation;
 * :func:`sample_from`: draw from any Distribution under a ``torch.Generator``.
 
 All distributions are built with ``validate_args=False``: argument checks would synchronise the
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
 from simulacra.distributions.lazy import LazyDistribution
+from simulacra.errors import ConfigError, DataError
 
 
 def _shape(event_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -185,6 +188,114 @@ class PointMass(Distribution):
             same = same.all(dim=event_dims)
         zero = torch.zeros((), dtype=self.loc.dtype, device=self.loc.device)
         return torch.where(same, zero, zero - torch.inf)
+
+
+class FittedGaussian(nn.Module):
+    """N(m, c² S + δ I) over the flattened event, with m and S the mean and covariance of data.
+
+    ``fit(x)`` sets m = (1/N) Σ x_n and S = (1/N) Σ (x_n − m)(x_n − m)ᵀ over the D = prod(event)
+    entries of an example, widens every standard deviation by the factor c (``inflation``; the
+    covariance by c²) and adds a jitter δ to the diagonal, so that the covariance of constant
+    entries (an image's border pixels) is still positive definite. Then
+
+        log p(x) = −½ ‖L⁻¹(x − m)‖² − Σ_d log L_dd − (D/2) log 2π   (nats),   LLᵀ = c² S + δ I.
+
+    It is the noise of noise-contrastive estimation (:class:`simulacra.objectives.contrastive.NCE`),
+    which learns the model's log-density only where data or noise samples fall: a region that the
+    noise never visits leaves the energy unconstrained there, and the model may put spurious mass
+    in it. A noise that resembles the data keeps the classification hard and the estimator close
+    to efficient (Gutmann & Hyvärinen 2012, §2.4), and one a little wider than the data (c > 1)
+    also covers the tails of the data and a margin around them, where a moment-matched Gaussian
+    would leave the log-ratio log p_model − log p_noise large and its gradient noisy.
+
+    Mean, Cholesky factor and the ``fitted`` flag are buffers, so the fit travels with the
+    module's ``state_dict`` (a checkpoint) and follows its device and dtype.
+
+    Args:
+        event_shape: D, or the shape of one example (e.g. (C, H, W)).
+        inflation: c ≥ 1, the factor on every standard deviation (default 1.2).
+        jitter: δ > 0 added to the diagonal of the covariance, in squared data units.
+    """
+
+    def __init__(
+        self, event_shape: int | Sequence[int], inflation: float = 1.2, jitter: float = 1e-4
+    ) -> None:
+        super().__init__()
+        if not inflation >= 1.0:
+            raise ConfigError(
+                f"FittedGaussian inflation must be >= 1 (a factor on the std); found {inflation}"
+            )
+        if not jitter > 0:
+            raise ConfigError(f"FittedGaussian jitter must be > 0; found {jitter}")
+        self.event_shape = _shape(event_shape)
+        self.dim = math.prod(self.event_shape)
+        self.inflation = float(inflation)
+        self.jitter = float(jitter)
+        self.register_buffer("loc", torch.zeros(self.dim))
+        self.register_buffer("scale_tril", torch.eye(self.dim))
+        self.register_buffer("is_fitted", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`fit` has run (or a fitted state was loaded)."""
+        return bool(self.is_fitted)
+
+    @property
+    def covariance_matrix(self) -> Tensor:
+        """c² S + δ I, (D, D)."""
+        return self.scale_tril @ self.scale_tril.T
+
+    def _flatten(self, x: Tensor, what: str) -> Tensor:
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise DataError(
+                f"FittedGaussian.{what} expects (N, *{self.event_shape}); found shape {tuple(x.shape)}"
+            )
+        return x.reshape(x.shape[0], self.dim).to(self.loc.dtype)
+
+    @torch.no_grad()
+    def fit(self, x: Tensor) -> FittedGaussian:
+        """Set the mean and the widened covariance from data x (N, *event), N ≥ 2; returns self."""
+        flat = self._flatten(x, "fit")  # (N, D)
+        if flat.shape[0] < 2:
+            raise DataError(f"FittedGaussian.fit needs at least 2 examples; found {flat.shape[0]}")
+        if not bool(torch.isfinite(flat).all()):
+            raise DataError("FittedGaussian.fit found NaN or infinite values in the data")
+        mean = flat.mean(0)
+        centred = flat - mean
+        cov = centred.T @ centred / flat.shape[0]  # biased (1/N), (D, D)
+        eye = torch.eye(self.dim, dtype=cov.dtype, device=cov.device)
+        cov = self.inflation**2 * cov + self.jitter * eye
+        for k in range(6):  # rounding can leave a near-singular covariance indefinite: more jitter
+            chol, info = torch.linalg.cholesky_ex(cov + (10**k - 1) * self.jitter * eye)
+            if int(info) == 0:
+                break
+        else:
+            raise DataError("FittedGaussian.fit: the data covariance is not positive definite; raise jitter")
+        self.loc.copy_(mean)
+        self.scale_tril.copy_(chol)
+        self.is_fitted.fill_(True)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise ConfigError("FittedGaussian is not fitted; call fit(data) first")
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log N(x; m, c² S + δ I) in nats, (N,), for x (N, *event)."""
+        self._check_fitted()
+        diff = self._flatten(x, "log_prob") - self.loc  # (N, D)
+        z = torch.linalg.solve_triangular(self.scale_tril, diff.T, upper=False)  # (D, N)
+        half_log_det = self.scale_tril.diagonal().log().sum()
+        return -0.5 * z.square().sum(0) - half_log_det - 0.5 * self.dim * math.log(2 * math.pi)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws m + Lz, z ~ N(0, I), shaped (n, *event), on the module's device and dtype."""
+        self._check_fitted()
+        z = torch.randn(int(n), self.dim, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
+        return (self.loc + z @ self.scale_tril.T).reshape(int(n), *self.event_shape)
+
+    def extra_repr(self) -> str:
+        return f"event_shape={self.event_shape}, inflation={self.inflation}, jitter={self.jitter}"
 
 
 def sample_from(
