@@ -82,6 +82,9 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
         {"channels": [4, 8], "patch_channels": [4, 8]},
         DataInfo(event_shape=(1, 8, 8), support="unit", num_classes=2, levels=17, label_names=("a", "b")),
     ),
+    # -- energy-based: PCD with ULA on a 2-D toy (log Z by quadrature); JEM on 8x8 digits
+    "ebm": ({"hidden": [8], "steps": 2, "buffer_size": 16, "sample_steps": 3, "quadrature_points": 32}, TOY),
+    "jem": ({"channels": [4, 8], "steps": 2, "buffer_size": 16, "sample_steps": 3}, DIGITS),
     # -- test-only (tests/toymodels.py): a two-group model for the contract's per-group checks
     "test-adversarial": ({"latent": 2, "hidden": 8}, VECTORS),
 }

@@ -156,10 +156,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--sampler", default=None, help="diffusion: ancestral, ddim, pc, dpm-solver, ode, ...")
     p.add_argument(
-        "--sampler-steps", type=integer, default=None, help="diffusion models: the sampler's grid points"
+        "--sampler-steps",
+        type=integer,
+        default=None,
+        help="diffusion models: the sampler's grid points; energy-based models: MCMC steps",
     )
     p.add_argument(
         "--guidance", type=float, default=None, help="conditional diffusion: guidance scale (0 unconditional)"
+    )
+    p.add_argument(
+        "--step-size", type=float, default=None, help="energy-based models: the MCMC kernel's step size"
+    )
+    p.add_argument(
+        "--chain-init",
+        choices=["noise", "buffer"],
+        default=None,
+        help="energy-based models: start the chains at uniform noise or at the persistent chains",
     )
     p.add_argument(
         "--temperature",

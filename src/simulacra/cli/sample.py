@@ -56,7 +56,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif args.label is not None:
         raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
     options: dict[str, Any] = {}
-    if (args.sampler, args.sampler_steps, args.guidance) != (None, None, None):
+    mcmc = {"step_size": args.step_size, "init": args.chain_init}
+    if "step_size" in model.sample_options:  # energy-based models: MCMC steps, step size, chain start
+        if args.sampler is not None or args.guidance is not None:
+            raise ConfigError(f"{model.preset_name} samples by MCMC; --sampler and --guidance apply to diffusion")
+        if args.step_size is not None and not (args.step_size > 0 and math.isfinite(args.step_size)):
+            raise ConfigError(f"--step-size must be a positive number; found {args.step_size}")
+        mcmc["steps"] = args.sampler_steps
+        options.update({k: v for k, v in mcmc.items() if v is not None})
+    elif any(v is not None for v in mcmc.values()):
+        from simulacra.errors import CapabilityError
+
+        raise CapabilityError("--step-size and --chain-init apply to energy-based models (ebm, jem)")
+    elif (args.sampler, args.sampler_steps, args.guidance) != (None, None, None):
         from simulacra.models.base import DiffusionSampling, require
         from simulacra.samplers import resolve_sampler
 

@@ -126,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if adopted:  # e.g. a GAN's learning rate, betas, EMA and no early stopping; recorded in the run
             config.train = config.train.with_model_defaults(adopted, given)
         schedules = build_callbacks(config.callbacks)  # e.g. KL warm-up
+        model.check_training(min(config.train.batch_size, len(data.train)) // max(dist.world_size, 1))
         if dist.is_main:
             _check_out(run_dir, model, config, args)
         console = _console()

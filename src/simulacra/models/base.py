@@ -198,6 +198,12 @@ class GenerativeModel(nn.Module, abc.ABC):
         no early stopping. Default: what :meth:`declare_training` declared, else none."""
         return dict(getattr(self, "_declared_train_defaults", {}))
 
+    def check_training(self, batch_size: int) -> None:
+        """Raise :class:`ConfigError` when the model cannot train on batches of ``batch_size``
+        examples per process (a replay buffer of fewer chains than the batch, a GAN pack larger
+        than it). The loop and ``simulacra train`` call it before anything is written. Default:
+        any batch size will do."""
+
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """What early stopping and "keep the best weights" minimise on held-out batches: a scalar
         (the batch mean) or one value per example (B,). Default: the loss of the first group,

@@ -134,6 +134,14 @@ class GAN(GenerativeModel):
         self._updates_seen = 0  # in this process, to read the running AUC every _check_every updates
         self._high_since: int | None = None  # the update from which the running AUC stayed high
 
+    def check_training(self, batch_size: int) -> None:
+        """Packing needs batches of at least ``pack`` examples."""
+        if batch_size < self.pack:
+            raise ConfigError(
+                f"pack={self.pack} judges {self.pack} examples at once; the batch has {batch_size} "
+                "(raise --set train.batch_size or lower model.pack)"
+            )
+
     # -- data space <-> model space ----------------------------------------------------------
 
     def to_model(self, x: Tensor) -> Tensor:

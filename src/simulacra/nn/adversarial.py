@@ -168,15 +168,23 @@ class ConvFeatures(nn.Sequential):
     """φ: images (B, C, H, W) -> (B, channels[-1] · h · w), DCGAN's discriminator without its
     batch norm (which per-example gradient penalties forbid): stride-2 convolutions C ->
     channels[0] -> ... -> channels[-1], each halving the side (H -> ⌈H/2⌉) and followed by
-    LeakyReLU(0.2), then flatten.
+    the activation (LeakyReLU(0.2) by default), then flatten.
 
     Args:
         event_shape: (C, H, W).
         channels: output channels of the convolutions, narrowest first.
+        activation: a name in :data:`~simulacra.nn.mlp.ACTIVATIONS` after each convolution
+            (``leaky-relu`` for DCGAN; energy-based models use ``silu``, i.e. Swish).
     """
 
-    def __init__(self, event_shape: Sequence[int], channels: Sequence[int] = (32, 64, 128)) -> None:
+    def __init__(
+        self,
+        event_shape: Sequence[int],
+        channels: Sequence[int] = (32, 64, 128),
+        activation: str = "leaky-relu",
+    ) -> None:
         c, h, w = _image_shape(event_shape, "the DCGAN discriminator")
+        act = ACTIVATIONS.get(activation)
         channels = [int(ch) for ch in channels]
         if not channels or min(channels) < 1:
             raise ConfigError(f"the DCGAN discriminator needs positive channel counts; found {channels}")
@@ -184,7 +192,7 @@ class ConvFeatures(nn.Sequential):
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip([c, *channels[:-1]], channels)):
             (kh, ph), (kw, pw) = _halving(hs[i]), _halving(ws[i])
-            layers += [nn.Conv2d(a, b, (kh, kw), stride=2, padding=(ph, pw)), nn.LeakyReLU(0.2)]
+            layers += [nn.Conv2d(a, b, (kh, kw), stride=2, padding=(ph, pw)), act()]
         super().__init__(*layers, nn.Flatten())
         self.out_features = channels[-1] * hs[-1] * ws[-1]
 

@@ -197,6 +197,7 @@ def fit(
         batches_per_step=batches_per_step(groups),
     )
     _check_settings(config, valid)
+    model.check_training(plan.local_batch)
 
     model.to(ctx.device)
     model.train()

@@ -6,7 +6,7 @@ a :class:`GenerativeModel`. ``simulacra models`` lists them with the first docst
 The presets live in one module per family (:mod:`~simulacra.models.zoo.autoencoders`,
 :mod:`~simulacra.models.zoo.flows`, :mod:`~simulacra.models.zoo.autoregressive`,
 :mod:`~simulacra.models.zoo.diffusion`, :mod:`~simulacra.models.zoo.gan`,
-:mod:`~simulacra.models.zoo.translation`); importing this package registers all of them in
+:mod:`~simulacra.models.zoo.translation`, :mod:`~simulacra.models.zoo.ebm`); importing this package registers all of them in
 :data:`MODELS`.
 """
 
@@ -30,6 +30,7 @@ from simulacra.models.zoo.autoregressive import nade, rnade, made, pixelcnn, gat
 from simulacra.models.zoo.diffusion import ddpm, score_sde
 from simulacra.models.zoo.gan import gan, wgan_gp, sngan, lsgan, fgan
 from simulacra.models.zoo.translation import pix2pix
+from simulacra.models.zoo.ebm import ebm, jem
 # isort: on
 
 __all__ = [
@@ -51,4 +52,6 @@ __all__ = [
     "gan", "wgan_gp", "sngan", "lsgan", "fgan",
     # image-to-image
     "pix2pix",
+    # energy-based
+    "ebm", "jem",
 ]  # fmt: skip

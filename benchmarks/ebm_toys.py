@@ -1,0 +1,178 @@
+"""Energy-based models on the 2-D toys: exact test NLL (log Z by quadrature) per objective.
+
+For each toy (moons, 8gaussians, checkerboard, pinwheel, rings; 20,000 training points, the same
+splits as the flows of BENCHMARKS §5) and each objective:
+
+* ``cd``: persistent contrastive divergence, a replay buffer of 10,000 chains, ``--chain-steps``
+  unadjusted Langevin steps per batch;
+* ``sliced``: sliced score matching (no chains);
+* ``nce``: noise-contrastive estimation against a Gaussian fitted to the data, widened 1.2×;
+
+train the ``ebm`` preset (an MLP energy of 3 × 128 Swish units on the box [−5, 5]²) with
+``simulacra.train.fit`` (batch 512, Adam 1e-3 with cosine decay), then report the exact test NLL
+in nats per point: log Z by quadrature on a 512 × 512 grid of the box. For 8gaussians and
+checkerboard the entropy is known, so NLL − H = KL(p ‖ q) is reported too, and every row is set
+beside the best flow of §5 (NSF).
+
+    python benchmarks/ebm_toys.py --threads 1                      # all 15 runs
+    python benchmarks/ebm_toys.py --objectives cd --toys moons     # one at a time
+
+Writes one JSON per (toy, objective) under benchmarks/results/ebm-toys/, the table
+benchmarks/results/ebm-toys.json and the density grid benchmarks/results/ebm-toys.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OUT = RESULTS / "ebm-toys"
+TOYS = ("moons", "8gaussians", "checkerboard", "pinwheel", "rings")
+OBJECTIVES = ("cd", "sliced", "nce")
+BOUNDS = ((-5.0, 5.0), (-5.0, 5.0))
+NSF = {"moons": 2.399, "8gaussians": 2.845, "checkerboard": 3.505, "pinwheel": 2.348, "rings": 2.723}
+"""Test NLL of the spline flow (BENCHMARKS §5, the best flow on every toy)."""
+
+
+def settings(objective: str, chain_steps: int, step_size: float) -> dict:
+    base = {"name": "ebm", "hidden": [128, 128, 128], "objective": objective}
+    if objective == "cd":
+        return {**base, "steps": chain_steps, "step_size": step_size, "buffer_size": 10_000, "alpha": 0.0}
+    if objective == "nce":
+        return {**base, "nce_ratio": 4}
+    return {**base, "projections": 4}
+
+
+def run(toy: str, objective: str, args: argparse.Namespace) -> dict:
+    import simulacra.models  # noqa: F401
+    from simulacra.config import DataConfig, TrainConfig
+    from simulacra.data import load_dataset
+    from simulacra.data.toys import entropy
+    from simulacra.metrics.likelihood import evaluate_nll
+    from simulacra.models.zoo import build_model
+    from simulacra.train.loop import fit
+    from simulacra.viz.plots import plot_density_2d
+
+    data = load_dataset(DataConfig(name=toy, num_samples=20_000), seed=args.seed)
+    torch.manual_seed(args.seed)
+    spec = settings(objective, args.chain_steps, args.step_size)
+    model = build_model(spec, data.info)
+    config = TrainConfig(
+        eval_every=0,
+        steps=args.steps,
+        batch_size=512,
+        lr=args.lr,
+        lr_schedule="cosine",
+        seed=args.seed,
+        num_threads=args.threads,
+        log_every=100,
+        patience=None,
+    )
+    start = time.perf_counter()
+    fit(model, data, config, progress=False)
+    train_s = time.perf_counter() - start
+    model.eval()
+    start = time.perf_counter()
+    model.estimate_log_z()
+    nll = evaluate_nll(model, data.test.x, generator=torch.Generator().manual_seed(args.seed))["nll"]
+    eval_s = time.perf_counter() - start
+    out = {
+        "toy": toy,
+        "objective": objective,
+        "spec": spec,
+        "steps": args.steps,
+        "lr": args.lr,
+        "train_s": round(train_s, 1),
+        "eval_s": round(eval_s, 2),
+        "test_nll": nll.value,
+        "test_nll_se": nll.stderr,
+        "estimator": nll.estimator,
+        "n_test": nll.n,
+        "nsf_nll": NSF[toy],
+        "gap_to_nsf": nll.value - NSF[toy],
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    try:
+        h = entropy(toy)
+        out["entropy"] = h
+        out["kl"] = nll.value - h
+    except Exception:
+        pass
+    samples = model.sample(2000, generator=torch.Generator().manual_seed(args.seed + 1), init="noise", steps=500)
+    path = OUT / f"{toy}-{objective}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_density_2d(model.log_prob, samples, path, bounds=BOUNDS, resolution=160)
+    out["figure"] = str(path.relative_to(RESULTS.parent))
+    return out
+
+
+def grid_figure(results: dict, path: Path) -> None:
+    """One row per toy, one column per objective: the density heat maps."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    toys = [t for t in TOYS if any(k.startswith(t + "/") for k in results)]
+    objectives = [o for o in OBJECTIVES if any(k.endswith("/" + o) for k in results)]
+    fig = Figure(figsize=(2.6 * len(objectives), 2.4 * len(toys)))
+    for i, toy in enumerate(toys):
+        for j, name in enumerate(objectives):
+            ax = fig.add_subplot(len(toys), len(objectives), i * len(objectives) + j + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            r = results.get(f"{toy}/{name}")
+            if r is None:
+                continue
+            img = np.asarray(Image.open(RESULTS.parent / r["figure"]).convert("RGB"))
+            ax.imshow(img[:, : img.shape[1] // 2])
+            ax.set_title(f"{name}: {r['test_nll']:.3f}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(toy)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--toys", default=",".join(TOYS))
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES))
+    parser.add_argument("--steps", type=int, default=6000, help="training steps (batch 512)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--chain-steps", type=int, default=20, help="cd: Langevin steps per batch")
+    parser.add_argument("--step-size", type=float, default=0.01, help="cd: the Langevin step ε")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for toy in args.toys.split(","):
+        for objective in args.objectives.split(","):
+            r = run(toy, objective, args)
+            r["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+            r["machine"] = machine()
+            kl = f"  KL {r['kl']:.3f}" if "kl" in r else ""
+            print(
+                f"{toy:12s} {objective:7s} NLL {r['test_nll']:.3f} ± {r['test_nll_se']:.3f}{kl}  "
+                f"(NSF {r['nsf_nll']:.3f}, gap {r['gap_to_nsf']:+.3f}; {r['train_s']:.0f} s)",
+                flush=True,
+            )
+            (OUT / f"{toy}-{objective}.json").write_text(json.dumps(r, indent=2) + "\n")
+    results = {}
+    for path in sorted(OUT.glob("*.json")):
+        r = json.loads(path.read_text())
+        results[f"{r['toy']}/{r['objective']}"] = r
+    (RESULTS / "ebm-toys.json").write_text(json.dumps({"results": results}, indent=2) + "\n")
+    grid_figure(results, RESULTS / "ebm-toys.png")
+    print(f"wrote {RESULTS / 'ebm-toys.json'} and {RESULTS / 'ebm-toys.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
