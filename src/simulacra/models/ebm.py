@@ -39,7 +39,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Independent, Uniform
 
 from simulacra.data.info import DataInfo
 from simulacra.data.transforms import CenteredRange
@@ -48,8 +47,8 @@ from simulacra.models.base import GenerativeModel, GroupSettings, LossOutput, ch
 from simulacra.nn.energy import ClassifierEnergy
 from simulacra.objectives.contrastive import EnergyObjective
 from simulacra.objectives.score import score_matching_exact, score_matching_sliced
-from simulacra.samplers.mcmc import MALA, Kernel, ReplayBuffer, run_chain
-from simulacra.samplers.partition import LogZEstimate, ais_log_z, quadrature_log_z
+from simulacra.samplers.mcmc import Kernel, ReplayBuffer, run_chain
+from simulacra.samplers.partition import LogZEstimate, ais_log_z_on_box, quadrature_log_z
 
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "betas": (0.0, 0.999), "patience": None}
 """How an EBM trains unless the user says otherwise: Adam with β1 = 0 (IGEBM, JEM) and lr 1e-4 on
@@ -83,7 +82,8 @@ class EBM(GenerativeModel):
             (the energies have drifted apart: the sampler no longer follows the model).
         quadrature_points: grid points per axis for log Z in one or two dimensions.
         ais_chains, ais_distributions, ais_step_size: annealed importance sampling of log Z in
-            higher dimensions (MALA transitions with this step size, in model space).
+            higher dimensions (MALA in the box's tanh coordinates, starting at this step size and
+            adapting it to an acceptance rate of 0.6).
         settings: per-group update settings for the loop.
         train_defaults: training settings the model declares (default :data:`TRAIN_DEFAULTS`).
     """
@@ -114,7 +114,7 @@ class EBM(GenerativeModel):
         quadrature_points: int = 512,
         ais_chains: int = 100,
         ais_distributions: int = 1000,
-        ais_step_size: float = 1e-3,
+        ais_step_size: float = 0.05,
         settings: Mapping[str, GroupSettings] | None = None,
         train_defaults: Mapping[str, Any] | None = None,
     ) -> None:
@@ -310,7 +310,7 @@ class EBM(GenerativeModel):
         return LogZEstimate(
             float(self.log_z),
             float(self.log_z_stderr),
-            f"AIS, {int(size)} distributions, {int(chains)} chains, MALA",
+            f"AIS, {int(size)} distributions, {int(chains)} chains, adaptive MALA in tanh coordinates",
             int(size),
             int(chains),
             math.nan,
@@ -337,27 +337,26 @@ class EBM(GenerativeModel):
                 d = self.info.dim
                 shape = self.event_shape
                 estimate = quadrature_log_z(
-                    lambda y: -energy(y.reshape(-1, *shape)), [lo] * d, [hi] * d, self.quadrature_points
+                    lambda y: -energy(y.reshape(-1, *shape)),
+                    [lo] * d,
+                    [hi] * d,
+                    self.quadrature_points,
+                    device=self.device,
                 )
                 record = (1.0, float(self.quadrature_points), 0.0)
             else:
-                base = Independent(
-                    Uniform(
-                        torch.full(self.event_shape, lo, device=self.device),
-                        torch.full(self.event_shape, hi, device=self.device),
-                        validate_args=False,
-                    ),
-                    len(self.event_shape),
-                )
                 chains = num_chains or self.ais_chains
                 temps = num_distributions or self.ais_distributions
-                estimate = ais_log_z(
+                estimate = ais_log_z_on_box(
                     lambda y: -energy(y),
-                    base,
+                    lo,
+                    hi,
+                    self.event_shape,
                     num_chains=chains,
                     num_distributions=temps,
-                    kernel=MALA(self.ais_step_size, bounds=self.bounds),
+                    step_size=self.ais_step_size,
                     generator=generator,
+                    device=self.device,
                 )
                 record = (2.0, float(temps), float(chains))
         finally:
@@ -383,7 +382,10 @@ class EBM(GenerativeModel):
         :attr:`likelihood_estimator`). A conditional energy is scored by its marginal only when it
         is JEM's (log p(x) = logsumexp f(x) − log Z); other conditional EBMs have a log Z per
         label, which is not estimated: they raise :class:`CapabilityError`."""
-        check_batch(self, x, c)
+        if isinstance(self.net, ClassifierEnergy):  # the marginal: labels, when given, are not read
+            check_batch(self, x, c if c is not None else torch.zeros(x.shape[0], dtype=torch.long))
+        else:
+            check_batch(self, x, c)
         if self.conditional and not isinstance(self.net, ClassifierEnergy):
             raise CapabilityError(
                 f"{self.preset_name} is a conditional EBM: its log Z depends on the label and is not "
