@@ -106,7 +106,9 @@ def run(toy: str, objective: str, args: argparse.Namespace) -> dict:
         out["kl"] = nll.value - h
     except Exception:
         pass
-    samples = model.sample(2000, generator=torch.Generator().manual_seed(args.seed + 1), init="noise", steps=500)
+    samples = model.sample(
+        2000, generator=torch.Generator().manual_seed(args.seed + 1), init="noise", steps=500
+    )
     path = OUT / f"{toy}-{objective}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_density_2d(model.log_prob, samples, path, bounds=BOUNDS, resolution=160)

@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ais_step is not None:
         settings["ais_step_size"] = args.ais_step
     spec = {**RECIPES[args.recipe], **settings}
-    data = load_dataset(DataConfig("mnist", data_dir=str(args.data_dir), valid_fraction=0.0, limit=args.limit))
+    data = load_dataset(
+        DataConfig("mnist", data_dir=str(args.data_dir), valid_fraction=0.0, limit=args.limit)
+    )
     full_test = data.test
     classes = list(range(10))
     if args.classes:
@@ -157,19 +159,33 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(args.seed)
         model = build_model(spec, data.info)
         extra = {} if args.lr is None else {"lr": args.lr}
-        probe = TrainConfig.for_model(model, batch_size=args.batch_size, eval_every=0, seed=args.seed, **extra)
+        probe = TrainConfig.for_model(
+            model, batch_size=args.batch_size, eval_every=0, seed=args.seed, **extra
+        )
         steps, calibration = steps_for_minutes(model, data, probe, args.minutes)
         config = TrainConfig.for_model(
-            model, steps=steps, batch_size=args.batch_size, eval_every=0, seed=args.seed, log_every=200, **extra
+            model,
+            steps=steps,
+            batch_size=args.batch_size,
+            eval_every=0,
+            seed=args.seed,
+            log_every=200,
+            **extra,
         )
-        print(f"{args.recipe}: {spec}, {steps} steps planned ({calibration.step_seconds * 1000:.0f} ms each)", flush=True)
+        print(
+            f"{args.recipe}: {spec}, {steps} steps planned ({calibration.step_seconds * 1000:.0f} ms each)",
+            flush=True,
+        )
         started, cpu_started = time.perf_counter(), time.process_time()
-        result = fit(model, data, config, run_dir=run_dir, callbacks=[TimeBudget(60 * args.minutes)], progress=False)
+        result = fit(
+            model, data, config, run_dir=run_dir, callbacks=[TimeBudget(60 * args.minutes)], progress=False
+        )
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         steps_done, final = result.steps, result.metrics
 
     model = load_model(run_dir).eval()
     g = torch.Generator().manual_seed(args.seed + 1)
+
     def labels(n: int) -> torch.Tensor | None:
         return torch.tensor(classes)[torch.arange(n) % len(classes)] if model.conditional else None
 
@@ -177,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     buffer_samples = model.sample(args.eval_n, labels(args.eval_n), generator=g, init="buffer", steps=1)
     noise_samples = model.sample(100, labels(100), generator=g, init="noise")
     sample_seconds = time.perf_counter() - drawn
-    save_grid(buffer_samples[:100], HERE / "results" / f"{name}-buffer.png", 10, title=f"{args.recipe}: 100 buffer samples")
+    save_grid(
+        buffer_samples[:100],
+        HERE / "results" / f"{name}-buffer.png",
+        10,
+        title=f"{args.recipe}: 100 buffer samples",
+    )
     save_grid(
         noise_samples,
         HERE / "results" / f"{name}-noise.png",
@@ -195,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.perf_counter()
     estimate = model.estimate_log_z(
-        num_chains=args.ais_chains, num_distributions=args.ais_distributions, generator=torch.Generator().manual_seed(7)
+        num_chains=args.ais_chains,
+        num_distributions=args.ais_distributions,
+        generator=torch.Generator().manual_seed(7),
     )
     nll = evaluate_nll(model, data.test.x[: args.nll_n])
     figures.update(
@@ -217,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             y = data.test.y
             hits = sum(
-                int((model.class_log_probs(xb).argmax(1) == yb).sum()) for xb, yb in zip(data.test.x.split(500), y.split(500))
+                int((model.class_log_probs(xb).argmax(1) == yb).sum())
+                for xb, yb in zip(data.test.x.split(500), y.split(500))
             )
             figures["test_accuracy"] = hits / len(y)
             score = lambda x: torch.cat([-model.net(model.to_model(b), None) for b in x.split(500)])  # noqa: E731

@@ -104,10 +104,18 @@ MODELS_FAST: dict[str, dict[str, Any]] = {
     "rnade": {"hidden": 4, "components": 2},
     "nade": {"hidden": 4},
     "ddpm": {"timesteps": 4, "hidden": [4], "channels": [4, 8], "attention_resolution": 4},
+    "ebm": {
+        "hidden": [4],
+        "channels": [4],
+        "steps": 2,
+        "buffer_size": 64,
+        "sample_steps": 2,
+        "quadrature_points": 16,
+    },
 }
 MODELS_ODD = [
     "vea", "VAE", "", " vae", "gan", "vae-", "glow", "cnf", "pixelcnn", "transformer", "cvae", "umnn",
-    "score-sde", "conv-vae", "linear-ae", "vae-iaf", "torus", "cyclegan",
+    "score-sde", "conv-vae", "linear-ae", "vae-iaf", "torus", "cyclegan", "jem", "EBM",
 ]  # fmt: skip
 """Near misses, and valid presets beyond :data:`MODELS_FAST` (made tiny by ``tests/presets.py``)."""
 
@@ -115,7 +123,7 @@ SET_KEYS = {
     "model": [
         "hidden", "latent_dim", "activation", "likelihood", "transforms", "bins", "num_samples",
         "conditional", "name", "timesteps", "prior", "beta", "latent_density", "sampler", "foo",
-        "info", "prediction", "schedule",
+        "info", "prediction", "schedule", "step_size", "buffer_size", "objective", "kernel", "chains",
     ],
     "data": ["num_samples", "limit", "valid_fraction", "binarize", "name", "data_dir", "bar"],
     "train": [
@@ -594,6 +602,8 @@ def run_verb_cases(draw: st.DrawFn) -> Case:
             "--guidance": FLOATS,
             "--temperature": FLOATS,
             "--top-k": SMALL_INTS + BAD_INTS + [HUGE],
+            "--step-size": FLOATS,
+            "--chain-init": ["noise", "buffer", "x"],
         }
         if "--save-tensor" in table:
             b.folders.add("in")

@@ -19,7 +19,7 @@ from simulacra.models.base import EnergyBased, ExactLikelihood
 from simulacra.models.ebm import EBM
 from simulacra.models.zoo import build_model
 from simulacra.objectives.contrastive import ContrastiveDivergence, ScoreMatching
-from simulacra.samplers.mcmc import MALA, SGLD
+from simulacra.samplers.mcmc import MALA
 from simulacra.train import fit
 from simulacra.train.callbacks import Callback
 
@@ -159,7 +159,9 @@ def test_samples_follow_the_energy() -> None:
     x = model.sample(4000, generator=torch.Generator().manual_seed(0), init="noise")
     assert torch.allclose(x.mean(0), mean, atol=0.05)
     assert torch.allclose(x.var(0), torch.tensor([0.25, 1.0]), rtol=0.1)
-    fewer = model.sample(10, generator=torch.Generator().manual_seed(0), steps=3, step_size=0.01, init="noise")
+    fewer = model.sample(
+        10, generator=torch.Generator().manual_seed(0), steps=3, step_size=0.01, init="noise"
+    )
     assert fewer.shape == (10, 2)
 
 
@@ -174,7 +176,9 @@ def test_jem_classifies_with_the_softmax_and_scores_with_logsumexp() -> None:
     # p(y | x) = exp(−E(x, y)) / exp(−E(x)): the joint energy and the marginal agree with the classifier
     y = torch.arange(6) % 10
     joint = model.net(model.to_model(x), y)
-    assert torch.allclose(torch.exp(marginal - joint), model.class_log_probs(x).exp()[torch.arange(6), y], atol=1e-5)
+    assert torch.allclose(
+        torch.exp(marginal - joint), model.class_log_probs(x).exp()[torch.arange(6), y], atol=1e-5
+    )
     out = model.train()(x, y)
     assert {"ce", "accuracy", "energy_gap"} <= set(out.metrics)
 
@@ -245,7 +249,9 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def test_cli_trains_samples_and_scores_an_ebm(toy_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_trains_samples_and_scores_an_ebm(
+    toy_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "s.png"
     argv = ["sample", str(toy_run), "-n", "16", "-o", str(out), "--sampler-steps", "5", "--step-size", "0.02"]
     assert main([*argv, "--chain-init", "noise", "--save-tensor", str(tmp_path / "s.npy")]) == 0

@@ -300,8 +300,12 @@ def test_bad_arguments_raise_clear_errors() -> None:
 
 def _truncated_normal_log_z(mean: float, std: float, lo: float, hi: float, dim: int) -> float:
     """log ∫_{[lo, hi]^D} exp(−½ Σ ((y − m)/s)²) dy."""
-    normal = torch.distributions.Normal(torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64))
-    mass = normal.cdf(torch.tensor(hi, dtype=torch.float64)) - normal.cdf(torch.tensor(lo, dtype=torch.float64))
+    normal = torch.distributions.Normal(
+        torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    )
+    mass = normal.cdf(torch.tensor(hi, dtype=torch.float64)) - normal.cdf(
+        torch.tensor(lo, dtype=torch.float64)
+    )
     return dim * float(torch.log(mass) + math.log(std * math.sqrt(2 * math.pi)))
 
 
@@ -318,7 +322,13 @@ def test_ais_on_a_box_matches_the_truncated_gaussian_where_box_rejection_stalls(
 
     truth = _truncated_normal_log_z(mean, std, -1.0, 1.0, 16)
     estimate = ais_log_z_on_box(
-        log_f, -1.0, 1.0, (4, 2, 2), num_chains=64, num_distributions=300, generator=torch.Generator().manual_seed(0)
+        log_f,
+        -1.0,
+        1.0,
+        (4, 2, 2),
+        num_chains=64,
+        num_distributions=300,
+        generator=torch.Generator().manual_seed(0),
     )
     assert abs(estimate.log_z - truth) < 3 * estimate.stderr, (estimate, truth)
     assert 0.5 < estimate.acceptance_rate < 0.7
@@ -336,5 +346,8 @@ def test_ais_on_a_box_matches_the_truncated_gaussian_where_box_rejection_stalls(
 
 def test_step_adaptation_is_checked() -> None:
     with pytest.raises(ConfigError, match="target_acceptance"):
-        ais_log_z(lambda x: -x.square().sum(1), torch.distributions.Independent(
-            torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1), target_acceptance=1.5)
+        ais_log_z(
+            lambda x: -x.square().sum(1),
+            torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1),
+            target_acceptance=1.5,
+        )

@@ -59,7 +59,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     mcmc = {"step_size": args.step_size, "init": args.chain_init}
     if "step_size" in model.sample_options:  # energy-based models: MCMC steps, step size, chain start
         if args.sampler is not None or args.guidance is not None:
-            raise ConfigError(f"{model.preset_name} samples by MCMC; --sampler and --guidance apply to diffusion")
+            raise ConfigError(
+                f"{model.preset_name} samples by MCMC; --sampler and --guidance apply to diffusion"
+            )
         if args.step_size is not None and not (args.step_size > 0 and math.isfinite(args.step_size)):
             raise ConfigError(f"--step-size must be a positive number; found {args.step_size}")
         mcmc["steps"] = args.sampler_steps

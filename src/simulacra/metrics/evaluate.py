@@ -437,6 +437,8 @@ def seconds_per_example(
     metric_ = METRICS.get(metric)
     n = max(2, min(probe, len(split)))
     part = Split(split.x[:n], None if split.y is None else split.y[:n])
+    if metric_.requires:
+        model.prepare_likelihood()  # one-time work (an EBM's log Z) is not a cost per example
     started = time.perf_counter()
     if metric_.requires:  # a likelihood: score the examples
         evaluate(model, part, [metric], dataclasses.replace(options, progress=False))

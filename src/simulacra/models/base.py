@@ -238,6 +238,11 @@ class GenerativeModel(nn.Module, abc.ABC):
         """How ``log_prob`` is obtained, for reports (default ``exact``)."""
         return "exact"
 
+    def prepare_likelihood(self) -> None:
+        """Do the one-time work ``log_prob`` needs before its first call (an energy-based model's
+        log Z), so that timing a few calls of ``log_prob`` predicts the cost of many. Default:
+        nothing to do."""
+
     def fast_sample_options(self) -> dict[str, Any]:
         """Options for ``sample`` that draw faithfully but fast, for figures computed right after
         training (a diffusion model's few-step solver); {} when ``sample`` has nothing faster."""

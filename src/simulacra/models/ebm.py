@@ -43,7 +43,14 @@ from torch import Tensor, nn
 from simulacra.data.info import DataInfo
 from simulacra.data.transforms import CenteredRange
 from simulacra.errors import CapabilityError, ConfigError, DataError, TrainingError, positive_int
-from simulacra.models.base import GenerativeModel, GroupSettings, LossOutput, check_batch, check_context, mark_local
+from simulacra.models.base import (
+    GenerativeModel,
+    GroupSettings,
+    LossOutput,
+    check_batch,
+    check_context,
+    mark_local,
+)
 from simulacra.nn.energy import ClassifierEnergy
 from simulacra.objectives.contrastive import EnergyObjective
 from simulacra.objectives.score import score_matching_exact, score_matching_sliced
@@ -217,7 +224,11 @@ class EBM(GenerativeModel):
             )
 
     def negatives(
-        self, n: int, c: Tensor | None = None, data: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        n: int,
+        c: Tensor | None = None,
+        data: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """n negative samples (n, *event) in model space: the ends of ``steps``-step chains of the
         kernel on p_θ, started where ``chains`` says (``data``: the model-space batch, for CD-k);
@@ -306,7 +317,9 @@ class EBM(GenerativeModel):
         if not (math.isclose(s1, f1, rel_tol=1e-9, abs_tol=1e-9) and math.isclose(s2, f2, rel_tol=1e-9)):
             return None  # the weights changed since
         if kind == 1:
-            return LogZEstimate(float(self.log_z), 0.0, f"quadrature, {int(size)} points per axis", 0, 0, math.nan, math.nan)
+            return LogZEstimate(
+                float(self.log_z), 0.0, f"quadrature, {int(size)} points per axis", 0, 0, math.nan, math.nan
+            )
         return LogZEstimate(
             float(self.log_z),
             float(self.log_z_stderr),
@@ -374,6 +387,11 @@ class EBM(GenerativeModel):
             return stored
         generator = torch.Generator(self.device).manual_seed(0)
         return self.estimate_log_z(generator=generator)
+
+    def prepare_likelihood(self) -> None:
+        """Estimate log Z now when the stored value does not belong to the current weights."""
+        if not self.conditional or isinstance(self.net, ClassifierEnergy):  # else log_prob says why not
+            self.partition()
 
     def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """log p(x) in nats (B,), data space: −E(y) − log Z + log|dy/dx|, −inf outside the box.

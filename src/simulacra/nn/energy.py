@@ -34,7 +34,9 @@ class ClassifierEnergy(nn.Module):
         spectral: spectral normalization of every linear and convolutional weight.
     """
 
-    def __init__(self, features: nn.Module, out_features: int, num_classes: int, spectral: bool = False) -> None:
+    def __init__(
+        self, features: nn.Module, out_features: int, num_classes: int, spectral: bool = False
+    ) -> None:
         super().__init__()
         if int(num_classes) < 2:
             raise DataError(f"a classifier energy needs at least 2 classes; found {num_classes}")

@@ -302,7 +302,7 @@ def ais_log_z(
             accept_sum += accepted
             moves += 1
             if target_acceptance is not None:
-                step = getattr(kernel, "step_size") * math.exp(accepted - target_acceptance)
+                step = kernel.step_size * math.exp(accepted - target_acceptance)
                 kernel = dataclasses.replace(kernel, step_size=step)  # type: ignore[type-var]
 
     if bool(torch.isnan(log_w).any() | (log_w == math.inf).any()):
@@ -319,7 +319,7 @@ def ais_log_z(
     ess = float(w.sum() ** 2 / w.square().sum())
     extra = f" × {steps} steps" if steps > 1 else ""
     if target_acceptance is not None:
-        extra += f", step adapted to acceptance {target_acceptance:g} (last {getattr(kernel, 'step_size'):.3g})"
+        extra += f", step adapted to acceptance {target_acceptance:g} (last {kernel.step_size:.3g})"
     method = f"AIS, {len(betas)} distributions, {num_chains} chains, {type(kernel).__name__}{extra}, {schedule} schedule"
     rate = accept_sum / moves if moves else math.nan
     return LogZEstimate(log_z, stderr, method, len(betas), num_chains, ess, rate)
@@ -333,7 +333,9 @@ class _TanhUniform(Distribution):
     support = constraints.real
     has_rsample = False
 
-    def __init__(self, event_shape: Sequence[int], device: torch.device | str | None, dtype: torch.dtype) -> None:
+    def __init__(
+        self, event_shape: Sequence[int], device: torch.device | str | None, dtype: torch.dtype
+    ) -> None:
         self._device, self._dtype = device, dtype
         super().__init__(torch.Size(), torch.Size(event_shape), validate_args=False)
 

@@ -11,15 +11,16 @@ step size and noise scale on images, the correct unadjusted Langevin (noise √(
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 from torch import nn
 
 from simulacra.data.info import DataInfo
+from simulacra.distributions.standard import FittedGaussian
 from simulacra.errors import ConfigError, positive_int
 from simulacra.models.ebm import EBM, TRAIN_DEFAULTS
 from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, IMAGE_DEFAULTS, MODELS
 from simulacra.nn.adversarial import ConvFeatures, Discriminator, MLPFeatures
 from simulacra.nn.energy import ClassifierEnergy
-from simulacra.distributions.standard import FittedGaussian
 from simulacra.objectives.contrastive import NCE, ContrastiveDivergence, EnergyObjective, ScoreMatching
 from simulacra.samplers.mcmc import HMC, MALA, SGLD, Kernel
 
@@ -33,13 +34,17 @@ VECTOR_TRAIN = {**TRAIN_DEFAULTS, "lr": 1e-3, "betas": (0.9, 0.999)}
 def _features(info: DataInfo, hidden: Sequence[int], channels: Sequence[int]) -> tuple[nn.Module, int]:
     """φ with Swish: an MLP for vectors, strided convolutions for images; (module, F)."""
     if info.is_image:
-        conv = ConvFeatures(info.event_shape, [positive_int(c, "each channel count") for c in channels], "silu")
+        conv = ConvFeatures(
+            info.event_shape, [positive_int(c, "each channel count") for c in channels], "silu"
+        )
         return conv, conv.out_features
     mlp = MLPFeatures(info.dim, [positive_int(h, "each hidden size") for h in hidden], "silu")
     return mlp, mlp.out_features
 
 
-def _kernel(name: str, step_size: float, noise_scale: float | None, bounds: tuple[float, float], leapfrog: int) -> Kernel:
+def _kernel(
+    name: str, step_size: float, noise_scale: float | None, bounds: tuple[float, float], leapfrog: int
+) -> Kernel:
     if name == "sgld":
         return SGLD(step_size, noise_scale, bounds=bounds)
     if noise_scale is not None:
@@ -51,7 +56,9 @@ def _kernel(name: str, step_size: float, noise_scale: float | None, bounds: tupl
     raise ConfigError(f"unknown kernel {name!r}; expected one of {', '.join(KERNELS)}")
 
 
-def _objective(info: DataInfo, name: str, alpha: float, sigma: float, projections: int, ratio: int) -> EnergyObjective:
+def _objective(
+    info: DataInfo, name: str, alpha: float, sigma: float, projections: int, ratio: int
+) -> EnergyObjective:
     if name == "cd":
         return ContrastiveDivergence(alpha)
     if name in ("sliced", "exact", "denoising"):
@@ -125,8 +132,8 @@ def ebm(
 @MODELS.register("jem")
 def jem(
     info: DataInfo,
-    step_size: float = 1.0,
-    noise_scale: float | None = 0.01,
+    step_size: float = 0.01,
+    noise_scale: float | None = None,
     steps: int = 20,
     buffer_size: int = 10_000,
     reinit_prob: float = 0.05,
@@ -172,6 +179,8 @@ IMAGE_DEFAULTS["ebm"] = {
     "alpha": 1.0,
     "spectral": True,
 }
+
+IMAGE_DEFAULTS["jem"] = {"step_size": 1.0, "noise_scale": 0.01}  # JEM's SGLD (Grathwohl et al. 2020)
 
 # wider networks where a GPU trains them at a useful rate; the signatures' widths are the 2-core CPU's
 for _name in ("ebm", "jem"):
