@@ -5,26 +5,32 @@ A GAN preset (the DCGAN pair for 28×28 images, unconditional) is trained by ``s
 on the 60,000 MNIST training digits with the preset's declared training defaults (Adam with its
 betas, EMA 0.999, no early stopping) for ``--minutes`` of wall time, calibrated first so the
 planned length fits. Then ``--eval-n`` samples are drawn with the EMA weights and compared with as
-many test digits: FID with the project's feature classifier
-(``benchmarks/results/mnist-classifier.safetensors``, 97.2% test accuracy; the FID between two
-halves of the test set, the floor, is 1.0 at 1,000 each) and MMD² (Gaussian kernel, median
-bandwidth), the same functions as ``benchmarks/mnist_diffusion.py``; and on the same features KID
-(mean ± sd over 100 subsets), precision/recall (k = 3), density/coverage (k = 5) and the KL of
-the samples' class histogram (by the classifier) to the test labels'.
+many test digits: FID with the MNIST feature classifier shipped in the package
+(``simulacra.metrics.fid.shipped_feature_network``, trained by
+``benchmarks/train_feature_network.py``; ``--features FILE`` for another, e.g. the first one,
+``benchmarks/results/mnist-classifier.safetensors``, 97.2% test accuracy) and MMD² (Gaussian
+kernel, median bandwidth), the same functions as ``benchmarks/mnist_diffusion.py``; and on the
+same features KID (mean ± sd over 100 subsets), precision/recall (k = 3), density/coverage
+(k = 5) and the KL of the samples' class histogram (by the classifier) to the test labels'; the
+FID between two sets of test digits (the floor) beside them.
 
     python benchmarks/mnist_gan.py --recipe ns+r1 --minutes 55 --threads 1
     python benchmarks/mnist_gan.py --recipe hinge+sn --minutes 55 --threads 1
     python benchmarks/mnist_gan.py --recipe wgan-gp --minutes 55 --threads 1
     python benchmarks/mnist_gan.py --recipe ns+r1 --evaluate      # score a finished run again
+    python benchmarks/mnist_gan.py --recipe ns+r1 --evaluate --tag old-features \
+        --features benchmarks/results/mnist-classifier.safetensors
 
 Needs ``mnist.npz`` (``--data-dir``, default ../shared/data). Writes
 benchmarks/results/mnist-gan-RECIPE.json, a grid of 100 samples mnist-gan-RECIPE.png and the run
-in runs/bench/mnist-gan-RECIPE/.
+in runs/bench/mnist-gan-RECIPE/; with ``--tag TAG`` the figures go to mnist-gan-RECIPE-TAG.json and
+.png (``--evaluate`` still reads the training record from mnist-gan-RECIPE.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shutil
@@ -57,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     from simulacra.data import load_dataset
     from simulacra.data.datasets import DataConfig
     from simulacra.metrics.features import class_histogram_kl, kid, manifold_metrics
-    from simulacra.metrics.fid import extract_features, fid, load_feature_classifier
+    from simulacra.metrics.fid import (
+        extract_features,
+        fid,
+        load_feature_classifier,
+        shipped_feature_network,
+    )
     from simulacra.metrics.two_sample import mmd
     from simulacra.models.zoo import build_model
     from simulacra.train import TimeBudget, fit
@@ -76,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--evaluate", action="store_true", help="score the finished run of this recipe again")
     parser.add_argument(
+        "--features", type=Path, default=None, help="a saved feature network (default: the shipped one)"
+    )
+    parser.add_argument("--tag", default=None, help="write the figures to mnist-gan-RECIPE-TAG.json/.png")
+    parser.add_argument(
+        "--runs", type=Path, default=HERE.parent / "runs" / "bench", help="folder of the runs"
+    )
+    parser.add_argument(
         "--limit", type=int, default=None, help="train on the first LIMIT digits (smoke tests)"
     )
     args = parser.parse_args(argv)
@@ -86,9 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(
         DataConfig("mnist", data_dir=str(args.data_dir), valid_fraction=0.0, limit=args.limit)
     )
-    net = load_feature_classifier(HERE / "results" / "mnist-classifier.safetensors")
+    if args.features is None:
+        net, shipped = shipped_feature_network("mnist")
+        features = {"network": "shipped: simulacra/metrics/networks/mnist.safetensors", "sha256": shipped["sha256"],
+                    "test_accuracy": shipped["test_accuracy"]}  # fmt: skip
+    else:
+        net = load_feature_classifier(args.features)
+        features = {
+            "network": str(args.features),
+            "sha256": hashlib.sha256(args.features.read_bytes()).hexdigest(),
+        }
     name = f"mnist-gan-{args.recipe}" + (f"-seed{args.seed}" if args.seed else "")
-    run_dir = HERE.parent / "runs" / "bench" / name
+    out_name = name + (f"-{args.tag}" if args.tag else "")
+    run_dir = args.runs / name
 
     if args.evaluate:  # a finished run: its log and its record say how long it trained
         log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -152,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     save_grid(
         samples[:100].clamp(0, 1),
-        HERE / "results" / f"{name}.png",
+        HERE / "results" / f"{out_name}.png",
         10,
         title=f"{args.recipe}: 100 samples (EMA)",
     )
@@ -168,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             "eval_n": args.eval_n,
             "sample_seconds": round(sample_seconds, 2),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()},
+            "features": features,
             "final_metrics": final,
             **({"train_command": trained_by} if trained_by else {}),
         },
-        HERE / "results" / f"{name}.json",
+        HERE / "results" / f"{out_name}.json",
     )
     return 0
 

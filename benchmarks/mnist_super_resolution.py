@@ -14,19 +14,27 @@ its own wall-time budget, with its preset's training defaults:
 Both answer through :func:`simulacra.tasks.inverse.super_resolve`, the function behind
 ``simulacra super-resolve``. On the first ``--n`` test digits: mean L1 and PSNR (dB, per image,
 averaged) against the truth, the consistency |avgpool₄(x̂) − y| with the observation, and FID
-(the project's MNIST feature classifier) of the answers against the true digits, with the FID
-between two sets of test digits of that size as the floor.
+(the MNIST feature classifier shipped in the package, ``shipped_feature_network``; ``--features
+FILE`` for another, e.g. the first one, ``benchmarks/results/mnist-classifier.safetensors``) of
+the answers against the true digits, with the FID between two sets of test digits of that size as
+the floor.
 
     python benchmarks/mnist_super_resolution.py --pix2pix-minutes 15 --diffusion-minutes 35 --threads 1
+    python benchmarks/mnist_super_resolution.py --evaluate --tag v2     # score the trained runs again
 
 Needs ``mnist.npz`` (``--data-dir``, default ../shared/data). Writes
 benchmarks/results/mnist-super-resolution.json and a picture of the first 8 digits (rows:
-observation, nearest, bicubic, pix2pix, diffusion, truth) mnist-super-resolution.png.
+observation, nearest, bicubic, pix2pix, diffusion, truth) mnist-super-resolution.png (with
+``--tag TAG``: mnist-super-resolution-TAG.json and .png); the runs in runs/bench/mnist-sr-*.
+``--evaluate`` scores those runs again without training (their training record is read from
+mnist-super-resolution.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shutil
 import sys
 import time
@@ -79,8 +87,9 @@ def train(spec: dict[str, Any], data: Any, minutes: float, seed: int, name: str,
 def main(argv: list[str] | None = None) -> int:
     from simulacra.data import load_dataset
     from simulacra.data.datasets import DataConfig
-    from simulacra.metrics.fid import fid, load_feature_classifier
+    from simulacra.metrics.fid import fid, load_feature_classifier, shipped_feature_network
     from simulacra.tasks.inverse import super_resolve
+    from simulacra.train.checkpoint import load_model
     from simulacra.viz.grids import save_grid
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -94,13 +103,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limit", type=int, default=None, help="train on the first LIMIT digits (smoke tests)"
     )
+    parser.add_argument("--evaluate", action="store_true", help="score the trained runs again")
+    parser.add_argument(
+        "--features", type=Path, default=None, help="a saved feature network (default: the shipped one)"
+    )
+    parser.add_argument("--tag", default=None, help="write mnist-super-resolution-TAG.json/.png")
+    parser.add_argument(
+        "--runs", type=Path, default=HERE.parent / "runs" / "bench", help="folder of the runs (--evaluate)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     data = load_dataset(
         DataConfig("mnist", data_dir=str(args.data_dir), valid_fraction=0.0, limit=args.limit)
     )
-    net = load_feature_classifier(HERE / "results" / "mnist-classifier.safetensors")
+    if args.features is None:
+        net, shipped = shipped_feature_network("mnist")
+        features = {"network": "shipped: simulacra/metrics/networks/mnist.safetensors", "sha256": shipped["sha256"],
+                    "test_accuracy": shipped["test_accuracy"]}  # fmt: skip
+    else:
+        net = load_feature_classifier(args.features)
+        features = {
+            "network": str(args.features),
+            "sha256": hashlib.sha256(args.features.read_bytes()).hexdigest(),
+        }
+    out_name = "mnist-super-resolution" + (f"-{args.tag}" if args.tag else "")
     truth = data.test.x[: args.n]
     low = F.avg_pool2d(truth, FACTOR)  # (n, 1, 7, 7)
     floor = fid(net, truth, data.test.x[args.n : 2 * args.n])
@@ -110,16 +137,23 @@ def main(argv: list[str] | None = None) -> int:
         "bicubic": F.interpolate(low, scale_factor=FACTOR, mode="bicubic").clamp(0, 1),
     }
     seconds = {"nearest": 0.0, "bicubic": 0.0}
-    models = {
-        "pix2pix": train(
-            {"name": "pix2pix", "task": "super-resolution", "factor": FACTOR},
-            data, args.pix2pix_minutes, args.seed, "mnist-sr-pix2pix",
-        ),
-        "diffusion": train(
-            {"name": "ddpm"}, data, args.diffusion_minutes, args.seed, "mnist-sr-ddpm",
-            lr=2e-4, lr_schedule="cosine", grad_clip=1.0, ema_decay=0.999,
-        ),
-    }  # fmt: skip
+    if args.evaluate:  # the trained runs, their records from the first results
+        previous = json.loads((HERE / "results" / "mnist-super-resolution.json").read_text())["models"]
+        models = {
+            name: (load_model(args.runs / run).eval(), previous[name])
+            for name, run in (("pix2pix", "mnist-sr-pix2pix"), ("diffusion", "mnist-sr-ddpm"))
+        }
+    else:
+        models = {
+            "pix2pix": train(
+                {"name": "pix2pix", "task": "super-resolution", "factor": FACTOR},
+                data, args.pix2pix_minutes, args.seed, "mnist-sr-pix2pix",
+            ),
+            "diffusion": train(
+                {"name": "ddpm"}, data, args.diffusion_minutes, args.seed, "mnist-sr-ddpm",
+                lr=2e-4, lr_schedule="cosine", grad_clip=1.0, ema_decay=0.999,
+            ),
+        }  # fmt: skip
     options = {"pix2pix": {}, "diffusion": {"steps": args.diffusion_steps}}
     for name, (model, _) in models.items():
         g = torch.Generator().manual_seed(args.seed)
@@ -146,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     grid = torch.stack([a[:8] for a in answers.values()] + [truth[:8]])  # (5 rows, 8, 1, 28, 28)
     save_grid(
-        grid.reshape(-1, *truth.shape[1:]).clamp(0, 1), HERE / "results" / "mnist-super-resolution.png", 8,
+        grid.reshape(-1, *truth.shape[1:]).clamp(0, 1), HERE / "results" / f"{out_name}.png", 8,
         title="x4: nearest | bicubic | pix2pix | diffusion | truth (rows)",
     )  # fmt: skip
     write_record(
@@ -157,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             "models": {name: record for name, (_, record) in models.items()},
             "diffusion_steps": args.diffusion_steps,
             "results": table,
+            "features": features,
         },
-        HERE / "results" / "mnist-super-resolution.json",
+        HERE / "results" / f"{out_name}.json",
     )
     return 0
 

@@ -13,7 +13,9 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from simulacra.cli import main
 from simulacra.report import compare as compare_module
@@ -103,3 +105,25 @@ def test_bad_comparisons_are_one_error_line_and_write_nothing(
     with pytest.raises(SystemExit) as no_run:  # argparse's usage error
         main(["compare"])
     assert no_run.value.code == 2
+
+
+def test_mnist_shaped_runs_get_the_image_metrics_of_the_shipped_network(tmp_path: Path) -> None:
+    """On 1×28×28 grey images and without --features, the table has FID, KID and
+    precision/recall on the shipped MNIST network, its floor too, and each figure names it;
+    classes are left out where the data's 2 classes are not the network's 10."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    for label in ("a", "b"):
+        (images / label).mkdir(parents=True)
+        for i in range(100):
+            Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8)).save(images / label / f"{i}.png")
+    run = tmp_path / "gan"
+    settings = ["--set", "model.channels=[4,8]", "--set", "model.latent_dim=4"]
+    assert main(["train", "gan", "--data", str(images), "--out", str(run), *FAST, *settings]) == 0
+    out = tmp_path / "table.json"
+    assert main(["compare", str(run), "--samples", "10", "--limit", "10", "-o", str(out)]) == 0
+    gan, floor = json.loads(out.read_text())
+    assert {"fid", "kid", "precision", "recall"} <= set(gan["figures"]) and "class_kl" not in gan["figures"]
+    for row in (gan, floor):
+        assert "features: simulacra MNIST classifier (" in row["figures"]["fid"]["estimator"]
+        assert "shipped)" in row["figures"]["kid"]["estimator"]

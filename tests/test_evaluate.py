@@ -13,10 +13,10 @@ import torch
 from simulacra.cli import main
 from simulacra.config import DataConfig, TrainConfig
 from simulacra.data import load_dataset
-from simulacra.data.info import Split
-from simulacra.errors import CapabilityError, ConfigError, UnknownNameError
+from simulacra.data.info import DataInfo, Split
+from simulacra.errors import CapabilityError, ConfigError, DataError, UnknownNameError
 from simulacra.metrics.evaluate import METRICS, EvalOptions, available_metrics, evaluate
-from simulacra.metrics.fid import save_feature_classifier, train_feature_classifier
+from simulacra.metrics.fid import save_feature_classifier, shipped_feature_network, train_feature_classifier
 from simulacra.metrics.likelihood import evaluate_nll
 from simulacra.models.zoo import build_model
 from simulacra.report import plan_evaluation, report_pictures, write_run_report
@@ -217,3 +217,52 @@ def test_the_sample_metrics_of_one_call_share_one_draw(digits, monkeypatch: pyte
     assert len(draws) == 1
     alone = evaluate(model, _split(digits, 40), ["fid"], options)
     assert together["fid"].value == alone["fid"].value and len(draws) == 2
+
+
+def _mnist_shaped(classes: int = 10, n: int = 24, shape: tuple[int, ...] = (1, 28, 28)):  # type: ignore[no-untyped-def]
+    """A small model of 1×28×28 grey images (untrained: the metrics only read its samples) and
+    a held-out split of such images, without the MNIST files."""
+    info = DataInfo(shape, "unit", num_classes=classes, levels=256)
+    torch.manual_seed(0)
+    model = build_model({"name": "vae", "latent_dim": 2, "hidden": [8]}, info)
+    g = torch.Generator().manual_seed(0)
+    return model, Split(torch.rand(n, *shape, generator=g), torch.arange(n) % classes)
+
+
+def test_mnist_shaped_images_take_the_shipped_network_and_say_so() -> None:
+    model, split = _mnist_shaped()
+    out = evaluate(model, split, ["fid", "kid", "prdc", "classes"], max_samples=20)
+    shipped_label = "features: simulacra MNIST classifier ("
+    for name in ("fid", "kid", "precision", "coverage"):
+        assert shipped_label in out[name].estimator and "test accuracy, shipped)" in out[name].estimator
+    assert "classes by: simulacra MNIST classifier" in out["class_kl"].estimator
+    net, _ = shipped_feature_network()
+    given = evaluate(model, split, ["fid"], max_samples=20, features=net)
+    assert given["fid"].value == out["fid"].value and "given feature network" in given["fid"].estimator
+    # 28×28 grey images of 3 classes: the features serve, the classes do not
+    three, split3 = _mnist_shaped(classes=3)
+    assert "shipped" in evaluate(three, split3, ["fid"], max_samples=20)["fid"].estimator
+    with pytest.raises(ConfigError, match="tells 10 classes, these data have 3"):
+        evaluate(three, split3, ["classes"], max_samples=20)
+
+
+def test_other_images_need_a_network_of_their_own(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Images the shipped network does not read (8×8 digits, colour) get the error naming
+    --features and `simulacra features train`; a saved network of another image size is refused."""
+    vae = build_model({"name": "vae", "latent_dim": 2, "hidden": [8]}, digits.info)
+    for metric in ("fid", "kid", "prdc", "classes"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"{metric} needs a feature network: give --features FILE.*features train.*these are 1×8×8",
+        ):
+            evaluate(vae, _split(digits, 20), [metric], max_samples=10)
+    colour, split = _mnist_shaped(shape=(3, 28, 28))
+    with pytest.raises(ConfigError, match="these are 3×28×28"):
+        evaluate(colour, split, ["fid"], max_samples=10)
+    small = train_feature_classifier(digits.train.x, digits.train.y, epochs=1, width=4)
+    path = save_feature_classifier(small, tmp_path / "digits.safetensors")
+    model, split = _mnist_shaped()
+    with pytest.raises(
+        DataError, match=r"digits.safetensors reads images of shape \(1, 8, 8\); vae makes \(1, 28, 28\)"
+    ):
+        evaluate(model, split, ["fid"], max_samples=10, features=path)

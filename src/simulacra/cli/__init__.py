@@ -199,7 +199,10 @@ def _parser() -> argparse.ArgumentParser:
         help="samples drawn for mmd and fid (at most the split's size)",
     )
     p.add_argument(
-        "--features", default=None, help="fid: a feature network saved by simulacra (.safetensors)"
+        "--features",
+        default=None,
+        help="fid, kid, prdc, classes: a feature network saved by simulacra (.safetensors; default "
+        "for 1x28x28 grey images: the shipped MNIST classifier)",
     )
     p.add_argument(
         "--split", choices=["test", "valid", "train"], default="test", help="held-out split (default test)"

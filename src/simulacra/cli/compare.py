@@ -30,9 +30,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--metric",
         action="append",
-        help="a registered metric, repeatable (default: nll, mmd, and fid, kid, prdc, classes with --features)",
+        help="a registered metric, repeatable (default: nll, mmd, and fid, kid, prdc, classes with "
+        "--features or on 1x28x28 grey images, which the shipped MNIST network reads)",
     )
-    p.add_argument("--features", default=None, help="a feature network (.safetensors) for the image metrics")
+    p.add_argument(
+        "--features",
+        default=None,
+        help="a feature network (.safetensors) for the image metrics (default for 1x28x28 grey "
+        "images: the shipped MNIST classifier)",
+    )
     p.add_argument("--samples", type=integer, default=500, help="samples per run for the sample metrics")
     p.add_argument("--limit", type=integer, default=500, help="held-out examples (the first N of the split)")
     p.add_argument("--k", type=integer, default=100, help="importance samples per example (VAE family)")
@@ -84,7 +90,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         half = len(held_out) // 2
         rest = Split(held_out.x[:half])
         held_out = Split(held_out.x[half : 2 * half])
-    floor = floor_row(held_out, rest, chosen, options)
+    floor = floor_row(held_out, rest, chosen, options, model.info)
     if floor is not None:
         rows.append(floor)
     header, cells = table(rows)  # shown with a column per run (a figure per line fits a terminal)

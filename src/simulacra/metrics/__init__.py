@@ -1,6 +1,6 @@
 """Evaluation: likelihoods (exact, bounds, importance sampling), two-sample statistics, FID."""
 
-from simulacra.metrics.fid import fid, frechet_distance
+from simulacra.metrics.fid import fid, frechet_distance, shipped_feature_network
 from simulacra.metrics.likelihood import (
     Estimate,
     bits_per_dim,
@@ -20,4 +20,5 @@ __all__ = [
     "importance_sampled_log_likelihood",
     "mmd",
     "mmd_permutation_test",
+    "shipped_feature_network",
 ]

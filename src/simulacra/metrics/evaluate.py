@@ -12,12 +12,15 @@ and the figures written after training call :func:`evaluate`; so can any script.
 Registered: ``nll`` (the best likelihood estimate the model affords, with bits/dim; see
 :func:`~simulacra.metrics.likelihood.evaluate_nll`), ``mmd`` (MMD² between samples and held-out
 data, with a permutation-test p-value), ``fid`` (Fréchet distance of a feature network's features,
-for images; the network is given in :class:`EvalOptions`).
+for images; the network is given in :class:`EvalOptions`, or for 1×28×28 grey images it is the
+one shipped in the package), and on the same features ``kid``, ``prdc`` and ``classes``; every
+estimate of these names the features it used.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +40,7 @@ from simulacra.metrics.fid import (
     frechet_distance,
     gaussian_fit,
     load_feature_classifier,
+    shipped_feature_network,
 )
 from simulacra.metrics.likelihood import Estimate, evaluate_nll
 from simulacra.metrics.two_sample import mmd, mmd_permutation_test
@@ -60,8 +64,10 @@ class EvalOptions:
         max_samples: samples drawn for sample metrics (``mmd``, ``fid``), at most the split's size.
         seed: seeds every random choice (importance samples, samples, permutations).
         progress: show progress bars.
-        features: the feature network of ``fid`` (a :class:`FeatureClassifier` or the path of one
-            saved with :func:`~simulacra.metrics.fid.save_feature_classifier`).
+        features: the feature network of ``fid``, ``kid``, ``prdc`` and ``classes`` (a
+            :class:`FeatureClassifier` or the path of one saved with
+            :func:`~simulacra.metrics.fid.save_feature_classifier`); None: the shipped MNIST
+            network for the images it reads (:func:`feature_network`), else an error.
         sample_options: options given to ``model.sample`` (e.g. a diffusion model's sampler).
         batch_size: examples per likelihood call (None: a tenth of the examples, see
             :func:`~simulacra.metrics.likelihood.default_batch_size`).
@@ -292,16 +298,77 @@ def _mmd(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str
     return mmd_estimates(samples, reference[:n].cpu(), options.seed)
 
 
-def _feature_network(options: EvalOptions) -> tuple[FeatureClassifier, str]:
+SHIPPED_IMAGE_SHAPE = (1, 28, 28)
+"""The images the shipped MNIST feature network reads (grey, values in [0, 1])."""
+
+
+def shipped_network_applies(info: DataInfo, classes: bool = False) -> bool:
+    """Whether the image metrics of data described by ``info`` take the shipped MNIST feature
+    network (:func:`~simulacra.metrics.fid.shipped_feature_network`) when none is given: 1×28×28
+    grey images with values in [0, 1] (not standardized), and 10 classes when ``classes``."""
+    return (
+        tuple(info.event_shape) == SHIPPED_IMAGE_SHAPE
+        and info.support in ("unit", "binary")
+        and info.standardization is None
+        and (not classes or info.num_classes == 10)
+    )
+
+
+def _described(path: Path) -> str:
+    """``FILE.safetensors`` and, where ``FILE.json`` beside it (``simulacra features train``) has
+    it, the network's held-out accuracy."""
+    try:
+        record = json.loads(path.with_suffix(".json").read_text())
+        scored = float(record.get("test_accuracy", record.get("held_out_accuracy")))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return path.name
+    return f"{path.name} ({100 * scored:.1f}% held-out accuracy)" if math.isfinite(scored) else path.name
+
+
+def feature_network(
+    options: EvalOptions, info: DataInfo, metric: str = "fid", classes: bool = False
+) -> tuple[FeatureClassifier, str]:
+    """The feature network of an image ``metric`` and the words naming it in the estimates: the
+    one in ``options.features`` (an object or a saved file), else, for data the shipped MNIST
+    network reads (:func:`shipped_network_applies`; ``classes``: the metric needs the data's
+    classes), that network, "simulacra MNIST classifier (99.4% test accuracy, shipped)".
+
+    Raises:
+        ConfigError: no network given, and the data are not what the shipped network reads.
+    """
     features = options.features
-    if features is None:
-        raise ConfigError(
-            "fid needs a feature network: give --features FILE (a classifier saved by "
-            "simulacra.metrics.fid.save_feature_classifier, e.g. benchmarks/results/mnist-classifier.safetensors)"
-        )
     if isinstance(features, FeatureClassifier):
         return features, "given feature network"
-    return load_feature_classifier(features), Path(features).name
+    if features is not None:
+        return load_feature_classifier(features), _described(Path(features))
+    if shipped_network_applies(info, classes):
+        net, record = shipped_feature_network("mnist")
+        return net, f"{record['name']} ({100 * record['test_accuracy']:.1f}% test accuracy, shipped)"
+    shape = "×".join(str(s) for s in info.event_shape)
+    why = (
+        f"the shipped MNIST network tells 10 classes, these data have {info.num_classes}"
+        if shipped_network_applies(info)
+        else f"the shipped MNIST network reads 1×28×28 grey images in [0, 1], these are {shape}"
+        + (" standardized" if info.standardization is not None else "")
+    )
+    raise ConfigError(
+        f"{metric} needs a feature network: give --features FILE (a classifier saved by "
+        "simulacra.metrics.fid.save_feature_classifier), or train one with "
+        f"`simulacra features train --data NAME|PATH -o FILE.safetensors` ({why})"
+    )
+
+
+def check_image_shape(net: FeatureClassifier, label: str, shape: tuple[int, ...], maker: str) -> None:
+    """Raise :class:`DataError` unless images of ``shape`` (C, H, W), made by ``maker``, are what
+    ``net`` reads: its channels, and its training images' shape where its file records it."""
+    trained_on = net.config.get("image_shape")
+    if shape[0] != net.config["in_channels"] or (trained_on is not None and tuple(trained_on) != shape):
+        wanted = (
+            f"images of shape {tuple(trained_on)}"
+            if trained_on is not None
+            else f"images of {net.config['in_channels']} channel(s)"
+        )
+        raise DataError(f"the feature network {label} reads {wanted}; {maker} makes {shape}")
 
 
 def _image_features(
@@ -312,15 +379,11 @@ def _image_features(
         raise CapabilityError(
             f"{metric} compares image features; {model.preset_name} models examples of shape {model.info.event_shape}"
         )
-    net, label = _feature_network(options)
+    net, label = feature_network(options, model.info, metric)
     split, reference = compared_split(model, split)
     n = _sample_count(split, options)
     samples = draw_samples(model, split, n, options)
-    if samples.shape[1] != net.config["in_channels"]:
-        raise DataError(
-            f"the feature network {label} reads images of {net.config['in_channels']} channel(s); "
-            f"{model.preset_name} makes {samples.shape[1]}"
-        )
+    check_image_shape(net, label, tuple(samples.shape[1:]), model.preset_name)
     features = extract_features(net, samples), extract_features(net, reference[:n].cpu())
     if not all(bool(torch.isfinite(f).all()) for f in features):
         raise DataError(f"{metric} needs finite images; found NaN or inf")
@@ -335,7 +398,7 @@ def _image_features(
 def _fid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
     fake, real, label, n = _image_features(model, split, options, "fid")
     value = frechet_distance(*gaussian_fit(fake), *gaussian_fit(real))
-    return {"fid": Estimate(value, math.nan, f"FID ({label} features, {n} samples vs {n} images)", "", n)}
+    return {"fid": Estimate(value, math.nan, f"FID ({n} samples vs {n} images; features: {label})", "", n)}
 
 
 @register(
@@ -349,7 +412,9 @@ def _kid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str
     mean, sd = kid(
         real, fake, subsets=100, subset_size=m, generator=torch.Generator().manual_seed(options.seed)
     )
-    estimator = f"KID ({label} features, 100 subsets of {m} from {n} samples and {n} images; ± is the sd over subsets)"
+    estimator = (
+        f"KID (100 subsets of {m} from {n} samples and {n} images, ± the sd over subsets; features: {label})"
+    )
     return {"kid": Estimate(mean, sd, estimator, "", n)}
 
 
@@ -361,7 +426,7 @@ def _kid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str
 def _prdc(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
     fake, real, label, n = _image_features(model, split, options, "prdc")
     found = manifold_metrics(real, fake)
-    where = f"{label} features, {n} samples vs {n} images"
+    where = f"{n} samples vs {n} images; features: {label}"
     return {
         "precision": Estimate(found.precision, math.nan, f"precision, k = 3 ({where})", "share", n),
         "recall": Estimate(found.recall, math.nan, f"recall, k = 3 ({where})", "share", n),
@@ -378,7 +443,7 @@ def _prdc(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[st
 def _classes(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
     if split.y is None or model.info.num_classes is None:
         raise CapabilityError("classes compares class histograms; these data have no labels")
-    net, label = _feature_network(options)
+    net, label = feature_network(options, model.info, "classes", classes=True)
     k = int(model.info.num_classes)
     if net.config["num_classes"] != k:
         raise DataError(
@@ -387,10 +452,13 @@ def _classes(model: GenerativeModel, split: Split, options: EvalOptions) -> dict
     samples_split, _ = compared_split(model, split)
     n = _sample_count(samples_split, options)
     samples = draw_samples(model, samples_split, n, options)
+    check_image_shape(net, label, tuple(samples.shape[1:]), model.preset_name)
+    net.eval()
+    device = next(net.parameters()).device
     with torch.no_grad():
-        predicted = torch.cat([net(b.float()).argmax(1) for b in samples.split(500)])
+        predicted = torch.cat([net(b.to(device).float()).argmax(1).cpu() for b in samples.split(500)])
     kl, reached, _ = class_histogram_kl(predicted, split.y, k)
-    where = f"{n} samples classified by {label}, against {len(split.y)} held-out labels"
+    where = f"{n} samples against {len(split.y)} held-out labels; classes by: {label}"
     return {
         "class_kl": Estimate(kl, math.nan, f"KL(sample classes ‖ data classes) ({where})", "nats", n),
         "classes_reached": Estimate(

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from simulacra.data.info import Split
+from simulacra.data.info import DataInfo, Split
 from simulacra.errors import ConfigError, DataError
 from simulacra.metrics.evaluate import (
     METRICS,
@@ -34,7 +34,9 @@ from simulacra.metrics.evaluate import (
     draw_samples,
     estimates_as_dicts,
     evaluate,
+    feature_network,
     mmd_estimates,
+    shipped_network_applies,
 )
 from simulacra.models.base import GenerativeModel
 
@@ -50,10 +52,19 @@ def data_identity(data_config: dict[str, Any]) -> dict[str, Any]:
     return {key: data_config.get(key) for key in DATA_KEYS}
 
 
-def default_metrics(model: GenerativeModel, images_features: bool) -> list[str]:
-    """nll (where there is a likelihood), mmd, and with a feature network for images fid, kid,
-    prdc and (for labelled data) classes."""
-    wanted = ["nll", "mmd"] + (["fid", "kid", "prdc", "classes"] if images_features else [])
+IMAGE_METRICS = ("fid", "kid", "prdc", "classes")
+
+
+def default_metrics(model: GenerativeModel, options: EvalOptions) -> list[str]:
+    """nll (where there is a likelihood), mmd, and for images with a feature network (given in
+    ``options``, or the shipped one for the images it reads) fid, kid, prdc and, for labelled
+    data whose classes the network tells, classes."""
+    info = model.info
+    wanted = ["nll", "mmd"]
+    if info.is_image and (options.features is not None or shipped_network_applies(info)):
+        wanted += ["fid", "kid", "prdc"]
+        if info.num_classes and (options.features is not None or shipped_network_applies(info, classes=True)):
+            wanted.append("classes")
     return [m for m in wanted if m in METRICS]
 
 
@@ -75,10 +86,14 @@ class Row:
 
 def _cache_key(metrics: Sequence[str], options: EvalOptions, limit: int, weights: Any) -> str:
     features = options.features
-    feature_id = None
+    feature_id: Any = None
     if isinstance(features, str | Path) and Path(features).is_file():
         stat = Path(features).stat()
         feature_id = [str(Path(features).resolve()), stat.st_size, stat.st_mtime_ns]
+    elif features is None and any(m in IMAGE_METRICS for m in metrics):  # the shipped network's
+        from simulacra.metrics.fid import shipped_feature_network
+
+        feature_id = ["shipped:mnist", shipped_feature_network("mnist")[1].get("sha256")]
     stat = Path(weights.path).stat()
     return json.dumps(
         {
@@ -132,8 +147,7 @@ def score_run(
         record = json.loads((run / "metrics.json").read_text())
     except (OSError, ValueError):
         pass
-    images_features = model.info.is_image and options.features is not None
-    chosen = list(metrics) if metrics else default_metrics(model, images_features)
+    chosen = list(metrics) if metrics else default_metrics(model, options)
     key = _cache_key(chosen, options, len(held_out), weights)
     cache = _read_cache(run)
     row = Row(
@@ -164,10 +178,18 @@ def score_run(
     return row
 
 
-def floor_row(held_out: Split, other: Split, metrics: Sequence[str], options: EvalOptions) -> Row | None:
+def floor_row(
+    held_out: Split,
+    other: Split,
+    metrics: Sequence[str],
+    options: EvalOptions,
+    info: DataInfo | None = None,
+) -> Row | None:
     """The figures of held-out data against other held-out data of the same size (the
     data-vs-data floor of each sample metric: what a perfect model would score at this sample
-    size), for the sample metrics among ``metrics``; None when there is too little data."""
+    size), for the sample metrics among ``metrics``; None when there is too little data. The
+    image metrics' floor needs a feature network: ``options.features``, or with the data's
+    ``info`` the shipped one for the images it reads."""
     n = min(len(held_out), len(other), options.max_samples)
     if n < 2:
         return None
@@ -177,22 +199,14 @@ def floor_row(held_out: Split, other: Split, metrics: Sequence[str], options: Ev
     if "mmd" in metrics:
         figures.update(estimates_as_dicts(mmd_estimates(a, b, options.seed)))
     image_metrics = [m for m in ("fid", "kid", "prdc") if m in metrics]
-    if image_metrics and options.features is not None and a.dim() == 4:
+    has_network = options.features is not None or (info is not None and shipped_network_applies(info))
+    if image_metrics and has_network and a.dim() == 4:
         from simulacra.metrics.features import kid, manifold_metrics
-        from simulacra.metrics.fid import (
-            extract_features,
-            frechet_distance,
-            gaussian_fit,
-            load_feature_classifier,
-        )
+        from simulacra.metrics.fid import extract_features, frechet_distance, gaussian_fit
 
-        net = (
-            load_feature_classifier(options.features)
-            if not hasattr(options.features, "features")
-            else options.features
-        )
-        fa, fb = extract_features(net, a), extract_features(net, b)  # type: ignore[arg-type]
-        where = f"{n} held-out images against {n} others"
+        net, label = feature_network(options, info or DataInfo(tuple(a.shape[1:]), "real"), image_metrics[0])
+        fa, fb = extract_features(net, a), extract_features(net, b)
+        where = f"{n} held-out images against {n} others; features: {label}"
         if "fid" in metrics:
             figures["fid"] = {"value": frechet_distance(*gaussian_fit(fa), *gaussian_fit(fb)), "stderr": None,
                               "estimator": f"FID floor ({where})", "unit": "", "n": n}  # fmt: skip
