@@ -127,3 +127,17 @@ def test_mnist_shaped_runs_get_the_image_metrics_of_the_shipped_network(tmp_path
     for row in (gan, floor):
         assert "features: simulacra MNIST classifier (" in row["figures"]["fid"]["estimator"]
         assert "shipped)" in row["figures"]["kid"]["estimator"]
+
+
+def test_the_report_carries_the_compare_table(runs: dict[str, Path], tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    argv = ["report", str(runs["vae"]), str(runs["gan"]), "-o", str(page), "--compare", *SMALL[:4]]
+    assert main(argv) == 0
+    text = page.read_text()
+    assert '<table class="compare">' in text and "held-out data (floor)" in text
+    assert (runs["gan"] / "compare.json").is_file()  # scored once, cached like `compare`
+    bad = tmp_path / "bad.html"
+    assert (
+        main(["report", str(runs["vae"]), str(runs["moons"]), "-o", str(bad), "--compare", *SMALL[:4]]) == 2
+    )
+    assert not bad.exists()  # runs on different data: refused before anything is written

@@ -54,38 +54,50 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
+def compare_rows(
+    runs: list[str],
+    *,
+    metrics: list[str] | None = None,
+    features: str | None = None,
+    samples: int = 500,
+    limit: int = 500,
+    k: int = 100,
+    seed: int = 0,
+    weights: str | None = None,
+    use_cache: bool = True,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    say: Any = print,
+) -> tuple[list[Any], int]:
+    """The ``compare`` table's rows for ``runs`` (each run's row, cached in RUN/compare.json, then
+    the data-vs-data floor) and the number of held-out examples they were scored on. Checks every
+    argument before any work; runs on different data are refused."""
     from simulacra.data.info import Split
     from simulacra.metrics.evaluate import EvalOptions
-    from simulacra.report.compare import check_same_data, floor_row, render, score_run, table
-    from simulacra.train.checkpoint import atomic_write_bytes, load_run_config
+    from simulacra.report.compare import check_same_data, floor_row, score_run
+    from simulacra.train.checkpoint import load_run_config
 
-    _at_least(args.samples, 2, "--samples")
-    _at_least(args.limit, 1, "--limit")
-    _at_least(args.k, 1, "--k")
-    out = None if args.output is None else output_file(args.output, tuple(FORMATS))
-    distinct_runs(args.runs)
-    if args.features is not None:
+    _at_least(samples, 2, "--samples")
+    _at_least(limit, 1, "--limit")
+    _at_least(k, 1, "--k")
+    distinct_runs(runs)
+    if features is not None:
         from simulacra.metrics.fid import load_feature_classifier
 
-        load_feature_classifier(args.features)  # a missing or corrupt file fails before any work
-    configs = {run: load_run_config(run)["run"].get("data", {}) for run in args.runs}
+        load_feature_classifier(features)  # a missing or corrupt file fails before any work
+    configs = {run: load_run_config(run)["run"].get("data", {}) for run in runs}
     check_same_data(configs)
-    _, part = _held_out(args.runs[0], None, args.data_dir, 2 * args.limit)  # scored, then the floor's
-    held_out = Split(part.x[: args.limit], None if part.y is None else part.y[: args.limit])
-    rest = Split(part.x[args.limit :], None if part.y is None else part.y[args.limit :])
-    options = EvalOptions(
-        num_samples=args.k, max_samples=args.samples, seed=args.seed, features=args.features
-    )
-    console = _console()
+    _, part = _held_out(runs[0], None, data_dir, 2 * limit)  # scored, then the floor's
+    held_out = Split(part.x[:limit], None if part.y is None else part.y[:limit])
+    rest = Split(part.x[limit:], None if part.y is None else part.y[limit:])
+    options = EvalOptions(num_samples=k, max_samples=samples, seed=seed, features=features)
     rows = []
-    for run in args.runs:
-        model, weights = _load_run(run, args.device, args.weights)
-        rows.append(score_run(Path(run), model, held_out, weights, args.metric, options,
-                              use_cache=not args.no_cache, say=console.print))  # fmt: skip
-    chosen = args.metric or sorted({name for row in rows for name in row.figures})
+    for run in runs:
+        model, loaded = _load_run(run, device, weights)
+        rows.append(
+            score_run(Path(run), model, held_out, loaded, metrics, options, use_cache=use_cache, say=say)
+        )
+    chosen = metrics or sorted({name for row in rows for name in row.figures})
     if len(rest) < 2:  # a small split: its two halves instead
         half = len(held_out) // 2
         rest = Split(held_out.x[:half])
@@ -93,8 +105,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
     floor = floor_row(held_out, rest, chosen, options, model.info)
     if floor is not None:
         rows.append(floor)
+    return rows, len(held_out)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from simulacra.report.compare import render, table
+    from simulacra.train.checkpoint import atomic_write_bytes
+
+    out = None if args.output is None else output_file(args.output, tuple(FORMATS))
+    console = _console()
+    rows, n_held_out = compare_rows(
+        args.runs,
+        metrics=args.metric,
+        features=args.features,
+        samples=args.samples,
+        limit=args.limit,
+        k=args.k,
+        seed=args.seed,
+        weights=args.weights,
+        use_cache=not args.no_cache,
+        data_dir=args.data_dir,
+        device=args.device,
+        say=console.print,
+    )
     header, cells = table(rows)  # shown with a column per run (a figure per line fits a terminal)
-    shown = Table(title=f"{len(rows)} runs on {len(held_out)} held-out examples, {args.samples} samples each")
+    shown = Table(title=f"{len(rows)} runs on {n_held_out} held-out examples, {args.samples} samples each")
     shown.add_column(header[0], style="bold")
     for line in cells:
         shown.add_column(line[0])
@@ -108,4 +145,4 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "cmd_compare"]
+__all__ = ["add_parser", "cmd_compare", "compare_rows"]

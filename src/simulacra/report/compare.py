@@ -15,6 +15,7 @@ is instant and a retrained run is scored again.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -290,7 +291,8 @@ def table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
 
 
 def render(rows: Sequence[Row], fmt: str) -> str:
-    """The table as ``md`` (Markdown), ``csv`` or ``json`` (every figure with its estimator)."""
+    """The table as ``md`` (Markdown), ``csv``, ``html`` (a ``<table>`` for the report) or
+    ``json`` (every figure with its estimator)."""
     if fmt == "json":
         return json.dumps([row.__dict__ for row in rows], indent=2) + "\n"
     header, cells = table(rows)
@@ -300,11 +302,16 @@ def render(rows: Sequence[Row], fmt: str) -> str:
         writer.writerow(header)
         writer.writerows(cells)
         return out.getvalue()
+    if fmt == "html":
+        esc = html.escape
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in line) + "</tr>" for line in cells)
+        return f'<table class="compare"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells]
         return "\n".join(lines) + "\n"
-    raise ConfigError(f"unknown table format {fmt!r}; expected md, csv or json")
+    raise ConfigError(f"unknown table format {fmt!r}; expected md, csv, html or json")
 
 
 __all__ = [

@@ -66,12 +66,12 @@ pre { background: #f8f8f8; padding: .6em; overflow-x: auto; font-size: .8em; }
 <tr><td>{{ figure }}</td>{% for run in runs %}<td>{{ run.cell(figure)|safe }}</td>{% endfor %}</tr>
 {% endfor %}
 </table>
-{% if compare_table %}<h3>simulacra compare</h3>{{ compare_table|safe }}{% endif %}
 <div>
 {% for run in runs %}{% if run.samples %}<figure><img src="{{ run.samples }}" alt="samples of {{ run.name }}">
 <figcaption>{{ run.name }}: samples</figcaption></figure>{% endif %}{% endfor %}
 </div>
 {% endif %}
+{% if compare_table %}<h2>simulacra compare</h2>{{ compare_table|safe }}{% endif %}
 {% for run in runs %}
 <h2 id="{{ run.anchor }}">{{ run.name }}: {{ run.model }} on {{ run.data }}</h2>
 <table>
