@@ -83,7 +83,10 @@ def main() -> int:
     model = load_model(args.run)
     with torch.no_grad():
         log_p = torch.cat(
-            [model.log_prob(torch.from_numpy(part).float()) for part in np.array_split(x, max(1, n // 1000))]
+            [
+                model.log_prob(torch.from_numpy(part).float().reshape(len(part), *model.info.event_shape))
+                for part in np.array_split(x, max(1, n // 1000))
+            ]
         )
     nll_nats = float(-log_p.mean())
     nll_bpd = nll_nats / (d * math.log(2))
