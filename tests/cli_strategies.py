@@ -545,15 +545,18 @@ def _output_arg(draw: st.DrawFn, b: _Builder, run: str) -> str:
 @st.composite
 def run_verb_cases(draw: st.DrawFn) -> Case:
     """``sample``, ``evaluate``, ``interpolate``, ``inpaint``, ``super-resolve``, ``denoise``,
-    ``colorize``, ``translate`` on a (perhaps damaged) run; ``compare`` and ``report`` on one or two."""
+    ``colorize``, ``translate``, ``compress``, ``decompress`` on a (perhaps damaged) run; ``compare``
+    and ``report`` on one or two."""
     b = _Builder()
-    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize", "translate", "compare", "report"]))  # fmt: skip
+    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize", "translate", "compare", "report", "compress", "decompress"]))  # fmt: skip
     fits = {
         "sample": TEMPLATES,
         "evaluate": TEMPLATES,
         "interpolate": ("vae", "partial"),
         "inpaint": ("ddpm", "made"),
         "translate": TEMPLATES,
+        "compress": ("text", "made"),
+        "decompress": ("text", "made"),
     }
     run = _run_arg(draw, b, fits.get(verb, ("ddpm",)))
     if verb in ("compare", "report"):  # one or two runs (a second on other data, or the same one twice)
@@ -576,6 +579,30 @@ def run_verb_cases(draw: st.DrawFn) -> Case:
             table["--title"] = ["a title", "", "<b>x</b>"]
             safe = []
         return b.case([verb, *runs, *safe, *_options(draw, table, b)])
+    if verb == "compress":  # --data and -o are required: usually given
+        required = ["--data", _data_arg(draw, b)] if not _one_in(draw, 8) else []
+        required += [
+            "-o",
+            _pool(["c.sim", "c", "c.npy", "afile/c.sim", "out-dir/", f"{CASE}/c.sim"])(draw, b),
+        ]
+        table = {
+            "--split": ["test", "valid", "train", "x"],
+            "--limit": ["1", "2", "0", "-1", "x", HUGE],
+            "--batch-size": ["1", "3", "0", "x", HUGE],
+            "--weights": ["ema", "raw", "x"],
+            "--data-dir": lambda draw, b: _folder_arg(draw, b),
+            "--threads": ["1", "0", "x"],
+        }
+        if "afile/c.sim" in required:
+            b.files["afile"] = b"x"
+        return b.case([verb, run, *required, *_options(draw, table, b)])
+    if verb == "decompress":
+        source = _file_arg(draw, b, suffixes=(".sim",))
+        out = _pool(["d.npy", "d", "d.sim", "afile/d.npy", f"{CASE}/d.npy", source])(draw, b)
+        if out == "afile/d.npy":
+            b.files["afile"] = b"x"
+        table = {"--weights": ["ema", "raw", "x"], "--threads": ["1", "0", "x"]}
+        return b.case([verb, run, source, "-o", out, *_options(draw, table, b)])
     common: dict[str, Any] = {"--weights": ["ema", "raw", "x"], "--seed": SEEDS}
     if verb == "sample":
         safe = ["-n", "4"]
@@ -731,7 +758,7 @@ def download_cases(draw: st.DrawFn) -> Case:
 
 TOKENS = [
     "train", "sample", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize",
-    "translate", "compare", "report", "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
+    "translate", "compare", "report", "compress", "decompress", "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
     "-n", "--set", "vae", "moons", "x=1", "--", "-", "=", "--overwrite", "--resume", "old",
 ]  # fmt: skip
 

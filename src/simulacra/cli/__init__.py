@@ -7,6 +7,8 @@ Verbs, one module per job:
 * ``inpaint``, ``super-resolve``, ``denoise``, ``colorize`` (:mod:`simulacra.cli.inverse`):
   inverse problems solved with a trained diffusion model;
 * ``compare`` (:mod:`simulacra.cli.compare`): runs of any families on one table;
+* ``compress``, ``decompress`` (:mod:`simulacra.cli.compress`): lossless coding with an
+  autoregressive run (rANS), the exact data back;
 * ``report`` (:mod:`simulacra.cli.report`): one self-contained HTML page of runs;
 * ``features train`` (:mod:`simulacra.cli.features`): a feature network for the image metrics;
 * ``translate`` (:mod:`simulacra.cli.translate`): images of one domain as the other (CycleGAN);
@@ -29,6 +31,8 @@ from typing import Any
 from simulacra.cli.common import integer, seed_arg
 from simulacra.cli.compare import add_parser as add_compare_parser
 from simulacra.cli.compare import cmd_compare
+from simulacra.cli.compress import add_parsers as add_compress_parsers
+from simulacra.cli.compress import cmd_compress, cmd_decompress
 from simulacra.cli.features import add_parser as add_features_parser
 from simulacra.cli.features import cmd_features
 from simulacra.cli.inverse import VERBS as INVERSE_VERBS
@@ -232,6 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     add_inverse_parsers(sub)  # inpaint, super-resolve, denoise, colorize
     add_translate_parser(sub)
     add_compare_parser(sub)
+    add_compress_parsers(sub)  # compress, decompress
     add_report_parser(sub)
     add_features_parser(sub)
 
@@ -296,6 +301,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     **dict.fromkeys(INVERSE_VERBS, cmd_inverse),
     "translate": cmd_translate,
     "compare": cmd_compare,
+    "compress": cmd_compress,
+    "decompress": cmd_decompress,
     "report": cmd_report,
     "features": cmd_features,
     "models": cmd_models,

@@ -28,6 +28,7 @@ draws a mask per sample, then samples in its order.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from simulacra.data.info import LN2, DataInfo
-from simulacra.errors import ConfigError, DataError
+from simulacra.errors import CapabilityError, ConfigError, DataError
 from simulacra.models.base import GenerativeModel, LossOutput, check_batch, check_context
 
 # -- what an autoregressive network offers -----------------------------------------------------
@@ -294,17 +295,42 @@ class Autoregressive(GenerativeModel):
         self, x: Tensor, missing: Tensor, u: Tensor, c: Tensor | None, options: dict[str, Any], cache: bool
     ) -> None:
         """Fill the missing entries of x (n, D) in place, position by position in the order."""
+        needed = missing.any(0)  # (D,) positions where some row draws
+        for t, i, features in self.conditionals_in_order(x, c, cache=cache, needed=needed):
+            drawn = self._draw(features, u[:, t], options)
+            x[:, i] = torch.where(missing[:, i], drawn, x[:, i])
+
+    def conditionals_in_order(
+        self, x: Tensor, c: Tensor | None = None, *, cache: bool = True, needed: Tensor | None = None
+    ) -> Iterator[tuple[int, int, Tensor]]:
+        """The conditionals of x (n, D) position by position in the order, given what x holds.
+
+        Yields ``(t, i, features)``: i = o(t) and the features (n, P) of p(x_i | x_{o(<t)}, c)
+        (the head turns them into a distribution; :meth:`level_log_probs` into a table). The
+        caller writes x[:, i] (drawn, decoded, or known) before asking for the next position:
+        the features of position t + 1 are computed from x as it is then. One loop for every
+        network: :meth:`IncrementalNet.step` when ``cache`` and the network has it (NADE, the
+        Transformer), else a pass over the partial x (or ``features_at`` of a
+        :class:`LocalFeatures` network). Used by sampling and by the entropy coder
+        (:mod:`simulacra.tasks.compress`), so both see the same arithmetic.
+
+        Args:
+            x: (n, D) values, filled in place by the caller as positions go by.
+            c: (n, ...) context of a conditional model.
+            cache: step an :class:`IncrementalNet` incrementally.
+            needed: (D,) bools, the positions whose features are wanted; without an incremental
+                step, the others are skipped (default: all).
+        """
         n = x.shape[0]
         c = c if self.conditional else None
-        order = self.order.tolist()
         net = self.net
         stepper = net if cache and isinstance(net, IncrementalNet) else None
         state = None if stepper is None else stepper.begin(n, c)
         previous: Tensor | None = None
-        for t, i in enumerate(order):
+        for t, i in enumerate(self.order.tolist()):
             if stepper is not None:
                 features, state = stepper.step(state, t, previous)
-            elif bool(missing[:, i].any()):
+            elif needed is None or bool(needed[i]):
                 image = x.reshape(n, *self.info.event_shape)
                 if isinstance(net, LocalFeatures):  # e.g. PixelCNN: only the rows entry i sees
                     features = net.features_at(image, i, c)
@@ -312,22 +338,29 @@ class Autoregressive(GenerativeModel):
                     features = net(image, c)[:, i]
             else:
                 continue
-            drawn = self._draw(features, u[:, t], options)
-            x[:, i] = torch.where(missing[:, i], drawn, x[:, i])
+            yield t, i, features
             previous = x[:, i]
+
+    def level_log_probs(self, features: Tensor) -> Tensor:
+        """log p(x_i = l / (L − 1)) for the L values of a discrete entry, (n, L) nats, from the
+        features (n, P) of its conditional (Bernoulli: L = 2; categorical, discretized logistic:
+        L = ``levels``); the values are the grid l / (L − 1), l = 0, …, L − 1."""
+        if self.levels is None:
+            raise CapabilityError("this model has a density per entry, not probabilities over levels")
+        n, levels = features.shape[0], self.levels
+        grid = torch.arange(levels, device=features.device, dtype=features.dtype) / (levels - 1)
+        dist = self.head(features.repeat(levels, 1))  # row l·n + j: example j, value grid[l]
+        return dist.log_prob(grid.repeat_interleave(n)[:, None]).reshape(levels, n).t()  # (n, L)
 
     def _draw(self, features: Tensor, u: Tensor, options: dict[str, Any]) -> Tensor:
         """One value per row from the head's distribution given features (n, P), by inverting
         its CDF at u[:, 0] (a Gaussian mixture uses u[:, 1] for the Gaussian draw), (n,)."""
-        n = features.shape[0]
         temperature, top_k = options["temperature"], options["top_k"]
         if self.levels is None:
             return self._draw_gaussian_mixture(features, u, temperature)
         levels = self.levels
         grid = torch.arange(levels, device=features.device, dtype=features.dtype) / (levels - 1)
-        dist = self.head(features.repeat(levels, 1))  # row l·n + j: example j, value grid[l]
-        logits = dist.log_prob(grid.repeat_interleave(n)[:, None]).reshape(levels, n).t()  # (n, L)
-        logits = logits / temperature
+        logits = self.level_log_probs(features) / temperature  # (n, L)
         if top_k is not None and top_k < levels:
             kth = logits.topk(top_k, dim=1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, -math.inf)
