@@ -4,11 +4,11 @@ and for JEM test accuracy and the AUROC of its energy against noise and held-out
 Recipes (``--recipe``):
 
 * ``ebm``: the ``ebm`` preset for images: a spectrally normalized strided-conv energy with Swish
-  (64-128-256), persistent SGLD chains (a replay buffer of 10,000, restart probability 0.05,
-  40 steps of step 1 and noise 0.01 per batch on [−1, 1]), L2 energy penalty α = 1 (IGEBM's
-  recipe, Du & Mordatch 2019);
+  (32-64-128 on a CPU), persistent SGLD chains (a replay buffer of 10,000, restart probability
+  0.05, 40 steps of step 40 and noise 0.01 per batch on [−1, 1]), L2 energy penalty α = 1
+  (IGEBM's recipe, Du & Mordatch 2019);
 * ``jem``: the ``jem`` preset (the same network with a 10-way head; cross-entropy + PCD on the
-  marginal energy −logsumexp f(x), 20 SGLD steps), Grathwohl et al. 2020;
+  marginal energy −logsumexp f(x), 20 SGLD steps, α = 0.1), Grathwohl et al. 2020;
 * ``--classes 0-4`` trains on those digits only, so the other digits are held-out classes.
 
 Training runs ``simulacra.train.fit`` on the MNIST training digits for ``--minutes`` of wall time
