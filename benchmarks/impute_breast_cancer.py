@@ -11,13 +11,14 @@ imputer sees the same masks and is scored by the mean squared error over the mis
 * missForest-like: ``IterativeImputer(ExtraTreesRegressor(n_estimators=100), max_iter=10)``;
 * MIWAE: the ``miwae`` preset with the paper's settings (d = 10, two tanh layers of 128 units,
   Student-t decoder, K = 20 importance draws in the bound, batch 64, Adam 1e-3), trained on the
-  incomplete table for a fixed wall-clock budget per seed (the paper ran 5·10^5 steps on a GPU),
+  incomplete table for ``--steps`` optimizer steps per seed, or a wall-clock budget (the paper ran
+  5·10^5 steps on a GPU),
   then single imputation by self-normalized importance sampling with ``--impute-samples`` draws
   (the paper's 10,000 by default).
 
 Everything runs on one thread. Usage::
 
-    python benchmarks/impute_breast_cancer.py --minutes-per-seed 1.5 \\
+    python benchmarks/impute_breast_cancer.py --steps 6000 \\
         --out benchmarks/results/impute-breast-cancer.json
 """
 
@@ -68,9 +69,15 @@ def missforest_impute(x_nan: np.ndarray, seed: int) -> np.ndarray:
 
 
 def miwae_impute(
-    x_nan: np.ndarray, seed: int, seconds: float, impute_samples: int, likelihood: str
+    x_nan: np.ndarray,
+    seed: int,
+    seconds: float,
+    impute_samples: int,
+    likelihood: str,
+    max_steps: int | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Train the miwae preset on the incomplete table for ``seconds``, then impute it (SNIS)."""
+    """Train the miwae preset on the incomplete table for ``max_steps`` optimizer steps (else for
+    ``seconds``), then impute it (SNIS)."""
     from simulacra.data.info import DataInfo
     from simulacra.models.zoo import build_model
     from simulacra.tasks.impute import impute
@@ -83,9 +90,15 @@ def miwae_impute(
     generator = torch.Generator().manual_seed(seed)
     steps, started = 0, time.perf_counter()
     model.train()
-    while time.perf_counter() - started < seconds:
+
+    def more() -> bool:
+        return steps < max_steps if max_steps is not None else time.perf_counter() - started < seconds
+
+    while more():
         order = torch.randperm(x.shape[0], generator=generator)
         for start in range(0, x.shape[0], 64):
+            if max_steps is not None and steps >= max_steps:
+                break
             loss = model.loss(x[order[start : start + 64]]).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -112,6 +125,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="mask seeds 0..S-1 (default 5)")
     parser.add_argument("--missing", type=float, default=0.5, help="share of entries removed (default 0.5)")
     parser.add_argument("--minutes-per-seed", type=float, default=1.5, help="MIWAE training time per seed")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="MIWAE optimizer steps per seed (reproducible; overrides minutes)",
+    )
     parser.add_argument("--impute-samples", type=int, default=10_000, help="importance draws per row")
     parser.add_argument(
         "--likelihood", default="student-t", help="MIWAE decoder (student-t, gaussian-learned)"
@@ -146,7 +165,7 @@ def main() -> None:
         row["missforest"] = mse_missing(missforest_impute(x_nan, seed), truth, missing)
         row["missforest_seconds"] = round(time.perf_counter() - clock, 1)
         completed, facts = miwae_impute(
-            x_nan, seed, 60 * args.minutes_per_seed, args.impute_samples, args.likelihood
+            x_nan, seed, 60 * args.minutes_per_seed, args.impute_samples, args.likelihood, args.steps
         )
         if not np.array_equal(completed[~missing], x_nan[~missing].astype(np.float32).astype(np.float64)):
             raise SystemExit("MIWAE changed an observed value")
@@ -169,8 +188,9 @@ def main() -> None:
     record = {
         "benchmark": "breast-cancer imputation, 50% MCAR, MSE on the missing entries (standardized units)",
         "command": "python benchmarks/impute_breast_cancer.py "
-        f"--seeds {args.seeds} --minutes-per-seed {args.minutes_per_seed} --impute-samples {args.impute_samples} "
-        f"--likelihood {args.likelihood}",
+        f"--seeds {args.seeds} "
+        + (f"--steps {args.steps} " if args.steps else f"--minutes-per-seed {args.minutes_per_seed} ")
+        + f"--impute-samples {args.impute_samples} --likelihood {args.likelihood}",
         "published": {
             "miwae": 0.280,
             "missforest": 0.291,
@@ -179,7 +199,9 @@ def main() -> None:
         },
         "settings": {
             "miwae": "latent 10, 2x128 tanh, K=20 in the bound, batch 64, Adam 1e-3, "
-            f"{args.likelihood} decoder, {args.minutes_per_seed} min of training per seed, "
+            f"{args.likelihood} decoder, "
+            + (f"{args.steps} steps" if args.steps else f"{args.minutes_per_seed} min of training")
+            + " per seed, "
             f"SNIS with {args.impute_samples} draws",
             "knn": "KNNImputer, k from {1,3,5,10,20,50} chosen on 10% of the observed entries",
             "missforest": "IterativeImputer(ExtraTreesRegressor(n_estimators=100), max_iter=10)",

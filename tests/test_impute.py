@@ -14,7 +14,7 @@ from torch import nn
 
 from simulacra.cli import main
 from simulacra.data.info import DataInfo
-from simulacra.distributions.heads import GaussianHead, StudentTHead, log_prob_observed
+from simulacra.distributions.heads import BernoulliHead, GaussianHead, StudentTHead, log_prob_observed
 from simulacra.distributions.lazy import Amortized
 from simulacra.distributions.standard import DiagonalGaussian, StandardNormal
 from simulacra.models.vae import VAE
@@ -45,6 +45,30 @@ def test_student_t_head_is_the_student_t_density_of_each_entry() -> None:
     observed = torch.tensor([[True, False, True, True]] * 3)
     partial = stats.t.logpdf(x.numpy(), df, loc=loc, scale=scale)[:, [0, 2, 3]].sum(1)
     np.testing.assert_allclose(log_prob_observed(p, x, observed).numpy(), partial, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("support", "likelihood", "head"),
+    [
+        ("real", "auto", StudentTHead),
+        ("real", "gaussian-learned", GaussianHead),
+        ("binary", "auto", BernoulliHead),
+    ],
+)
+def test_miwae_decoder_follows_the_data(support: str, likelihood: str, head: type) -> None:
+    """Student-t for tables by default, a learned-variance Gaussian on request, Bernoulli for binary images."""
+    shape = (1, 4, 4) if support == "binary" else (5,)
+    info = DataInfo(event_shape=shape, support=support, levels=2 if support == "binary" else None)
+    torch.manual_seed(0)
+    model = build_model({"name": "miwae", "latent_dim": 2, "hidden": [8], "likelihood": likelihood}, info)
+    assert isinstance(model.decoder.head, head)
+    if support == "binary":
+        x = (torch.rand(4, *shape) < 0.5).float()
+        missing = torch.rand(x.shape) < 0.5
+        missing[0] = False
+        out = impute(model, torch.where(missing, math.nan, x), num_samples=20, multiple=2)
+        assert bool(((out.completed >= 0) & (out.completed <= 1)).all())  # probabilities in the holes
+        assert out.draws is not None and bool(((out.draws == 0) | (out.draws == 1)).all())  # draws are binary
 
 
 # -- the mask-aware bound ------------------------------------------------------------------------

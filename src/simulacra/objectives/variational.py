@@ -17,9 +17,8 @@ bounds are those of the observed entries alone, log p(x_obs) ≥ E log (1/k) Σ_
 (:func:`~simulacra.distributions.heads.log_prob_observed`), so a missing entry never enters it,
 whatever placeholder x holds there. With every entry observed they are the usual bounds.
 
-``beta`` is a mutable
-attribute so that a KL warm-up callback can anneal it (Bowman et al. 2016); the reported bound is
-always the true (β = 1) bound.
+``beta`` is a mutable attribute so that a KL warm-up callback can anneal it (Bowman et al. 2016);
+the reported bound is always the true (β = 1) bound.
 """
 
 from __future__ import annotations
