@@ -316,6 +316,7 @@ RUN_VERB_OUTPUTS = {
     "denoise": {"denoise.png"},
     "colorize": {"colorize.png"},
     "translate": {"translations.png"},
+    "impute": set(),  # it writes -o only
 }
 
 

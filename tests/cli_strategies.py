@@ -542,18 +542,55 @@ def _output_arg(draw: st.DrawFn, b: _Builder, run: str) -> str:
     return name
 
 
+def _table_with_holes(draw: st.DrawFn, b: _Builder, *, mask: bool = False) -> str:
+    """A table for ``impute``: 64 columns (the 8x8 template runs') or another width, with NaN
+    holes (or, for ``--mask``, 0/1 entries), as .npy, .csv or .npz; or any input file."""
+    if _one_in(draw, 4):
+        return _file_arg(draw, b, suffixes=(".npy", ".npz", ".csv"))
+    rng = np.random.default_rng(draw(st.integers(0, 3)))
+    width = draw(st.sampled_from([64, 64, 64, 2, 63]))
+    rows = draw(st.sampled_from([5, 1, 40]))
+    table = rng.random((rows, width))
+    holes = rng.random(table.shape) < draw(st.sampled_from([0.3, 0.0, 1.0]))
+    if mask:
+        table = holes.astype(draw(st.sampled_from(["int64", "float64"]))) * draw(st.sampled_from([1, 2]))
+    else:
+        table[holes] = np.nan
+    suffix = draw(st.sampled_from([".npy", ".csv", ".npz"]))
+    path = f"in/table{len(b.files)}{suffix}"
+    if suffix == ".npy":
+        b.files[path] = _npy(table)
+    elif suffix == ".npz":
+        b.files[path] = _npz(x=table)
+    else:
+        b.files[path] = "\n".join(
+            ",".join("" if np.isnan(v) else str(v) for v in row) for row in table
+        ).encode()
+    return path
+
+
+def _impute_output(draw: st.DrawFn, b: _Builder) -> str:
+    name = draw(st.sampled_from(["c.csv", "c.npz", "c.npy", "c.txt", "c", "deep/c.npz", "afile/c.csv", "out-dir", f"{CASE}/c.csv"]))  # fmt: skip
+    if name.startswith("afile"):
+        b.files["afile"] = b"x"
+    if name == "out-dir":
+        b.folders.add("out-dir")
+    return name
+
+
 @st.composite
 def run_verb_cases(draw: st.DrawFn) -> Case:
     """``sample``, ``evaluate``, ``interpolate``, ``inpaint``, ``super-resolve``, ``denoise``,
-    ``colorize``, ``translate``, ``compress``, ``decompress`` on a (perhaps damaged) run; ``compare``
-    and ``report`` on one or two."""
+    ``colorize``, ``translate``, ``compress``, ``decompress``, ``impute`` on a (perhaps damaged) run;
+    ``compare`` and ``report`` on one or two."""
     b = _Builder()
-    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize", "translate", "compare", "report", "compress", "decompress"]))  # fmt: skip
+    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize", "translate", "compare", "report", "compress", "decompress", "impute"]))  # fmt: skip
     fits = {
         "sample": TEMPLATES,
         "evaluate": TEMPLATES,
         "interpolate": ("vae", "partial"),
         "inpaint": ("ddpm", "made"),
+        "impute": ("vae", "made", "maf"),
         "translate": TEMPLATES,
         "compress": ("text", "made"),
         "decompress": ("text", "made"),
@@ -658,6 +695,18 @@ def run_verb_cases(draw: st.DrawFn) -> Case:
             "--pairs": SMALL_INTS + BAD_INTS + [HUGE],
             "--data-dir": lambda draw, b: _folder_arg(draw, b),
         }
+    elif verb == "impute":
+        safe = ["--data", _table_with_holes(draw, b), "-o", _impute_output(draw, b), "--samples", "4"]
+        table = {
+            **common,
+            "--data": lambda draw, b: _file_arg(draw, b, suffixes=(".npy", ".npz", ".csv")),
+            "--mask": lambda draw, b: _table_with_holes(draw, b, mask=True),
+            "-o": lambda draw, b: _impute_output(draw, b),
+            "--multiple": ["0", "1", "2", "-1", "x", HUGE, "1000000000"],
+            "--samples": SMALL_INTS + BAD_INTS,
+            "--batch-size": SMALL_INTS + BAD_INTS + [HUGE],
+            "--device": DEVICES,
+        }
     elif verb == "translate":
         safe = ["--examples", "2"]
         table = {
@@ -758,7 +807,7 @@ def download_cases(draw: st.DrawFn) -> Case:
 
 TOKENS = [
     "train", "sample", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize",
-    "translate", "compare", "report", "compress", "decompress", "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
+    "translate", "compare", "report", "compress", "decompress", "impute", "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
     "-n", "--set", "vae", "moons", "x=1", "--", "-", "=", "--overwrite", "--resume", "old",
 ]  # fmt: skip
 

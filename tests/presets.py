@@ -21,6 +21,7 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     "beta-vae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
     "iwae": ({"latent_dim": 3, "hidden": [16], "num_samples": 3}, DIGITS),
     "cvae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
+    "miwae": ({"latent_dim": 2, "hidden": [16], "num_samples": 3}, VECTORS),
     "vae-iaf": ({"latent_dim": 3, "hidden": [16], "flow_transforms": 2, "flow_hidden": [8]}, DIGITS),
     "vae-flow-prior": ({"latent_dim": 3, "hidden": [16], "flow_transforms": 2, "flow_hidden": [8]}, DIGITS),
     "ae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),

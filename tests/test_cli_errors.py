@@ -63,7 +63,8 @@ def test_bad_options_of_the_verbs_on_a_run(
         (["sample", str(run), "-o", str(tmp_path)], "ending in"),
         (["sample", str(run), "--weights", "ema"], "kept no moving average"),
         (["interpolate", str(run), "--points", "1"], "--points ≥ 2"),
-        (["inpaint", str(run)], "diffusion model (e.g. ddpm) or an autoregressive one"),
+        (["inpaint", str(run), "--sampler-steps", "2"], "vae completes the missing entries itself"),
+        (["super-resolve", str(run)], "needs a diffusion model (e.g. ddpm) or a pix2pix"),
     ]
     for argv, words in cases:
         assert words in _one_error(capsys, argv), argv

@@ -147,6 +147,7 @@ def test_head_for_picks_and_checks() -> None:
         "logistic",
         "logistic-mixture",
         "gaussian-mixture",
+        "student-t",
     }
 
 

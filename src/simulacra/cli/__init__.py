@@ -6,6 +6,8 @@ Verbs, one module per job:
 * ``sample``, ``evaluate``, ``interpolate`` (:mod:`simulacra.cli.sample`): use a trained run;
 * ``inpaint``, ``super-resolve``, ``denoise``, ``colorize`` (:mod:`simulacra.cli.inverse`):
   inverse problems solved with a trained diffusion model;
+* ``impute`` (:mod:`simulacra.cli.impute`): fill the missing values of a table (MIWAE, or any
+  model that completes partly observed examples);
 * ``compare`` (:mod:`simulacra.cli.compare`): runs of any families on one table;
 * ``compress``, ``decompress`` (:mod:`simulacra.cli.compress`): lossless coding with an
   autoregressive run (rANS), the exact data back;
@@ -35,6 +37,8 @@ from simulacra.cli.compress import add_parsers as add_compress_parsers
 from simulacra.cli.compress import cmd_compress, cmd_decompress
 from simulacra.cli.features import add_parser as add_features_parser
 from simulacra.cli.features import cmd_features
+from simulacra.cli.impute import add_parser as add_impute_parser
+from simulacra.cli.impute import cmd_impute
 from simulacra.cli.inverse import VERBS as INVERSE_VERBS
 from simulacra.cli.inverse import add_parsers as add_inverse_parsers
 from simulacra.cli.inverse import cmd_inverse
@@ -234,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
 
     add_inverse_parsers(sub)  # inpaint, super-resolve, denoise, colorize
+    add_impute_parser(sub)
     add_translate_parser(sub)
     add_compare_parser(sub)
     add_compress_parsers(sub)  # compress, decompress
@@ -299,6 +304,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "interpolate": cmd_interpolate,
     **dict.fromkeys(INVERSE_VERBS, cmd_inverse),
+    "impute": cmd_impute,
     "translate": cmd_translate,
     "compare": cmd_compare,
     "compress": cmd_compress,

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 VERBS = {
     "inpaint": "fill a masked region (diffusion: RePaint with --resample > 1; autoregressive: exact "
-    "completion, e.g. --mask-kind bottom under a raster order)",
+    "completion, e.g. --mask-kind bottom under a raster order; VAE: importance resampling)",
     "super-resolve": "upsample x2 or x4 consistently with the low-resolution image",
     "denoise": "remove Gaussian noise of a known standard deviation",
     "colorize": "colour a grey image (models of colour images)",
@@ -138,11 +138,11 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     path = _output_path(args.output, Path(args.run) / f"{verb}.png")
     model, weights = _load_run(args.run, args.device, args.weights)
     translates = isinstance(model, ImageTranslation) and verb != "denoise"  # pix2pix, one task
-    completes = verb == "inpaint" and isinstance(model, Completion)  # autoregressive models inpaint
+    completes = verb == "inpaint" and isinstance(model, Completion)  # autoregressive models and VAEs inpaint
     if not (translates or completes):
         needs = (
-            "inpainting needs a diffusion model (e.g. ddpm) or an autoregressive one (e.g. pixelcnn), "
-            "or a pix2pix trained for it"
+            "inpainting needs a diffusion model (e.g. ddpm), an autoregressive one (e.g. pixelcnn) or a "
+            "VAE, or a pix2pix trained for it"
             if verb == "inpaint"
             else f"{verb} needs a diffusion model (e.g. ddpm) or a pix2pix trained for it"
         )

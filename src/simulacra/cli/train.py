@@ -60,6 +60,23 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
     return apply_overrides(raw, args.overrides)
 
 
+def _missing_data(config: RunConfig) -> None:
+    """Load the data with NaN as missing values for presets trained on incomplete data (miwae),
+    unless the config says otherwise; refuse ``data.missing = "allow"`` for any other model."""
+    from simulacra.models.zoo import MISSING_DATA_PRESETS
+
+    model = config.model.get("name") if isinstance(config.model, dict) else None
+    if isinstance(model, str) and model in MISSING_DATA_PRESETS:
+        if config.data.missing is None:
+            config.data.missing = "allow"
+    elif config.data.missing == "allow":
+        names = ", ".join(sorted(MISSING_DATA_PRESETS))
+        raise ConfigError(
+            f"data.missing='allow': {model} needs complete data; models trained on data with "
+            f"missing entries: {names}"
+        )
+
+
 def _default_out(config: RunConfig) -> Path:
     from simulacra.data.sources import source_name
 
@@ -95,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         raw = _train_raw_config(args)
         config = RunConfig.from_dict(raw)
+        _missing_data(config)
         given = set(raw.get("train") or {})  # the training settings the user chose
         run_dir = Path(args.out) if args.out else _default_out(config)
         _recover(run_dir)

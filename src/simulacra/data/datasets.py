@@ -67,6 +67,10 @@ class DataConfig:
         standardize: standardize every split by the training split's per-dimension mean and
             standard deviation; None (the default): for real-valued tables read from a file
             (.csv, .npy, .npz), not for images, binary or [0, 1] data, nor the built-in toys.
+        missing: ``"reject"`` (or None, the default): a NaN in a file is an error; ``"allow"``: NaN
+            entries of a file (and empty or NA cells of a CSV) are missing values, for models
+            trained on incomplete data (MIWAE; ``simulacra train`` sets it for them). An entry
+            missing in every example, or an infinite value, is still refused.
     """
 
     name: str | list[str] = "digits"
@@ -77,7 +81,10 @@ class DataConfig:
     num_samples: int = 20000
     label_names: str | None = None
     standardize: bool | None = None
+    missing: str | None = None
 
+
+MISSING: tuple[str, ...] = ("reject", "allow")
 
 DatasetFactory = Callable[[DataConfig, int], Dataset]
 
@@ -282,6 +289,11 @@ def _check_config(config: DataConfig) -> None:
             raise DataError(f"data.{key} must be a positive integer below 2^63; got {value!r}")
     if config.standardize is not None and not isinstance(config.standardize, bool):
         raise DataError(f"data.standardize must be true, false or none; got {config.standardize!r}")
+    if config.missing is not None and config.missing not in MISSING:
+        raise DataError(
+            f"unknown data.missing {config.missing!r}; valid values: 'reject' (NaN is an error), "
+            "'allow' (NaN is a missing value, for models trained on incomplete data such as miwae)"
+        )
     if config.binarize not in (None, "none", *BINARIZE):
         raise DataError(
             f"unknown data.binarize {config.binarize!r}; valid values: none (keep grey levels), "
@@ -387,7 +399,9 @@ def _load_one(config: DataConfig, seed: int) -> Dataset:
             raise DataError(f"cannot binarize text ({name!r}); drop --binarize")
         dataset = load_text(name)
     elif Path(name).expanduser().exists():
-        dataset = load_path(name, valid_fraction=config.valid_fraction)
+        dataset = load_path(
+            name, valid_fraction=config.valid_fraction, allow_missing=config.missing == "allow"
+        )
         if config.standardize is None and dataset.info.support == "real" and not dataset.info.is_image:
             dataset = standardize_dataset(dataset)
     elif looks_like_path(name):

@@ -142,8 +142,8 @@ def infer_support(arrays: Sequence[np.ndarray]) -> tuple[str, int | None]:
     otherwise ``("real", None)``.
     """
     kinds = {a.dtype.kind for a in arrays}
-    lo = min(float(a.min()) for a in arrays)
-    hi = max(float(a.max()) for a in arrays)
+    lo = min(float(np.nanmin(a)) for a in arrays)  # NaN: a missing entry (validated before)
+    hi = max(float(np.nanmax(a)) for a in arrays)
     if kinds == {"b"}:
         return "binary", 2
     if kinds <= {"b", "i", "u"}:
@@ -153,7 +153,7 @@ def infer_support(arrays: Sequence[np.ndarray]) -> tuple[str, int | None]:
             return "unit", 256
         return "real", None
     if lo >= 0 and hi <= 1:
-        if all(bool(np.isin(a, (0, 1)).all()) for a in arrays):
+        if all(bool((np.isin(a, (0, 1)) | np.isnan(a)).all()) for a in arrays):
             return "binary", 2
         return "unit", None
     return "real", None
@@ -178,6 +178,7 @@ def build_dataset(
     levels: int | None,
     num_classes: int | None = None,
     label_names: list[str] | None = None,
+    allow_missing: bool = False,
 ) -> Dataset:
     """A validated :class:`Dataset` from ``{"train": (x, y), "valid": ..., "test": ...}``.
 
@@ -190,6 +191,7 @@ def build_dataset(
         num_classes: number of classes; inferred as ``max(y) + 1`` when labels are present
             (labels are kept as given: never renumbered).
         label_names: the name of each class (image sub-folders), or None.
+        allow_missing: NaN entries are missing values (see :func:`validate_examples`).
 
     Raises:
         DataError: a split fails validation, splits differ in example shape, or labels are
@@ -204,7 +206,7 @@ def build_dataset(
             continue
         x, y = pair
         where = f"{source} ({key})"
-        validate_examples(x, source=where, support=support, y=y)
+        validate_examples(x, source=where, support=support, y=y, allow_missing=allow_missing)
         xt = torch.as_tensor(x, dtype=torch.float32).contiguous()
         yt = y.to(torch.int64) if isinstance(y, torch.Tensor) else None
         if isinstance(y, np.ndarray):
@@ -234,16 +236,22 @@ def build_dataset(
 
 
 def _from_arrays(
-    name: str, source: str, splits: dict[str, Arrays], valid_fraction: float, *, carve_test: bool
+    name: str,
+    source: str,
+    splits: dict[str, Arrays],
+    valid_fraction: float,
+    *,
+    carve_test: bool,
+    allow_missing: bool = False,
 ) -> Dataset:
     """Carve missing splits, infer layout and support, and build the dataset."""
     for key, (x, y) in splits.items():
-        validate_examples(x, source=f"{source} ({key})", y=y)
+        validate_examples(x, source=f"{source} ({key})", y=y, allow_missing=allow_missing)
     full = carve_splits(splits, valid_fraction, test=carve_test)
     present = {k: (infer_layout(v[0]), v[1]) for k, v in full.items() if v is not None}
     support, levels = infer_support([x for x, _ in present.values()])
     scaled = {k: (as_examples(x, support, levels), y) for k, (x, y) in present.items()}
-    return build_dataset(name, source, scaled, support=support, levels=levels)
+    return build_dataset(name, source, scaled, support=support, levels=levels, allow_missing=allow_missing)
 
 
 # ----------------------------------------------------------------------------- readers
@@ -352,10 +360,15 @@ def _parse_float(cell: str) -> float | None:
         return None
 
 
-def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
+MISSING_CELLS: frozenset[str] = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+"""How a CSV cell may say that a value is missing (case-insensitive, spaces stripped)."""
+
+
+def read_csv(path: Path, *, missing: bool = False) -> tuple[np.ndarray, list[str] | None]:
     """A numeric table (N, D) float64 from a comma-separated file, and its header if it has one.
 
     The first row is a header when any of its cells is not a number. Blank lines are skipped.
+    With ``missing``, a cell in :data:`MISSING_CELLS` (empty, NA, ?, ...) is a missing value, NaN.
     """
     _check_not_empty(path)
     try:
@@ -378,6 +391,8 @@ def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
             raise DataError(f"{str(path)!r}: row {line} has {len(row)} values; expected {width}")
         for c, cell in enumerate(row):
             value = _parse_float(cell)
+            if value is None and missing and cell.strip().lower() in MISSING_CELLS:
+                value = math.nan
             if value is None:
                 column = f"column {c + 1}" + (f" ({header[c]!r})" if header else "")
                 raise DataError(f"{str(path)!r}: row {line}, {column}: {cell!r} is not a number")
@@ -474,7 +489,7 @@ _NPZ_FORMS = (
 _LABEL_KEYS = ("y", "Y", "labels", "label", "targets", "arr_1")
 
 
-def load_npz(path: Path, *, valid_fraction: float) -> Dataset:
+def load_npz(path: Path, *, valid_fraction: float, allow_missing: bool = False) -> Dataset:
     """A dataset from an ``.npz`` archive with keys ``x_train`` [, ``y_train``, ``x_valid``,
     ``y_valid``, ``x_test``, ``y_test``] or ``train`` [, ``valid``, ``test``]; or the whole data
     set as one array under any key (``x``, ``X``, ``data``, ``arr_0``, ...), optionally with its
@@ -491,14 +506,18 @@ def load_npz(path: Path, *, valid_fraction: float) -> Dataset:
                 "y_valid, x_test, y_test), 'train' (optionally with valid, test), or one array of "
                 "examples under any name (optionally with its labels as 'y')"
             )
-        return _from_arrays(path.name, source, {"train": whole}, valid_fraction, carve_test=True)
+        return _from_arrays(
+            path.name, source, {"train": whole}, valid_fraction, carve_test=True, allow_missing=allow_missing
+        )
     splits: dict[str, Arrays] = {}
     for key, (x_key, y_key) in form.items():
         if y_key is not None and y_key in arrays and x_key not in arrays:
             raise DataError(f"{source!r} has {y_key!r} but no {x_key!r}")
         if x_key in arrays:
             splits[key] = (arrays[x_key], arrays.get(y_key) if y_key else None)
-    return _from_arrays(path.name, source, splits, valid_fraction, carve_test=False)
+    return _from_arrays(
+        path.name, source, splits, valid_fraction, carve_test=False, allow_missing=allow_missing
+    )
 
 
 def _whole_data_set(arrays: dict[str, np.ndarray]) -> Arrays | None:
@@ -512,21 +531,29 @@ def _whole_data_set(arrays: dict[str, np.ndarray]) -> Arrays | None:
     return None
 
 
-def load_npy(path: Path, *, valid_fraction: float) -> Dataset:
+def load_npy(path: Path, *, valid_fraction: float, allow_missing: bool = False) -> Dataset:
     """A dataset from one ``.npy`` array of examples; valid and test carved out of it."""
     x = read_npy(path)
-    return _from_arrays(path.name, str(path), {"train": (x, None)}, valid_fraction, carve_test=True)
+    return _from_arrays(
+        path.name,
+        str(path),
+        {"train": (x, None)},
+        valid_fraction,
+        carve_test=True,
+        allow_missing=allow_missing,
+    )
 
 
-def load_csv(path: Path, *, valid_fraction: float) -> Dataset:
+def load_csv(path: Path, *, valid_fraction: float, allow_missing: bool = False) -> Dataset:
     """A real-valued dataset from a numeric CSV table; valid and test carved out of it (the
-    table is standardized by :func:`simulacra.data.load_dataset`, as any real-valued table is)."""
-    table, _ = read_csv(path)
+    table is standardized by :func:`simulacra.data.load_dataset`, as any real-valued table is).
+    With ``allow_missing``, empty or NA cells and NaN are missing values."""
+    table, _ = read_csv(path, missing=allow_missing)
     source = str(path)
-    validate_examples(table, source=source)
+    validate_examples(table, source=source, allow_missing=allow_missing)
     full = carve_splits({"train": (table, None)}, valid_fraction, test=True)
     splits = {k: (torch.from_numpy(v[0]).float(), None) for k, v in full.items() if v is not None}
-    return build_dataset(path.name, source, splits, support="real", levels=None)
+    return build_dataset(path.name, source, splits, support="real", levels=None, allow_missing=allow_missing)
 
 
 def standardize_dataset(dataset: Dataset) -> Dataset:
@@ -579,13 +606,14 @@ def looks_like_path(name: str) -> bool:
     )
 
 
-def load_path(path: str | Path, *, valid_fraction: float = 0.1) -> Dataset:
-    """A dataset from a ``.npz``, ``.npy`` or ``.csv`` file or an image folder."""
+def load_path(path: str | Path, *, valid_fraction: float = 0.1, allow_missing: bool = False) -> Dataset:
+    """A dataset from a ``.npz``, ``.npy`` or ``.csv`` file or an image folder; ``allow_missing``:
+    NaN entries of a file are missing values (models trained on incomplete data)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"no such file or folder: {str(path)!r}")
     if path.is_dir():
-        return load_image_folder(path, valid_fraction=valid_fraction)
+        return load_image_folder(path, valid_fraction=valid_fraction)  # images have no missing pixels
     loaders = {".npz": load_npz, ".npy": load_npy, ".csv": load_csv}
     loader = loaders.get(path.suffix.lower())
     if loader is None:
@@ -593,4 +621,4 @@ def load_path(path: str | Path, *, valid_fraction: float = 0.1) -> Dataset:
             f"cannot load {str(path)!r}: expected a .npz, .npy or .csv file or a folder of images "
             f"(got a {path.suffix or 'suffix-less'} file)"
         )
-    return loader(path, valid_fraction=valid_fraction)
+    return loader(path, valid_fraction=valid_fraction, allow_missing=allow_missing)

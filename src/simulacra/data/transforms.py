@@ -70,8 +70,16 @@ def standardization(x: Tensor, eps: float = 1e-8, *, unbiased: bool = False) -> 
 
     The standard deviation divides by N, or by N − 1 when ``unbiased``. A dimension whose
     standard deviation is below ``eps`` (a constant column) gets 1, so that standardizing leaves
-    it centred instead of dividing by zero; so does every dimension of a single example.
+    it centred instead of dividing by zero; so does every dimension of a single example. Missing
+    entries (NaN) are left out: each dimension's moments are those of its observed values.
     """
+    if x.is_floating_point() and bool(torch.isnan(x).any()):
+        mean = x.nanmean(dim=0)
+        count = (~torch.isnan(x)).sum(0)
+        sq = (x - mean).square().nansum(0)
+        var = sq / (count - 1).clamp(min=1) if unbiased else sq / count.clamp(min=1)
+        std = torch.where(count > 1, var.sqrt(), torch.ones_like(mean))
+        return mean, torch.where(std < eps, torch.ones_like(std), std)
     mean = x.mean(dim=0)
     std = x.std(dim=0, unbiased=unbiased) if x.shape[0] > 1 else torch.ones_like(mean)
     return mean, torch.where(std < eps, torch.ones_like(std), std)

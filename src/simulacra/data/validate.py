@@ -56,9 +56,10 @@ def check_finite(x: ArrayLike, source: str) -> None:
         count = int(bad.sum())
         if count:
             first = _index(bad.nonzero()[0])
+            hint = " (or train miwae, which learns from data with missing entries)" if name == "NaN" else ""
             raise DataError(
                 f"{source!r} contains {count} {name} value{'s' if count > 1 else ''}, the first at "
-                f"example {first[0]} (index {first}); remove or impute them"
+                f"example {first[0]} (index {first}); remove or impute them{hint}"
             )
 
 
@@ -126,12 +127,37 @@ def check_labels(y: ArrayLike, num_examples: int, source: str) -> None:
         raise DataError(f"labels of {source!r} must be class indices 0, 1, ...; found {_fmt(float(t.min()))}")
 
 
+def check_missing(x: ArrayLike, source: str) -> None:
+    """Raise :class:`DataError` when data with missing entries (NaN) cannot be learned from: an
+    infinite value, or an entry (a column of a table) that no example observes."""
+    t = _to_tensor(x, source)
+    if not t.is_floating_point():
+        return
+    infinite = torch.isinf(t)
+    if bool(infinite.any()):
+        first = _index(infinite.nonzero()[0])
+        raise DataError(
+            f"{source!r} contains {int(infinite.sum())} infinite value(s), the first at example {first[0]} "
+            f"(index {first}); missing entries are NaN, infinities are not allowed"
+        )
+    never = torch.isnan(t).flatten(1).all(0)  # (D,) entries missing in every example
+    if bool(never.any()):
+        columns = (never.nonzero()[:, 0] + 1).tolist()
+        listed = ", ".join(map(str, columns[:10])) + (", ..." if len(columns) > 10 else "")
+        raise DataError(
+            f"{source!r}: column{'s' if len(columns) > 1 else ''} {listed} (counting from 1) "
+            f"{'are' if len(columns) > 1 else 'is'} missing in every example; nothing can be learned or "
+            "imputed there: drop it"
+        )
+
+
 def validate_examples(
     x: ArrayLike,
     *,
     source: str,
     support: str | None = None,
     y: ArrayLike | None = None,
+    allow_missing: bool = False,
 ) -> None:
     """Check that ``x`` is a non-empty numeric array of examples ``(N, ...)`` with finite values.
 
@@ -140,6 +166,9 @@ def validate_examples(
         source: how to name the data in messages (``"'mnist.npz' x_train"``, ``"digits (valid)"``).
         support: when given, also check that every value lies in it (see :func:`check_support`).
         y: optional labels, shape (N,), non-negative integers.
+        allow_missing: NaN entries are missing values (models trained on incomplete data,
+            MIWAE); the observed values are checked, and an entry missing in every example or
+            an infinite value is refused (:func:`check_missing`).
 
     Raises:
         DataError: one message per problem (wrong type or dtype, fewer than two dimensions, no
@@ -155,6 +184,9 @@ def validate_examples(
         raise DataError(
             f"{source!r} is empty: shape {tuple(t.shape)} holds no values; expected N ≥ 1 examples"
         )
+    if allow_missing and t.is_floating_point():
+        check_missing(t, source)
+        t = torch.nan_to_num(t, nan=0.0)  # the observed values are checked below; 0 is in every support
     if support is None:
         check_finite(t, source)
     else:

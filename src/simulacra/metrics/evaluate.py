@@ -277,7 +277,20 @@ def _sample_count(split: Split, options: EvalOptions) -> int:
 
 def mmd_estimates(samples: Tensor, data: Tensor, seed: int = 0) -> dict[str, Estimate]:
     """MMD² between samples (n, *event) and held-out data (m, *event), and the p-value of its
-    permutation test (200 permutations, seeded ``seed + 2``)."""
+    permutation test (200 permutations, seeded ``seed + 2``). Held-out examples with a missing
+    entry (NaN, data of a model trained on incomplete data) are left out: the statistic compares
+    complete examples (NaN when fewer than two are complete)."""
+    complete = ~torch.isnan(data).flatten(1).any(1) if data.is_floating_point() else None
+    if complete is not None and not bool(complete.all()):
+        data = data[complete]
+        if data.shape[0] < 2:
+            note = "MMD² needs two complete held-out examples"
+            n = samples.shape[0]
+            return {
+                "mmd": Estimate(math.nan, math.nan, note, "", n),
+                "mmd_p_value": Estimate(math.nan, math.nan, note, "", n),
+            }
+        samples = samples[: max(2, min(samples.shape[0], data.shape[0]))]
     value = mmd(samples, data)
     p = mmd_permutation_test(samples, data, 200, torch.Generator().manual_seed(seed + 2))
     kernel = "Gaussian kernel, median bandwidth"

@@ -370,7 +370,8 @@ class EnergyBased(Protocol):
 
 @runtime_checkable
 class Completion(Protocol):
-    """Models that draw the missing entries of partly observed examples (autoregressive models)."""
+    """Models that draw the missing entries of partly observed examples (autoregressive models,
+    the VAE family by sampling-importance-resampling)."""
 
     def complete(
         self,
@@ -381,6 +382,28 @@ class Completion(Protocol):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """x (B, *event) with the entries where ``missing`` (bool, same shape) is True redrawn."""
+        ...
+
+
+@runtime_checkable
+class ImportanceImputation(Protocol):
+    """Models that impute by importance sampling over a latent (the VAE family; MIWAE,
+    Mattei & Frellsen 2019): the conditional mean E[x_miss | x_obs] by self-normalized importance
+    sampling, and draws from p(x_miss | x_obs) by sampling-importance-resampling."""
+
+    def impute(
+        self,
+        x: Tensor,
+        missing: Tensor,
+        c: Tensor | None = None,
+        *,
+        num_samples: int = 1000,
+        multiple: int = 0,
+        chunk_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(completed (B, *event), draws (M, B, *event) or None)`` for x (B, *event) whose entries
+        where ``missing`` (bool, x's shape) is True are unknown; observed entries kept bitwise."""
         ...
 
 
@@ -479,6 +502,7 @@ __all__ = [
     "GenerativeModel",
     "ImageTranslation",
     "DomainTranslation",
+    "ImportanceImputation",
     "ImportanceWeighted",
     "LatentVariableModel",
     "LikelihoodBound",

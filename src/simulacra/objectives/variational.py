@@ -9,9 +9,16 @@ Both are plain objects called as ``objective(x, q, decode, prior)`` with
   ``c.repeat(m)``), and returns a Distribution with batch shape (m·B,);
 * ``prior``: p(z), a Distribution whose batch shape broadcasts against (B,).
 
-They return :class:`VariationalTerms`, per-example (B,) tensors in nats. ``beta`` is a mutable
-attribute so that a KL warm-up callback can anneal it (Bowman et al. 2016); the reported bound is
-always the true (β = 1) bound.
+They return :class:`VariationalTerms`, per-example (B,) tensors in nats.
+
+**Missing entries** (MIWAE, Mattei & Frellsen 2019). Given ``observed`` (bool, x's shape), the
+bounds are those of the observed entries alone, log p(x_obs) ≥ E log (1/k) Σ_i p(x_obs | z_i) p(z_i)
+/ q(z_i | x_obs): the likelihood term sums log p(x_d | z) over observed d only
+(:func:`~simulacra.distributions.heads.log_prob_observed`), so a missing entry never enters it,
+whatever placeholder x holds there. With every entry observed they are the usual bounds.
+
+``beta`` is a mutable attribute so that a KL warm-up callback can anneal it (Bowman et al. 2016);
+the reported bound is always the true (β = 1) bound.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from simulacra.distributions.heads import log_prob_observed
 from simulacra.distributions.kl import kl_divergence_or_mc, kl_per_dimension
 from simulacra.distributions.standard import sample_from
 from simulacra.errors import ConfigError
@@ -53,6 +61,42 @@ def _repeat_rows(x: Tensor, m: int) -> Tensor:
     return x.repeat(m, *([1] * (x.dim() - 1)))
 
 
+def _log_likelihood(px: Distribution, x: Tensor, observed: Tensor | None) -> Tensor:
+    """log p(x | z) (B,), over the observed entries only when ``observed`` is given."""
+    return px.log_prob(x) if observed is None else log_prob_observed(px, x, observed)
+
+
+def importance_sample(
+    x: Tensor,
+    q: Distribution,
+    decode: Decode,
+    prior: Distribution,
+    num_samples: int,
+    *,
+    observed: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Distribution]:
+    """Draw z_i ~ q(z | x), i = 1..k (reparameterized), and score them.
+
+    Args:
+        x: (B, *event); entries where ``observed`` is False are ignored.
+        observed: bool (B, *event) or None (every entry observed).
+
+    Returns:
+        ``(log p(x_obs | z_i), log p(z_i), log q(z_i | x), p(x | z))``: three (k, B) tensors in nats
+        and the decoder's distribution at every draw, batch (k·B,) with row ``i·B + b`` for z_i of
+        example b (what importance-sampled imputation reads its conditional means and draws from).
+    """
+    if int(num_samples) < 1:
+        raise ConfigError(f"importance sampling needs num_samples >= 1; found {num_samples}")
+    k, batch = int(num_samples), x.shape[0]
+    z = sample_from(q, (k,), generator)  # (k, B, *latent)
+    px = decode(z.reshape(k * batch, *z.shape[2:]))
+    mask = None if observed is None else _repeat_rows(observed, k)
+    log_px = _log_likelihood(px, _repeat_rows(x, k), mask).reshape(k, batch)
+    return log_px, prior.log_prob(z), q.log_prob(z), px
+
+
 def _weight_terms(
     x: Tensor,
     q: Distribution,
@@ -60,13 +104,13 @@ def _weight_terms(
     prior: Distribution,
     num_samples: int,
     generator: torch.Generator | None,
+    observed: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """log p(x | z_i), log p(z_i), log q(z_i | x) for z_i ~ q reparameterized, each (k, B)."""
-    k, batch = int(num_samples), x.shape[0]
-    z = sample_from(q, (k,), generator)  # (k, B, *latent)
-    px = decode(z.reshape(k * batch, *z.shape[2:]))
-    log_px = px.log_prob(_repeat_rows(x, k)).reshape(k, batch)
-    return log_px, prior.log_prob(z), q.log_prob(z)
+    """log p(x_obs | z_i), log p(z_i), log q(z_i | x) for z_i ~ q reparameterized, each (k, B)."""
+    log_px, log_pz, log_qz, _ = importance_sample(
+        x, q, decode, prior, num_samples, observed=observed, generator=generator
+    )
+    return log_px, log_pz, log_qz
 
 
 def log_importance_weights(
@@ -76,9 +120,13 @@ def log_importance_weights(
     prior: Distribution,
     num_samples: int,
     *,
+    observed: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """``log w_i = log p(x | z_i) + log p(z_i) − log q(z_i | x)``, z_i ~ q(z | x), i = 1..k.
+
+    With ``observed`` (bool, x's shape) the likelihood is that of the observed entries,
+    log p(x_obs | z_i) (MIWAE).
 
     ``logsumexp_i(log w_i) − log k`` is the IWAE bound (Burda et al. 2016); each ``log w_i`` alone
     is an unbiased estimate of the ELBO. Samples are reparameterized, so the weights carry gradients.
@@ -86,9 +134,7 @@ def log_importance_weights(
     Returns:
         (k, B) log weights in nats.
     """
-    if int(num_samples) < 1:
-        raise ConfigError(f"importance sampling needs num_samples >= 1; found {num_samples}")
-    log_px, log_pz, log_qz = _weight_terms(x, q, decode, prior, num_samples, generator)
+    log_px, log_pz, log_qz = _weight_terms(x, q, decode, prior, num_samples, generator, observed)
     return log_px + log_pz - log_qz
 
 
@@ -132,10 +178,11 @@ class ELBO:
         decode: Decode,
         prior: Distribution,
         *,
+        observed: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> VariationalTerms:
         z = sample_from(q, (), generator)  # (B, *latent)
-        rec = decode(z).log_prob(x)  # (B,)
+        rec = _log_likelihood(decode(z), x, observed)  # (B,), observed entries only when masked
         if self.free_bits > 0:
             kl_dims = kl_per_dimension(q, p=prior, z=z, analytic=self.analytic_kl)  # (B, *latent)
             kl = kl_dims.flatten(1).sum(1)
@@ -165,6 +212,9 @@ class IWAE:
     ``bound`` is always the β = 1 IWAE bound; ``reconstruction`` and ``kl`` are the k-sample
     Monte Carlo averages of ``log p(x | z_i)`` and ``log q(z_i | x) − log p(z_i)``.
 
+    Given ``observed``, this is MIWAE's bound (Mattei & Frellsen 2019): the same estimator with
+    p(x_obs | z_i) in the weights.
+
     Args:
         num_samples: k ≥ 1.
     """
@@ -182,9 +232,10 @@ class IWAE:
         decode: Decode,
         prior: Distribution,
         *,
+        observed: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> VariationalTerms:
-        log_px, log_pz, log_qz = _weight_terms(x, q, decode, prior, self.num_samples, generator)
+        log_px, log_pz, log_qz = _weight_terms(x, q, decode, prior, self.num_samples, generator, observed)
         bound = importance_weighted_bound(log_px + log_pz - log_qz)
         if self.beta == 1.0:
             loss = -bound

@@ -184,8 +184,9 @@ def inpaint(model: GenerativeModel, x: Tensor, mask: Tensor, **options: Any) -> 
     """Fill the entries of x (B, *event) where ``mask`` is 0 (mask 1 = kept), data space.
 
     A diffusion model solves it by projection (options as :func:`solve_projection`; ``resample``
-    > 1 is RePaint); an autoregressive model (:class:`~simulacra.models.base.Completion`) draws
-    the missing entries entry by entry given the observed ones (options ``c`` and ``generator``).
+    > 1 is RePaint); a model with :class:`~simulacra.models.base.Completion` draws the missing
+    entries given the observed ones (an autoregressive model entry by entry, a VAE by
+    sampling-importance-resampling; options ``c`` and ``generator``).
     """
     if mask.shape != x.shape and mask.shape != x.shape[1:]:
         raise DataError(
@@ -220,12 +221,12 @@ def _complete(
     resample: int = 1,
     guidance: float | None = None,
 ) -> Tensor:
-    """Inpainting by an autoregressive model's completion; the sampler options do not apply."""
+    """Inpainting by the model's completion; the sampler options do not apply."""
     _refuse_sampler_options(
         steps,
         resample,
         guidance,
-        "an autoregressive model completes the missing entries exactly, without a sampler",
+        f"{model_name(model)} completes the missing entries itself, without a diffusion sampler",
     )
     return model.complete(x, missing, c, generator=generator)
 

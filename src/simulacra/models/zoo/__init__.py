@@ -15,6 +15,7 @@ from __future__ import annotations
 from simulacra.models.zoo._registry import (
     ACCELERATOR_IMAGE_DEFAULTS,
     IMAGE_DEFAULTS,
+    MISSING_DATA_PRESETS,
     MODELS,
     build_model,
     recorded_spec,
@@ -23,7 +24,7 @@ from simulacra.models.zoo._registry import (
 # Importing a family registers its presets: these imports keep the registration order fixed.
 # isort: off
 from simulacra.models.zoo.autoencoders import (
-    vae, vae_iaf, vae_flow_prior, conv_vae, beta_vae, iwae, cvae, ae, conv_ae, linear_ae, dae,
+    vae, vae_iaf, vae_flow_prior, conv_vae, beta_vae, iwae, miwae, cvae, ae, conv_ae, linear_ae, dae,
 )  # fmt: skip
 from simulacra.models.zoo.flows import realnvp, maf, iaf, nsf, nsf_coupling, torus, glow, umnn, cnf, posterior
 from simulacra.models.zoo.autoregressive import nade, rnade, made, pixelcnn, gated_pixelcnn, transformer
@@ -36,11 +37,12 @@ from simulacra.models.zoo.ebm import ebm, jem
 __all__ = [
     "ACCELERATOR_IMAGE_DEFAULTS",
     "IMAGE_DEFAULTS",
+    "MISSING_DATA_PRESETS",
     "MODELS",
     "build_model",
     "recorded_spec",
     # auto-encoders and VAEs
-    "vae", "vae_iaf", "vae_flow_prior", "conv_vae", "beta_vae", "iwae", "cvae",
+    "vae", "vae_iaf", "vae_flow_prior", "conv_vae", "beta_vae", "iwae", "miwae", "cvae",
     "ae", "conv_ae", "linear_ae", "dae",
     # normalizing flows
     "realnvp", "maf", "iaf", "nsf", "nsf_coupling", "torus", "glow", "umnn", "cnf", "posterior",

@@ -34,6 +34,11 @@ IMAGE_DEFAULTS_YIELD_TO: dict[str, tuple[str, ...]] = {}
 them, none of the image defaults applies (a ``gan`` given a gradient penalty takes no R1)."""
 
 
+MISSING_DATA_PRESETS: set[str] = set()
+"""The presets that train on data with missing entries (NaN): for them the data are loaded with
+``missing="allow"``; every other preset gets data in which a NaN is refused at load time."""
+
+
 PREVIOUS_DEFAULTS: dict[str, dict[str, Any]] = {}
 """Per preset, the defaults that have since changed, as they were: a run recorded before its spec
 held every setting (runs before 2026-12-06 kept only the settings the user gave) rebuilds the

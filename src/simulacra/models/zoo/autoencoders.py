@@ -1,5 +1,5 @@
 """Auto-encoder and VAE presets: ae, conv-ae, linear-ae, dae, vae, conv-vae, beta-vae, iwae, cvae,
-vae-iaf and vae-flow-prior."""
+vae-iaf, vae-flow-prior and miwae."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from simulacra.data.info import DataInfo
-from simulacra.distributions.heads import head_for
+from simulacra.distributions.heads import auto_likelihood, head_for
 from simulacra.distributions.lazy import Amortized
 from simulacra.distributions.standard import DiagonalGaussian, StandardNormal
 from simulacra.errors import ConfigError, positive_int
@@ -19,7 +19,7 @@ from simulacra.flows.recipes import maf_layers
 from simulacra.models.autoencoder import Autoencoder
 from simulacra.models.vae import VAE
 from simulacra.models.zoo._common import _context, _flow_context
-from simulacra.models.zoo._registry import MODELS
+from simulacra.models.zoo._registry import MISSING_DATA_PRESETS, MODELS
 from simulacra.nn.conv import ConvDecoder, ConvEncoder
 from simulacra.nn.embeddings import ContextEmbedding, ContextNet
 from simulacra.nn.mlp import MLP
@@ -80,6 +80,7 @@ def _vae(
     posterior: str = "gaussian",
     flow_transforms: int = 4,
     flow_hidden: Sequence[int] = (64, 64),
+    missing: bool = False,
 ) -> VAE:
     latent_dim = positive_int(latent_dim, "latent_dim")
     num_samples = positive_int(num_samples, "num_samples")
@@ -102,6 +103,7 @@ def _vae(
         _prior(prior, info, latent_dim, conditional, embedding_dim, flow_transforms, flow_hidden),
         objective,
         conditional=conditional,
+        missing=missing,
     )
 
 
@@ -202,6 +204,30 @@ def beta_vae(info: DataInfo, beta: float = 4.0, **kwargs: Any) -> VAE:
 def iwae(info: DataInfo, num_samples: int = 5, **kwargs: Any) -> VAE:
     """The ``vae`` preset trained on the importance-weighted bound with ``num_samples`` (k)."""
     return vae(info, num_samples=num_samples, **kwargs)
+
+
+@MODELS.register(
+    "miwae", "MIWAE (Mattei & Frellsen 2019): an IWAE trained on data with missing entries (NaN)"
+)
+def miwae(
+    info: DataInfo,
+    latent_dim: int = 10,
+    hidden: Sequence[int] = (128, 128),
+    activation: str = "tanh",
+    likelihood: str = "auto",
+    num_samples: int = 20,
+) -> VAE:
+    """The VAE trained on incomplete data: NaN entries are missing, the encoder reads 0 there and
+    the IWAE bound with ``num_samples`` (K) draws is that of the observed entries. The paper's
+    settings for UCI tables are the defaults: d = 10, two tanh layers of 128 units, K = 20, and a
+    Student-t decoder for real data (``likelihood="auto"``; ``gaussian-learned`` for a Gaussian);
+    ``auto`` is Bernoulli for binary images. Impute with ``simulacra impute``."""
+    if likelihood == "auto":
+        likelihood = "student-t" if info.support == "real" else auto_likelihood(info)
+    return _vae(info, "mlp", latent_dim, hidden, activation, likelihood, 1.0, 0.0, num_samples, missing=True)
+
+
+MISSING_DATA_PRESETS.add("miwae")
 
 
 @MODELS.register("cvae", "conditional VAE (Sohn et al. 2015): labels enter encoder, decoder")
