@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _figures import density_grid  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "ebm-toys"
@@ -116,32 +117,6 @@ def run(toy: str, objective: str, args: argparse.Namespace) -> dict:
     return out
 
 
-def grid_figure(results: dict, path: Path) -> None:
-    """One row per toy, one column per objective: the density heat maps."""
-    import numpy as np
-    from matplotlib.figure import Figure
-    from PIL import Image
-
-    toys = [t for t in TOYS if any(k.startswith(t + "/") for k in results)]
-    objectives = [o for o in OBJECTIVES if any(k.endswith("/" + o) for k in results)]
-    fig = Figure(figsize=(2.6 * len(objectives), 2.4 * len(toys)))
-    for i, toy in enumerate(toys):
-        for j, name in enumerate(objectives):
-            ax = fig.add_subplot(len(toys), len(objectives), i * len(objectives) + j + 1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            r = results.get(f"{toy}/{name}")
-            if r is None:
-                continue
-            img = np.asarray(Image.open(RESULTS.parent / r["figure"]).convert("RGB"))
-            ax.imshow(img[:, : img.shape[1] // 2])
-            ax.set_title(f"{name}: {r['test_nll']:.3f}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(toy)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--toys", default=",".join(TOYS))
@@ -171,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(path.read_text())
         results[f"{r['toy']}/{r['objective']}"] = r
     (RESULTS / "ebm-toys.json").write_text(json.dumps({"results": results}, indent=2) + "\n")
-    grid_figure(results, RESULTS / "ebm-toys.png")
+    density_grid(results, TOYS, OBJECTIVES, RESULTS.parent, RESULTS / "ebm-toys.png")
     print(f"wrote {RESULTS / 'ebm-toys.json'} and {RESULTS / 'ebm-toys.png'}")
     return 0
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _figures import density_grid  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOYS = ("moons", "8gaussians", "checkerboard", "pinwheel", "rings")
@@ -99,32 +100,6 @@ def run(toy: str, name: str, steps: int | None, threads: int, seed: int) -> dict
     return out
 
 
-def grid_figure(results: dict, path: Path) -> None:
-    """One row per toy, one column per model: the density heat maps (PNG)."""
-    import numpy as np
-    from matplotlib.figure import Figure
-    from PIL import Image
-
-    toys = [t for t in TOYS if any(k.startswith(t + "/") for k in results)]
-    models = [m for m in MODELS if any(k.endswith("/" + m) for k in results)]
-    fig = Figure(figsize=(2.6 * len(models), 2.4 * len(toys)))
-    for i, toy in enumerate(toys):
-        for j, name in enumerate(models):
-            ax = fig.add_subplot(len(toys), len(models), i * len(models) + j + 1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            r = results.get(f"{toy}/{name}")
-            if r is None:
-                continue
-            img = np.asarray(Image.open(RESULTS.parent / r["figure"]).convert("RGB"))
-            ax.imshow(img[:, : img.shape[1] // 2])  # the density half of the figure
-            ax.set_title(f"{name}: {r['test_nll']:.3f}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(toy)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--toys", default=",".join(TOYS))
@@ -156,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         results[f"{r['toy']}/{r['model']}"] = r
     report = {"results": results}
     out.write_text(json.dumps(report, indent=2) + "\n")
-    grid_figure(report["results"], RESULTS / "toy-flows.png")
+    density_grid(report["results"], TOYS, MODELS, RESULTS.parent, RESULTS / "toy-flows.png")
     print(f"wrote {out} and {RESULTS / 'toy-flows.png'}")
     return 0
 
