@@ -182,7 +182,10 @@ IMAGE_DEFAULTS["ebm"] = {
     "spectral": True,
 }
 
-IMAGE_DEFAULTS["jem"] = {"step_size": 40.0, "noise_scale": 0.01}  # JEM's SGLD noise; the step for a spectral norm
+IMAGE_DEFAULTS["jem"] = {
+    "step_size": 40.0,
+    "noise_scale": 0.01,
+}  # JEM's SGLD noise; the step for a spectral norm
 
 # wider networks where a GPU trains them at a useful rate; the signatures' widths are the 2-core CPU's
 for _name in ("ebm", "jem"):
