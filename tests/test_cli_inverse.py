@@ -138,9 +138,11 @@ def test_user_errors(grey_run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
             "--eval-k", "2", "--set", "model.hidden=[16]", "--set", "model.latent_dim=2"]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
-    assert main(["inpaint", str(vae), *SOLVE]) == 2
+    assert main(["inpaint", str(vae), *SOLVE]) == 2  # a VAE completes by resampling: no sampler steps
     err = capsys.readouterr().err
-    assert "vae has no denoiser" in err and "diffusion model (e.g. ddpm) or an autoregressive one" in err
+    assert "steps apply to diffusion models" in err and "vae completes the missing entries itself" in err
+    assert main(["super-resolve", str(vae), "--factor", "2"]) == 2
+    assert "vae has no denoiser" in capsys.readouterr().err
 
     assert main(["colorize", str(grey_run), *SOLVE]) == 2
     assert "grey images (1 channel); colorize needs a model of colour images" in capsys.readouterr().err

@@ -444,7 +444,9 @@ class EBM(GenerativeModel):
         c: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
-        **sampler_options: Any,
+        steps: int | None = None,
+        step_size: float | None = None,
+        init: str | None = None,
     ) -> Tensor:
         """n samples (n, *event_shape), data space: chains of the kernel on p_θ (given labels c
         (n,) when conditional).
@@ -455,15 +457,12 @@ class EBM(GenerativeModel):
             init: ``"noise"`` (uniform on the box) or ``"buffer"`` (the persistent chains, IGEBM's
                 way; default when the model has a filled buffer).
         """
-        unknown = sorted(set(sampler_options) - self.sample_options)
-        if unknown:
-            raise ConfigError(f"EBM.sample takes {sorted(self.sample_options)}; found {unknown}")
         check_context(self, c, n)
-        steps = positive_int(sampler_options.get("steps", self.sample_steps), "steps")
+        steps = positive_int(self.sample_steps if steps is None else steps, "steps")
         kernel = self.kernel
-        if sampler_options.get("step_size") is not None:
-            kernel = dataclasses.replace(kernel, step_size=float(sampler_options["step_size"]))  # type: ignore[type-var]
-        init = sampler_options.get("init") or self.default_init()
+        if step_size is not None:
+            kernel = dataclasses.replace(kernel, step_size=float(step_size))  # type: ignore[type-var]
+        init = init or self.default_init()
         if init == "buffer":
             if self.buffer is None or not self.buffer.num_filled > 0:
                 raise ConfigError(f"{self.preset_name} has no filled replay buffer; use init='noise'")
