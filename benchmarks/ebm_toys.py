@@ -43,10 +43,10 @@ NSF = {"moons": 2.399, "8gaussians": 2.845, "checkerboard": 3.505, "pinwheel": 2
 """Test NLL of the spline flow (BENCHMARKS §5, the best flow on every toy)."""
 
 
-def settings(objective: str, chain_steps: int, step_size: float) -> dict:
+def settings(objective: str, chain_steps: int, step_size: float, alpha: float) -> dict:
     base = {"name": "ebm", "hidden": [128, 128, 128], "objective": objective}
     if objective == "cd":
-        return {**base, "steps": chain_steps, "step_size": step_size, "buffer_size": 10_000, "alpha": 0.0}
+        return {**base, "steps": chain_steps, "step_size": step_size, "buffer_size": 10_000, "alpha": alpha}
     if objective == "nce":
         return {**base, "nce_ratio": 4}
     return {**base, "projections": 4}
@@ -64,7 +64,7 @@ def run(toy: str, objective: str, args: argparse.Namespace) -> dict:
 
     data = load_dataset(DataConfig(name=toy, num_samples=20_000), seed=args.seed)
     torch.manual_seed(args.seed)
-    spec = settings(objective, args.chain_steps, args.step_size)
+    spec = settings(objective, args.chain_steps, args.step_size, args.alpha)
     model = build_model(spec, data.info)
     config = TrainConfig(
         eval_every=0,
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--chain-steps", type=int, default=20, help="cd: Langevin steps per batch")
     parser.add_argument("--step-size", type=float, default=0.01, help="cd: the Langevin step ε")
+    parser.add_argument("--alpha", type=float, default=0.0, help="cd: the L2 energy penalty α")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -285,7 +285,7 @@ class EBM(GenerativeModel):
                     f"training diverged: the energy gap E(samples) − E(data) reached {value:.4g} "
                     f"(limit {self.max_energy_gap:g}): the chains no longer follow the model; lower the "
                     "learning rate, raise the L2 energy penalty (--set model.alpha=...) or the sampler's "
-                    "steps; the last checkpoint holds the weights before"
+                    "steps (a run's last checkpoint keeps the weights from before)"
                 )
         return LossOutput(loss, metrics)
 
