@@ -275,3 +275,23 @@ def test_cli_bad_input_is_one_error_line(
         assert not run.exists(), "nothing is written"
     assert "--step-size" in _one_error(capsys, ["sample", str(toy_run), "--step-size", "0"])
     assert "diffusion" in _one_error(capsys, ["sample", str(toy_run), "--sampler", "ddim"])
+
+
+def test_nce_with_a_trained_flow_as_the_noise_recovers_the_gaussian() -> None:
+    """NCE's noise may be any model with ``sample`` and ``log_prob``: a flow trained on the data
+    first. The energy then recovers the maximum-likelihood Gaussian, and the flow stays as it was."""
+    from simulacra.objectives.contrastive import NCE
+
+    torch.manual_seed(0)
+    x = _gaussian_data(2000, 3)
+    data = Dataset("gauss", TOY, Split(x))
+    flow = build_model({"name": "realnvp", "transforms": 2, "hidden": [16]}, TOY)
+    fit(flow, data, TrainConfig(steps=150, batch_size=250, lr=1e-2, patience=None, seed=0), progress=False)
+    flow.eval()
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    model = _ebm(TOY, Quadratic(2), objective=NCE(flow, ratio=4), chains="noise")
+    fit(model, data, TrainConfig(steps=400, batch_size=250, lr=3e-2, patience=None, seed=0), progress=False)
+    learnt = torch.linalg.inv(model.net.precision().detach())
+    assert torch.allclose(model.net.mean.detach(), x.mean(0), atol=0.05)
+    assert torch.allclose(learnt, torch.cov(x.T, correction=0), atol=0.08), learnt
+    assert all(torch.equal(before[k], v) for k, v in flow.state_dict().items())
