@@ -110,7 +110,7 @@ def run(toy: str, objective: str, args: argparse.Namespace) -> dict:
     samples = model.sample(
         2000, generator=torch.Generator().manual_seed(args.seed + 1), init="noise", steps=500
     )
-    path = OUT / f"{toy}-{objective}.png"
+    path = OUT / f"{toy}-{objective}{args.tag}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_density_2d(model.log_prob, samples, path, bounds=BOUNDS, resolution=160)
     out["figure"] = str(path.relative_to(RESULTS.parent))
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.0, help="cd: the L2 energy penalty α")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="", help="a suffix of the result files (variants beside the main runs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for toy in args.toys.split(","):
@@ -141,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"(NSF {r['nsf_nll']:.3f}, gap {r['gap_to_nsf']:+.3f}; {r['train_s']:.0f} s)",
                 flush=True,
             )
-            (OUT / f"{toy}-{objective}.json").write_text(json.dumps(r, indent=2) + "\n")
+            r["tag"] = args.tag
+            (OUT / f"{toy}-{objective}{args.tag}.json").write_text(json.dumps(r, indent=2) + "\n")
     results = {}
     for path in sorted(OUT.glob("*.json")):
         r = json.loads(path.read_text())
-        results[f"{r['toy']}/{r['objective']}"] = r
+        results[f"{r['toy']}/{r['objective']}{r.get('tag', '')}"] = r
     (RESULTS / "ebm-toys.json").write_text(json.dumps({"results": results}, indent=2) + "\n")
-    density_grid(results, TOYS, OBJECTIVES, RESULTS.parent, RESULTS / "ebm-toys.png")
+    density_grid(results, TOYS, OBJECTIVES, RESULTS.parent, RESULTS / "ebm-toys.png")  # the untagged runs
     print(f"wrote {RESULTS / 'ebm-toys.json'} and {RESULTS / 'ebm-toys.png'}")
     return 0
 
