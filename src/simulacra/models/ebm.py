@@ -466,7 +466,8 @@ class EBM(GenerativeModel):
         if init == "buffer":
             if self.buffer is None or not self.buffer.num_filled > 0:
                 raise ConfigError(f"{self.preset_name} has no filled replay buffer; use init='noise'")
-            picks = torch.randint(self.buffer.size, (n,), generator=generator, device="cpu")
+            where = generator.device if generator is not None else self.buffer.chains.device
+            picks = torch.randint(self.buffer.size, (n,), generator=generator, device=where)
             start = self.buffer.chains[picks.to(self.buffer.chains.device)].clone()
         elif init == "noise":
             start = self.noise(n, generator)
