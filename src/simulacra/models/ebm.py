@@ -202,7 +202,8 @@ class EBM(GenerativeModel):
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n points drawn uniformly on the box, (n, *event), model space."""
         lo, hi = self.bounds
-        u = torch.rand((n, *self.event_shape), generator=generator, device=self.device)
+        where = generator.device if generator is not None else self.device  # then moved to the model's
+        u = torch.rand((n, *self.event_shape), generator=generator, device=where).to(self.device)
         return lo + (hi - lo) * u
 
     def _check_box(self, y: Tensor) -> None:

@@ -40,7 +40,10 @@ def batch_time(t: Tensor) -> Tensor:
 
 
 def noise_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """ε ~ N(0, I) of x's shape, dtype and device, drawn with ``generator``."""
+    """ε ~ N(0, I) of x's shape, dtype and device, drawn with ``generator`` (on the generator's
+    device, then moved: a CPU generator serves a model on a GPU, and the draw is the same)."""
+    if generator is not None and generator.device != x.device:
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 

@@ -169,7 +169,8 @@ def _metropolis(
     """Accept each chain's proposal with probability min(1, exp(log_ratio)) (B,); NaN ratios
     (a proposal off the support) count as −∞."""
     log_ratio = torch.where(torch.isnan(log_ratio), -math.inf, log_ratio)
-    u = torch.rand(value.shape, generator=generator, dtype=value.dtype, device=value.device)
+    where = generator.device if generator is not None else value.device
+    u = torch.rand(value.shape, generator=generator, dtype=value.dtype, device=where).to(value.device)
     accept = torch.log(u) < log_ratio  # (B,)
     keep = accept.reshape(-1, *([1] * (proposal.dim() - 1)))
     return _advance(
