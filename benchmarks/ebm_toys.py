@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.0, help="cd: the L2 energy penalty α")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tag", default="", help="a suffix of the result files (variants beside the main runs)")
+    parser.add_argument(
+        "--tag", default="", help="a suffix of the result files (variants beside the main runs)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for toy in args.toys.split(","):
