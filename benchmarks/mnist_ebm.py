@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -50,23 +49,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _features import feature_network  # noqa: E402
 from _machine import write_record  # noqa: E402
 
 RECIPES = {"ebm": {"name": "ebm"}, "jem": {"name": "jem"}}
-
-
-def feature_network():
-    """(network, description): the shipped MNIST classifier, else the benchmarks' own."""
-    import importlib
-
-    fid_module = importlib.import_module("simulacra.metrics.fid")
-
-    shipped = getattr(fid_module, "shipped_feature_network", None)
-    if shipped is not None:
-        net, meta = shipped("mnist")
-        return net, f"shipped MNIST classifier ({meta.get('test_accuracy', math.nan):.2%} test accuracy)"
-    path = HERE / "results" / "mnist-classifier.safetensors"
-    return fid_module.load_feature_classifier(path), f"{path.name} (97.2% test accuracy)"
 
 
 def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
@@ -147,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     name = f"mnist-{args.recipe}" + (f"-classes{args.classes}" if args.classes else "")
     name += f"-seed{args.seed}" if args.seed else ""
     run_dir = HERE.parent / "runs" / "bench" / name
-    net, features = feature_network()
+    net, record = feature_network()
+    accuracy = record.get("test_accuracy")
+    features = record["network"] + (f" ({accuracy:.2%} test accuracy)" if accuracy else "")
 
     if args.evaluate:
         previous = json.loads((HERE / "results" / f"{name}.json").read_text())

@@ -30,7 +30,6 @@ in runs/bench/mnist-gan-RECIPE/; with ``--tag TAG`` the figures go to mnist-gan-
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import shutil
@@ -44,6 +43,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _features import feature_network  # noqa: E402
 from _machine import write_record  # noqa: E402
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -66,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     from simulacra.metrics.fid import (
         extract_features,
         fid,
-        load_feature_classifier,
-        shipped_feature_network,
     )
     from simulacra.metrics.two_sample import mmd
     from simulacra.models.zoo import build_model
@@ -104,16 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(
         DataConfig("mnist", data_dir=str(args.data_dir), valid_fraction=0.0, limit=args.limit)
     )
-    if args.features is None:
-        net, shipped = shipped_feature_network("mnist")
-        features = {"network": "shipped: simulacra/metrics/networks/mnist.safetensors", "sha256": shipped["sha256"],
-                    "test_accuracy": shipped["test_accuracy"]}  # fmt: skip
-    else:
-        net = load_feature_classifier(args.features)
-        features = {
-            "network": str(args.features),
-            "sha256": hashlib.sha256(args.features.read_bytes()).hexdigest(),
-        }
+    net, features = feature_network(args.features)
     name = f"mnist-gan-{args.recipe}" + (f"-seed{args.seed}" if args.seed else "")
     out_name = name + (f"-{args.tag}" if args.tag else "")
     run_dir = args.runs / name

@@ -33,7 +33,6 @@ mnist-super-resolution.json).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -47,6 +46,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _features import feature_network  # noqa: E402
 from _machine import write_record  # noqa: E402
 from image_translation import scores  # noqa: E402
 
@@ -87,7 +87,7 @@ def train(spec: dict[str, Any], data: Any, minutes: float, seed: int, name: str,
 def main(argv: list[str] | None = None) -> int:
     from simulacra.data import load_dataset
     from simulacra.data.datasets import DataConfig
-    from simulacra.metrics.fid import fid, load_feature_classifier, shipped_feature_network
+    from simulacra.metrics.fid import fid
     from simulacra.tasks.inverse import super_resolve
     from simulacra.train.checkpoint import load_model
     from simulacra.viz.grids import save_grid
@@ -117,16 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(
         DataConfig("mnist", data_dir=str(args.data_dir), valid_fraction=0.0, limit=args.limit)
     )
-    if args.features is None:
-        net, shipped = shipped_feature_network("mnist")
-        features = {"network": "shipped: simulacra/metrics/networks/mnist.safetensors", "sha256": shipped["sha256"],
-                    "test_accuracy": shipped["test_accuracy"]}  # fmt: skip
-    else:
-        net = load_feature_classifier(args.features)
-        features = {
-            "network": str(args.features),
-            "sha256": hashlib.sha256(args.features.read_bytes()).hexdigest(),
-        }
+    net, features = feature_network(args.features)
     out_name = "mnist-super-resolution" + (f"-{args.tag}" if args.tag else "")
     truth = data.test.x[: args.n]
     low = F.avg_pool2d(truth, FACTOR)  # (n, 1, 7, 7)
