@@ -204,6 +204,29 @@ class GenerativeModel(nn.Module, abc.ABC):
         than it). The loop and ``simulacra train`` call it before anything is written. Default:
         any batch size will do."""
 
+    # -- models trained on top of another run (a VQ-VAE's prior, LSGM's two-stage latent prior) --
+
+    starts_from: ClassVar[str | None] = None
+    """What a second-stage model is trained on top of, in words for the CLI's message when it is
+    missing (e.g. ``"a trained vqvae run"``); ``simulacra train PRESET --init RUN`` gives it. None:
+    the model trains from scratch (the default), and ``--init`` is refused."""
+
+    def initialize_from(self, trained: GenerativeModel) -> None:
+        """Take this model's first stage from ``trained``, a model rebuilt from a finished run
+        (``simulacra train PRESET --init RUN``): copy its weights into this model's copy of it.
+
+        A preset whose model starts from another run takes the keyword ``stage_one``, the recorded
+        spec of the first-stage model (``--init`` fills it from the run's config), so its own
+        checkpoints rebuild the same architecture without the other run.
+
+        Raises:
+            ConfigError: the model trains from scratch (the default), or ``trained`` is not a model
+                this one can start from (another preset, another architecture).
+        """
+        raise ConfigError(
+            f"{self.preset_name} trains from scratch; it does not start from another run (drop --init)"
+        )
+
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """What early stopping and "keep the best weights" minimise on held-out batches: a scalar
         (the batch mean) or one value per example (B,). Default: the loss of the first group,
