@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from simulacra.cli.common import DEFAULT_RUN_ROOT, _at_least, _console, _print_metrics, _recover
 from simulacra.errors import ConfigError
 
@@ -86,6 +84,8 @@ def _default_out(config: RunConfig) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from simulacra.config import RunConfig
     from simulacra.data import load_dataset
     from simulacra.models.zoo import build_model, recorded_spec
