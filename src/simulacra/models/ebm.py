@@ -111,6 +111,32 @@ class ModelNoise(nn.Module):
         return likelihood.log_prob(x)
 
 
+class TiltedEnergy(nn.Module):
+    """E(y) = E_θ(y, c) − log p_base(y): a base density tilted by a learnt energy,
+    p(y) ∝ p_base(y) exp(−E_θ(y)) (a residual energy-based model; Deng et al. 2020, Xiao et al.
+    2021 with a flow as the base).
+
+    Against NCE whose noise is the base, the classifier's log-ratio is −E_θ − log Z: the energy
+    starts from the base (E_θ = 0 gives p = p_base) and learns only the correction. The base is
+    NCE's own noise module, referenced here and not registered a second time (it is saved once,
+    with the objective).
+
+    Args:
+        net: the learnt energy ``(y (B, *event), c) -> (B,)``.
+        base: the frozen :class:`ModelNoise` whose log-density is subtracted.
+    """
+
+    def __init__(self, net: nn.Module, base: ModelNoise) -> None:
+        super().__init__()
+        self.net = net
+        object.__setattr__(self, "base", base)  # a reference: the objective owns the module
+
+    def forward(self, y: Tensor, c: Tensor | None = None) -> Tensor:
+        """E(y) (B,) for y (B, *event)."""
+        base: ModelNoise = self.base  # type: ignore[assignment]
+        return self.net(y, c) - base.log_prob(y)
+
+
 class EBM(GenerativeModel):
     """p(x) ∝ exp(−E(x)) on a box, trained by ``objective``, sampled by ``kernel``.
 

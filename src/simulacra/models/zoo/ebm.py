@@ -18,8 +18,7 @@ from torch import nn
 from simulacra.data.info import DataInfo
 from simulacra.distributions.standard import FittedGaussian
 from simulacra.errors import ConfigError, positive_int
-from simulacra.models.base import GenerativeModel
-from simulacra.models.ebm import EBM, TRAIN_DEFAULTS, ModelNoise
+from simulacra.models.ebm import EBM, TRAIN_DEFAULTS, ModelNoise, TiltedEnergy
 from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, IMAGE_DEFAULTS, MODELS, build_model
 from simulacra.nn.adversarial import ConvFeatures, Discriminator, MLPFeatures
 from simulacra.nn.energy import ClassifierEnergy
@@ -65,7 +64,7 @@ def _objective(
     sigma: float,
     projections: int,
     ratio: int,
-    noise_model: GenerativeModel | None = None,
+    noise_model: ModelNoise | None = None,
 ) -> EnergyObjective:
     if noise_model is not None and name != "nce":
         raise ConfigError(f"a trained noise model (stage_one, --init) is NCE's; found objective={name!r}")
@@ -74,7 +73,7 @@ def _objective(
     if name in ("sliced", "exact", "denoising"):
         return ScoreMatching(name, sigma, positive_int(projections, "projections"))
     if name == "nce":
-        noise = FittedGaussian(info.event_shape) if noise_model is None else ModelNoise(noise_model)
+        noise = FittedGaussian(info.event_shape) if noise_model is None else noise_model
         return NCE(noise, positive_int(ratio, "nce_ratio"))
     raise ConfigError(f"unknown objective {name!r}; expected one of {', '.join(OBJECTIVES)}")
 
@@ -110,20 +109,24 @@ def ebm(
     ais_distributions: int = 1000,
     ais_step_size: float = 0.05,
     stage_one: Mapping[str, Any] | None = None,
+    tilt: bool = True,
 ) -> EBM:
     """Energy-based model p(x) ∝ exp(−E(x)): ``objective`` cd (with ``chains`` buffer = PCD, data =
     CD-k, noise = short-run; L2 energy penalty ``alpha``), sliced/exact/denoising score matching
     (``sigma``) or nce; ``kernel`` sgld/mala/hmc with ``step_size`` (and sgld's ``noise_scale``).
     NCE's noise is a Gaussian fitted to the data, or on real-valued data a trained flow given by
     ``stage_one`` (its spec; ``simulacra train ebm --set model.objective=nce --init FLOW_RUN``
-    fills it and takes the flow's weights)."""
-    noise_model = None if stage_one is None else build_model(stage_one, info)
+    fills it and takes the flow's weights); with ``tilt`` the density is then the flow tilted by the
+    energy, p ∝ p_flow · exp(−E), so that the energy learns only what the flow misses."""
+    noise_model = None if stage_one is None else ModelNoise(build_model(stage_one, info))
     features, width = _features(info, hidden, channels)
     num_classes = info.num_classes if conditional else None
     if conditional and num_classes is None:
         raise ConfigError("a conditional EBM needs labelled data; found no labels")
     # no output bias: the density ignores an offset of the energy, and CD's gradient is blind to it
-    energy = Discriminator(features, width, num_classes, spectral=spectral, bias=False)
+    energy: nn.Module = Discriminator(features, width, num_classes, spectral=spectral, bias=False)
+    if noise_model is not None and tilt:
+        energy = TiltedEnergy(energy, noise_model)
     bounds = _bounds(info, box)
     return EBM(
         info,
