@@ -257,21 +257,26 @@ def _check_options(args: argparse.Namespace) -> tuple[Path | None, Path | None, 
 
 
 def _reference_log_p(args: argparse.Namespace, model: Any, generator: Any) -> tuple[Any, Any]:
-    """log p of the run's own training examples (Ĥ) and of its validation examples (the
-    bootstrap), at most ``--reference-examples`` each; the training ones twice without a
-    validation split."""
-    from simulacra.cli.common import _held_out
+    """log p of the run's own training examples (Ĥ; as training saw them, after its batch
+    transform such as dynamic binarization) and of its validation examples (the bootstrap), at
+    most ``--reference-examples`` each; None for the second without a validation split."""
+    from simulacra.config import RunConfig
+    from simulacra.data import load_dataset
+    from simulacra.seeding import generator_for
     from simulacra.tasks.outliers import log_likelihood
+    from simulacra.train.checkpoint import load_run_config
 
+    config = RunConfig.from_dict(load_run_config(args.run)["run"])
+    if args.data_dir:
+        config.data.data_dir = args.data_dir
+    data = load_dataset(config.data, seed=config.train.seed)
     limit = args.reference_examples
-    _, train = _held_out(args.run, "train", args.data_dir, limit)
-    try:
-        _, valid = _held_out(args.run, "valid", args.data_dir, limit)
-    except ConfigError:
-        valid = None
+    train = data.train.x[:limit]
+    if data.batch_transform is not None:
+        train = data.batch_transform(train, generator_for(args.seed, "outliers", "reference-transform"))
     options = {"num_samples": args.k, "batch_size": args.batch_size, "generator": generator}
-    reference, _ = log_likelihood(model, train.x, **options)
-    calibration = None if valid is None else log_likelihood(model, valid.x, **options)[0]
+    reference, _ = log_likelihood(model, train, **options)
+    calibration = None if data.valid is None else log_likelihood(model, data.valid.x[:limit], **options)[0]
     return reference, calibration
 
 
@@ -432,9 +437,15 @@ def _print_table(
     console.print(table)
     console.print("outliers are the positive class; every score is higher for more anomalous examples:")
     for name, meaning in meanings.items():
-        unit = f" [{units[name]}]" if name in units else ""
+        unit = f" ({units[name]})" if name in units else ""
         console.print(f"  {name}{unit}: {meaning}")
-    console.print(f"  weights: {weights.describe()}")
+    for r in rows:
+        if "rejected_in" in r:
+            console.print(
+                f"  {r['score']} at its level: rejects {r['rejected_in']:.1%} of {inliers} batches and "
+                f"{r['rejected_out']:.1%} of {r['ood']} batches"
+            )
+    console.print(f"  {weights.describe()}")
 
 
 def _write_csv(path: Path, sets: list[_Set], columns: dict[str, dict[str, np.ndarray]]) -> None:
