@@ -45,13 +45,15 @@ FAMILIES = {
 
 
 class CPUBudget:
-    """Stops training once the process has used ``seconds`` of CPU time since construction."""
+    """Stops training once the process has used ``seconds`` of CPU time since construction, or
+    when the file ``stop`` exists (a way to end a phase early on a machine busier than planned;
+    the results then record the CPU time actually used)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.start = seconds, time.process_time()
+    def __init__(self, seconds: float, stop: Path) -> None:
+        self.seconds, self.start, self.stop = seconds, time.process_time(), stop
 
     def on_step_end(self, state: object) -> None:
-        if time.process_time() - self.start > self.seconds:
+        if time.process_time() - self.start > self.seconds or self.stop.exists():
             state.stop_requested = True  # type: ignore[attr-defined]
 
 
@@ -105,7 +107,7 @@ def train(spec: dict, source: Path, perturb: float | None, minutes: float, run_d
         settings,
         run_dir=run_dir,
         run_config={"model": spec, "data": asdict(config), "train": asdict(settings)},
-        callbacks=[CPUBudget(minutes * 60)],
+        callbacks=[CPUBudget(minutes * 60, run_dir.parent / f"{run_dir.name}.stop")],
         progress=False,
     )
     return model, data, time.process_time() - start, result.steps

@@ -208,6 +208,37 @@ def test_the_typicality_test_has_its_size_and_rejects_the_mode(generator: torch.
         test.statistic(torch.zeros(3))
 
 
+def test_a_label_conditional_energy_is_scored_by_its_marginal(generator: torch.Generator) -> None:
+    from simulacra.models.zoo import build_model
+
+    from presets import DIGITS, TINY
+
+    model = build_model({"name": "jem", **TINY["jem"][0]}, DIGITS)
+    x = torch.rand(6, 1, 8, 8, generator=generator)
+    with torch.no_grad():  # JEM: E(x) = −logsumexp_y f(x)[y], the logits' marginal
+        expected = -torch.logsumexp(model.net.logits(model.to_model(x)), dim=1)
+    torch.testing.assert_close(energy_score(model, x).values, expected.double(), rtol=1e-5, atol=1e-5)
+
+
+def test_user_examples_come_into_the_runs_space() -> None:
+    from simulacra.cli.outliers import to_model_space
+
+    grey = DataInfo((1, 4, 4), "unit", levels=256)
+    images = np.arange(2 * 16, dtype=np.uint8).reshape(2, 4, 4) * 8
+    x = to_model_space(images, grey, "a")  # (N, H, W) 8-bit: channels added, divided by 255
+    assert x.shape == (2, 1, 4, 4) and torch.allclose(
+        x.flatten(), torch.from_numpy(images.flatten() / 255).float()
+    )
+    assert torch.equal(to_model_space(images.astype(np.int64).reshape(2, 16), grey, "a"), x)  # flat rows
+    table = DataInfo((2,), "real", standardization=((1.0, -2.0), (2.0, 0.5)))
+    rows = np.array([[1.0, -2.0], [3.0, -1.5]])
+    torch.testing.assert_close(to_model_space(rows, table, "t"), torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    with pytest.raises(DataError, match="values in \\[0, 1\\]"):
+        to_model_space(images.astype(np.float32), grey, "a")  # 0..248 as floats: not grey levels
+    with pytest.raises(DataError, match="trained on shape \\(2,\\)"):
+        to_model_space(np.zeros((3, 5)), table, "t")
+
+
 # ----------------------------------------------------------------------------- the background's data
 
 

@@ -5,7 +5,7 @@ outliers with a trained model and measure how well each score separates the sets
 ``--data`` holds held-out in-distribution examples, each ``--ood`` a set of outliers; each is a
 ``.npy``/``.npz``/``.csv`` file (an ``.npz`` gives its ``--split`` array, ``test`` or ``x_test``,
 or its only array), an image folder, or a dataset name (its ``--split``). Examples are brought to
-the run's space as training brought its data: 8-bit images divided by 255, tables standardized
+the run's space as training brought its data: 8-bit images (integers 0-255) divided by 255, tables standardized
 by the run's training mean and standard deviation.
 
 Every score is oriented so that higher means more anomalous, and outliers are the positive class
@@ -22,6 +22,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from simulacra.cli.common import _console, _load_run, check_file_destination, integer, output_file, seed_arg
-from simulacra.errors import CapabilityError, ConfigError, DataError
+from simulacra.errors import CapabilityError, ConfigError, DataError, SimulacraError
 
 SCORES: tuple[str, ...] = ("nll", "llr", "complexity", "typicality", "energy")
 """Scores the verb computes (``--score``); ``nll`` also gives bits/dim in the CSV."""
@@ -146,8 +147,8 @@ def to_model_space(x: np.ndarray, info: Any, source: str) -> Any:
             )
         x = x.reshape(x.shape[0], *event)
     scaled = x.astype(np.float64)
-    if x.dtype == np.uint8 and info.support == "unit" and info.levels == 256:
-        scaled = scaled / 255.0
+    if x.dtype.kind in "iu" and info.support == "unit" and info.levels == 256:
+        scaled = scaled / 255.0  # 8-bit grey levels as integers, as training read them
     if not np.isfinite(scaled).all():
         raise DataError(f"{source!r} holds NaN or infinite values; outlier scores need complete examples")
     if info.standardization is not None:
@@ -161,7 +162,7 @@ def to_model_space(x: np.ndarray, info: Any, source: str) -> Any:
     if info.support == "unit" and (scaled.min() < 0 or scaled.max() > 1):
         raise DataError(
             f"{source!r} holds values in [{scaled.min():.4g}, {scaled.max():.4g}]; the run models values "
-            "in [0, 1] (8-bit images as uint8, or scaled by 1/255)"
+            "in [0, 1] (8-bit images as integers 0-255, or scaled by 1/255)"
         )
     return torch.from_numpy(scaled.astype(np.float32))
 
@@ -280,126 +281,158 @@ def _reference_log_p(args: argparse.Namespace, model: Any, generator: Any) -> tu
     return reference, calibration
 
 
+def _load_background(args: argparse.Namespace, model: Any) -> Any:
+    """The background run of the likelihood ratio, checked against the run."""
+    from simulacra.tasks.outliers import has_likelihood
+
+    background, _ = _load_run(args.background, args.device, args.weights)
+    if tuple(background.info.event_shape) != tuple(model.info.event_shape):
+        raise DataError(
+            f"--background {args.background!r} models shape {tuple(background.info.event_shape)}; the run "
+            f"models {tuple(model.info.event_shape)}: train the background on the same data, perturbed"
+        )
+    if not has_likelihood(background):
+        raise CapabilityError(f"--background {background.preset_name} has no likelihood or bound")
+    return background
+
+
+@dataclass
+class _Scored:
+    """Every per-example score of every set: ``columns[score][source]`` (n,) values, with each
+    score's unit and meaning, and the log-likelihoods the typicality test reads."""
+
+    columns: dict[str, dict[str, np.ndarray]]
+    units: dict[str, str]
+    meanings: dict[str, str]
+    log_ps: dict[str, Any]
+
+
+def _score_sets(
+    args: argparse.Namespace, model: Any, background: Any, sets: list[_Set], scores: list[str]
+) -> _Scored:
+    from simulacra.seeding import generator_for
+    from simulacra.tasks import outliers as tasks
+
+    info = model.info
+    compressor = args.compressor or tasks.default_compressor(info)
+    options = {"num_samples": args.k, "batch_size": args.batch_size}
+    scored = _Scored({}, {}, {}, {})
+    for s in sets:
+        per: list[tasks.Score] = []
+        if any(k in scores for k in ("nll", "llr", "complexity", "typicality")):
+            generator = generator_for(args.seed, "outliers", s.name)
+            log_p, estimator = tasks.log_likelihood(model, s.x, **options, generator=generator)
+            scored.log_ps[s.name] = log_p
+            discrete = bool(model.discrete_likelihood)
+            bpd = tasks.bits_per_dim_score(log_p, info, discrete_likelihood=discrete, estimator=estimator)
+            if "nll" in scores:
+                per += [tasks.nll_score(log_p, estimator), bpd]
+            if "complexity" in scores:
+                per.append(tasks.complexity_score(bpd, s.x, info, compressor))
+            if "llr" in scores:
+                generator = generator_for(args.seed, "background", s.name)
+                log_bg, bg_estimator = tasks.log_likelihood(background, s.x, **options, generator=generator)
+                estimators = f"{estimator}; background {bg_estimator}"
+                per.append(tasks.likelihood_ratio_score(log_p, log_bg, estimators=estimators))
+        if "energy" in scores:
+            per.append(tasks.energy_score(model, s.x, batch_size=args.batch_size))
+        for score in per:
+            scored.columns.setdefault(score.name, {})[s.name] = score.values.numpy()
+            scored.units[score.name] = score.unit
+            scored.meanings[score.name] = score.meaning
+    return scored
+
+
+def _typicality_rows(
+    args: argparse.Namespace, model: Any, sets: list[_Set], scored: _Scored
+) -> list[dict[str, Any]]:
+    """Batch-level rows of the typicality test (empty, with a note, when the scores were not
+    asked for and the run's training data cannot be read)."""
+    import torch
+
+    from simulacra.metrics.detection import detection_report
+    from simulacra.seeding import generator_for
+    from simulacra.tasks.outliers import TypicalityTest
+
+    try:
+        reference, calibration = _reference_log_p(
+            args, model, generator_for(args.seed, "outliers", "reference")
+        )
+    except SimulacraError as err:
+        if args.score is not None:  # asked for: the reason is the error
+            raise
+        print(f"note: no typicality test: the run's training data cannot be read ({err})", file=sys.stderr)
+        return []
+    test = TypicalityTest.fit(
+        reference,
+        args.batch,
+        alpha=args.alpha,
+        calibration_log_p=calibration,
+        generator=generator_for(args.seed, "outliers", "bootstrap"),
+    )
+    statistics = {}
+    for s in sets:  # batches of examples in a random order: a file's order may be sorted
+        log_p = scored.log_ps[s.name]
+        order = torch.randperm(len(log_p), generator=generator_for(args.seed, "batches", s.name))
+        statistics[s.name] = test.statistic(log_p[order]).numpy()
+    inliers = sets[0].name
+    rows = []
+    for s in sets[1:]:
+        report = detection_report(statistics[inliers], statistics[s.name])
+        rows.append(
+            {
+                "ood": s.name,
+                "score": f"typicality M={args.batch}",
+                "level": "batch",
+                **report.to_dict(),
+                "rejected_in": float((statistics[inliers] > test.threshold).mean()),
+                "rejected_out": float((statistics[s.name] > test.threshold).mean()),
+            }
+        )
+    scored.meanings["typicality"] = test.describe()
+    return rows
+
+
 def cmd_outliers(args: argparse.Namespace) -> int:
     """Score every set, print the detection table, write the CSV, plot and JSON asked for."""
     from simulacra.metrics.detection import detection_report
-    from simulacra.seeding import generator_for
-    from simulacra.tasks import outliers as tasks
+    from simulacra.train.checkpoint import atomic_write_bytes
 
     csv_path, plot_path, json_path = _check_options(args)
     model, weights = _load_run(args.run, args.device, args.weights)
     scores = _chosen_scores(args, model)
-    background = None
-    if "llr" in scores:
-        background, _ = _load_run(args.background, args.device, args.weights)
-        if tuple(background.info.event_shape) != tuple(model.info.event_shape):
-            raise DataError(
-                f"--background {args.background!r} models shape {tuple(background.info.event_shape)}; the run "
-                f"models {tuple(model.info.event_shape)}: train the background on the same data, perturbed"
-            )
-        if not tasks.has_likelihood(background):
-            raise CapabilityError(f"--background {background.preset_name} has no likelihood or bound")
-    info = model.info
-    sets = _read_sets(args, info)
-    compressor = args.compressor or tasks.default_compressor(info)
-    options = {"num_samples": args.k, "batch_size": args.batch_size}
-
-    columns: dict[str, dict[str, np.ndarray]] = {}  # score -> source -> (n,) values
-    units: dict[str, str] = {}
-    meanings: dict[str, str] = {}
-    log_ps: dict[str, Any] = {}
-    for s in sets:
-        per: list[tasks.Score] = []
-        if any(k in scores for k in ("nll", "llr", "complexity", "typicality")):
-            log_p, estimator = tasks.log_likelihood(
-                model, s.x, **options, generator=generator_for(args.seed, "outliers", s.name)
-            )
-            log_ps[s.name] = log_p
-            nll = tasks.nll_score(log_p, estimator)
-            bpd = tasks.bits_per_dim_score(
-                log_p, info, discrete_likelihood=bool(model.discrete_likelihood), estimator=estimator
-            )
-            if "nll" in scores:
-                per += [nll, bpd]
-            if "complexity" in scores:
-                per.append(tasks.complexity_score(bpd, s.x, info, compressor))
-            if "llr" in scores:
-                log_bg, bg_estimator = tasks.log_likelihood(
-                    background, s.x, **options, generator=generator_for(args.seed, "background", s.name)
-                )
-                per.append(
-                    tasks.likelihood_ratio_score(log_p, log_bg, estimators=f"{estimator}; {bg_estimator}")
-                )
-        if "energy" in scores:
-            per.append(tasks.energy_score(model, s.x, batch_size=args.batch_size))
-        for score in per:
-            columns.setdefault(score.name, {})[s.name] = score.values.numpy()
-            units[score.name] = score.unit
-            meanings[score.name] = score.meaning
+    background = _load_background(args, model) if "llr" in scores else None
+    sets = _read_sets(args, model.info)
+    scored = _score_sets(args, model, background, sets, scores)
 
     inliers = sets[0].name
     rows: list[dict[str, Any]] = []
-    for name in columns:
-        if name == "bpd":  # the same ranking as nll
+    for name, column in scored.columns.items():
+        if name == "bpd":  # the ranking of nll
             continue
         for s in sets[1:]:
-            report = detection_report(columns[name][inliers], columns[name][s.name])
+            report = detection_report(column[inliers], column[s.name])
             rows.append({"ood": s.name, "score": name, "level": "example", **report.to_dict()})
-
-    typicality = None
     if "typicality" in scores:
-        reference, calibration = _reference_log_p(
-            args, model, generator_for(args.seed, "outliers", "reference")
-        )
-        typicality = tasks.TypicalityTest.fit(
-            reference,
-            args.batch,
-            alpha=args.alpha,
-            calibration_log_p=calibration,
-            generator=generator_for(args.seed, "outliers", "bootstrap"),
-        )
-        statistics = {}
-        for s in sets:
-            import torch
+        rows += _typicality_rows(args, model, sets, scored)
 
-            order = torch.randperm(len(log_ps[s.name]), generator=generator_for(args.seed, "batches", s.name))
-            statistics[s.name] = typicality.statistic(log_ps[s.name][order]).numpy()
-        rejected_in = float((statistics[inliers] > typicality.threshold).mean())
-        for s in sets[1:]:
-            report = detection_report(statistics[inliers], statistics[s.name])
-            rows.append(
-                {
-                    "ood": s.name,
-                    "score": f"typicality M={args.batch}",
-                    "level": "batch",
-                    **report.to_dict(),
-                    "rejected_in": rejected_in,
-                    "rejected_out": float((statistics[s.name] > typicality.threshold).mean()),
-                }
-            )
-        meanings["typicality"] = typicality.describe()
-
-    _print_table(rows, meanings, units, model, weights, inliers)
+    _print_table(rows, scored.meanings, scored.units, model, weights, inliers)
     if csv_path is not None:
-        _write_csv(csv_path, sets, columns)
+        _write_csv(csv_path, sets, scored.columns)
     if plot_path is not None:
-        from simulacra.train.checkpoint import atomic_write_bytes
         from simulacra.viz.outliers import score_histograms
 
-        shown = {k: v for k, v in columns.items() if k != "bpd"}
-        png = score_histograms(
-            shown, units, inliers=inliers, title=f"{model.preset_name}: {inliers} (in) vs outliers"
-        )
+        shown = {k: v for k, v in scored.columns.items() if k != "bpd"}
+        title = f"{model.preset_name}: {inliers} (in) against outliers"
+        png = score_histograms(shown, scored.units, inliers=inliers, title=title)
         plot_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(plot_path, png)
     if json_path is not None:
-        from simulacra.train.checkpoint import atomic_write_bytes
-
         payload = {
             "run": str(args.run),
             "inliers": inliers,
-            "meanings": meanings,
-            "units": units,
+            "meanings": scored.meanings,
+            "units": scored.units,
             "rows": rows,
         }
         json_path.parent.mkdir(parents=True, exist_ok=True)
