@@ -36,7 +36,7 @@ from _machine import write_record  # noqa: E402  (benchmarks/ is on sys.path whe
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path("/work/shared/data/mnist.npz")
-SETS = ("digits 5-9", "noise", "constant", "inverted", "flipped")
+SETS = ("digits 5-9", "noise", "constant", "inverted", "flipped", "dark constant")
 FAMILIES = {
     "glow": {"name": "glow"},
     "pixelcnn": {"name": "pixelcnn"},
@@ -71,6 +71,10 @@ def prepare_data(folder: Path, n: int, seed: int) -> tuple[Path, dict[str, np.nd
         "constant": np.repeat(rng.integers(0, 256, (n, 1, 1), dtype=np.uint8), 28 * 28).reshape(n, 28, 28),
         "inverted": 255 - low_test[:n],
         "flipped": np.ascontiguousarray(low_test[:n, :, ::-1]),
+        # constant images of a level in 0-15: near the background of every digit, the simplest inputs
+        "dark constant": np.repeat(rng.integers(0, 16, (n, 1, 1), dtype=np.uint8), 28 * 28).reshape(
+            n, 28, 28
+        ),
     }
     folder.mkdir(parents=True, exist_ok=True)
     train = folder / "mnist04.npz"
@@ -114,7 +118,9 @@ def train(spec: dict, source: Path, perturb: float | None, minutes: float, run_d
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--family", choices=sorted(FAMILIES), required=True)
     parser.add_argument("--minutes", type=float, default=5.0, help="CPU minutes per model (default 5)")
     parser.add_argument("--perturb", type=float, default=0.2, help="the background's perturbation rate μ")
@@ -122,6 +128,11 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=100, help="importance samples per example (VAE)")
     parser.add_argument("--batch", type=int, nargs="+", default=[5, 25], help="typicality batch sizes M")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="score the runs a previous call trained (its training record kept) instead of training",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -133,10 +144,25 @@ def main() -> int:
     source, sets = prepare_data(folder, args.examples, args.seed)
     spec = FAMILIES[args.family]
     runs = ROOT / f"runs/bench/outliers-{args.family}"
-    model, data, cpu_model, steps_model = train(spec, source, None, args.minutes, runs, args.seed)
-    background, _, cpu_bg, steps_bg = train(
-        spec, source, args.perturb, args.minutes, Path(f"{runs}-background"), args.seed
-    )
+    result_path = ROOT / f"benchmarks/results/outliers-{args.family}.json"
+    if args.reuse:  # the runs and training record of a previous call
+        import json
+
+        from simulacra.config import DataConfig
+        from simulacra.data import load_dataset
+        from simulacra.train.checkpoint import load_model
+
+        previous = json.loads(result_path.read_text())["training"]
+        model, background = load_model(runs), load_model(f"{runs}-background")
+        data = load_dataset(DataConfig(str(source)), seed=args.seed)
+        cpu_model, steps_model = previous["model"]["cpu_seconds"], previous["model"]["steps"]
+        cpu_bg, steps_bg = previous["background"]["cpu_seconds"], previous["background"]["steps"]
+        args.minutes, args.perturb = previous["cpu_minutes_per_model"], previous["background"]["perturb"]
+    else:
+        model, data, cpu_model, steps_model = train(spec, source, None, args.minutes, runs, args.seed)
+        background, _, cpu_bg, steps_bg = train(
+            spec, source, args.perturb, args.minutes, Path(f"{runs}-background"), args.seed
+        )
     info = model.info
     start = time.process_time()
 
@@ -151,7 +177,9 @@ def main() -> int:
         x = torch.from_numpy(raw.astype(np.float32) / 255).reshape(-1, 1, 28, 28)
         lp, estimator = log_p(model, x, f"model {name}")
         lb, _ = log_p(background, x, f"background {name}")
-        bpd = tasks.bits_per_dim_score(lp, info, discrete_likelihood=model.discrete_likelihood, estimator=estimator)
+        bpd = tasks.bits_per_dim_score(
+            lp, info, discrete_likelihood=model.discrete_likelihood, estimator=estimator
+        )
         mean_bpd[name] = float(bpd.values.mean())
         log_ps[name] = lp
         scores[name] = {
@@ -170,7 +198,11 @@ def main() -> int:
     calibration, _ = log_p(model, data.valid.x[:1000], "calibration")
     for m in args.batch:
         test = tasks.TypicalityTest.fit(
-            reference, m, alpha=0.01, calibration_log_p=calibration, generator=generator_for(args.seed, "boot", m)
+            reference,
+            m,
+            alpha=0.01,
+            calibration_log_p=calibration,
+            generator=generator_for(args.seed, "boot", m),
         )
         stats = {}
         for name, lp in log_ps.items():
@@ -208,7 +240,7 @@ def main() -> int:
         "note": "short CPU budgets on a 2-core machine shared with other jobs; outliers positive, "
         "higher score = more anomalous",
     }
-    write_record(record, ROOT / f"benchmarks/results/outliers-{args.family}.json")
+    write_record(record, result_path)
     print(f"{'ood':<12} {'score':<20} AUROC  AUPR   FPR95")
     for r in rows:
         print(f"{r['ood']:<12} {r['score']:<20} {r['auroc']:.3f}  {r['aupr']:.3f}  {r['fpr95']:.3f}")
