@@ -36,6 +36,7 @@ def _train_raw_config(args: argparse.Namespace) -> dict[str, Any]:
         ("name", None if not args.data else args.data[0] if len(args.data) == 1 else list(args.data)),
         ("data_dir", args.data_dir),
         ("binarize", args.binarize),
+        ("perturb", args.perturb),
         ("label_names", args.label_names),
         ("standardize", args.standardize),
     ):
