@@ -25,12 +25,13 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from simulacra.cli.common import _console, _load_run, check_file_destination, integer, output_file, seed_arg
 from simulacra.errors import CapabilityError, ConfigError, DataError, SimulacraError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCORES: tuple[str, ...] = ("nll", "llr", "complexity", "typicality", "energy")
 """Scores the verb computes (``--score``); ``nll`` also gives bits/dim in the CSV."""
@@ -128,6 +129,7 @@ def to_model_space(x: np.ndarray, info: Any, source: str) -> Any:
     divided by 255, channels-last images transposed, flat rows reshaped to the event, tables
     standardized by the run's training statistics. Refuses examples of another size or values
     outside the model's support."""
+    import numpy as np
     import torch
 
     from simulacra.data.files import infer_layout
