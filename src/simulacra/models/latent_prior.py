@@ -145,6 +145,8 @@ class LatentDiffusion(nn.Module):
             ``sample_steps`` its grid points when the sampler's ``steps`` is None.
         likelihood: what :meth:`log_prob` returns, ``bound`` (stochastic, differentiable: training)
             or ``ode`` (the probability-flow ODE log-density, for evaluation); settable.
+        bound_draws: R, the draws of (t, ε) whose bounds :meth:`log_prob` averages (still a lower
+            bound in expectation, variance / R); settable (more for evaluation).
         rtol, atol: the ODE solver's tolerances for ``ode``.
     """
 
@@ -158,6 +160,7 @@ class LatentDiffusion(nn.Module):
         sampler: Sampler,
         sample_steps: int = 100,
         likelihood: str = "bound",
+        bound_draws: int = 1,
         rtol: float = 1e-5,
         atol: float = 1e-5,
     ) -> None:
@@ -169,6 +172,7 @@ class LatentDiffusion(nn.Module):
         self.sampler = check_sampler(sampler)
         self.sample_steps = positive_int(sample_steps, "sample_steps")
         self.likelihood = likelihood
+        self.bound_draws = positive_int(bound_draws, "bound_draws")
         self.rtol, self.atol = float(rtol), float(atol)
 
     @property
@@ -283,8 +287,14 @@ class LatentDiffusion(nn.Module):
         return log_p.reshape(z.shape[:-1])
 
     def log_prob(self, z: Tensor) -> Tensor:
-        """:meth:`log_prob_bound` or :meth:`log_prob_ode`, as ``likelihood`` says."""
-        return self.log_prob_bound(z) if self.likelihood == "bound" else self.log_prob_ode(z)
+        """:meth:`log_prob_bound` (averaged over ``bound_draws`` draws) or :meth:`log_prob_ode`, as
+        ``likelihood`` says; shape ``z.shape[:-1]``."""
+        if self.likelihood == "ode":
+            return self.log_prob_ode(z)
+        r = self.bound_draws
+        if r == 1:
+            return self.log_prob_bound(z)
+        return self.log_prob_bound(z.unsqueeze(0).expand(r, *z.shape)).mean(0)
 
     # -- sampling --------------------------------------------------------------------------------
 
