@@ -170,6 +170,8 @@ def test_the_two_stage_lsgm_trains_its_prior_only_and_refuses_a_model_without_la
     joint = build_model({"name": "lsgm", "stage_one": TINY_VAE, "hidden": [8], "joint": True}, DIGITS)
     assert joint.starts_from is None
     assert {id(p) for p in joint.parameter_groups()["main"]} == {id(p) for p in joint.parameters()}
+    tuned = build_model({"name": "lsgm", "stage_one": TINY_VAE, "joint": True, "from_vae": True}, DIGITS)
+    assert tuned.starts_from is not None and all(p.requires_grad for p in tuned.parameters())
 
 
 def test_lsgm_samples_with_any_diffusion_sampler_reproducibly() -> None:

@@ -184,6 +184,7 @@ def lsgm(
     info: DataInfo,
     stage_one: Mapping[str, Any] | None = None,
     joint: bool = False,
+    from_vae: bool | None = None,
     sde: str = "vp",
     hidden: Sequence[int] = (256, 256, 256),
     embedding_dim: int = 64,
@@ -196,8 +197,14 @@ def lsgm(
     ``sampler`` with ``sample_steps``). Two stages (``joint=False``): it starts from a trained VAE
     run (``simulacra train lsgm --init RUN``), whose encoder and decoder stay frozen while the
     latent diffusion learns the cross-entropy term on z ~ q(z | x). ``joint=True``: encoder,
-    decoder and prior train together from scratch on the ELBO, whose cross-entropy term is the
-    diffusion's denoising score-matching bound."""
+    decoder and prior train together on the ELBO, whose cross-entropy term is the diffusion's
+    denoising score-matching bound, from scratch, or from a trained VAE run with ``from_vae=True``
+    (default: two stages start from a VAE run, joint training from scratch)."""
+    from_vae = (not joint) if from_vae is None else bool(from_vae)
+    if not joint and not from_vae:
+        raise ConfigError(
+            "two-stage lsgm trains its prior on a trained VAE: drop from_vae=False, or set joint=True"
+        )
     first = build_model(dict(stage_one or LSGM_STAGE_ONE), info)
     if not isinstance(first, VAE):
         raise ConfigError(
@@ -214,8 +221,9 @@ def lsgm(
     site = PriorSite(info, latent_dim, first.encoder)
     prior = diffusion_prior(site, sde, hidden, embedding_dim, mixing_logit, sampler, sample_steps)
     model = VAE(info, first.encoder, first.decoder, prior, first.objective)
-    if not joint:
+    if from_vae:
         model.starts_from = "a trained VAE run (simulacra train vae ...)"  # type: ignore[misc]
+    if not joint:
         model.encoder.requires_grad_(False)
         model.decoder.requires_grad_(False)
     return model
