@@ -24,7 +24,8 @@ from typing import Any
 from torch import nn
 
 from simulacra.data.info import DataInfo
-from simulacra.distributions.standard import StandardNormal
+from simulacra.distributions.lazy import Amortized
+from simulacra.distributions.standard import DiagonalGaussian, StandardNormal
 from simulacra.errors import ConfigError, positive_int
 from simulacra.flows.flow import LazyFlow
 from simulacra.flows.recipes import maf_layers
@@ -73,6 +74,10 @@ def normal_prior(site: PriorSite) -> nn.Module:
 def vamp_prior(site: PriorSite, components: int = 500, init_std: float = 1.0) -> nn.Module:
     """p(z) = (1/K) Σ_k q(z | u_k), K = ``components`` learned pseudo-inputs (500 in the paper)."""
     _unconditional(site, "vamp")
+    if not (isinstance(site.encoder, Amortized) and isinstance(site.encoder.head, DiagonalGaussian)):
+        raise ConfigError(
+            "the vamp prior mixes diagonal Gaussian posteriors: use it with posterior='gaussian'"
+        )
     return VampPrior(site.encoder, site.info, components, init_std)
 
 
