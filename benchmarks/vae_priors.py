@@ -51,7 +51,7 @@ from simulacra.metrics.likelihood import Estimate, importance_sampled_log_likeli
 from simulacra.models.latent_prior import LatentDiffusion
 from simulacra.models.vae import VAE
 from simulacra.models.zoo import build_model
-from simulacra.train import TimeBudget, fit
+from simulacra.train import Callback, TimeBudget, TrainState, fit
 from simulacra.viz.grids import save_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,22 +70,33 @@ def specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
 
 
+class _StepClock(Callback):
+    """The CPU seconds per training step between steps ``first`` and ``last`` (set-up excluded)."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+        self.marks: dict[int, float] = {}
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step in (self.first, self.last):
+            self.marks[state.step] = time.process_time()
+
+    @property
+    def seconds_per_step(self) -> float:
+        return (self.marks[self.last] - self.marks[self.first]) / (self.last - self.first)
+
+
 def train(model: VAE, data: Any, minutes: float, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     """Calibrate the CPU seconds per step, then fit for ``minutes`` of process time (cosine schedule
     over the steps that fit). The calibration runs train the model and are then undone (its
     weights restored)."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
-
-    def cpu_seconds(steps: int) -> float:
-        probe = TrainConfig(
-            steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, log_every=10**6
-        )
-        start = time.process_time()
-        fit(model, data, probe, progress=False)
-        return time.process_time() - start
-
-    # the difference of two short runs: the seconds per step without fit's set-up cost
-    per_step = (cpu_seconds(args.calibration_steps + 10) - cpu_seconds(10)) / args.calibration_steps
+    clock = _StepClock(first=10, last=10 + args.calibration_steps)
+    probe = TrainConfig(
+        steps=clock.last, batch_size=args.batch_size, lr=args.lr, seed=args.seed, eval_every=0, patience=None
+    )
+    fit(model, data, probe, callbacks=[clock], progress=False)
+    per_step = clock.seconds_per_step
     model.load_state_dict(state)
     steps = max(10, int(minutes * 60 * 0.97 / per_step))
     config = TrainConfig(
