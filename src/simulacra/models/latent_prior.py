@@ -145,6 +145,9 @@ class LatentDiffusion(nn.Module):
             ``sample_steps`` its grid points when the sampler's ``steps`` is None.
         likelihood: what :meth:`log_prob` returns, ``bound`` (stochastic, differentiable: training)
             or ``ode`` (the probability-flow ODE log-density, for evaluation); settable.
+        weighting: how the prior's parameters learn in training mode: ``likelihood``, from the
+            bound itself (g²/σ²-weighted score matching); ``eps``, from the unweighted denoising
+            loss, while the encoder still gets the bound's gradient (LSGM's split, see :meth:`log_prob`).
         bound_draws: R, the draws of (t, ε) whose bounds :meth:`log_prob` averages (still a lower
             bound in expectation, variance / R); settable (more for evaluation).
         rtol, atol: the ODE solver's tolerances for ``ode``.
@@ -160,6 +163,7 @@ class LatentDiffusion(nn.Module):
         sampler: Sampler,
         sample_steps: int = 100,
         likelihood: str = "bound",
+        weighting: str = "likelihood",
         bound_draws: int = 1,
         rtol: float = 1e-5,
         atol: float = 1e-5,
@@ -173,6 +177,11 @@ class LatentDiffusion(nn.Module):
         self.sample_steps = positive_int(sample_steps, "sample_steps")
         self.likelihood = likelihood
         self.bound_draws = positive_int(bound_draws, "bound_draws")
+        if weighting not in ("likelihood", "eps"):
+            raise ConfigError(
+                f"the latent diffusion's weighting must be 'likelihood' or 'eps'; found {weighting!r}"
+            )
+        self.weighting = weighting
         self.rtol, self.atol = float(rtol), float(atol)
 
     @property
@@ -201,12 +210,17 @@ class LatentDiffusion(nn.Module):
         a, s = expand(alpha, z_t), expand(sigma, z_t)
         return s * z_t / (a * a + s * s)
 
-    def correction(self, z_t: Tensor, t: Tensor) -> Tensor:
+    def correction(self, z_t: Tensor, t: Tensor, *, detach_parameters: bool = False) -> Tensor:
         """δ = ε_θ − ε_normal = m ⊙ (ε'_θ(z_t, t) − ε_normal), (B, D); exactly 0 where m = 0 (no
-        network pass when m = 0 everywhere)."""
+        network pass when m = 0 everywhere). ``detach_parameters``: the same values, with
+        gradients to z_t only (not to θ)."""
         m = self.mixing()
         if not bool((m > 0).any()):
             return torch.zeros_like(z_t)
+        if detach_parameters:
+            params = {name: p.detach() for name, p in self.network.named_parameters()}
+            eps = torch.func.functional_call(self.network, params, (z_t, t, None))
+            return m.detach() * (eps - self.normal_eps(z_t, t))
         return m * (self.network(z_t, t, None) - self.normal_eps(z_t, t))
 
     def eps(self, z_t: Tensor, t: Tensor) -> Tensor:
@@ -228,7 +242,12 @@ class LatentDiffusion(nn.Module):
         return z.reshape(-1, self.dim)
 
     def log_prob_bound(
-        self, z: Tensor, *, control_variate: bool = True, generator: torch.Generator | None = None
+        self,
+        z: Tensor,
+        *,
+        control_variate: bool = True,
+        detach_parameters: bool = False,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """A one-draw unbiased estimate of the variational lower bound on log p(z) (class
         docstring), nats, shape ``z.shape[:-1]``; differentiable in z and the parameters.
@@ -243,6 +262,7 @@ class LatentDiffusion(nn.Module):
         decoder term −((σ/α)² ‖δ₀‖² + 2 (σ/α) ⟨z − x̂_N, δ₀⟩)/(2v): same expectation, and a
         variance that vanishes with the correction δ (the one-draw bound of N(0, I) alone has a
         standard deviation of ~7 nats per latent dimension on the VP process).
+        ``detach_parameters``: the same value with gradients to z only.
         """
         flat = self._flat(z)  # (B, D)
         b, d, p = flat.shape[0], self.dim, self.process
@@ -252,14 +272,16 @@ class LatentDiffusion(nn.Module):
         u = torch.rand(b, generator=generator, dtype=torch.float64, device=gen_device)
         t = p.time_at_log_snr(lam_lo + (lam_hi - lam_lo) * u).to(device=flat.device, dtype=flat.dtype)
         z_t, eps = q_sample(p, flat, t, generator=generator)
-        residual, delta = eps - self.normal_eps(z_t, t), self.correction(z_t, t)  # (B, D)
+        detach = detach_parameters
+        residual = eps - self.normal_eps(z_t, t)  # (B, D)
+        delta = self.correction(z_t, t, detach_parameters=detach)
         # the decoder at t_min: x̂₀ = x̂_N − (σ/α) δ₀ with x̂_N = α z₀/(α² + σ²)
         t0 = flat.new_full((b,), p.t_min)
         z0, _ = q_sample(p, flat, t0, generator=generator)
         alpha0, sigma0 = (float(v) for v in p.alpha_sigma(torch.tensor(p.t_min, dtype=torch.float64)))
         var0, ratio = sigma0**2 / (alpha0**2 + sigma0**2), sigma0 / alpha0
         miss_n = flat - alpha0 * z0 / (alpha0**2 + sigma0**2)  # z − x̂_N, (B, D)
-        delta0 = self.correction(z0, t0)
+        delta0 = self.correction(z0, t0, detach_parameters=detach)
         weight = 0.5 * (lam_hi - lam_lo)
         if control_variate:
             excess_diffusion = weight * (delta.pow(2) - 2 * residual * delta).sum(1)
@@ -286,11 +308,35 @@ class LatentDiffusion(nn.Module):
         )
         return log_p.reshape(z.shape[:-1])
 
+    def denoising_loss(self, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """½ ‖ε − ε_θ(z_t, t)‖² at t ~ U(t_min, 1): the unweighted denoising score-matching loss
+        (Ho et al.'s L_simple; LSGM's reweighted objective for the prior), (B,) for z (B, D). Its
+        minimiser is the same score as the bound's, with a far smaller gradient variance."""
+        flat = self._flat(z)
+        t_min = self.process.t_min
+        gen_device = generator.device if generator is not None else None
+        u = torch.rand(flat.shape[0], generator=generator, dtype=flat.dtype, device=gen_device)
+        t = (t_min + (1.0 - t_min) * u).to(flat.device)
+        z_t, eps = q_sample(self.process, flat, t, generator=generator)
+        return 0.5 * (eps - self.eps(z_t, t)).pow(2).sum(1).reshape(z.shape[:-1])
+
     def log_prob(self, z: Tensor) -> Tensor:
         """:meth:`log_prob_bound` (averaged over ``bound_draws`` draws) or :meth:`log_prob_ode`, as
-        ``likelihood`` says; shape ``z.shape[:-1]``."""
+        ``likelihood`` says; shape ``z.shape[:-1]``.
+
+        In training mode with ``weighting="eps"`` the value is the bound but the gradients are
+        split as in LSGM (Vahdat et al. 2021, §3.3): to z (the encoder) from the bound with θ held
+        fixed, to θ (the prior) from :meth:`denoising_loss` at z held fixed."""
         if self.likelihood == "ode":
             return self.log_prob_ode(z)
+        if self.training and self.weighting == "eps" and torch.is_grad_enabled():
+            if z.requires_grad:
+                bound = self.log_prob_bound(z, detach_parameters=True)
+            else:
+                with torch.no_grad():
+                    bound = self.log_prob_bound(z)
+            surrogate = self.denoising_loss(z.detach())
+            return bound - (surrogate - surrogate.detach())
         r = self.bound_draws
         if r == 1:
             return self.log_prob_bound(z)

@@ -101,11 +101,14 @@ def diffusion_prior(
     hidden: Sequence[int] = (256, 256, 256),
     embedding_dim: int = 64,
     mixing_logit: float = -6.0,
+    weighting: str = "eps",
     sampler: str | Mapping[str, Any] = "euler-maruyama",
     sample_steps: int = 100,
 ) -> nn.Module:
     """A :class:`LatentDiffusion` on the ``sde`` (vp, subvp, cosine) with a TimeMLP of ``hidden``
     units predicting the correction ε'; m = sigmoid(``mixing_logit``) at the start (LSGM: −6);
+    ``weighting`` how the prior learns (``eps``: the unweighted denoising loss, LSGM's reweighted
+    objective; ``likelihood``: the bound itself);
     ``sampler`` (a name or ``{"name": ..., options}``) draws z with ``sample_steps`` points."""
     _unconditional(site, "diffusion")
     if sde not in ("vp", "subvp", "cosine"):
@@ -115,7 +118,7 @@ def diffusion_prior(
     )
     return LatentDiffusion(
         site.latent_dim, network, SCHEDULES.build(sde), mixing_logit=mixing_logit,
-        sampler=resolve_sampler(sampler), sample_steps=sample_steps,
+        weighting=weighting, sampler=resolve_sampler(sampler), sample_steps=sample_steps,
     )  # fmt: skip
 
 

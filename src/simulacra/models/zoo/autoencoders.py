@@ -189,12 +189,13 @@ def lsgm(
     hidden: Sequence[int] = (256, 256, 256),
     embedding_dim: int = 64,
     mixing_logit: float = -6.0,
+    weighting: str = "eps",
     sampler: str | Mapping[str, Any] = "euler-maruyama",
     sample_steps: int = 100,
 ) -> VAE:
     """The VAE of ``stage_one`` (a VAE spec; default the ``vae`` preset) with its prior replaced by
     a latent diffusion (``diffusion`` prior: ``sde``, a TimeMLP of ``hidden`` units, mixing logit,
-    ``sampler`` with ``sample_steps``). Two stages (``joint=False``): it starts from a trained VAE
+    ``weighting`` of the prior's loss, ``sampler`` with ``sample_steps``). Two stages (``joint=False``): it starts from a trained VAE
     run (``simulacra train lsgm --init RUN``), whose encoder and decoder stay frozen while the
     latent diffusion learns the cross-entropy term on z ~ q(z | x). ``joint=True``: encoder,
     decoder and prior train together on the ELBO, whose cross-entropy term is the diffusion's
@@ -219,7 +220,7 @@ def lsgm(
         raise ConfigError("lsgm's latent diffusion prior does not factorize: give stage_one free_bits=0")
     (latent_dim,) = first.prior().event_shape
     site = PriorSite(info, latent_dim, first.encoder)
-    prior = diffusion_prior(site, sde, hidden, embedding_dim, mixing_logit, sampler, sample_steps)
+    prior = diffusion_prior(site, sde, hidden, embedding_dim, mixing_logit, weighting, sampler, sample_steps)
     model = VAE(info, first.encoder, first.decoder, prior, first.objective)
     if from_vae:
         model.starts_from = "a trained VAE run (simulacra train vae ...)"  # type: ignore[misc]
