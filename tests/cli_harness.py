@@ -317,6 +317,7 @@ RUN_VERB_OUTPUTS = {
     "colorize": {"colorize.png"},
     "translate": {"translations.png"},
     "impute": set(),  # it writes -o only
+    "outliers": set(),  # -o, --plot and --json only
 }
 
 
@@ -357,7 +358,8 @@ def allowed_paths(case: Case) -> list[str]:
     argv = list(case.argv)
     verb = next((a for a in argv if not a.startswith("-")), "")
     allowed = []
-    for value in _option_values(argv, "--out", "--to", "-o", "--output", "--resume", "--save-tensor"):
+    options = ("--out", "--to", "-o", "--output", "--resume", "--save-tensor", "--plot", "--json")
+    for value in _option_values(argv, *options):
         allowed += [_norm(value), _norm(value) + ".npy"]
     if verb in ("train", "posterior"):
         allowed.append("runs")  # the default output, runs/<model>-<data>

@@ -578,19 +578,41 @@ def _impute_output(draw: st.DrawFn, b: _Builder) -> str:
     return name
 
 
+def _examples_file(draw: st.DrawFn, b: _Builder) -> str:
+    """A set for ``outliers``: rows of 64 values or 8x8 images in [0, 1] (the template runs'),
+    2-D points (maf's), or another width, as .npy, .npz or .csv; or any input file."""
+    if _one_in(draw, 4):
+        return _file_arg(draw, b, suffixes=(".npy", ".npz", ".csv"))
+    rng = np.random.default_rng(draw(st.integers(0, 3)))
+    shape = draw(st.sampled_from([(64,), (8, 8), (2,), (5, 5), (63,)]))
+    rows = draw(st.sampled_from([6, 1, 30]))
+    x = rng.random((rows, *shape)) * draw(st.sampled_from([1, 1, 255]))
+    suffix = draw(st.sampled_from([".npy", ".npz", ".csv"] if len(shape) == 1 else [".npy", ".npz"]))
+    path = f"in/set{len(b.files)}{suffix}"
+    if suffix == ".npy":
+        b.files[path] = _npy(x)
+    elif suffix == ".npz":
+        b.files[path] = _npz(x=x)
+    else:
+        b.files[path] = "\n".join(",".join(str(v) for v in row) for row in x).encode()
+    return path
+
+
 @st.composite
 def run_verb_cases(draw: st.DrawFn) -> Case:
     """``sample``, ``evaluate``, ``interpolate``, ``inpaint``, ``super-resolve``, ``denoise``,
-    ``colorize``, ``translate``, ``compress``, ``decompress``, ``impute`` on a (perhaps damaged) run;
+    ``colorize``, ``translate``, ``compress``, ``decompress``, ``impute``, ``outliers`` on a
+    (perhaps damaged) run;
     ``compare`` and ``report`` on one or two."""
     b = _Builder()
-    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize", "translate", "compare", "report", "compress", "decompress", "impute"]))  # fmt: skip
+    verb = draw(st.sampled_from(["sample", "sample", "evaluate", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize", "translate", "compare", "report", "compress", "decompress", "impute", "outliers"]))  # fmt: skip
     fits = {
         "sample": TEMPLATES,
         "evaluate": TEMPLATES,
         "interpolate": ("vae", "partial"),
         "inpaint": ("ddpm", "made"),
         "impute": ("vae", "made", "maf"),
+        "outliers": ("vae", "made", "maf", "ddpm"),
         "translate": TEMPLATES,
         "compress": ("text", "made"),
         "decompress": ("text", "made"),
@@ -707,6 +729,39 @@ def run_verb_cases(draw: st.DrawFn) -> Case:
             "--batch-size": SMALL_INTS + BAD_INTS + [HUGE],
             "--device": DEVICES,
         }
+    elif verb == "outliers":  # --data and --ood are required: usually given
+        safe = ["--data", _examples_file(draw, b)] if not _one_in(draw, 8) else []
+        safe += ["--ood", _examples_file(draw, b)] if not _one_in(draw, 8) else []
+        safe += ["--k", "2", "--reference-examples", "8", "--batch", "2"]
+        table = {
+            **common,
+            "--ood": lambda draw, b: _examples_file(draw, b),
+            "--score": [
+                "nll",
+                "llr",
+                "complexity",
+                "typicality",
+                "energy",
+                "nll,complexity",
+                "bogus",
+                "",
+                ",",
+            ],
+            "--background": lambda draw, b: _run_arg(draw, b, TEMPLATES),
+            "--compressor": ["png", "lzma", "x"],
+            "--k": SMALL_INTS + BAD_INTS,
+            "--batch": SMALL_INTS + BAD_INTS + [HUGE],
+            "--alpha": FLOATS,
+            "--limit": ["1", "2", "0", "-1", "x"],
+            "--split": ["test", "valid", "train", "x"],
+            "-o": _pool(["s.csv", "s", "s.npy", "afile/s.csv", "out-dir", f"{CASE}/s.csv"]),
+            "--plot": _pool(["h.png", "h.jpg", "h", "afile/h.png", "s.csv"]),
+            "--json": _pool(["m.json", "m.txt", "afile/m.json"]),
+            "--device": DEVICES,
+            "--data-dir": lambda draw, b: _folder_arg(draw, b),
+        }
+        b.files.setdefault("afile", b"x")
+        b.folders.add("out-dir")
     elif verb == "translate":
         safe = ["--examples", "2"]
         table = {
@@ -807,7 +862,7 @@ def download_cases(draw: st.DrawFn) -> Case:
 
 TOKENS = [
     "train", "sample", "evaluate", "interpolate", "inpaint", "super-resolve", "denoise", "colorize",
-    "translate", "compare", "report", "compress", "decompress", "impute", "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
+    "translate", "compare", "report", "compress", "decompress", "impute", "outliers", "posterior", "models", "datasets", "metrics", "download", "--help", "-h", "--out", "--data", "-o",
     "-n", "--set", "vae", "moons", "x=1", "--", "-", "=", "--overwrite", "--resume", "old",
 ]  # fmt: skip
 

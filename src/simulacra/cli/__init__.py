@@ -8,6 +8,8 @@ Verbs, one module per job:
   inverse problems solved with a trained diffusion model;
 * ``impute`` (:mod:`simulacra.cli.impute`): fill the missing values of a table (MIWAE, or any
   model that completes partly observed examples);
+* ``outliers`` (:mod:`simulacra.cli.outliers`): score examples as outliers (NLL, likelihood ratio,
+  input complexity, typicality, energy) with AUROC, AUPR and FPR at 95% TPR;
 * ``compare`` (:mod:`simulacra.cli.compare`): runs of any families on one table;
 * ``compress``, ``decompress`` (:mod:`simulacra.cli.compress`): lossless coding with an
   autoregressive run (rANS), the exact data back;
@@ -43,6 +45,8 @@ from simulacra.cli.inverse import VERBS as INVERSE_VERBS
 from simulacra.cli.inverse import add_parsers as add_inverse_parsers
 from simulacra.cli.inverse import cmd_inverse
 from simulacra.cli.listing import cmd_datasets, cmd_download, cmd_metrics, cmd_models
+from simulacra.cli.outliers import add_parser as add_outliers_parser
+from simulacra.cli.outliers import cmd_outliers
 from simulacra.cli.posterior import cmd_posterior
 from simulacra.cli.report import add_parser as add_report_parser
 from simulacra.cli.report import cmd_report
@@ -87,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", help="folder with downloaded data (default $SIMULACRA_DATA)")
     p.add_argument("--binarize", choices=["static", "dynamic"], help="binarize grey-level data")
+    p.add_argument(
+        "--perturb",
+        type=float,
+        metavar="MU",
+        help="replace each entry of every training batch, with probability MU, by a uniform draw over "
+        "the data's support: the background model of `simulacra outliers --background` (Ren et al. 2019)",
+    )
     p.add_argument("--label-names", help="a text file naming the labels, one per line (label 0 first)")
     p.add_argument(
         "--standardize",
@@ -120,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set model.latent_dim=32 --set train.lr=3e-4",
     )
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
+    p.add_argument(
+        "--init",
+        metavar="RUN",
+        help="start from a finished run: the first stage of a two-stage model (e.g. a vqvae run for "
+        "vqvae-prior, a vae run for lsgm), whose weights it takes",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
     p.add_argument(
         "--eval-examples",
@@ -239,6 +256,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_inverse_parsers(sub)  # inpaint, super-resolve, denoise, colorize
     add_impute_parser(sub)
+    add_outliers_parser(sub)
     add_translate_parser(sub)
     add_compare_parser(sub)
     add_compress_parsers(sub)  # compress, decompress
@@ -305,6 +323,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "interpolate": cmd_interpolate,
     **dict.fromkeys(INVERSE_VERBS, cmd_inverse),
     "impute": cmd_impute,
+    "outliers": cmd_outliers,
     "translate": cmd_translate,
     "compare": cmd_compare,
     "compress": cmd_compress,

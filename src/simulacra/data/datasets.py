@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from simulacra.data import transforms
 from simulacra.data.files import (
@@ -71,6 +72,11 @@ class DataConfig:
             entries of a file (and empty or NA cells of a CSV) are missing values, for models
             trained on incomplete data (MIWAE; ``simulacra train`` sets it for them). An entry
             missing in every example, or an infinite value, is still refused.
+        perturb: None (the default), or a probability μ: every training batch has each entry
+            replaced, with probability μ, by a uniform draw over the data's support
+            (:class:`~simulacra.data.transforms.Perturbation`; Ren et al. 2019). A model trained
+            so is the background model of a likelihood ratio (``simulacra outliers --background``).
+            Held-out splits are left clean.
     """
 
     name: str | list[str] = "digits"
@@ -82,6 +88,7 @@ class DataConfig:
     label_names: str | None = None
     standardize: bool | None = None
     missing: str | None = None
+    perturb: float | None = None
 
 
 MISSING: tuple[str, ...] = ("reject", "allow")
@@ -289,6 +296,11 @@ def _check_config(config: DataConfig) -> None:
             raise DataError(f"data.{key} must be a positive integer below 2^63; got {value!r}")
     if config.standardize is not None and not isinstance(config.standardize, bool):
         raise DataError(f"data.standardize must be true, false or none; got {config.standardize!r}")
+    rate = config.perturb
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1
+    ):
+        raise DataError(f"data.perturb must be a probability in [0, 1] or none; got {rate!r}")
     if config.missing is not None and config.missing not in MISSING:
         raise DataError(
             f"unknown data.missing {config.missing!r}; valid values: 'reject' (NaN is an error), "
@@ -384,7 +396,27 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
             )
         dataset = standardize_dataset(dataset)
     mode = None if config.binarize == "none" else config.binarize
-    return _label_facts(binarize(dataset, mode, seed), config.label_names)
+    dataset = perturb(binarize(dataset, mode, seed), config.perturb)
+    return _label_facts(dataset, config.label_names)
+
+
+def perturb(dataset: Dataset, rate: float | None) -> Dataset:
+    """``dataset`` whose training batches are perturbed at ``rate`` (see
+    :class:`~simulacra.data.transforms.Perturbation`), after any other batch transform (dynamic
+    binarization); unchanged when ``rate`` is None."""
+    if rate is None:
+        return dataset
+    if dataset.info.vocabulary is not None:
+        raise DataError(f"data.perturb applies to images and tables; {dataset.name!r} is text")
+    perturbation = transforms.Perturbation.for_data(rate, dataset.info, dataset.train.x)
+    before = dataset.batch_transform
+    if before is None:
+        return replace(dataset, batch_transform=perturbation)
+
+    def both(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return perturbation(before(x, generator), generator)
+
+    return replace(dataset, batch_transform=both)
 
 
 def _load_one(config: DataConfig, seed: int) -> Dataset:

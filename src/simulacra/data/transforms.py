@@ -128,3 +128,51 @@ class CenteredRange:
         if self.bin_width is not None:
             x = torch.round(x / self.bin_width) * self.bin_width
         return x.clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """Replace each entry, with probability ``rate``, by a uniform draw over the data's support
+    (Ren et al. 2019, "Likelihood ratios for out-of-distribution detection", §3.2): the inputs
+    of the background model whose likelihood a likelihood ratio divides out.
+
+        x̃_d = x_d with probability 1 − μ,   x̃_d ~ U(support_d) with probability μ,
+
+    where U(support_d) is uniform over the data's ``levels`` values k/(L − 1) for discrete data
+    ({0, 1} for binary data), over [0, 1] for [0, 1] data of unknown levels, and over
+    [low_d, high_d] (the training split's per-entry range) for real-valued data.
+
+    Build it with :meth:`for_data`; call it as a batch transform ``(x, generator) -> x̃``.
+    """
+
+    rate: float
+    levels: int | None = None
+    low: Tensor | float = 0.0
+    high: Tensor | float = 1.0
+
+    @classmethod
+    def for_data(cls, rate: float, info: DataInfo, train_x: Tensor) -> Perturbation:
+        """The perturbation at ``rate`` for data described by ``info`` with training examples
+        ``train_x`` (N, *event), whose per-entry range bounds real-valued draws."""
+        if not (isinstance(rate, int | float) and not isinstance(rate, bool) and 0 <= rate <= 1):
+            raise DataError(f"data.perturb must be a probability in [0, 1]; found {rate!r}")
+        if info.support == "binary":
+            return cls(float(rate), levels=2)
+        if info.support == "unit":
+            return cls(float(rate), levels=info.levels if info.levels and info.levels >= 2 else None)
+        low = torch.nan_to_num(train_x.nan_to_num(float("inf")).amin(0), posinf=0.0)
+        high = torch.nan_to_num(train_x.nan_to_num(float("-inf")).amax(0), neginf=0.0)
+        return cls(float(rate), None, low, high)
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x̃ (B, *event) of the shape, dtype and device of ``x`` (B, *event)."""
+        device = generator.device if generator is not None else x.device
+        flip = torch.rand(x.shape, generator=generator, device=device) < self.rate
+        u = torch.rand(x.shape, generator=generator, device=device, dtype=torch.float64)
+        if self.levels is not None:  # a uniform level k in {0, ..., L − 1}, stored as k/(L − 1)
+            draw = torch.floor(u * self.levels).clamp(max=self.levels - 1) / (self.levels - 1)
+        else:
+            low = torch.as_tensor(self.low, dtype=torch.float64, device=device)
+            high = torch.as_tensor(self.high, dtype=torch.float64, device=device)
+            draw = low + u * (high - low)
+        return torch.where(flip.to(x.device), draw.to(x.device, x.dtype), x)
