@@ -12,6 +12,7 @@ by construction and the Gaussian KL otherwise.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,3 +221,65 @@ def test_the_prior_hole_is_zero_when_the_prior_is_the_aggregate_posterior_and_th
     shifted = Independent(Normal(torch.ones(2), torch.ones(2)), 1)  # KL(N(0, I) ‖ N(1, I)) = ½ ‖1‖² = 1
     hole = prior_hole(_Gaussians(s, shifted), means, draws=4000, generator=g)
     assert abs(hole.kl - (1.0 + normal.kl)) < 4 * hole.standard_error + 0.02
+
+
+# -- the command line: simulacra train lsgm --init RUN -----------------------------------------
+
+
+def test_simulacra_trains_lsgm_on_a_vae_run_and_refuses_a_run_without_latents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulacra.cli import main
+    from simulacra.train.checkpoint import load_model
+
+    common = ["--data", "digits", "--steps", "2", "--no-progress", "--no-eval"]
+    vae_run, maf_run = tmp_path / "vae", tmp_path / "maf"
+    assert (
+        main(
+            [
+                "train",
+                "vae",
+                *common,
+                "--set",
+                "model.hidden=[8]",
+                "--set",
+                "model.latent_dim=2",
+                "--out",
+                str(vae_run),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "maf",
+                *common,
+                "--set",
+                "model.hidden=[4]",
+                "--set",
+                "model.transforms=1",
+                "--out",
+                str(maf_run),
+            ]
+        )
+        == 0
+    )
+    lsgm_run = tmp_path / "lsgm"
+    lsgm = ["train", "lsgm", *common, "--set", "model.hidden=[8]", "--set", "model.sample_steps=4"]
+    assert main([*lsgm, "--init", str(vae_run), "--out", str(lsgm_run)]) == 0
+    first, second = load_model(vae_run), load_model(lsgm_run)
+    assert isinstance(first, VAE) and isinstance(second, VAE)
+    for name, p in first.encoder.state_dict().items():  # the frozen first stage, unchanged by training
+        assert torch.equal(p, second.encoder.state_dict()[name])
+    capsys.readouterr()
+    for argv, words in [
+        ([*lsgm, "--init", str(maf_run)], "no latent posterior"),
+        (lsgm, "--init RUN"),
+    ]:
+        out = tmp_path / "refused"
+        assert main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+        assert not out.exists()

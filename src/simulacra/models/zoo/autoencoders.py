@@ -223,7 +223,7 @@ def lsgm(
     prior = diffusion_prior(site, sde, hidden, embedding_dim, mixing_logit, weighting, sampler, sample_steps)
     model = VAE(info, first.encoder, first.decoder, prior, first.objective)
     if from_vae:
-        model.starts_from = "a trained VAE run (simulacra train vae ...)"  # type: ignore[misc]
+        model.starts_from = "a trained VAE run (simulacra train vae ...)"
     if not joint:
         model.encoder.requires_grad_(False)
         model.decoder.requires_grad_(False)
