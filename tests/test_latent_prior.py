@@ -107,6 +107,24 @@ def test_the_latent_diffusion_bound_is_tight_for_the_normal_prior_and_its_contro
     assert (controlled.mean(0) < log_normal).all()  # a random network is a worse prior for these z
 
 
+def test_eps_weighting_gives_the_encoder_the_bound_and_the_prior_the_denoising_loss() -> None:
+    prior = _latent_diffusion(0.0)
+    prior.weighting = "eps"
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(11)).requires_grad_(True)
+    params = [*prior.parameters()]
+    torch.manual_seed(12)
+    out = prior.log_prob(z)
+    got_z, *got_theta = torch.autograd.grad(out.sum(), [z, *params], allow_unused=True)
+    torch.manual_seed(12)  # the same draws: the bound first, then the denoising loss
+    bound = prior.log_prob_bound(z)
+    (want_z,) = torch.autograd.grad(bound.sum(), [z], retain_graph=True)
+    want_theta = torch.autograd.grad(-prior.denoising_loss(z.detach()).sum(), params, allow_unused=True)
+    assert torch.allclose(out, bound)  # the value is the bound
+    assert torch.allclose(got_z, want_z)  # z learns from the bound
+    for got, want in zip(got_theta, want_theta):
+        assert (got is None and want is None) or torch.allclose(got, want, atol=1e-6)
+
+
 def test_the_probability_flow_density_of_the_normal_prior_is_the_normal_density() -> None:
     prior = _latent_diffusion(-math.inf)
     prior.rtol = prior.atol = 1e-4
