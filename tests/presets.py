@@ -24,6 +24,12 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     "miwae": ({"latent_dim": 2, "hidden": [16], "num_samples": 3}, VECTORS),
     "vae-iaf": ({"latent_dim": 3, "hidden": [16], "flow_transforms": 2, "flow_hidden": [8]}, DIGITS),
     "vae-flow-prior": ({"latent_dim": 3, "hidden": [16], "flow_transforms": 2, "flow_hidden": [8]}, DIGITS),
+    # -- learned priors: the VampPrior and LSGM (two-stage, on a tiny vae)
+    "vae-vamp": ({"latent_dim": 3, "hidden": [16], "prior": {"name": "vamp", "components": 4}}, DIGITS),
+    "lsgm": (
+        {"stage_one": {"name": "vae", "latent_dim": 3, "hidden": [16]}, "hidden": [8], "sample_steps": 4},
+        DIGITS,
+    ),
     "ae": ({"latent_dim": 3, "hidden": [16]}, DIGITS),
     "conv-ae": ({"latent_dim": 3, "channels": [4, 8]}, DIGITS),
     "linear-ae": ({"latent_dim": 2}, VECTORS),

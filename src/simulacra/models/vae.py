@@ -24,9 +24,11 @@ from simulacra.distributions.heads import is_discrete, log_prob_observed
 from simulacra.distributions.kl import kl_divergence_or_mc
 from simulacra.distributions.standard import sample_from
 from simulacra.errors import ConfigError, DataError
-from simulacra.models.base import GenerativeModel, LossOutput, check_context
+from simulacra.models.base import GenerativeModel, LatentVariableModel, LossOutput, check_context, model_name
+from simulacra.models.latent_prior import LatentDiffusion
 from simulacra.objectives.variational import ELBO, IWAE, Decode, importance_sample, importance_weighted_bound
 from simulacra.objectives.variational import log_importance_weights as _log_weights
+from simulacra.samplers.base import Sampler
 from simulacra.samplers.importance import chunk_for, importance_impute
 
 
@@ -67,7 +69,7 @@ class VAE(GenerativeModel):
         self.conditional = bool(conditional)
 
     bound_name = "ELBO"
-    sample_options = frozenset({"mean"})
+    sample_options = frozenset({"mean", "sampler"})
 
     @property
     def discrete_likelihood(self) -> bool:
@@ -137,6 +139,39 @@ class VAE(GenerativeModel):
             "rec": terms.reconstruction.mean().detach(),
         }
         return LossOutput(terms.loss.mean(), metrics)
+
+    def initialize_from(self, trained: GenerativeModel) -> None:
+        """Take the encoder and decoder of ``trained``, a VAE of the same architecture (LSGM's
+        first stage: ``simulacra train lsgm --init RUN``); the prior stays this model's own.
+
+        Raises:
+            ConfigError: this VAE trains from scratch (``starts_from`` is None), ``trained`` is
+                not a VAE, or its encoder or decoder differs in architecture.
+        """
+        if self.starts_from is None:
+            super().initialize_from(trained)
+        if not isinstance(trained, VAE):
+            has = (
+                "a model without a variational posterior"
+                if isinstance(trained, LatentVariableModel)
+                else ("a model without latent variables")
+            )
+            raise ConfigError(
+                f"{self.preset_name} starts from {self.starts_from}; found {model_name(trained)} "
+                f"({type(trained).__name__}), {has}"
+            )
+        for part, mine, theirs in (
+            ("encoder", self.encoder, trained.encoder),
+            ("decoder", self.decoder, trained.decoder),
+        ):
+            try:
+                mine.load_state_dict(theirs.state_dict())
+            except RuntimeError as err:
+                reason = (str(err).strip().splitlines() or ["mismatch"])[-1].strip()
+                raise ConfigError(
+                    f"{self.preset_name} cannot start from {model_name(trained)}: its {part} has another "
+                    f"architecture ({reason}); give the first stage's settings in stage_one"
+                ) from None
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -284,6 +319,7 @@ class VAE(GenerativeModel):
         *,
         generator: torch.Generator | None = None,
         mean: bool = True,
+        sampler: Sampler | None = None,
         **sampler_options: Any,
     ) -> Tensor:
         """z ~ p(z | c), then x = E[x | z, c] (``mean=True``, the usual picture) or x ~ p(x | z, c).
@@ -293,13 +329,23 @@ class VAE(GenerativeModel):
             c: (n,) labels for a conditional model (required then).
             generator: makes the draw reproducible.
             mean: return the decoder mean instead of a draw from the likelihood.
+            sampler: for a latent diffusion prior (LSGM), the diffusion sampler that draws z (any
+                :class:`~simulacra.samplers.base.Sampler`; default the prior's own).
 
         Returns:
             (n, *event_shape).
         """
         if sampler_options:
-            raise ConfigError(f"VAE.sample takes only mean=; found options {sorted(sampler_options)}")
+            raise ConfigError(f"VAE.sample takes mean= and sampler=; found options {sorted(sampler_options)}")
         check_context(self, c, n)
-        z = sample_from(self.prior(c, n), (), generator)
+        if sampler is not None:
+            if not isinstance(self.prior_module, LatentDiffusion):
+                raise ConfigError(
+                    f"sampler= draws z from a latent diffusion prior (lsgm); {self.preset_name}'s prior is "
+                    f"{type(self.prior_module).__name__}"
+                )
+            z = self.prior_module.sample(n, sampler=sampler, generator=generator)
+        else:
+            z = sample_from(self.prior(c, n), (), generator)
         px = self.decode(z, c)
         return px.mean if mean else sample_from(px, (), generator)

@@ -1,9 +1,9 @@
 """Auto-encoder and VAE presets: ae, conv-ae, linear-ae, dae, vae, conv-vae, beta-vae, iwae, cvae,
-vae-iaf, vae-flow-prior and miwae."""
+vae-iaf, vae-flow-prior, vae-vamp, lsgm and miwae."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -11,15 +11,16 @@ from torch import nn
 from simulacra.data.info import DataInfo
 from simulacra.distributions.heads import auto_likelihood, head_for
 from simulacra.distributions.lazy import Amortized
-from simulacra.distributions.standard import DiagonalGaussian, StandardNormal
+from simulacra.distributions.standard import DiagonalGaussian
 from simulacra.errors import ConfigError, positive_int
 from simulacra.flows.base import Affine, ElementwiseTransform
-from simulacra.flows.flow import AmortizedFlow, LazyFlow
+from simulacra.flows.flow import AmortizedFlow
 from simulacra.flows.recipes import maf_layers
 from simulacra.models.autoencoder import Autoencoder
 from simulacra.models.vae import VAE
-from simulacra.models.zoo._common import _context, _flow_context
-from simulacra.models.zoo._registry import MISSING_DATA_PRESETS, MODELS
+from simulacra.models.zoo._common import _context
+from simulacra.models.zoo._priors import PriorSite, build_prior, diffusion_prior, prior_name
+from simulacra.models.zoo._registry import MISSING_DATA_PRESETS, MODELS, build_model
 from simulacra.nn.conv import ConvDecoder, ConvEncoder
 from simulacra.nn.embeddings import ContextEmbedding, ContextNet
 from simulacra.nn.mlp import MLP
@@ -76,7 +77,7 @@ def _vae(
     num_samples: int,
     conditional: bool = False,
     embedding_dim: int | None = None,
-    prior: str = "normal",
+    prior: str | Mapping[str, Any] = "normal",
     posterior: str = "gaussian",
     flow_transforms: int = 4,
     flow_hidden: Sequence[int] = (64, 64),
@@ -86,7 +87,7 @@ def _vae(
     num_samples = positive_int(num_samples, "num_samples")
     if num_samples > 1 and free_bits > 0:
         raise ConfigError(f"free bits apply to the ELBO (num_samples=1); found num_samples={num_samples}")
-    if free_bits > 0 and (prior != "normal" or posterior != "gaussian"):
+    if free_bits > 0 and (prior_name(prior) != "normal" or posterior != "gaussian"):
         raise ConfigError(
             "free bits need a factorized prior and posterior (prior='normal', posterior='gaussian')"
         )
@@ -96,35 +97,19 @@ def _vae(
     enc, dec = _networks(info, arch, latent_dim, enc_out, head.params_per_dim, hidden, activation, context)
     objective = ELBO(beta, free_bits) if num_samples == 1 else IWAE(num_samples)
     objective.beta = float(beta)
+    encoder = _posterior(posterior, enc, latent_dim, enc_out, flow_transforms, flow_hidden)
+    site = PriorSite(
+        info, latent_dim, encoder, conditional, embedding_dim, flow_transforms, tuple(flow_hidden)
+    )
     return VAE(
         info,
-        _posterior(posterior, enc, latent_dim, enc_out, flow_transforms, flow_hidden),
+        encoder,
         Amortized(dec, head),
-        _prior(prior, info, latent_dim, conditional, embedding_dim, flow_transforms, flow_hidden),
+        build_prior(prior, site),
         objective,
         conditional=conditional,
         missing=missing,
     )
-
-
-def _prior(
-    name: str,
-    info: DataInfo,
-    latent_dim: int,
-    conditional: bool,
-    embedding_dim: int | None,
-    transforms: int,
-    hidden: Sequence[int],
-) -> nn.Module:
-    """p(z | c): N(0, I) (``normal``), or a MAF over z (``maf``, Papamakarios et al. 2017) whose
-    every layer reads the label when the VAE is conditional."""
-    if name == "normal":
-        return StandardNormal(latent_dim)
-    if name != "maf":
-        raise ConfigError(f"unknown prior {name!r}; expected 'normal' or 'maf'")
-    context, cf = _flow_context(info, conditional, embedding_dim)
-    layers = maf_layers(latent_dim, transforms, hidden, "relu", cf)
-    return LazyFlow(layers, (latent_dim,), context=context)
 
 
 def _posterior(
@@ -152,15 +137,17 @@ def vae(
     beta: float = 1.0,
     free_bits: float = 0.0,
     num_samples: int = 1,
-    prior: str = "normal",
+    prior: str | Mapping[str, Any] = "normal",
     posterior: str = "gaussian",
     flow_transforms: int = 4,
     flow_hidden: Sequence[int] = (64, 64),
 ) -> VAE:
     """Gaussian-latent VAE with MLP encoder/decoder; ``hidden`` are the encoder's layers (the decoder
     mirrors them). Burda et al. (2016): ``hidden=[200, 200], latent_dim=50, activation="tanh"``.
-    ``prior="maf"`` learns a flow prior, ``posterior="iaf"`` an IAF posterior (``flow_transforms``
-    layers of ``flow_hidden`` units)."""
+    ``prior`` is a name in ``LATENT_PRIORS`` or ``{"name": ..., settings}``: ``normal``, ``vamp``
+    (``{"name": "vamp", "components": K}``), ``maf`` (a flow prior), ``diffusion`` (see ``lsgm``);
+    ``posterior="iaf"`` an IAF posterior (``flow_transforms`` layers of ``flow_hidden`` units, also
+    the ``maf`` prior's defaults)."""
     return _vae(
         info, "mlp", latent_dim, hidden, activation, likelihood, beta, free_bits, num_samples,
         prior=prior, posterior=posterior, flow_transforms=flow_transforms, flow_hidden=flow_hidden,
@@ -177,6 +164,70 @@ def vae_iaf(info: DataInfo, posterior: str = "iaf", **kwargs: Any) -> VAE:
 def vae_flow_prior(info: DataInfo, prior: str = "maf", **kwargs: Any) -> VAE:
     """The ``vae`` preset with p(z) a masked autoregressive flow; other keywords as ``vae``."""
     return vae(info, prior=prior, **kwargs)
+
+
+@MODELS.register(
+    "vae-vamp", "VAE with a VampPrior (Tomczak & Welling 2018): a mixture of posteriors at pseudo-inputs"
+)
+def vae_vamp(info: DataInfo, prior: str | Mapping[str, Any] = "vamp", **kwargs: Any) -> VAE:
+    """The ``vae`` preset with p(z) = (1/K) Σ_k q(z | u_k), K = 500 learned pseudo-inputs (set K with
+    ``prior={"name": "vamp", "components": K}``); other keywords as ``vae``."""
+    return vae(info, prior=prior, **kwargs)
+
+
+LSGM_STAGE_ONE: dict[str, Any] = {"name": "vae"}
+"""The first stage ``lsgm`` builds when given none: the ``vae`` preset with its defaults."""
+
+
+@MODELS.register("lsgm", "LSGM (Vahdat et al. 2021): a VAE with a score-based diffusion prior over z")
+def lsgm(
+    info: DataInfo,
+    stage_one: Mapping[str, Any] | None = None,
+    joint: bool = False,
+    from_vae: bool | None = None,
+    sde: str = "vp",
+    hidden: Sequence[int] = (256, 256, 256),
+    embedding_dim: int = 64,
+    mixing_logit: float = -6.0,
+    weighting: str = "eps",
+    sampler: str | Mapping[str, Any] = "euler-maruyama",
+    sample_steps: int = 100,
+) -> VAE:
+    """The VAE of ``stage_one`` (a VAE spec; default the ``vae`` preset) with its prior replaced by
+    a latent diffusion (``diffusion`` prior: ``sde``, a TimeMLP of ``hidden`` units, mixing logit,
+    ``weighting`` of the prior's loss, ``sampler`` with ``sample_steps``). Two stages (``joint=False``): it starts from a trained VAE
+    run (``simulacra train lsgm --init RUN``), whose encoder and decoder stay frozen while the
+    latent diffusion learns the cross-entropy term on z ~ q(z | x). ``joint=True``: encoder,
+    decoder and prior train together on the ELBO, whose cross-entropy term is the diffusion's
+    denoising score-matching bound, from scratch, or from a trained VAE run with ``from_vae=True``
+    (default: two stages start from a VAE run, joint training from scratch)."""
+    from_vae = (not joint) if from_vae is None else bool(from_vae)
+    if not joint and not from_vae:
+        raise ConfigError(
+            "two-stage lsgm trains its prior on a trained VAE: drop from_vae=False, or set joint=True"
+        )
+    first = build_model(dict(stage_one or LSGM_STAGE_ONE), info)
+    if not isinstance(first, VAE):
+        raise ConfigError(
+            f"lsgm puts a latent diffusion prior on a VAE; stage_one is {first.preset_name} "
+            f"({type(first).__name__}), which has no latent posterior q(z | x) (train a vae first)"
+        )
+    if first.conditional or first.missing or not isinstance(first.objective, ELBO | IWAE):
+        raise ConfigError(
+            f"lsgm needs an unconditional VAE trained on complete data; stage_one is {first.preset_name}"
+        )
+    if isinstance(first.objective, ELBO) and first.objective.free_bits > 0:
+        raise ConfigError("lsgm's latent diffusion prior does not factorize: give stage_one free_bits=0")
+    (latent_dim,) = first.prior().event_shape
+    site = PriorSite(info, latent_dim, first.encoder)
+    prior = diffusion_prior(site, sde, hidden, embedding_dim, mixing_logit, weighting, sampler, sample_steps)
+    model = VAE(info, first.encoder, first.decoder, prior, first.objective)
+    if from_vae:
+        model.starts_from = "a trained VAE run (simulacra train vae ...)"
+    if not joint:
+        model.encoder.requires_grad_(False)
+        model.decoder.requires_grad_(False)
+    return model
 
 
 @MODELS.register("conv-vae", "VAE with stride-2 convolutional encoder and decoder")
