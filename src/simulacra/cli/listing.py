@@ -19,11 +19,17 @@ def read_catalogue() -> dict[str, str]:
     return dict(json.loads(CATALOGUE.read_text(encoding="utf-8")))
 
 
-def write_catalogue() -> None:
-    """Write :data:`CATALOGUE` from the registry of presets (imports them all, and torch)."""
+def shipped_presets() -> dict[str, str]:
+    """``{name: description}`` of the presets simulacra itself registers (not those a script or a
+    test adds to the registry), sorted by name; imports them all, and torch."""
     from simulacra.models.zoo import MODELS
 
-    CATALOGUE.write_text(json.dumps(MODELS.describe(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {n: d for n, d in MODELS.describe().items() if MODELS.get(n).__module__.startswith("simulacra.")}
+
+
+def write_catalogue() -> None:
+    """Write :data:`CATALOGUE` from :func:`shipped_presets`."""
+    CATALOGUE.write_text(json.dumps(shipped_presets(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _print_registry(title: str, described: dict[str, str]) -> None:
