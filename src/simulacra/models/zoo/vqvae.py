@@ -22,7 +22,7 @@ from simulacra.nn.quantize import VectorQuantizer
 @MODELS.register("vqvae", "VQ-VAE (van den Oord et al. 2017): code grid, EMA codebook, factorized code prior")
 def vqvae(
     info: DataInfo,
-    num_codes: int = 256,
+    num_codes: int = 128,
     code_dim: int = 16,
     channels: Sequence[int] = (32, 64),
     activation: str = "relu",
@@ -92,9 +92,9 @@ def vqvae_prior(
     info: DataInfo,
     stage_one: Mapping[str, Any] | None = None,
     prior: str = "gated-pixelcnn",
-    channels: int = 64,
-    layers: int = 6,
-    kernel_size: int = 5,
+    channels: int = 32,
+    layers: int = 5,
+    kernel_size: int = 3,
     heads: int = 4,
 ) -> VQVAEPrior:
     """Stage two of the VQ-VAE: the vqvae built from ``stage_one`` (the first run's recorded spec,
@@ -102,7 +102,8 @@ def vqvae_prior(
     an autoregressive ``prior`` over its code grid: ``gated-pixelcnn`` (``channels`` feature maps,
     ``layers`` gated layers of ``kernel_size``), ``pixelcnn`` (``layers`` residual blocks) or
     ``transformer`` (width ``channels``, ``layers`` blocks, ``heads`` heads) with a categorical
-    output over the K codes."""
+    output over the K codes. The sizes suit a CPU and a 7×7 grid: five 3×3 gated layers see
+    every row above and every column to the left."""
     spec = dict(stage_one) if stage_one is not None else {"name": "vqvae"}
     if spec.get("name") != "vqvae":
         raise ConfigError(f"vqvae-prior's stage_one must be a vqvae spec; found {spec.get('name')!r}")
