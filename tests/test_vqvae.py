@@ -92,6 +92,31 @@ def test_the_ema_codebook_is_the_closed_form_running_mean() -> None:
     assert torch.allclose(vq.codebook.double(), total / smoothed[:, None], atol=1e-4)
 
 
+def test_under_torch_distributed_the_update_uses_every_process_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two processes holding the same batch, the summed statistics n_k, s_k are twice the
+    batch's: the update equals one process's update on the batch repeated twice."""
+    import simulacra.nn.quantize as quantize
+
+    reduced: list[torch.Tensor] = []
+
+    def all_reduce(t: torch.Tensor) -> None:  # the other process holds the same batch
+        reduced.append(t)
+        t.mul_(2)
+
+    z, _ = _clusters(torch.tensor([[0.0, 0.0], [6.0, 0.0]]), 5, 0.3)
+    alone = VectorQuantizer(2, 2, decay=0.6, kmeans_init=False, restart_threshold=0.0).train()
+    alone.codebook.copy_(torch.tensor([[0.5, 0.0], [5.0, 0.0]]))
+    shared = VectorQuantizer(2, 2, decay=0.6, kmeans_init=False, restart_threshold=0.0).train()
+    shared.load_state_dict(alone.state_dict())
+    alone(torch.cat([z, z]))
+    monkeypatch.setattr(quantize, "_distributed", lambda: True)
+    monkeypatch.setattr(quantize.dist, "all_reduce", all_reduce)
+    shared(z)
+    assert len(reduced) == 2  # the counts and the sums
+    for key, value in alone.state_dict().items():
+        assert torch.allclose(value.float(), shared.state_dict()[key].float(), atol=1e-5), key
+
+
 def test_eval_mode_leaves_the_codebook_alone() -> None:
     vq = VectorQuantizer(4, 2).eval()
     before = {k: v.clone() for k, v in vq.state_dict().items()}
