@@ -7,6 +7,7 @@ Stages (each a separate call, in this order; each writes benchmarks/results/vqva
     python benchmarks/mnist_vqvae.py --stage no-restarts --steps 6000    # restart_threshold=0
     python benchmarks/mnist_vqvae.py --stage prior --steps 8000          # vqvae-prior on the first
     python benchmarks/mnist_vqvae.py --stage vae                         # conv-vae, same CPU time
+    python benchmarks/mnist_vqvae.py --stage plain --steps 5000          # no restarts, no k-means
 
 ``restarts`` and ``no-restarts`` train the ``vqvae`` preset (7×7 grid of 16-D vectors, K = 128
 codes, EMA codebook, k-means start; discretized-logistic decoder on the 256 grey levels) by
@@ -45,12 +46,14 @@ sys.path.insert(0, str(HERE))
 from _features import feature_network  # noqa: E402
 from _machine import write_record  # noqa: E402
 
-STAGES = ("restarts", "no-restarts", "prior", "vae")
+STAGES = ("restarts", "no-restarts", "prior", "vae", "plain")
 SPECS: dict[str, dict[str, Any]] = {
     "restarts": {"name": "vqvae"},
     "no-restarts": {"name": "vqvae", "restart_threshold": 0.0},
     "prior": {"name": "vqvae-prior"},
     "vae": {"name": "conv-vae"},
+    # neither restarts nor the k-means start: the codebook of the original paper (uniform start)
+    "plain": {"name": "vqvae", "restart_threshold": 0.0, "kmeans_init": False},
 }
 
 
