@@ -8,6 +8,7 @@ Stages (each a separate call, in this order; each writes benchmarks/results/vqva
     python benchmarks/mnist_vqvae.py --stage prior --steps 8000          # vqvae-prior on the first
     python benchmarks/mnist_vqvae.py --stage vae                         # conv-vae, same CPU time
     python benchmarks/mnist_vqvae.py --stage plain --steps 5000          # no restarts, no k-means
+    python benchmarks/mnist_vqvae.py --stage prior-transformer --steps 4000   # a Transformer prior
 
 ``restarts`` and ``no-restarts`` train the ``vqvae`` preset (7×7 grid of 16-D vectors, K = 128
 codes, EMA codebook, k-means start; discretized-logistic decoder on the 256 grey levels) by
@@ -46,12 +47,20 @@ sys.path.insert(0, str(HERE))
 from _features import feature_network  # noqa: E402
 from _machine import write_record  # noqa: E402
 
-STAGES = ("restarts", "no-restarts", "prior", "vae", "plain")
+STAGES = ("restarts", "no-restarts", "prior", "vae", "plain", "prior-transformer")
 SPECS: dict[str, dict[str, Any]] = {
     "restarts": {"name": "vqvae"},
     "no-restarts": {"name": "vqvae", "restart_threshold": 0.0},
     "prior": {"name": "vqvae-prior"},
     "vae": {"name": "conv-vae"},
+    # the codes as tokens: an embedding per code, where the PixelCNN reads the code's index as a grey level
+    "prior-transformer": {
+        "name": "vqvae-prior",
+        "prior": "transformer",
+        "channels": 64,
+        "layers": 4,
+        "heads": 4,
+    },
     # neither restarts nor the k-means start: the codebook of the original paper (uniform start)
     "plain": {"name": "vqvae", "restart_threshold": 0.0, "kmeans_init": False},
 }

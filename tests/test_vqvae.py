@@ -282,3 +282,26 @@ def test_a_bad_codebook_size_on_the_command_line(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "at least 2 codes" in err[0], err
     assert not out.exists()
+
+
+def test_the_two_stages_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``vqvae-prior`` without a trained vqvae: one error line, exit 2, nothing written; with
+    ``--init RUN`` it records the run's spec as its stage_one and starts from its weights."""
+    import json
+
+    from simulacra.train.checkpoint import load_model
+
+    first, second = tmp_path / "vqvae", tmp_path / "prior"
+    common = ["--data", "digits", "--steps", "2", "--batch-size", "16", "--no-progress", "--no-eval"]
+    prior = ["train", "vqvae-prior", *common, "--set", "model.channels=4", "--set", "model.layers=1"]
+    assert main([*prior, "--out", str(second)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on top of a trained vqvae run: give it with --init RUN" in err[0], err
+    assert not second.exists()
+    small = ["--set", "model.num_codes=8", "--set", "model.code_dim=3", "--set", "model.channels=[4]"]
+    assert main(["train", "vqvae", *common, *small, "--out", str(first)]) == 0
+    assert main([*prior, "--init", str(first), "--out", str(second)]) == 0
+    a, b = load_model(first), load_model(second)
+    assert isinstance(b, VQVAEPrior) and b.spec is not None and b.spec["stage_one"] == a.spec
+    assert all(torch.equal(b.vqvae.state_dict()[k], v) for k, v in a.state_dict().items())
+    assert json.loads((second / "config.json").read_text())["run"]["init"] == str(first)
