@@ -98,9 +98,17 @@ def test_sample_evaluate_interpolate(
 
 
 def test_models_and_datasets_list_everything(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulacra.cli.listing import read_catalogue
+    from simulacra.models.zoo import MODELS
+
+    # `simulacra models` lists the shipped catalogue; it must be the registry, in order
+    assert read_catalogue() == MODELS.describe(), (
+        "src/simulacra/cli/catalogue.json is stale: rewrite it with "
+        "`python -c 'from simulacra.cli.listing import write_catalogue; write_catalogue()'`"
+    )
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in ("vae", "iwae", "beta-vae", "cvae", "ae", "dae", "linear-ae", "conv-vae"):
+    for name in MODELS.names():
         assert name in out
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
@@ -224,6 +232,30 @@ def test_bad_checkpoints(trained_run: Path, tmp_path: Path, capsys: pytest.Captu
     (broken / "config.json").write_text("{ not json")
     assert "config.json" in _error_line(capsys, ["evaluate", str(broken)])
     assert "--label" in _error_line(capsys, ["sample", str(trained_run), "--label", "3"])
+
+
+def test_help_and_the_model_list_start_without_torch(tmp_path: Path) -> None:
+    """`simulacra --help`, a verb's help and `simulacra models` import neither torch nor numpy
+    (issue 19: they must answer in well under a second)."""
+    from simulacra.cli.inverse import MASK_KINDS
+    from simulacra.data.degradations import MASKS
+
+    assert MASK_KINDS == MASKS
+    script = (
+        "import contextlib, io, sys\n"
+        "from simulacra.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['inpaint', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['models']) == 0\n"
+        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_S, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_python_dash_m_reports_errors_without_traceback(tmp_path: Path) -> None:

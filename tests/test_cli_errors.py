@@ -122,3 +122,16 @@ def test_every_command_takes_threads(capsys: pytest.CaptureFixture[str]) -> None
     finally:
         torch.set_num_threads(before)
     assert "--threads must be at least 1" in _one_error(capsys, ["datasets", "--threads", "0"])
+
+
+def test_init_is_refused_where_it_does_not_apply(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "second"
+    cases = [
+        ([*TRAIN, "--out", str(out), "--init", str(run)], "vae trains from scratch; it does not start from"),
+        (["train", "--resume", str(run), "--init", str(run)], "drop MODEL, --config, --set and --init"),
+    ]
+    for argv, words in cases:
+        assert words in _one_error(capsys, argv), argv
+    assert not out.exists()

@@ -295,3 +295,64 @@ def test_nce_with_a_trained_flow_as_the_noise_recovers_the_gaussian() -> None:
     assert torch.allclose(model.net.mean.detach(), x.mean(0), atol=0.05)
     assert torch.allclose(learnt, torch.cov(x.T, correction=0), atol=0.08), learnt
     assert all(torch.equal(before[k], v) for k, v in flow.state_dict().items())
+
+
+def test_cli_nce_takes_a_trained_flow_run_as_its_noise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--init FLOW_RUN`` makes the flow NCE's noise: the EBM run records the flow's spec and
+    run, holds the flow's weights unchanged after training, and refuses what cannot be noise."""
+    from simulacra.models.ebm import ModelNoise
+    from simulacra.objectives.contrastive import NCE
+    from simulacra.train.checkpoint import load_model, load_run_config
+
+    flow_run, ebm_run = tmp_path / "flow", tmp_path / "ebm"
+    quick = ["--steps", "3", "--batch-size", "64", "--no-progress", "--no-eval"]
+    flow_args = ["--set", "model.transforms=2", "--set", "model.hidden=[8]"]
+    assert main(["train", "realnvp", "--data", "moons", "--out", str(flow_run), *quick, *flow_args]) == 0
+    nce = ["train", "ebm", "--data", "moons", *quick, *TINY, "--set", "model.quadrature_points=16"]
+    nce += ["--set", "model.objective=nce"]
+    assert main([*nce, "--out", str(ebm_run), "--init", str(flow_run)]) == 0
+    config = load_run_config(ebm_run)["run"]
+    assert config["init"] == str(flow_run) and config["model"]["stage_one"]["name"] == "realnvp"
+    flow, model = load_model(flow_run), load_model(ebm_run)
+    assert isinstance(model.objective, NCE) and isinstance(model.objective.noise, ModelNoise)
+    noise = model.objective.noise.model.state_dict()
+    assert all(torch.equal(noise[k], v) for k, v in flow.state_dict().items())
+    vae_run = tmp_path / "vae"
+    assert main(["train", "vae", "--data", "moons", "--out", str(vae_run), *quick, *flow_args[2:]]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    for argv, words in [
+        ([*nce[:-2], "--out", str(bad), "--init", str(flow_run)], "NCE's; found objective='cd'"),
+        ([*nce, "--out", str(bad), "--init", str(vae_run)], "must have an exact likelihood"),
+    ]:
+        assert words in _one_error(capsys, argv), argv
+        assert not bad.exists()
+
+
+def test_a_flow_tilted_by_a_zero_energy_is_the_flow() -> None:
+    """p ∝ p_flow · exp(−E_θ) with E_θ ≡ 0 is the flow itself: the tilted EBM's density (log Z by
+    quadrature on its box) equals the flow's where the flow's mass lies inside the box."""
+    from simulacra.models.ebm import TiltedEnergy
+
+    class Zero(nn.Module):
+        def forward(self, y: Tensor, c: Tensor | None = None) -> Tensor:
+            return y.new_zeros(y.shape[0])
+
+    torch.manual_seed(0)
+    flow = build_model({"name": "maf", "transforms": 2, "hidden": [8]}, TOY)
+    spec = {
+        "name": "ebm",
+        "objective": "nce",
+        "stage_one": flow.spec,
+        "hidden": [8],
+        "quadrature_points": 256,
+    }
+    model = build_model(spec, TOY)
+    model.initialize_from(flow)
+    assert isinstance(model.net, TiltedEnergy)
+    model.net.net = Zero()
+    model.eval()
+    x = torch.randn(64, 2)
+    assert torch.allclose(model.log_prob(x), flow.eval().log_prob(x), atol=2e-3)

@@ -204,6 +204,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    init: str | None = None
+    """The finished run a two-stage model started from (``simulacra train --init RUN``), for the
+    record; its first stage's spec is in ``model["stage_one"]`` and its weights in the checkpoint."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
@@ -212,11 +215,14 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
         """Build from a dict, rejecting unknown sections and keys with a clear message."""
-        unknown = set(raw) - {"model", "data", "train", "callbacks"}
+        unknown = set(raw) - {"model", "data", "train", "callbacks", "init"}
         if unknown:
             raise ConfigError(
                 f"unknown config section(s) {sorted(unknown)}; expected model, data, train, callbacks"
             )
+        init = raw.get("init")
+        if init is not None and not isinstance(init, str):
+            raise ConfigError(f"init names the run a model started from (a path); found {init!r}")
         for section in ("model", "data", "train"):
             if not isinstance(raw.get(section, {}), Mapping):
                 raise ConfigError(
@@ -240,6 +246,7 @@ class RunConfig:
             data=_dataclass_from(DataConfig, raw.get("data", {}), "data"),
             train=_dataclass_from(TrainConfig, train, "train"),
             callbacks=callbacks,
+            init=init,
         )
 
 

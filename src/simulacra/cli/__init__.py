@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set model.latent_dim=32 --set train.lr=3e-4",
     )
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
+    p.add_argument(
+        "--init",
+        metavar="RUN",
+        help="start from a finished run: the first stage of a two-stage model (e.g. a vqvae run for "
+        "vqvae-prior, a vae run for lsgm), whose weights it takes",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out if there is one")
     p.add_argument(
         "--eval-examples",

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from simulacra.cli.common import _load_run, integer, output_file, save_array
 from simulacra.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RUN_HELP = "a run directory written by `simulacra train` (an autoregressive model)"
 WEIGHTS_HELP = "the moving average (default when the run kept one) or the raw weights"

@@ -15,12 +15,13 @@ import argparse
 import io
 import sys
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from simulacra.cli.common import _load_run, integer, output_file, seed_arg
 from simulacra.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SUFFIXES = (".csv", ".npy", ".npz")
 MAX_DRAWN_VALUES = 1 << 28
@@ -59,6 +60,8 @@ def add_parser(sub: Any) -> None:
 
 def read_table(path: str, what: str) -> tuple[np.ndarray, list[str] | None]:
     """(array (N, ...) float64 with NaN for missing values, the CSV header or None) from ``path``."""
+    import numpy as np
+
     from simulacra.data.files import read_csv, read_npy, read_npz
 
     file = Path(path).expanduser()
@@ -100,6 +103,8 @@ def write_table(
     path: Path, completed: np.ndarray, draws: np.ndarray | None, header: list[str] | None
 ) -> None:
     """Write the completed table (and the draws, to an .npz) atomically: all of it or nothing."""
+    import numpy as np
+
     from simulacra.train.checkpoint import atomic_write_bytes
 
     suffix = path.suffix.lower()
@@ -119,6 +124,7 @@ def write_table(
 
 def cmd_impute(args: argparse.Namespace) -> int:
     """Read the table, impute it with the run's model, write the completed table."""
+    import numpy as np
     import torch
 
     from simulacra.tasks.impute import IMPUTING_MODELS, can_impute, impute, missing_entries

@@ -17,15 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-
 from simulacra.cli.common import _held_out, _load_run, _output_path, integer, seed_arg
-from simulacra.data.degradations import MASKS, image_mask
 from simulacra.errors import CapabilityError, ConfigError, DataError
 
 if TYPE_CHECKING:
+    import torch
+
     from simulacra.models.base import GenerativeModel
+
+MASK_KINDS = ("center", "left", "right", "top", "bottom", "random")
+"""The built-in masks, :data:`simulacra.data.degradations.MASKS` spelled out so that the parser is
+built without importing torch (a test checks that the two agree)."""
 
 VERBS = {
     "inpaint": "fill a masked region (diffusion: RePaint with --resample > 1; autoregressive: exact "
@@ -67,7 +69,7 @@ def add_parsers(sub: Any) -> None:
                 "--mask", default=None, help="PNG: white = the region to fill (the model's image size)"
             )
             p.add_argument(
-                "--mask-kind", choices=MASKS, default="center", help="built-in mask when no --mask"
+                "--mask-kind", choices=MASK_KINDS, default="center", help="built-in mask when no --mask"
             )
             p.add_argument(
                 "--resample", type=integer, default=5, help="RePaint repetitions per step (1 = replacement)"
@@ -85,12 +87,16 @@ def add_parsers(sub: Any) -> None:
 
 def builtin_mask(kind: str, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
     """(C, H, W) mask, 1 = kept (:func:`simulacra.data.degradations.image_mask`)."""
+    from simulacra.data.degradations import image_mask
+
     return image_mask(kind, shape, generator)
 
 
 def _read(path: str, channels: int, size: tuple[int, int], what: str) -> torch.Tensor:
     """An image file as (1, ``channels``, H, W) in [0, 1]; colour made grey or grey repeated to fit,
     and (H, W) checked against ``size``."""
+    import torch
+
     from simulacra.data.files import read_image
 
     x = read_image(Path(path))  # (C, H, W) in [0, 1]
@@ -109,6 +115,8 @@ def _labels(
 ) -> torch.Tensor | None:
     """(m · n,) class labels for a conditional model: ``--label``, else the held-out examples'
     own labels, else labels cycling through the classes; None for an unconditional model."""
+    import torch
+
     if not model.conditional:
         if args.label is not None:
             raise ConfigError(f"{model.preset_name} is not conditional; drop --label")
@@ -125,6 +133,9 @@ def _labels(
 
 def cmd_inverse(args: argparse.Namespace) -> int:
     """Run one of the four verbs (``args.command``) and write the picture of its solutions."""
+    import torch
+    import torch.nn.functional as F
+
     from simulacra.models.base import Completion, DiffusionSampling, ImageTranslation, require
     from simulacra.samplers import resolve_sampler
     from simulacra.tasks import inverse

@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from simulacra.cli.common import _console
+
+CATALOGUE = Path(__file__).with_name("catalogue.json")
+"""The registered presets and their one-line descriptions, ``{name: description}`` sorted by name:
+what ``simulacra models`` lists without importing torch. Rewrite it with :func:`write_catalogue`
+after adding or renaming a preset (``tests/test_cli.py`` checks that it is current)."""
+
+
+def read_catalogue() -> dict[str, str]:
+    """``{preset name: description}`` from :data:`CATALOGUE`."""
+    return dict(json.loads(CATALOGUE.read_text(encoding="utf-8")))
+
+
+def write_catalogue() -> None:
+    """Write :data:`CATALOGUE` from the registry of presets (imports them all, and torch)."""
+    from simulacra.models.zoo import MODELS
+
+    CATALOGUE.write_text(json.dumps(MODELS.describe(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _print_registry(title: str, described: dict[str, str]) -> None:
@@ -19,12 +38,15 @@ def _print_registry(title: str, described: dict[str, str]) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """The presets as a table; with ``--details`` or a NAME, each one's settings and defaults."""
+    """The presets as a table; with ``--details`` or a NAME, each one's settings and defaults.
+
+    The table alone is read from the catalogue shipped with the CLI (:func:`read_catalogue`), so it
+    needs no torch; a test keeps the catalogue equal to the registry."""
+    if args.name is None and not args.details:
+        _print_registry("registered models (`simulacra models NAME` for settings)", read_catalogue())
+        return 0
     from simulacra.models.zoo import MODELS
 
-    if args.name is None and not args.details:
-        _print_registry("registered models (`simulacra models NAME` for settings)", MODELS.describe())
-        return 0
     for name in [args.name] if args.name is not None else MODELS.names():
         _print_model_details(name)
     return 0

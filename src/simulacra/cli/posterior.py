@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import torch
-from torch import Tensor
-
 from simulacra.cli.common import DEFAULT_RUN_ROOT, _console, _print_metrics, _recover
 from simulacra.errors import CheckpointError, ConfigError, positive_int
 
 if TYPE_CHECKING:  # the verbs import torch-heavy modules when they run, not when the CLI starts
+    from torch import Tensor
+
     from simulacra.tasks.posterior import PosteriorEstimator
     from simulacra.tasks.simulators import Simulator
 
@@ -68,6 +67,8 @@ def train_posterior(
         The trained estimator, its model in eval mode; ``training_summary`` holds the steps, the
         best validation NLL on θ's original scale (nats), whether it stopped early, and the seconds spent.
     """
+    import torch
+
     from simulacra.config import TrainConfig
     from simulacra.models.zoo import build_model
     from simulacra.tasks.posterior import PosteriorEstimator, simulation_dataset
@@ -88,7 +89,7 @@ def train_posterior(
         torch.manual_seed(seed)
         model = build_model(spec, data.info)
     estimator = PosteriorEstimator(model, simulator=simulator.spec())
-    estimator.set_standardization(data.train.x, cast(Tensor, data.train.y))  # x rides in the label slot
+    estimator.set_standardization(data.train.x, cast("Tensor", data.train.y))  # x rides in the label slot
     n_train, n_valid = len(data.train), 0 if data.valid is None else len(data.valid)
     config = TrainConfig(
         steps=positive_int(steps, "steps"),
@@ -152,6 +153,8 @@ def _float_list(text: str, what: str) -> list[float]:
 
 def cmd_posterior(args: argparse.Namespace) -> int:
     """Train q(θ | x) on simulations, then picture it at x_o and check its calibration."""
+    import torch
+
     from simulacra.tasks.posterior import build_simulator
     from simulacra.train.rundir import RunReplacement, check_replaceable, check_writable
 
@@ -189,6 +192,8 @@ def _estimate(
 ) -> tuple[PosteriorEstimator, dict[str, Any], str]:
     """Train (hidden widths ``hidden``, the rest from ``args``) and save the estimator in ``out``, picture it at x_o, check its calibration and write
     ``metrics.json``; returns the estimator, the table of figures, and x_o as text."""
+    import torch
+
     from simulacra.tasks.calibration import expected_coverage, posterior_agreement, sbc_ranks
     from simulacra.tasks.posterior import ExactPosterior
     from simulacra.train.checkpoint import atomic_write_json

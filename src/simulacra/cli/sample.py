@@ -8,9 +8,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from simulacra.cli.common import (
     _at_least,
@@ -24,8 +22,13 @@ from simulacra.cli.common import (
 )
 from simulacra.errors import CheckpointError, ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
     from simulacra.report.pictures import sample_labels, save_samples
 
     _at_least(args.n, 1, "-n")
@@ -106,6 +109,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _sample_translations(model: Any, args: argparse.Namespace, out: Path, weights: Any) -> int:
     """``sample`` on a domain-translation model: the first -n held-out images, each translated to
     the other domain and back (a picture), the translations saved with --save-tensor."""
+    import torch
+
     from simulacra.report.pictures import domain_examples, round_trips_picture
 
     if args.label is not None:
@@ -230,6 +235,8 @@ def _save_paths(x: torch.Tensor, model: Any, out: Path, points: int) -> None:
 def _interpolate_codes(model: Any, args: argparse.Namespace, out: Path, weights: Any) -> int:
     """A model without an encoder (a GAN): paths between pairs of codes drawn from its prior, one
     label per path for a conditional model (the labels the training data have, in turn)."""
+    import torch
+
     from simulacra.report.pictures import sample_labels
     from simulacra.tasks.interpolate import interpolate_codes
 
@@ -246,6 +253,8 @@ def _interpolate_codes(model: Any, args: argparse.Namespace, out: Path, weights:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
+    import torch
+
     from simulacra.models.base import LatentGenerator, LatentVariableModel, require
     from simulacra.tasks.interpolate import interpolate
 

@@ -8,14 +8,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from simulacra.cli.common import DEFAULT_RUN_ROOT, _at_least, _console, _print_metrics, _recover
 from simulacra.errors import ConfigError
 
 if TYPE_CHECKING:
     from simulacra.config import RunConfig
-    from simulacra.data.info import Dataset
+    from simulacra.data.info import DataInfo, Dataset
     from simulacra.models.base import GenerativeModel
     from simulacra.train.loop import FitResult
 
@@ -86,6 +84,8 @@ def _default_out(config: RunConfig) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from simulacra.config import RunConfig
     from simulacra.data import load_dataset
     from simulacra.models.zoo import build_model, recorded_spec
@@ -104,8 +104,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         _recover(run_dir)
         raw = load_run_config(run_dir)["run"]
-        if args.overrides or args.model or args.config:
-            raise ConfigError("--resume continues a run as it was configured; drop MODEL, --config and --set")
+        if args.overrides or args.model or args.config or args.init:
+            raise ConfigError(
+                "--resume continues a run as it was configured; drop MODEL, --config, --set and --init"
+            )
         config = RunConfig.from_dict(raw)
         config.model = recorded_spec(config.model)  # the network it trained, whatever today's defaults
         given: set[str] | None = None  # the run's settings are complete: no model defaults
@@ -135,11 +137,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             torch.set_num_threads(config.train.num_threads)
         # everything is checked before an old run is touched: data, config, model, the folder
         data = load_dataset(config.data, seed=config.train.seed)
+        first_stage = None if args.resume else _first_stage(config, args.init, data.info)
         torch.manual_seed(config.train.seed)
         # on a GPU, images get the presets' bigger networks; the spec records what was chosen, so
         # the run (and its --resume) rebuilds the same network on any device
         model = build_model(config.model, data.info, accelerator=dist.device.type == "cuda")
         config.model = dict(model.spec)  # on --resume, fit restores the saved state
+        if first_stage is not None:
+            model.initialize_from(first_stage)
+        elif model.starts_from is not None and not args.resume:
+            raise ConfigError(
+                f"{config.model['name']} is trained on top of {model.starts_from}: give it with --init RUN"
+            )
         adopted = {} if given is None else {k: v for k, v in model.train_defaults().items() if k not in given}
         if adopted:  # e.g. a GAN's learning rate, betas, EMA and no early stopping; recorded in the run
             config.train = config.train.with_model_defaults(adopted, given)
@@ -206,6 +215,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         cleanup()
     return 0
+
+
+def _first_stage(config: RunConfig, init: str | None, info: DataInfo) -> GenerativeModel | None:
+    """The model of the finished run ``init`` (``--init RUN``), checked against the data, with its
+    recorded spec put into the new model's ``stage_one`` setting (so that the new run rebuilds the
+    same first stage without the old run) and the old run's path into ``config.init``; None
+    without ``--init``.
+
+    Raises:
+        ConfigError: the preset trains from scratch, or ``model.stage_one`` is set by hand too, or
+            the run was trained on data of another shape or support.
+        CheckpointError: the run is missing or corrupt.
+    """
+    from simulacra.models.zoo import MODELS
+    from simulacra.train.checkpoint import load_model
+
+    if init is None:
+        return None
+    name = config.model["name"]
+    if name not in MODELS or "stage_one" not in MODELS.settings(name, skip=("info",)):
+        MODELS.get(name)  # an unknown name: the registry's message lists close ones
+        raise ConfigError(f"{name} trains from scratch; it does not start from another run (drop --init)")
+    if "stage_one" in config.model:
+        raise ConfigError("give the first stage either with --init RUN or with model.stage_one, not both")
+    _recover(Path(init))
+    trained = load_model(init, device="cpu", ema=True)
+    if tuple(trained.info.event_shape) != tuple(info.event_shape) or trained.info.support != info.support:
+        raise ConfigError(
+            f"--init {init}: that run was trained on data of shape {tuple(trained.info.event_shape)} "
+            f"({trained.info.support}); these data have shape {tuple(info.event_shape)} ({info.support})"
+        )
+    config.model = {**config.model, "stage_one": dict(trained.spec or {"name": trained.preset_name})}
+    config.init = str(init)
+    return trained
 
 
 def _check_out(run_dir: Path, model: GenerativeModel, config: RunConfig, args: argparse.Namespace) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from simulacra.cli.common import (
     _held_out,
@@ -25,6 +23,9 @@ from simulacra.cli.common import (
     save_array,
 )
 from simulacra.errors import CapabilityError, ConfigError, DataError
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = "translate images between the two domains of a cyclegan run (two --data sources)"
 
@@ -63,6 +64,8 @@ def direction(names: tuple[str, str], to: str | None) -> str:
 
 def _inputs(args: argparse.Namespace, model: Any, source: int) -> torch.Tensor:
     """(K, C, H, W) in [0, 1]: the ``--image`` files, else held-out images of the source domain."""
+    import torch
+
     if args.image:
         from simulacra.cli.inverse import _read
 
@@ -76,6 +79,8 @@ def _inputs(args: argparse.Namespace, model: Any, source: int) -> torch.Tensor:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    import torch
+
     from simulacra.models.base import DomainTranslation
     from simulacra.report.pictures import round_trips_picture
 

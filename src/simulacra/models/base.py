@@ -206,7 +206,7 @@ class GenerativeModel(nn.Module, abc.ABC):
 
     # -- models trained on top of another run (a VQ-VAE's prior, LSGM's two-stage latent prior) --
 
-    starts_from: ClassVar[str | None] = None
+    starts_from: str | None = None
     """What a second-stage model is trained on top of, in words for the CLI's message when it is
     missing (e.g. ``"a trained vqvae run"``); ``simulacra train PRESET --init RUN`` gives it. None:
     the model trains from scratch (the default), and ``--init`` is refused."""

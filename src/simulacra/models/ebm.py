@@ -44,15 +44,17 @@ from simulacra.data.info import DataInfo
 from simulacra.data.transforms import CenteredRange
 from simulacra.errors import CapabilityError, ConfigError, DataError, TrainingError, positive_int
 from simulacra.models.base import (
+    ExactLikelihood,
     GenerativeModel,
     GroupSettings,
     LossOutput,
     check_batch,
     check_context,
     mark_local,
+    model_name,
 )
 from simulacra.nn.energy import ClassifierEnergy
-from simulacra.objectives.contrastive import EnergyObjective
+from simulacra.objectives.contrastive import NCE, EnergyObjective
 from simulacra.objectives.score import score_matching_exact, score_matching_sliced
 from simulacra.samplers.mcmc import Kernel, ReplayBuffer, run_chain
 from simulacra.samplers.partition import LogZEstimate, ais_log_z_on_box, quadrature_log_z
@@ -65,6 +67,74 @@ for vectors."""
 CHAIN_STARTS = ("buffer", "noise", "data")
 """Where the chains that give CD's negative samples start: a replay buffer of persistent chains
 (PCD), uniform noise on the box (short-run), or the data batch itself (CD-k)."""
+
+
+class ModelNoise(nn.Module):
+    """A trained model with an exact likelihood as the noise of NCE (flow contrastive estimation,
+    Gao et al. 2020): the closer the noise is to the data, the harder the classification and the
+    more NCE learns per noise draw (Gutmann & Hyvärinen 2012).
+
+    Real-valued data only, where the EBM's model space is the data space (bounded data are
+    rescaled to [−1, 1] and a flow's likelihood of discrete levels is not a density there). The
+    model is frozen: its parameters never train (``requires_grad`` off) and it stays in eval mode
+    whatever mode the EBM is in (a batch-normalizing flow keeps its running statistics).
+
+    Args:
+        model: an :class:`ExactLikelihood` model of real-valued data (a flow).
+    """
+
+    def __init__(self, model: GenerativeModel) -> None:
+        super().__init__()
+        if not isinstance(model, ExactLikelihood):
+            raise ConfigError(
+                f"NCE's noise must have an exact likelihood (a flow or an autoregressive model); "
+                f"{model.preset_name} has none"
+            )
+        if model.info.support != "real":
+            raise ConfigError(
+                f"a trained model as NCE's noise needs real-valued data; found {model.info.support} data "
+                "(the noise is then the fitted Gaussian: drop stage_one / --init)"
+            )
+        self.model = model.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> ModelNoise:
+        """Stay in eval mode: the noise is fixed."""
+        return super().train(False)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws of the model, (n, *event)."""
+        return self.model.sample(n, generator=generator)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p_noise(x), (B,) nats."""
+        likelihood: ExactLikelihood = self.model  # type: ignore[assignment]
+        return likelihood.log_prob(x)
+
+
+class TiltedEnergy(nn.Module):
+    """E(y) = E_θ(y, c) − log p_base(y): a base density tilted by a learnt energy,
+    p(y) ∝ p_base(y) exp(−E_θ(y)) (a residual energy-based model; Deng et al. 2020, Xiao et al.
+    2021 with a flow as the base).
+
+    Against NCE whose noise is the base, the classifier's log-ratio is −E_θ − log Z: the energy
+    starts from the base (E_θ = 0 gives p = p_base) and learns only the correction. The base is
+    NCE's own noise module, referenced here and not registered a second time (it is saved once,
+    with the objective).
+
+    Args:
+        net: the learnt energy ``(y (B, *event), c) -> (B,)``.
+        base: the frozen :class:`ModelNoise` whose log-density is subtracted.
+    """
+
+    def __init__(self, net: nn.Module, base: ModelNoise) -> None:
+        super().__init__()
+        self.net = net
+        object.__setattr__(self, "base", base)  # a reference: the objective owns the module
+
+    def forward(self, y: Tensor, c: Tensor | None = None) -> Tensor:
+        """E(y) (B,) for y (B, *event)."""
+        base: ModelNoise = self.base  # type: ignore[assignment]
+        return self.net(y, c) - base.log_prob(y)
 
 
 class EBM(GenerativeModel):
@@ -140,6 +210,8 @@ class EBM(GenerativeModel):
             raise ConfigError(f"max_energy_gap must be positive; found {max_energy_gap}")
         self.net = energy
         self.objective = objective
+        if isinstance(objective, NCE) and isinstance(objective.noise, ModelNoise):
+            self.starts_from = "a trained flow of these data (NCE's noise), e.g. a maf or nsf run"
         self.steps = positive_int(steps, "steps")
         self.sample_steps = positive_int(sample_steps if sample_steps is not None else steps, "sample_steps")
         self.chains = chains
@@ -289,6 +361,32 @@ class EBM(GenerativeModel):
                     "steps (a run's last checkpoint keeps the weights from before)"
                 )
         return LossOutput(loss, metrics)
+
+    def initialize_from(self, trained: GenerativeModel) -> None:
+        """Take NCE's noise model from ``trained``, a finished run of the same preset and
+        architecture (``simulacra train ebm --set model.objective=nce --init FLOW_RUN``).
+
+        Raises:
+            ConfigError: this EBM's noise is not a trained model, or ``trained`` is another
+                preset or architecture.
+        """
+        noise = self.objective.noise if isinstance(self.objective, NCE) else None
+        if not isinstance(noise, ModelNoise):
+            super().initialize_from(trained)
+            return
+        inner = noise.model
+        if not isinstance(inner, GenerativeModel) or trained.preset_name != inner.preset_name:
+            raise ConfigError(
+                f"{self.preset_name}'s NCE noise is a {model_name(inner)}; the run holds a {trained.preset_name}"
+            )
+        try:
+            inner.load_state_dict(trained.state_dict())
+        except RuntimeError as err:
+            first = (str(err).strip().splitlines() or ["weights do not fit"])[-1].strip()
+            raise ConfigError(
+                f"the {trained.preset_name} run does not fit the noise model's architecture: {first}"
+            ) from None
+        noise.eval()
 
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """The score-matching objective (the Fisher divergence to the data up to a constant) on a

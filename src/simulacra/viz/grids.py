@@ -155,13 +155,14 @@ def save_grid(
     return path
 
 
-def save_figure(fig: object, path: Path, dpi: int = 120) -> Path:
-    """Render a ``matplotlib.figure.Figure`` with the Agg canvas to a PNG (parent folders created)."""
+def save_figure(fig: object, path: Path, dpi: int = 120, *, tight: bool = True) -> Path:
+    """Render a ``matplotlib.figure.Figure`` with the Agg canvas to a PNG (parent folders created);
+    ``tight`` crops it to what is drawn (a second rendering pass), else the figure is saved as laid out."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)  # attaches itself to the figure
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")  # type: ignore[attr-defined]
+    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)  # type: ignore[attr-defined]
     return path
 
 

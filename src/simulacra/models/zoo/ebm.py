@@ -10,15 +10,16 @@ step size and noise scale on images, the correct unadjusted Langevin (noise √(
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
 from simulacra.data.info import DataInfo
 from simulacra.distributions.standard import FittedGaussian
 from simulacra.errors import ConfigError, positive_int
-from simulacra.models.ebm import EBM, TRAIN_DEFAULTS
-from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, IMAGE_DEFAULTS, MODELS
+from simulacra.models.ebm import EBM, TRAIN_DEFAULTS, ModelNoise, TiltedEnergy
+from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, IMAGE_DEFAULTS, MODELS, build_model
 from simulacra.nn.adversarial import ConvFeatures, Discriminator, MLPFeatures
 from simulacra.nn.energy import ClassifierEnergy
 from simulacra.objectives.contrastive import NCE, ContrastiveDivergence, EnergyObjective, ScoreMatching
@@ -57,14 +58,23 @@ def _kernel(
 
 
 def _objective(
-    info: DataInfo, name: str, alpha: float, sigma: float, projections: int, ratio: int
+    info: DataInfo,
+    name: str,
+    alpha: float,
+    sigma: float,
+    projections: int,
+    ratio: int,
+    noise_model: ModelNoise | None = None,
 ) -> EnergyObjective:
+    if noise_model is not None and name != "nce":
+        raise ConfigError(f"a trained noise model (stage_one, --init) is NCE's; found objective={name!r}")
     if name == "cd":
         return ContrastiveDivergence(alpha)
     if name in ("sliced", "exact", "denoising"):
         return ScoreMatching(name, sigma, positive_int(projections, "projections"))
     if name == "nce":
-        return NCE(FittedGaussian(info.event_shape), positive_int(ratio, "nce_ratio"))
+        noise = FittedGaussian(info.event_shape) if noise_model is None else noise_model
+        return NCE(noise, positive_int(ratio, "nce_ratio"))
     raise ConfigError(f"unknown objective {name!r}; expected one of {', '.join(OBJECTIVES)}")
 
 
@@ -98,22 +108,31 @@ def ebm(
     ais_chains: int = 100,
     ais_distributions: int = 1000,
     ais_step_size: float = 0.05,
+    stage_one: Mapping[str, Any] | None = None,
+    tilt: bool = True,
 ) -> EBM:
     """Energy-based model p(x) ∝ exp(−E(x)): ``objective`` cd (with ``chains`` buffer = PCD, data =
     CD-k, noise = short-run; L2 energy penalty ``alpha``), sliced/exact/denoising score matching
-    (``sigma``) or nce; ``kernel`` sgld/mala/hmc with ``step_size`` (and sgld's ``noise_scale``)."""
+    (``sigma``) or nce; ``kernel`` sgld/mala/hmc with ``step_size`` (and sgld's ``noise_scale``).
+    NCE's noise is a Gaussian fitted to the data, or on real-valued data a trained flow given by
+    ``stage_one`` (its spec; ``simulacra train ebm --set model.objective=nce --init FLOW_RUN``
+    fills it and takes the flow's weights); with ``tilt`` the density is then the flow tilted by the
+    energy, p ∝ p_flow · exp(−E), so that the energy learns only what the flow misses."""
+    noise_model = None if stage_one is None else ModelNoise(build_model(stage_one, info))
     features, width = _features(info, hidden, channels)
     num_classes = info.num_classes if conditional else None
     if conditional and num_classes is None:
         raise ConfigError("a conditional EBM needs labelled data; found no labels")
     # no output bias: the density ignores an offset of the energy, and CD's gradient is blind to it
-    energy = Discriminator(features, width, num_classes, spectral=spectral, bias=False)
+    energy: nn.Module = Discriminator(features, width, num_classes, spectral=spectral, bias=False)
+    if noise_model is not None and tilt:
+        energy = TiltedEnergy(energy, noise_model)
     bounds = _bounds(info, box)
     return EBM(
         info,
         energy,
         _kernel(kernel, step_size, noise_scale, bounds, num_leapfrog),
-        _objective(info, objective, alpha, sigma, projections, nce_ratio),
+        _objective(info, objective, alpha, sigma, projections, nce_ratio, noise_model),
         steps=steps,
         chains=chains,
         buffer_size=buffer_size,
