@@ -51,7 +51,13 @@ STAGES = ("restarts", "no-restarts", "prior", "vae", "plain", "prior-transformer
 SPECS: dict[str, dict[str, Any]] = {
     "restarts": {"name": "vqvae"},
     "no-restarts": {"name": "vqvae", "restart_threshold": 0.0},
-    "prior": {"name": "vqvae-prior"},
+    "prior": {
+        "name": "vqvae-prior",
+        "prior": "gated-pixelcnn",
+        "channels": 32,
+        "layers": 5,
+        "kernel_size": 3,
+    },
     "vae": {"name": "conv-vae"},
     # the codes as tokens: an embedding per code, where the PixelCNN reads the code's index as a grey level
     "prior-transformer": {

@@ -91,9 +91,9 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     "vqvae-prior": (
         {
             "stage_one": {"name": "vqvae", "num_codes": 8, "code_dim": 3, "channels": [4]},
-            "channels": 4,
+            "channels": 8,
             "layers": 1,
-            "kernel_size": 3,
+            "heads": 2,
         },
         DIGITS,
     ),

@@ -229,11 +229,10 @@ def test_the_codes_metric_reports_bits_per_code_and_reconstruction() -> None:
 # -- stage two -------------------------------------------------------------------------------------
 
 
-def _stage_two() -> VQVAEPrior:
+def _stage_two(prior: str = "transformer") -> VQVAEPrior:
     torch.manual_seed(1)
-    model = build_model(
-        {"name": "vqvae-prior", "stage_one": STAGE_ONE, "channels": 4, "layers": 1, "kernel_size": 3}, DIGITS
-    )
+    spec = {"name": "vqvae-prior", "stage_one": STAGE_ONE, "prior": prior, "channels": 4, "layers": 1}
+    model = build_model({**spec, "kernel_size": 3, "heads": 2}, DIGITS)
     assert isinstance(model, VQVAEPrior)
     return model
 
@@ -252,8 +251,9 @@ def test_initialize_from_copies_the_weights_and_refuses_another_model() -> None:
         second.initialize_from(build_model(STAGE_ONE, DIGITS))  # built, never trained
 
 
-def test_stage_two_trains_only_the_prior_and_its_bound_is_its_parts() -> None:
-    second = _stage_two()
+@pytest.mark.parametrize("prior", ["transformer", "gated-pixelcnn"])
+def test_stage_two_trains_only_the_prior_and_its_bound_is_its_parts(prior: str) -> None:
+    second = _stage_two(prior)
     second.initialize_from(_trained_vqvae(steps=2))
     frozen = {k: v.clone() for k, v in second.vqvae.state_dict().items()}
     prior = {k: v.clone() for k, v in second.code_prior.state_dict().items()}
