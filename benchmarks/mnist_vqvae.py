@@ -15,10 +15,12 @@ codes, EMA codebook, k-means start; discretized-logistic decoder on the 256 grey
 ``simulacra.train.fit`` on the 60,000 training digits, batch 64, Adam 1e-3 with a cosine decay;
 every 500 steps the codebook usage (fraction of the K codes that the codes of 2,000 test digits
 use) is recorded. After training, the model's second stage fits the factorized code prior
-(per-position frequencies). ``prior`` trains ``vqvae-prior`` (a gated PixelCNN over the 7×7 codes)
-on top of the ``restarts`` run (``initialize_from``); ``vae`` trains ``conv-vae`` (the same
-convolutions, 16-D Gaussian latent, the same likelihood) for the CPU time of ``restarts`` plus
-``prior`` together.
+(per-position frequencies); ``plain`` has neither restarts nor the k-means start. ``prior`` and
+``prior-transformer`` train ``vqvae-prior`` (a gated PixelCNN, or the default Transformer, over the
+7×7 codes) on top of the ``restarts`` run (``initialize_from``); ``vae`` trains ``conv-vae`` (the
+same convolutions, 16-D Gaussian latent, the same likelihood) for the CPU time of ``restarts``
+plus ``prior`` together (its CPU time per step measured after 20 warm-up steps). Results:
+BENCHMARKS §27.
 
 Figures on the first ``--eval-n`` test digits: the ``codes`` metric (bits per code under the
 model's prior, reconstruction MSE and −log p(x | z_q), codebook usage), the bound on −log p(x) in
