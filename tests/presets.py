@@ -92,6 +92,17 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     # -- energy-based: PCD with ULA on a 2-D toy (log Z by quadrature); JEM on 8x8 digits
     "ebm": ({"hidden": [8], "steps": 2, "buffer_size": 16, "sample_steps": 3, "quadrature_points": 32}, TOY),
     "jem": ({"channels": [4, 8], "steps": 2, "buffer_size": 16, "sample_steps": 3}, DIGITS),
+    # -- discrete latents: a 4x4 code grid of 8x8 digits (8 codes); the prior over a tiny vqvae's codes
+    "vqvae": ({"num_codes": 8, "code_dim": 3, "channels": [4]}, DIGITS),
+    "vqvae-prior": (
+        {
+            "stage_one": {"name": "vqvae", "num_codes": 8, "code_dim": 3, "channels": [4]},
+            "channels": 8,
+            "layers": 1,
+            "heads": 2,
+        },
+        DIGITS,
+    ),
     # -- test-only (tests/toymodels.py): a two-group model for the contract's per-group checks
     "test-adversarial": ({"latent": 2, "hidden": 8}, VECTORS),
 }

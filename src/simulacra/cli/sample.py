@@ -129,15 +129,16 @@ def _sample_translations(model: Any, args: argparse.Namespace, out: Path, weight
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score a run with the registered metrics (``--metric``, default nll) on a held-out split."""
-    from simulacra.metrics.evaluate import EvalOptions, estimates_as_dicts, evaluate
+    """Score a run with the registered metrics (``--metric``, default nll, and for a model with
+    discrete latents codes too) on a held-out split."""
+    from simulacra.metrics.evaluate import METRICS, EvalOptions, estimates_as_dicts, evaluate
     from simulacra.train.checkpoint import atomic_write_json
 
-    metrics_wanted = args.metric or ["nll"]
     _at_least(args.k, 1, "--k")
     _at_least(args.limit, 1, "--limit")
     _at_least(args.samples, 2, "--samples")
     model, weights = _load_run(args.run, args.device, args.weights)
+    metrics_wanted = args.metric or ["nll", *(["codes"] if METRICS.get("codes").applies_to(model) else [])]
     _, part = _held_out(args.run, args.split, args.data_dir, args.limit)
     path = Path(args.run) / "metrics.json"
     stored = _stored_metrics(path)  # read first: a corrupt record fails before the work

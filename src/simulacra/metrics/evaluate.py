@@ -14,7 +14,8 @@ Registered: ``nll`` (the best likelihood estimate the model affords, with bits/d
 data, with a permutation-test p-value), ``fid`` (Fréchet distance of a feature network's features,
 for images; the network is given in :class:`EvalOptions`, or for 1×28×28 grey images it is the
 one shipped in the package), and on the same features ``kid``, ``prdc`` and ``classes``; every
-estimate of these names the features it used.
+estimate of these names the features it used; ``codes`` for models with discrete latents (the
+prior's bits per code, the reconstruction error, codebook usage).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from simulacra.models.base import (
     ImportanceWeighted,
     LikelihoodBound,
 )
+from simulacra.models.vqvae import DiscreteLatent
 from simulacra.registry import Registry
 
 
@@ -507,6 +509,57 @@ def _cycle(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[s
     if not results:
         raise DataError("the held-out split has no image of either domain")
     return results
+
+
+@register(
+    "codes",
+    "discrete latents: the prior's bits per code, reconstruction error at the codes, codebook usage",
+    requires=(DiscreteLatent,),
+    requirement="discrete latent codes",
+)
+def _codes(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    """For x in the split, its codes k(x) (h, w): ``bits_per_code`` = −log₂ p(k(x)) / (h w) under
+    the model's prior; ``rec_mse`` = mean over entries of (E[x | z_q(x)] − x)²; ``rec_nll`` =
+    −log p(x | z_q(x)) in nats; ``codebook_usage`` (fraction of the K codes that some k(x) uses)
+    and ``code_perplexity`` (exp of the entropy of the codes' frequencies)."""
+    assert isinstance(model, DiscreteLatent)
+    batch = options.batch_size or 100  # a discretized-logistic mean costs L evaluations per entry
+    bits, mse, nll, codes = [], [], [], []
+    with torch.no_grad():
+        for start in range(0, len(split), batch):
+            x = split.x[start : start + batch].to(model.device)
+            c = (
+                None
+                if not model.conditional or split.y is None
+                else split.y[start : start + batch].to(model.device)
+            )
+            k = model.codes(x, c)  # (B, h, w)
+            bits.append((-model.code_log_prob(k, c) / (k[0].numel() * math.log(2.0))).double().cpu())
+            px = model.reconstruction(x, c)
+            mse.append((px.mean - x).pow(2).flatten(1).mean(1).double().cpu())
+            nll.append((-px.log_prob(x)).double().cpu())
+            codes.append(k.cpu())
+    found = torch.cat(codes)
+    counts = torch.bincount(found.reshape(-1), minlength=model.num_codes).double()
+    p = counts / counts.sum()
+    perplexity = float(torch.exp(-(p * torch.log(p.clamp(min=1e-300))).sum()))
+    n, k_codes = len(found), model.num_codes
+    where = f"codes of {n} held-out examples"
+    return {
+        "bits_per_code": Estimate.from_values(
+            torch.cat(bits), f"prior: {model.code_prior_name}", "bits/code"
+        ),
+        "rec_mse": Estimate.from_values(
+            torch.cat(mse), "decoder mean at z_q(x), per entry", "squared data units"
+        ),
+        "rec_nll": Estimate.from_values(torch.cat(nll), "−log p(x | z_q(x))", "nats"),
+        "codebook_usage": Estimate(
+            float((counts > 0).double().mean()), math.nan, f"codes used, of {k_codes} ({where})", "share", n
+        ),
+        "code_perplexity": Estimate(
+            perplexity, math.nan, f"exp(entropy of code frequencies) ({where})", "codes", n
+        ),
+    }
 
 
 def seconds_per_example(

@@ -167,3 +167,91 @@ class CouplingConvNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, H, W) -> (B, C_out, H, W)."""
         return self.net(x)
+
+
+class ConvGridEncoder(nn.Module):
+    """Images (B, C, H, W) -> a grid of vectors (B, D, h, w) (the VQ-VAE's encoder).
+
+    ``len(channels)`` stride-2 convolutions as in :class:`ConvEncoder` (each side ``n -> ⌈n/2⌉``:
+    28 -> 14 -> 7), then a 3×3 convolution and a 1×1 convolution to D channels; no linear
+    bottleneck, so each grid vector sees a patch of the image.
+
+    Args:
+        event_shape: (C, H, W) of the input images.
+        out_channels: D, the size of each grid vector.
+        channels: output channels of the stride-2 convolutions.
+        activation: a name in :data:`simulacra.nn.mlp.ACTIVATIONS`.
+    """
+
+    def __init__(
+        self,
+        event_shape: Sequence[int],
+        out_channels: int,
+        channels: Sequence[int] = (32, 64),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        c, h, w = _check_image_shape(event_shape, "ConvGridEncoder")
+        act = ACTIVATIONS.get(activation)
+        channels = [int(ch) for ch in channels]
+        if not channels:
+            raise ConfigError("ConvGridEncoder needs at least one channel count; found channels=()")
+        layers: list[nn.Module] = []
+        for a, b in zip([c, *channels[:-1]], channels):
+            layers += [nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1), act()]
+        layers += [nn.Conv2d(channels[-1], channels[-1], 3, padding=1), act()]
+        layers.append(nn.Conv2d(channels[-1], int(out_channels), 1))
+        self.convs = nn.Sequential(*layers)
+        self.event_shape = (c, h, w)
+        self.grid_shape = (downsampled_sizes(h, len(channels))[-1], downsampled_sizes(w, len(channels))[-1])
+        self.out_channels = int(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, D, h, w)."""
+        return self.convs(x)
+
+
+class ConvGridDecoder(nn.Module):
+    """A grid of vectors (B, D, h, w) -> images (B, C', H, W), the mirror of :class:`ConvGridEncoder`.
+
+    A 3×3 convolution D -> channels[0], then transposed convolutions ``channels[0] -> ... ->
+    channels[-1] -> C'``, each doubling the side (exactly back to the encoder's sizes, as in
+    :class:`ConvDecoder`). The output is unconstrained: it parametrises a distribution head.
+
+    Args:
+        in_channels: D.
+        out_shape: (C', H, W) of the output; C' is usually ``params_per_dim · C``.
+        channels: channels of the grids between the transposed convolutions.
+        activation: a name in :data:`simulacra.nn.mlp.ACTIVATIONS`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_shape: Sequence[int],
+        channels: Sequence[int] = (64, 32),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        c, h, w = _check_image_shape(out_shape, "ConvGridDecoder")
+        act = ACTIVATIONS.get(activation)
+        channels = [int(ch) for ch in channels]
+        if not channels:
+            raise ConfigError("ConvGridDecoder needs at least one channel count; found channels=()")
+        steps = len(channels)
+        hs, ws = downsampled_sizes(h, steps), downsampled_sizes(w, steps)
+        layers: list[nn.Module] = [nn.Conv2d(int(in_channels), channels[0], 3, padding=1), act()]
+        outs = [*channels[1:], c]
+        for i, (a, b) in enumerate(zip(channels, outs)):
+            pad_h = hs[steps - 1 - i] - (2 * hs[steps - i] - 1)
+            pad_w = ws[steps - 1 - i] - (2 * ws[steps - i] - 1)
+            layers.append(nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=(pad_h, pad_w)))
+            if i < steps - 1:
+                layers.append(act())
+        self.deconvs = nn.Sequential(*layers)
+        self.grid_shape = (hs[-1], ws[-1])
+        self.out_shape = (c, h, w)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """(B, D, h, w) -> (B, C', H, W)."""
+        return self.deconvs(z)

@@ -166,7 +166,7 @@ class _Clock:
         return min(left, fits, 4 * self.done)
 
 
-CHEAP_METRICS = ("cycle",)  # computed after training whenever they apply, without a budget
+CHEAP_METRICS = ("cycle", "codes")  # computed after training whenever they apply, without a budget
 
 
 def run_metrics(

@@ -27,6 +27,7 @@ from simulacra.models.zoo.autoencoders import (
     vae, vae_iaf, vae_flow_prior, conv_vae, beta_vae, iwae, miwae, cvae, ae, conv_ae, linear_ae, dae,
 )  # fmt: skip
 from simulacra.models.zoo.autoencoders import vae_vamp, lsgm
+from simulacra.models.zoo.vqvae import vqvae, vqvae_prior
 from simulacra.models.zoo.flows import realnvp, maf, iaf, nsf, nsf_coupling, torus, glow, umnn, cnf, posterior
 from simulacra.models.zoo.autoregressive import nade, rnade, made, pixelcnn, gated_pixelcnn, transformer
 from simulacra.models.zoo.diffusion import ddpm, score_sde
@@ -47,6 +48,8 @@ __all__ = [
     "ae", "conv_ae", "linear_ae", "dae",
     # learned priors for VAEs
     "vae_vamp", "lsgm",
+    # discrete latents
+    "vqvae", "vqvae_prior",
     # normalizing flows
     "realnvp", "maf", "iaf", "nsf", "nsf_coupling", "torus", "glow", "umnn", "cnf", "posterior",
     # autoregressive
