@@ -291,6 +291,14 @@ def test_simulacra_trains_lsgm_on_a_vae_run_and_refuses_a_run_without_latents(
     assert isinstance(first, VAE) and isinstance(second, VAE)
     for name, p in first.encoder.state_dict().items():  # the frozen first stage, unchanged by training
         assert torch.equal(p, second.encoder.state_dict()[name])
+    grid = tmp_path / "samples.png"
+    assert (
+        main(
+            ["sample", str(lsgm_run), "-n", "4", "--sampler", "ddim", "--sampler-steps", "3", "-o", str(grid)]
+        )
+        == 0
+    )
+    assert grid.exists()
     capsys.readouterr()
     for argv, words in [
         ([*lsgm, "--init", str(maf_run)], "no latent posterior"),
@@ -301,3 +309,14 @@ def test_simulacra_trains_lsgm_on_a_vae_run_and_refuses_a_run_without_latents(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
         assert not out.exists()
+    for argv, words in [
+        (["sample", str(lsgm_run), "--sampler-steps", "3"], "draws its latents with --sampler NAME"),
+        (
+            ["sample", str(vae_run), "--sampler", "ddim", "-o", str(tmp_path / "no.png")],
+            "latent diffusion prior",
+        ),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+    assert not (tmp_path / "no.png").exists()

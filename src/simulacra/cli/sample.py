@@ -78,13 +78,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from simulacra.samplers import resolve_sampler
 
         hint = "--sampler, --sampler-steps and --guidance apply to diffusion models"
-        diffusion = require(model, DiffusionSampling, "denoiser", hint)
-        if args.sampler is not None:  # the sampler's own defaults, --sampler-steps overriding its steps
+        if not isinstance(model, DiffusionSampling) and "sampler" in model.sample_options:
+            # a diffusion model in latent space (lsgm): the sampler draws z, then z is decoded
+            if args.sampler is None or args.guidance is not None:
+                raise ConfigError(
+                    f"{model.preset_name} draws its latents with --sampler NAME (and --sampler-steps); "
+                    "--guidance and --sampler-steps alone apply to diffusion models in data space"
+                )
             options["sampler"] = resolve_sampler(args.sampler, steps=args.sampler_steps)
-        elif args.sampler_steps is not None:  # the model's default sampler on another grid
-            options["sampler"] = diffusion.sampler.with_options(steps=args.sampler_steps)
-        if args.guidance is not None:
-            options["guidance"] = args.guidance
+        else:
+            diffusion = require(model, DiffusionSampling, "denoiser", hint)
+            if args.sampler is not None:  # the sampler's own defaults, --sampler-steps overriding its steps
+                options["sampler"] = resolve_sampler(args.sampler, steps=args.sampler_steps)
+            elif args.sampler_steps is not None:  # the model's default sampler on another grid
+                options["sampler"] = diffusion.sampler.with_options(steps=args.sampler_steps)
+            if args.guidance is not None:
+                options["guidance"] = args.guidance
     decoding = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
     unsupported = sorted(set(decoding) - model.sample_options)
     if unsupported:
