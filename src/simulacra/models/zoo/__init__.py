@@ -26,6 +26,7 @@ from simulacra.models.zoo._registry import (
 from simulacra.models.zoo.autoencoders import (
     vae, vae_iaf, vae_flow_prior, conv_vae, beta_vae, iwae, miwae, cvae, ae, conv_ae, linear_ae, dae,
 )  # fmt: skip
+from simulacra.models.zoo.hierarchical import lvae, hvae
 from simulacra.models.zoo.flows import realnvp, maf, iaf, nsf, nsf_coupling, torus, glow, umnn, cnf, posterior
 from simulacra.models.zoo.autoregressive import nade, rnade, made, pixelcnn, gated_pixelcnn, transformer
 from simulacra.models.zoo.diffusion import ddpm, score_sde
@@ -44,6 +45,8 @@ __all__ = [
     # auto-encoders and VAEs
     "vae", "vae_iaf", "vae_flow_prior", "conv_vae", "beta_vae", "iwae", "miwae", "cvae",
     "ae", "conv_ae", "linear_ae", "dae",
+    # hierarchical VAEs
+    "lvae", "hvae",
     # normalizing flows
     "realnvp", "maf", "iaf", "nsf", "nsf_coupling", "torus", "glow", "umnn", "cnf", "posterior",
     # autoregressive
