@@ -262,6 +262,12 @@ class HierarchicalVAE(GenerativeModel):
             metrics[f"kl/{i + 1}"] = value
         return LossOutput((-rec + self.beta * kl_loss).mean(), metrics)
 
+    def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """−ELBO (B,) nats, the β = 1 bound whatever the warm-up's β and free bits: what keeping
+        the best weights on held-out data should compare."""
+        with torch.no_grad():
+            return -self.log_prob_bound(x, c)
+
     # -- evaluation ----------------------------------------------------------------------------
 
     def validate(self, x: Tensor) -> None:
