@@ -21,8 +21,8 @@ The bound, with every KL in closed form given the sampled z_{>i}:
 
 Training keeps what the papers needed for stability: a KL weight β that the KL warm-up callback
 anneals, free bits per group (Kingma et al. 2016), KL balancing between groups during warm-up
-(Vahdat & Kautz 2020, App. A), softplus-bounded scales, and gradient clipping (declared as the
-model's training default). Each group's KL is logged (``kl/1`` … ``kl/L``, z_1 nearest the data)
+(Vahdat & Kautz 2020, App. A), softplus-bounded scales, and gradient clipping and skipping
+(Child 2021; declared as the model's training settings). Each group's KL is logged (``kl/1`` … ``kl/L``, z_1 nearest the data)
 so that posterior collapse is visible.
 """
 
@@ -96,7 +96,9 @@ class HierarchicalVAE(GenerativeModel):
         kl_balance: while β < 1, weight group i's KL by γ_i ∝ (its batch-mean KL per dimension
             + 0.01), normalized to mean 1, so that no group collapses during warm-up (NVAE).
         min_std: floor of the prior scales σ_p = softplus(s) + min_std.
-        grad_clip: gradient-norm bound declared as the run's default (None: none).
+        grad_clip: gradient-norm bound, the model's training default (None: none).
+        grad_skip: skip updates whose gradient norm exceeds it (VDVAE; None: never), the
+            group's declared setting (a run overrides it with ``train.groups.main.grad_skip``).
     """
 
     loss_description = "negative variational bound (nats per example)"
@@ -115,6 +117,7 @@ class HierarchicalVAE(GenerativeModel):
         kl_balance: bool = False,
         min_std: float = 1e-3,
         grad_clip: float | None = None,
+        grad_skip: float | None = None,
     ) -> None:
         super().__init__(info)
         if not math.isfinite(beta) or beta < 0:
@@ -127,8 +130,11 @@ class HierarchicalVAE(GenerativeModel):
         self.register_buffer(
             "_sizes", torch.tensor(group_sizes(ladder), dtype=torch.float32), persistent=False
         )
-        if grad_clip is not None:
-            self.declare_training({"main": GroupSettings(grad_clip=float(grad_clip))})
+        # the clip is a training default (beneath --set train.grad_clip); skipping has no run-wide
+        # setting, so it is the group's declared setting (train.groups.main.grad_skip overrides it)
+        skip = None if grad_skip is None else float(grad_skip)
+        defaults = {} if grad_clip is None else {"grad_clip": float(grad_clip)}
+        self.declare_training({"main": GroupSettings(grad_skip=skip)}, defaults)
 
     @property
     def levels(self) -> int:

@@ -48,12 +48,13 @@ def lvae(
     hidden: int | Sequence[int] = (512, 256, 128), activation: str = "relu", likelihood: str = "auto",
     arch: str = "mlp", merge: str = "precision", residual: bool = False, beta: float = 1.0,
     free_bits: float = 0.0, kl_balance: bool = False, grad_clip: float | None = 200.0,
+    grad_skip: float | None = None,
 ) -> HierarchicalVAE:  # fmt: skip
     """L = ``groups`` latent groups of ``latent_dim`` units (z_1, nearest the data, first), MLP
     blocks of ``hidden`` units, q(z_i | ·) = bottom-up N(μ̂, σ̂²) ⊗ p(z_i | z_{>i}). Sizes are one
     integer for every group or one per group (MNIST in the paper: 5 groups, 64-32-16-8-4)."""
     return _hierarchy(info, arch, groups, latent_dim, hidden, activation, likelihood, merge, residual,
-                      beta=beta, free_bits=free_bits, kl_balance=kl_balance, grad_clip=grad_clip)  # fmt: skip
+                      beta=beta, free_bits=free_bits, kl_balance=kl_balance, grad_clip=grad_clip, grad_skip=grad_skip)  # fmt: skip
 
 
 @MODELS.register("hvae", "NVAE/VDVAE-style hierarchy: residual top-down cells, posterior relative to prior")
@@ -61,10 +62,11 @@ def hvae(
     info: DataInfo, groups: int = 3, latent_dim: int | Sequence[int] = 8, hidden: int | Sequence[int] = 64,
     activation: str = "silu", likelihood: str = "auto", arch: str = "auto", beta: float = 1.0,
     free_bits: float = 0.0, kl_balance: bool = True, grad_clip: float | None = 200.0,
+    grad_skip: float | None = None,
 ) -> HierarchicalVAE:  # fmt: skip
     """q(z_i | ·) = N(μ_p + Δμ, (σ_p Δσ)²), residual top-down cells d ← d + f([d, z]) with a learned
     top state; ``arch="auto"``: convolutional cells for images (a group per resolution, 28 → 14, 7,
     4; ``latent_dim`` and ``hidden`` are channels), MLP cells for vectors; KL balancing on."""
     arch = ("conv" if info.is_image else "mlp") if arch == "auto" else arch
     return _hierarchy(info, arch, groups, latent_dim, hidden, activation, likelihood, "relative", True,
-                      beta=beta, free_bits=free_bits, kl_balance=kl_balance, grad_clip=grad_clip)  # fmt: skip
+                      beta=beta, free_bits=free_bits, kl_balance=kl_balance, grad_clip=grad_clip, grad_skip=grad_skip)  # fmt: skip
