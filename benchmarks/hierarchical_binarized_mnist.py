@@ -67,6 +67,7 @@ def main() -> int:
     parser.add_argument("--latent", default="64,32,16", help="units per group, z_1 first")
     parser.add_argument("--hidden", default="512,256,128", help="block width per group, z_1 first")
     parser.add_argument("--activation", default="relu")
+    parser.add_argument("--arch", default="mlp", help="mlp or conv cells")
     parser.add_argument("--free-bits", type=float, default=0.0, help="nats per latent dimension, per group")
     parser.add_argument("--warmup-epochs", type=float, default=10.0, help="KL warm-up length (0: none)")
     parser.add_argument(
@@ -106,6 +107,7 @@ def main() -> int:
         "latent_dim": sizes(args.latent),
         "hidden": sizes(args.hidden),
         "activation": args.activation,
+        "arch": args.arch,
         "free_bits": args.free_bits,
     }
     cpu_start = time.process_time()
