@@ -13,8 +13,9 @@ any case — on a machine shared with other jobs, wall time would not measure th
 
     python benchmarks/hierarchical_binarized_mnist.py --minutes 33 --threads 1
 
-Writes benchmarks/results/lvae-<tag>.json, runs/bench/lvae-<tag>/ (checkpoint, samples, and
-``top-k.png``: reconstructions from the top k groups, k = L … 0, one row per k).
+Writes benchmarks/results/<preset>-<tag>.json, -samples.png and -top-k.png (reconstructions from
+the top k groups at their posterior means, the others at their prior means, k = L … 0, one row
+per k), and runs/bench/<preset>-<tag>/ (checkpoint, metrics).
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ def main() -> int:
     ]
     labels = ["data"] + [f"top {k}" for k in range(model.levels, -1, -1)]
     save_grid(torch.cat(rows), run_dir / "top-k.png", nrow=8, row_labels=labels)
+    shutil.copy(run_dir / "top-k.png", ROOT / "benchmarks" / "results" / f"{name}-top-k.png")
+    shutil.copy(run_dir / "samples.png", ROOT / "benchmarks" / "results" / f"{name}-samples.png")
 
     record = {
         "benchmark": name,
