@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--grad-clip", type=float, default=200.0, help="gradient-norm clip (0: none)")
     parser.add_argument("--data-dir", default="/work/shared/data")
     parser.add_argument("--eval-k", type=int, default=1000)
     parser.add_argument("--eval-n", type=int, default=10000)
@@ -126,7 +127,7 @@ def main() -> int:
     config = cosine_config(
         steps, args.batch_size, args.lr, args.seed, max_warmup=1000, eval_every=eval_every,
         keep_best=True, log_every=500, checkpoint_every=10 * eval_every, weight_decay=args.weight_decay,
-        num_threads=args.threads,
+        num_threads=args.threads, grad_clip=args.grad_clip or None,
     )  # fmt: skip
     callbacks: list = [TimeBudget(budget, clock=time.process_time)]
     if args.warmup_epochs > 0:
@@ -202,6 +203,7 @@ def main() -> int:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "weight_decay": args.weight_decay,
+        "grad_clip": args.grad_clip or None,
         "warmup_epochs": args.warmup_epochs,
         "free_bits": args.free_bits,
         "machine_note": "2-core CPU, shared with other jobs during this run",
