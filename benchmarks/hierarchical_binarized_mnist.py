@@ -69,6 +69,9 @@ def main() -> int:
     parser.add_argument("--hidden", default="512,256,128", help="block width per group, z_1 first")
     parser.add_argument("--activation", default="relu")
     parser.add_argument("--arch", default="mlp", help="mlp or conv cells")
+    parser.add_argument(
+        "--kl-balance", action="store_true", help="KL balancing during warm-up (hvae: always)"
+    )
     parser.add_argument("--free-bits", type=float, default=0.0, help="nats per latent dimension, per group")
     parser.add_argument("--warmup-epochs", type=float, default=10.0, help="KL warm-up length (0: none)")
     parser.add_argument(
@@ -112,6 +115,8 @@ def main() -> int:
         "arch": args.arch,
         "free_bits": args.free_bits,
     }
+    if args.kl_balance:
+        spec["kl_balance"] = True
     cpu_start = time.process_time()
     step_seconds = cpu_seconds_per_step(spec, data, args.batch_size, args.lr, steps=60)
     steps_per_epoch = len(data.train) // args.batch_size
@@ -148,7 +153,11 @@ def main() -> int:
     )
 
     model.eval()
-    x = data.test.x[: args.eval_n]
+    x = data.test.x
+    if args.eval_n < len(
+        x
+    ):  # a random subset: the test set is sorted by class (the first 2,000 are 0s and 1s)
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.eval_n]]
     g = torch.Generator().manual_seed(args.seed)
     eval_start = time.process_time()
     log_p = importance_sampled_log_likelihood(model, x, num_samples=args.eval_k, generator=g)
@@ -171,7 +180,7 @@ def main() -> int:
     )
     # what each level encodes: 8 test digits reconstructed from the top k groups (the rest at
     # the prior means), one row per k = L … 0
-    digits = x[:8]
+    digits = data.test.x[torch.linspace(0, len(data.test.x) - 1, 8).long()]  # one of each class or so
     rows = [digits] + [
         model.reconstruct_from_top(digits, k, temperature=0.0) for k in range(model.levels, -1, -1)
     ]
