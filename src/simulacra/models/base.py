@@ -46,7 +46,7 @@ class GroupSettings:
         weight_decay: decoupled weight decay (AdamW).
         grad_clip: clip the group's gradient norm to this value.
         grad_skip: skip the update (no optimizer step) when the group's gradient norm, before
-            clipping, exceeds this value or is not finite (VDVAE, Child 2021); the number of
+            clipping, exceeds this value or is not finite (VDVAE, Child 2021); the
             fraction of skipped updates is logged as ``skipped``.
         updates: optimizer updates of the group per training step (e.g. 5 critic updates per
             generator update in WGAN-GP), in ``groups`` order.
