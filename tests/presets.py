@@ -34,6 +34,9 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     "conv-ae": ({"latent_dim": 3, "channels": [4, 8]}, DIGITS),
     "linear-ae": ({"latent_dim": 2}, VECTORS),
     "dae": ({"latent_dim": 3, "hidden": [16], "corruption": "masking", "noise": 0.25}, DIGITS),
+    # -- hierarchical VAEs
+    "lvae": ({"groups": 2, "latent_dim": [3, 2], "hidden": 8}, DIGITS),
+    "hvae": ({"groups": 2, "latent_dim": 2, "hidden": 4, "beta": 0.5}, DIGITS),
     # -- flows
     "realnvp": ({"transforms": 2, "hidden": [8], "batchnorm": True}, TOY),
     "maf": ({"transforms": 2, "hidden": [8], "conditional": True}, DIGITS),

@@ -202,7 +202,8 @@ def _parser() -> argparse.ArgumentParser:
         "--temperature",
         type=float,
         default=None,
-        help="autoregressive models: draw from p^(1/T) per entry; flows: the Gaussian base at temperature T",
+        help="autoregressive models: draw from p^(1/T) per entry; flows: the Gaussian base at temperature T; "
+        "hierarchical VAEs (lvae, hvae): every latent group at temperature T",
     )
     p.add_argument(
         "--top-k", type=integer, default=None, help="autoregressive models: keep the k likeliest values"

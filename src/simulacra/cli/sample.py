@@ -101,7 +101,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         flags = " and ".join("--" + k.replace("_", "-") for k in unsupported)
         raise CapabilityError(
-            f"{model.preset_name} takes no {flags} (--temperature: autoregressive models and flows; "
+            f"{model.preset_name} takes no {flags} (--temperature: autoregressive models, flows and hierarchical VAEs; "
             "--top-k: autoregressive models)"
         )
     options.update(decoding)

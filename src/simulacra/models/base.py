@@ -45,6 +45,9 @@ class GroupSettings:
         betas: Adam's (β1, β2) (GANs commonly use β1 = 0 or 0.5).
         weight_decay: decoupled weight decay (AdamW).
         grad_clip: clip the group's gradient norm to this value.
+        grad_skip: skip the update (no optimizer step) when the group's gradient norm, before
+            clipping, exceeds this value or is not finite (VDVAE, Child 2021); the
+            fraction of skipped updates is logged as ``skipped``.
         updates: optimizer updates of the group per training step (e.g. 5 critic updates per
             generator update in WGAN-GP), in ``groups`` order.
         fresh_batch: each update after a step's first draws a new batch instead of reusing it.
@@ -55,6 +58,7 @@ class GroupSettings:
     betas: tuple[float, float] | None = None
     weight_decay: float | None = None
     grad_clip: float | None = None
+    grad_skip: float | None = None
     updates: int = 1
     fresh_batch: bool = False
 

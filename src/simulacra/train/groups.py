@@ -36,6 +36,7 @@ class Group:
         params: its parameters.
         lr, betas, weight_decay: AdamW's settings.
         grad_clip: the gradient-norm bound (None: no clipping).
+        grad_skip: skip updates whose gradient norm exceeds it or is not finite (None: never).
         updates: updates per training step (>= 1).
         fresh_batch: updates after the first in a step read new batches.
     """
@@ -48,6 +49,7 @@ class Group:
     grad_clip: float | None
     updates: int
     fresh_batch: bool
+    grad_skip: float | None = None
 
     @property
     def extra_batches(self) -> int:
@@ -120,6 +122,7 @@ def resolve_groups(model: GenerativeModel, config: TrainConfig) -> dict[str, Gro
             betas=(float(betas[0]), float(betas[1])),
             weight_decay=float(_positive(decay, f"weight_decay of group {g!r}", allow_zero=True)),
             grad_clip=_positive(clip, f"grad_clip of group {g!r}", allow_none=True),
+            grad_skip=_positive(s["grad_skip"], f"grad_skip of group {g!r}", allow_none=True),
             updates=updates,
             fresh_batch=bool(s["fresh_batch"]),
         )

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -491,15 +492,30 @@ class _Run:
                 optimizer.zero_grad(set_to_none=True)
                 out = self.wrapped(x, c, group=g.name)
                 out.loss.backward()
+                norm = None
                 if g.grad_clip is not None:
                     norm = torch.nn.utils.clip_grad_norm_(g.params, g.grad_clip)
                     sums.add("grad_norm" if self.single else f"grad_norm/{g.name}", norm)
-                elif not self.single:  # a game's diagnostics: each player's gradient norm, always
+                elif not self.single or g.grad_skip is not None:  # a game's diagnostics, or the skip test
                     grads = [p.grad for p in g.params if p.grad is not None]
                     if grads:
-                        sums.add(f"grad_norm/{g.name}", torch.nn.utils.get_total_norm(grads))
-                optimizer.step()
-                scheduler.step()
+                        norm = torch.nn.utils.get_total_norm(grads)
+                        sums.add("grad_norm" if self.single else f"grad_norm/{g.name}", norm)
+                skip = (
+                    g.grad_skip is not None and norm is not None and not bool(norm <= g.grad_skip)
+                )  # host sync
+                if g.grad_skip is not None:
+                    sums.add(
+                        "skipped" if self.single else f"skipped/{g.name}",
+                        torch.tensor(float(skip), device=out.loss.device),
+                    )
+                if not skip:
+                    optimizer.step()
+                    scheduler.step()
+                else:  # the schedule follows the steps, skipped or not (torch warns of the order)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)
+                        scheduler.step()
                 sums.add("loss" if self.single else f"loss/{g.name}", out.loss)
                 for key, value in out.metrics.items():
                     sums.add(key, value)

@@ -28,6 +28,7 @@ from simulacra.models.zoo.autoencoders import (
 )  # fmt: skip
 from simulacra.models.zoo.autoencoders import vae_vamp, lsgm
 from simulacra.models.zoo.vqvae import vqvae, vqvae_prior
+from simulacra.models.zoo.hierarchical import lvae, hvae
 from simulacra.models.zoo.flows import realnvp, maf, iaf, nsf, nsf_coupling, torus, glow, umnn, cnf, posterior
 from simulacra.models.zoo.autoregressive import nade, rnade, made, pixelcnn, gated_pixelcnn, transformer
 from simulacra.models.zoo.diffusion import ddpm, score_sde
@@ -50,6 +51,8 @@ __all__ = [
     "vae_vamp", "lsgm",
     # discrete latents
     "vqvae", "vqvae_prior",
+    # hierarchical VAEs
+    "lvae", "hvae",
     # normalizing flows
     "realnvp", "maf", "iaf", "nsf", "nsf_coupling", "torus", "glow", "umnn", "cnf", "posterior",
     # autoregressive

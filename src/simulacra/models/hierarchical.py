@@ -1,0 +1,402 @@
+"""Top-down hierarchical VAEs: the ladder VAE and NVAE/VDVAE-style residual hierarchies, one class.
+
+``HierarchicalVAE(info, ladder, merge, head)`` is the model
+
+    p(x, z_1..z_L) = p(z_L) Π_{i<L} p(z_i | z_{>i}) p(x | z_{≥1}),
+    q(z_1..z_L | x) = Π_i q(z_i | x, z_{>i}),
+
+with a *shared top-down path*: one deterministic state d_i, computed from z_{>i} by the decoder's
+cells, parameterizes the prior p(z_i | z_{>i}) = N(μ_p(d_i), σ_p(d_i)²) and, merged with the
+bottom-up features b_i of x, the posterior q(z_i | x, z_{>i}) (Sønderby et al. 2016; Kingma et al.
+2016; Vahdat & Kautz 2020; Child 2021). The networks are a
+:class:`~simulacra.nn.ladder.Ladder` (MLP cells for vectors, convolutional cells for images);
+how the posterior is formed is the ``merge``
+(:class:`~simulacra.distributions.ladder.PrecisionWeighted`, LVAE's, or
+:class:`~simulacra.distributions.ladder.RelativeToPrior`, NVAE's); LVAE and ``hvae`` differ only in
+those choices.
+
+The bound, with every KL in closed form given the sampled z_{>i}:
+
+    log p(x) ≥ E_q[log p(x | z)] − Σ_i E_q[KL(q(z_i | x, z_{>i}) ‖ p(z_i | z_{>i}))].
+
+Training keeps what the papers needed for stability: a KL weight β that the KL warm-up callback
+anneals, free bits per group (Kingma et al. 2016), KL balancing between groups during warm-up
+(Vahdat & Kautz 2020, App. A), softplus-bounded scales, and gradient clipping and skipping
+(Child 2021; declared as the model's training settings). Each group's KL is logged (``kl/1`` … ``kl/L``, z_1 nearest the data)
+so that posterior collapse is visible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, Normal
+
+from simulacra.data.info import DataInfo
+from simulacra.distributions.heads import is_discrete
+from simulacra.distributions.standard import sample_from, softplus_std
+from simulacra.errors import ConfigError
+from simulacra.models.base import GenerativeModel, GroupSettings, LossOutput, check_batch
+from simulacra.nn.ladder import Ladder, group_sizes
+from simulacra.objectives.variational import importance_weighted_bound
+from simulacra.processes.gaussian import noise_like
+
+
+@dataclass
+class HierarchyPass:
+    """One top-down pass of a hierarchy, groups listed bottom (z_1) to top (z_L).
+
+    Attributes:
+        z: the latent of each group, (n, *group_shape).
+        log_q: log q(z_i | x, z_{>i}) (n,) nats for the groups drawn from the posterior, None for
+            groups drawn from the prior.
+        log_p: log p(z_i | z_{>i}) (n,) nats for the same groups, None elsewhere.
+        kl: KL(q(z_i | x, z_{>i}) ‖ p(z_i | z_{>i})) (n,) nats in closed form, None elsewhere.
+        likelihood: p(x | z), batch (n,), the data's event shape.
+    """
+
+    z: list[Tensor]
+    log_q: list[Tensor | None]
+    log_p: list[Tensor | None]
+    kl: list[Tensor | None]
+    likelihood: Distribution
+
+
+def _sum_event(t: Tensor) -> Tensor:
+    """(n, *shape) -> (n,): sum over everything but the first axis."""
+    return t.flatten(1).sum(1)
+
+
+def gaussian_kl(q_loc: Tensor, q_scale: Tensor, p_loc: Tensor, p_scale: Tensor) -> Tensor:
+    """KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) summed over the event, (n,) nats:
+    Σ_d log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²) / (2σ_p²) − ½."""
+    ratio = q_scale / p_scale
+    terms = -torch.log(ratio) + 0.5 * (ratio.square() + ((q_loc - p_loc) / p_scale).square()) - 0.5
+    return _sum_event(terms)
+
+
+class HierarchicalVAE(GenerativeModel):
+    """A VAE with L latent groups on a shared top-down path (see the module docstring).
+
+    Args:
+        info: shape and support of one example.
+        ladder: the cells (:func:`~simulacra.nn.ladder.mlp_ladder` / ``conv_ladder``); its
+            ``out`` gives the head's features.
+        merge: (h, μ_p, σ_p) -> (μ_q, σ_q): how a group's posterior is formed from its raw
+            parameters h (B, 2, *group_shape) and its prior.
+        head: likelihood head (``distributions.heads.head_for``): features -> p(x | z).
+        beta: KL weight β of the loss (the KL warm-up callback anneals it).
+        free_bits: λ ≥ 0 nats per latent dimension: a group whose batch-mean KL is below
+            λ·|z_i| is not pushed further towards its prior (Kingma et al. 2016, per group).
+        kl_balance: while β < 1, weight group i's KL by γ_i ∝ (its batch-mean KL per dimension
+            + 0.01), normalized to mean 1, so that no group collapses during warm-up (NVAE).
+        min_std: floor of the prior scales σ_p = softplus(s) + min_std.
+        grad_clip: gradient-norm bound, the model's training default (None: none).
+        grad_skip: skip updates whose gradient norm exceeds it (VDVAE; None: never), the
+            group's declared setting (a run overrides it with ``train.groups.main.grad_skip``).
+    """
+
+    loss_description = "negative variational bound (nats per example)"
+    bound_name = "ELBO"
+    sample_options = frozenset({"mean", "temperature"})
+
+    def __init__(
+        self,
+        info: DataInfo,
+        ladder: Ladder,
+        merge: nn.Module,
+        head: nn.Module,
+        *,
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        kl_balance: bool = False,
+        min_std: float = 1e-3,
+        grad_clip: float | None = None,
+        grad_skip: float | None = None,
+    ) -> None:
+        super().__init__(info)
+        if not math.isfinite(beta) or beta < 0:
+            raise ConfigError(f"beta must be a finite number >= 0; found {beta}")
+        if not math.isfinite(free_bits) or free_bits < 0:
+            raise ConfigError(f"free_bits must be a finite number >= 0 nats; found {free_bits}")
+        self.ladder, self.merge, self.head = ladder, merge, head
+        self.beta, self.free_bits, self.kl_balance = float(beta), float(free_bits), bool(kl_balance)
+        self.min_std = float(min_std)
+        self.register_buffer(
+            "_sizes", torch.tensor(group_sizes(ladder), dtype=torch.float32), persistent=False
+        )
+        # the clip is a training default (beneath --set train.grad_clip); skipping has no run-wide
+        # setting, so it is the group's declared setting (train.groups.main.grad_skip overrides it)
+        skip = None if grad_skip is None else float(grad_skip)
+        defaults = {} if grad_clip is None else {"grad_clip": float(grad_clip)}
+        self.declare_training({"main": GroupSettings(grad_skip=skip)}, defaults)
+
+    @property
+    def levels(self) -> int:
+        """L, the number of latent groups."""
+        return self.ladder.levels
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        """True when p(x | z) assigns probabilities (no dequantization offset in bits/dim)."""
+        return is_discrete(self.head)
+
+    # -- the top-down pass --------------------------------------------------------------------
+
+    def bottom_up(self, x: Tensor) -> list[Tensor]:
+        """The encoder's features b_1..b_L of x (B, *event)."""
+        features, b = [], x
+        for cell in self.ladder.up:
+            b = cell(b)
+            features.append(b)
+        return features
+
+    def _prior_at(self, i: int, d: Tensor | None, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(μ_p, σ_p) of group i given the state d_i (N(0, I) at the top), (n, *shape) each."""
+        shape = self.ladder.latent_shapes[i]
+        if i == self.levels - 1:
+            zeros = torch.zeros((n, *shape), dtype=like.dtype, device=like.device)
+            return zeros, torch.ones_like(zeros)
+        h = self.ladder.prior[i](d).reshape(n, 2, *shape)
+        return h[:, 0], softplus_std(h[:, 1], self.min_std)
+
+    def descend(
+        self,
+        n: int,
+        features: list[Tensor] | None = None,
+        *,
+        keep: int | None = None,
+        temperature: Sequence[float] | None = None,
+        posterior_mean: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> HierarchyPass:
+        """Run the top-down path from z_L to p(x | z) for n rows.
+
+        Group i (top first) is drawn from q(z_i | x, z_{>i}) when it is among the top ``keep``
+        groups and ``features`` (the bottom-up b_1..b_L, (n, ...) each) are given, else from the
+        prior as z_i = μ_p + τ_i σ_p ε (τ_i = ``temperature[i]``, bottom first; τ = 0: the prior
+        mean, no draw).
+
+        Args:
+            n: number of rows.
+            features: :meth:`bottom_up` of the rows, or None (prior only).
+            keep: how many top groups take the posterior (default: all, when features are given).
+            temperature: τ_1..τ_L for the groups drawn from the prior (default 1).
+            posterior_mean: the posterior groups take their means instead of a draw.
+            generator: makes the draws reproducible.
+        """
+        levels = self.levels
+        keep = (levels if features is not None else 0) if keep is None else int(keep)
+        taus = [1.0] * levels if temperature is None else list(temperature)
+        like = next(self.parameters())
+        z_all: list[Tensor] = [like] * levels
+        log_q: list[Tensor | None] = [None] * levels
+        log_p: list[Tensor | None] = [None] * levels
+        kl: list[Tensor | None] = [None] * levels
+        d = self.ladder.start(n)
+        for i in reversed(range(levels)):
+            p_loc, p_scale = self._prior_at(i, d, n, like)
+            if features is not None and i >= levels - keep:
+                h = self.ladder.posterior[i](features[i], d).reshape(n, 2, *self.ladder.latent_shapes[i])
+                q_loc, q_scale = self.merge(h, p_loc, p_scale)
+                z = q_loc if posterior_mean else q_loc + q_scale * noise_like(q_loc, generator)
+                if not posterior_mean:
+                    log_q[i] = _sum_event(Normal(q_loc, q_scale, validate_args=False).log_prob(z))
+                    log_p[i] = _sum_event(Normal(p_loc, p_scale, validate_args=False).log_prob(z))
+                kl[i] = gaussian_kl(q_loc, q_scale, p_loc, p_scale)
+            elif taus[i] == 0:
+                z = p_loc
+            else:
+                z = p_loc + taus[i] * p_scale * noise_like(p_loc, generator)
+            z_all[i] = z
+            d = self.ladder.down[i](d, z)
+        return HierarchyPass(z_all, log_q, log_p, kl, self.head(self.ladder.out(d)))
+
+    def _temperatures(self, temperature: float | Sequence[float]) -> list[float]:
+        taus = [temperature] * self.levels if isinstance(temperature, int | float) else list(temperature)
+        if len(taus) != self.levels or any(not math.isfinite(float(t)) or float(t) < 0 for t in taus):
+            raise ConfigError(
+                f"temperature must be a number >= 0 or one per latent group ({self.levels}, z_1 first); "
+                f"found {temperature!r}"
+            )
+        return [float(t) for t in taus]
+
+    # -- training ------------------------------------------------------------------------------
+
+    def loss_weights(self) -> dict[str, float]:
+        """``{"kl": β}`` (KL warm-up anneals it)."""
+        return {"kl": self.beta}
+
+    def set_loss_weight(self, name: str, value: float) -> None:
+        """Set the KL weight β (``name="kl"``)."""
+        if name != "kl":
+            raise ConfigError(f"a hierarchical VAE has one loss weight, 'kl'; found {name!r}")
+        self.beta = float(value)
+
+    def group_weights(self, kl: Tensor) -> Tensor:
+        """γ (L,) of KL balancing for the per-group KLs ``kl`` (B, L): (KL̄_i / |z_i| + 0.01),
+        normalized to mean 1, without gradient; ones when balancing is off or β ≥ 1."""
+        if not self.kl_balance or self.beta >= 1.0:
+            return torch.ones(kl.shape[1], dtype=kl.dtype, device=kl.device)
+        gamma = kl.detach().mean(0) / self._sizes.to(kl.dtype) + 0.01
+        return gamma / gamma.mean()
+
+    def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
+        """−E_q log p(x | z) + β Σ_i γ_i max(KL_i, λ|z_i|) averaged over the batch (one draw;
+        the clamp applies to a group's batch mean). Metrics: ``elbo`` (the β = 1 bound), ``rec``,
+        ``kl`` and ``kl/i`` for each group i = 1 (nearest the data) … L, nats per example."""
+        out = self.descend(x.shape[0], self.bottom_up(x))
+        rec = out.likelihood.log_prob(x)  # (B,)
+        kl = torch.stack([k for k in out.kl if k is not None], 1)  # (B, L)
+        kl_loss = kl
+        if self.free_bits > 0:
+            floor = self.free_bits * self._sizes.to(kl.dtype)  # (L,)
+            kl_loss = torch.where(kl.mean(0) >= floor, kl, floor.expand_as(kl))
+        kl_loss = (kl_loss * self.group_weights(kl)).sum(1)
+        total = kl.sum(1)
+        metrics = {
+            "elbo": (rec - total).mean().detach(),
+            "rec": rec.mean().detach(),
+            "kl": total.mean().detach(),
+        }
+        for i, value in enumerate(kl.mean(0).detach()):
+            metrics[f"kl/{i + 1}"] = value
+        return LossOutput((-rec + self.beta * kl_loss).mean(), metrics)
+
+    def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """−ELBO (B,) nats, the β = 1 bound whatever the warm-up's β and free bits: what keeping
+        the best weights on held-out data should compare."""
+        with torch.no_grad():
+            return -self.log_prob_bound(x, c)
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def validate(self, x: Tensor) -> None:
+        """Check shape and support of x for the likelihood (synchronises with the host)."""
+        check_batch(self, x)
+        check = getattr(self.head, "validate", None)
+        if check is not None:
+            check(x)
+
+    def log_importance_weights(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        num_samples: int = 1,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """log w = log p(x | z) + Σ_i [log p(z_i | z_{>i}) − log q(z_i | x, z_{>i})] for k draws
+        z ~ q(z | x) (the whole hierarchy, top-down), (num_samples, B) nats; each is an unbiased
+        estimate of the ELBO and ``logsumexp − log k`` is the IWAE bound."""
+        if int(num_samples) < 1:
+            raise ConfigError(f"importance sampling needs num_samples >= 1; found {num_samples}")
+        self.validate(x)
+        k, batch = int(num_samples), x.shape[0]
+        features = [b.repeat(k, *([1] * (b.dim() - 1))) for b in self.bottom_up(x)]  # row i·B + b
+        out = self.descend(k * batch, features, generator=generator)
+        log_w = out.likelihood.log_prob(x.repeat(k, *([1] * (x.dim() - 1))))
+        for lp, lq in zip(out.log_p, out.log_q):
+            assert lp is not None and lq is not None
+            log_w = log_w + lp - lq
+        return log_w.reshape(k, batch)
+
+    def log_prob_bound(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        num_samples: int = 1,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """A lower bound on log p(x), (B,) nats: the ELBO ``log p(x | z) − Σ_i KL_i`` (one draw,
+        closed-form KLs) for ``num_samples = 1``, the IWAE bound with k draws otherwise."""
+        if num_samples > 1:
+            return importance_weighted_bound(
+                self.log_importance_weights(x, c, num_samples, generator=generator)
+            )
+        if num_samples < 1:
+            raise ConfigError(f"log_prob_bound needs num_samples >= 1; found {num_samples}")
+        self.validate(x)
+        out = self.descend(x.shape[0], self.bottom_up(x), generator=generator)
+        kl = sum(k for k in out.kl if k is not None)
+        return out.likelihood.log_prob(x) - kl
+
+    @torch.no_grad()
+    def kl_per_group(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """KL(q(z_i | x, z_{>i}) ‖ p(z_i | z_{>i})) for each example and group, (B, L) nats,
+        z_1 first (one draw of the groups above): near 0 for a collapsed group."""
+        out = self.descend(x.shape[0], self.bottom_up(x), generator=generator)
+        return torch.stack([k for k in out.kl if k is not None], 1)
+
+    # -- generation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        c: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        mean: bool = True,
+        temperature: float | Sequence[float] = 1.0,
+        **sampler_options: Any,
+    ) -> Tensor:
+        """z_L ~ N(0, τ_L² I), z_i ~ N(μ_p, (τ_i σ_p)²) down the hierarchy, then x = E[x | z]
+        (``mean=True``) or x ~ p(x | z).
+
+        Args:
+            n: number of samples.
+            generator: makes the draw reproducible.
+            mean: return the decoder mean instead of a draw from the likelihood.
+            temperature: τ for every group, or τ_1..τ_L (z_1, nearest the data, first);
+                τ = 0 follows the prior means (NVAE and VDVAE sample at τ ≈ 0.6–0.9).
+
+        Returns:
+            (n, *event_shape).
+        """
+        if sampler_options:
+            raise ConfigError(
+                f"{self.preset_name}.sample takes mean= and temperature=; found {sorted(sampler_options)}"
+            )
+        px = self.descend(int(n), temperature=self._temperatures(temperature), generator=generator).likelihood
+        return px.mean if mean else sample_from(px, (), generator)
+
+    @torch.no_grad()
+    def reconstruct_from_top(
+        self,
+        x: Tensor,
+        groups: int,
+        *,
+        temperature: float | Sequence[float] = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """E[x | z] with the top ``groups`` groups at their posterior means given x and the others
+        drawn from the prior at ``temperature`` (τ = 0: the prior means): what the top levels
+        encode (Sønderby et al. 2016, Fig. 5; Child 2021, Fig. 4).
+
+        Args:
+            x: (B, *event).
+            groups: k in 0..L; k = L is the full reconstruction, k = 0 a sample from the prior.
+
+        Returns:
+            (B, *event), the decoder mean.
+        """
+        if isinstance(groups, bool) or not isinstance(groups, int) or not 0 <= groups <= self.levels:
+            raise ConfigError(f"groups must be an integer in [0, {self.levels}]; found {groups!r}")
+        self.validate(x)
+        taus = self._temperatures(temperature)
+        out = self.descend(
+            x.shape[0],
+            self.bottom_up(x),
+            keep=groups,
+            temperature=taus,
+            posterior_mean=True,
+            generator=generator,
+        )
+        return out.likelihood.mean

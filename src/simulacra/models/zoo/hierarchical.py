@@ -1,0 +1,72 @@
+"""Hierarchical VAE presets: lvae (Sønderby et al. 2016) and hvae (NVAE/VDVAE-style residual cells)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from simulacra.data.info import DataInfo
+from simulacra.distributions.heads import head_for
+from simulacra.distributions.ladder import PrecisionWeighted, RelativeToPrior
+from simulacra.errors import ConfigError
+from simulacra.models.hierarchical import HierarchicalVAE
+from simulacra.models.zoo._registry import MODELS
+from simulacra.nn.ladder import Ladder, check_groups, conv_ladder, mlp_ladder
+
+
+def _hierarchy(
+    info: DataInfo, arch: str, groups: int, latent: int | Sequence[int], hidden: int | Sequence[int],
+    activation: str, likelihood: str, merge: str, residual: bool, **options: float | bool | None,
+) -> HierarchicalVAE:  # fmt: skip
+    """Build the ladder of ``arch`` ("mlp" or "conv") with the posterior ``merge`` ("precision":
+    LVAE's; "relative": NVAE's) and a likelihood head."""
+    check_groups(groups)
+    if merge not in ("precision", "relative"):
+        raise ConfigError(f"unknown merge {merge!r}; expected 'precision' (LVAE) or 'relative' (NVAE)")
+    merger = PrecisionWeighted() if merge == "precision" else RelativeToPrior()
+    head = head_for(info, likelihood)
+    reads = merger.reads_prior_state
+    ladder: Ladder
+    if arch == "mlp":
+        ladder = mlp_ladder(info.dim, head.params_per_dim * info.dim, latent, hidden, groups,
+                            residual=residual, posterior_reads_state=reads, activation=activation)  # fmt: skip
+    elif arch == "conv":
+        if not info.is_image:
+            raise ConfigError(f"arch='conv' needs images (C, H, W); found event_shape {info.event_shape}")
+        out = head.params_per_dim * info.event_shape[0]
+        ladder = conv_ladder(info.event_shape, out, latent, hidden, groups,
+                             residual=residual, posterior_reads_state=reads, activation=activation)  # fmt: skip
+    else:
+        raise ConfigError(f"unknown architecture {arch!r}; expected 'mlp' or 'conv'")
+    return HierarchicalVAE(info, ladder, merger, head, **options)  # type: ignore[arg-type]
+
+
+@MODELS.register(
+    "lvae", "ladder VAE (Sønderby et al. 2016): precision-weighted merge of bottom-up and top-down"
+)
+def lvae(
+    info: DataInfo, groups: int = 3, latent_dim: int | Sequence[int] = (64, 32, 16),
+    hidden: int | Sequence[int] = (512, 256, 128), activation: str = "relu", likelihood: str = "auto",
+    arch: str = "mlp", merge: str = "precision", residual: bool = False, beta: float = 1.0,
+    free_bits: float = 0.0, kl_balance: bool = False, grad_clip: float | None = 200.0,
+    grad_skip: float | None = None,
+) -> HierarchicalVAE:  # fmt: skip
+    """L = ``groups`` latent groups of ``latent_dim`` units (z_1, nearest the data, first), MLP
+    blocks of ``hidden`` units, q(z_i | ·) = bottom-up N(μ̂, σ̂²) ⊗ p(z_i | z_{>i}). Sizes are one
+    integer for every group or one per group (MNIST in the paper: 5 groups, 64-32-16-8-4)."""
+    return _hierarchy(info, arch, groups, latent_dim, hidden, activation, likelihood, merge, residual,
+                      beta=beta, free_bits=free_bits, kl_balance=kl_balance, grad_clip=grad_clip, grad_skip=grad_skip)  # fmt: skip
+
+
+@MODELS.register("hvae", "NVAE/VDVAE-style hierarchy: residual top-down cells, posterior relative to prior")
+def hvae(
+    info: DataInfo, groups: int = 3, latent_dim: int | Sequence[int] = 8, hidden: int | Sequence[int] = 64,
+    activation: str = "silu", likelihood: str = "auto", arch: str = "auto", beta: float = 1.0,
+    free_bits: float = 0.0, kl_balance: bool = True, grad_clip: float | None = 200.0,
+    grad_skip: float | None = None,
+) -> HierarchicalVAE:  # fmt: skip
+    """q(z_i | ·) = N(μ_p + Δμ, (σ_p Δσ)²), residual top-down cells d ← d + f([d, z]) with a learned
+    top state; ``arch="auto"``: convolutional cells for images (a group per resolution, 28 → 14, 7,
+    4; ``latent_dim`` and ``hidden`` are channels), MLP cells for vectors; KL balancing on."""
+    arch = ("conv" if info.is_image else "mlp") if arch == "auto" else arch
+    return _hierarchy(info, arch, groups, latent_dim, hidden, activation, likelihood, "relative", True,
+                      beta=beta, free_bits=free_bits, kl_balance=kl_balance, grad_clip=grad_clip, grad_skip=grad_skip)  # fmt: skip
