@@ -245,7 +245,7 @@ def test_initialize_from_copies_the_weights_and_refuses_another_model() -> None:
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     with pytest.raises(ConfigError, match="starts from a trained vqvae run; found a vae"):
         second.initialize_from(build_model({"name": "vae", "latent_dim": 2, "hidden": [4]}, DIGITS))
-    with pytest.raises(ConfigError, match="another vqvae architecture"):
+    with pytest.raises(ConfigError, match="vqvae has another architecture"):
         second.initialize_from(build_model({**STAGE_ONE, "num_codes": 5}, DIGITS))
     with pytest.raises(ConfigError, match="has not finished training"):
         second.initialize_from(build_model(STAGE_ONE, DIGITS))  # built, never trained

@@ -287,6 +287,37 @@ class GenerativeModel(nn.Module, abc.ABC):
         return None
 
 
+def copy_weights(target: nn.Module, source: nn.Module, what: str) -> None:
+    """Copy the weights of ``source`` into ``target`` (a first stage into a second-stage model:
+    :meth:`GenerativeModel.initialize_from`), which must have the same architecture.
+
+    Raises:
+        ConfigError: names ``what`` and the first parameter that is missing, extra or of another
+            shape, and says how to build the same architecture (the run's spec as ``stage_one``).
+    """
+    mine, theirs = target.state_dict(), source.state_dict()
+    different = sorted(
+        k
+        for k in set(mine) | set(theirs)
+        if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape
+    )
+    if different:
+        k = different[0]
+        found = (
+            "missing"
+            if k not in theirs
+            else "extra"
+            if k not in mine
+            else f"of shape {tuple(theirs[k].shape)}"
+        )
+        raise ConfigError(
+            f"{what} has another architecture than the run's (first difference: {k!r}, {found} there); "
+            "give the run's spec as stage_one"
+        )
+    with torch.no_grad():
+        target.load_state_dict(theirs)
+
+
 def check_context(model: GenerativeModel, c: Tensor | None, n: int) -> None:
     """Raise :class:`DataError` when a conditional model gets no context, or the wrong number of rows."""
     if not model.conditional:
@@ -537,6 +568,7 @@ __all__ = [
     "LossOutput",
     "check_batch",
     "check_context",
+    "copy_weights",
     "model_name",
     "require",
 ]

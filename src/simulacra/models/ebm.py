@@ -50,6 +50,7 @@ from simulacra.models.base import (
     LossOutput,
     check_batch,
     check_context,
+    copy_weights,
     mark_local,
     model_name,
 )
@@ -379,13 +380,7 @@ class EBM(GenerativeModel):
             raise ConfigError(
                 f"{self.preset_name}'s NCE noise is a {model_name(inner)}; the run holds a {trained.preset_name}"
             )
-        try:
-            inner.load_state_dict(trained.state_dict())
-        except RuntimeError as err:
-            first = (str(err).strip().splitlines() or ["weights do not fit"])[-1].strip()
-            raise ConfigError(
-                f"the {trained.preset_name} run does not fit the noise model's architecture: {first}"
-            ) from None
+        copy_weights(inner, trained, f"{self.preset_name}'s NCE noise")
         noise.eval()
 
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:

@@ -24,7 +24,14 @@ from simulacra.distributions.heads import is_discrete, log_prob_observed
 from simulacra.distributions.kl import kl_divergence_or_mc
 from simulacra.distributions.standard import sample_from
 from simulacra.errors import ConfigError, DataError
-from simulacra.models.base import GenerativeModel, LatentVariableModel, LossOutput, check_context, model_name
+from simulacra.models.base import (
+    GenerativeModel,
+    LatentVariableModel,
+    LossOutput,
+    check_context,
+    copy_weights,
+    model_name,
+)
 from simulacra.models.latent_prior import LatentDiffusion
 from simulacra.objectives.variational import ELBO, IWAE, Decode, importance_sample, importance_weighted_bound
 from simulacra.objectives.variational import log_importance_weights as _log_weights
@@ -160,18 +167,8 @@ class VAE(GenerativeModel):
                 f"{self.preset_name} starts from {self.starts_from}; found {model_name(trained)} "
                 f"({type(trained).__name__}), {has}"
             )
-        for part, mine, theirs in (
-            ("encoder", self.encoder, trained.encoder),
-            ("decoder", self.decoder, trained.decoder),
-        ):
-            try:
-                mine.load_state_dict(theirs.state_dict())
-            except RuntimeError as err:
-                reason = (str(err).strip().splitlines() or ["mismatch"])[-1].strip()
-                raise ConfigError(
-                    f"{self.preset_name} cannot start from {model_name(trained)}: its {part} has another "
-                    f"architecture ({reason}); give the first stage's settings in stage_one"
-                ) from None
+        copy_weights(self.encoder, trained.encoder, f"{self.preset_name}'s encoder")
+        copy_weights(self.decoder, trained.decoder, f"{self.preset_name}'s decoder")
 
     # -- evaluation ----------------------------------------------------------------------------
 

@@ -40,7 +40,14 @@ from simulacra.distributions.heads import is_discrete
 from simulacra.distributions.standard import PointMass, sample_from
 from simulacra.errors import ConfigError
 from simulacra.models.autoregressive import Autoregressive
-from simulacra.models.base import GenerativeModel, LossOutput, check_batch, check_context, model_name
+from simulacra.models.base import (
+    GenerativeModel,
+    LossOutput,
+    check_batch,
+    check_context,
+    copy_weights,
+    model_name,
+)
 from simulacra.nn.quantize import VectorQuantizer, perplexity_of
 
 
@@ -342,21 +349,17 @@ class VQVAEPrior(GenerativeModel):
             raise ConfigError(
                 f"{self.preset_name} starts from a trained vqvae run; found a {model_name(trained)} model"
             )
-        mine, theirs = self.vqvae.state_dict(), trained.state_dict()
-        different = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs
-                           or mine[k].shape != theirs[k].shape)  # fmt: skip
-        if different or tuple(trained.info.event_shape) != tuple(self.info.event_shape):
+        if tuple(trained.info.event_shape) != tuple(self.info.event_shape):
             raise ConfigError(
-                f"{self.preset_name} was built for another vqvae architecture than the run's "
-                f"({model_name(trained)}; first difference: {different[0] if different else 'the data shape'}); "
-                "give the run's spec as stage_one"
+                f"{self.preset_name} was built for data of shape {tuple(self.info.event_shape)}; the "
+                f"{model_name(trained)} run for {tuple(trained.info.event_shape)}"
             )
+        copy_weights(self.vqvae, trained, f"{self.preset_name}'s vqvae")
         if not bool(trained.prior_fitted):
             raise ConfigError(
                 f"the {model_name(trained)} run has not finished training (its code prior was never "
                 "fitted): train the vqvae to the end before its second-stage prior"
             )
-        self.vqvae.load_state_dict(theirs)
 
     # -- codes ------------------------------------------------------------------------------------
 
