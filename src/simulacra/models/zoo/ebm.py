@@ -94,7 +94,7 @@ def ebm(
     buffer_size: int = 10_000,
     reinit_prob: float = 0.05,
     sample_steps: int = 500,
-    alpha: float = 0.0,
+    alpha: float = 0.1,
     sigma: float = 0.1,
     projections: int = 1,
     nce_ratio: int = 1,
