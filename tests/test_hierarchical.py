@@ -227,6 +227,35 @@ def test_reconstructions_from_the_top_groups(name: str) -> None:
         model.reconstruct_from_top(x, model.levels + 1)
 
 
+@pytest.mark.parametrize("name", ["lvae", "hvae"])
+def test_the_hierarchy_is_a_latent_variable_model_whose_densities_make_its_weights(name: str) -> None:
+    """encode/decode/prior over the flattened groups: log p(x | z) + log p(z) − log q(z | x) at a
+    draw z ~ q is the importance weight the model computes itself for the same draw; the decoded
+    posterior means are the full reconstruction; interpolation runs on it."""
+    from simulacra.models.base import LatentVariableModel
+    from simulacra.tasks.interpolate import interpolate
+    from simulacra.tasks.reconstruct import reconstruct
+
+    kwargs, info = TINY[name]
+    torch.manual_seed(0)
+    model = build_model({"name": name, **kwargs}, info).eval()
+    assert isinstance(model, LatentVariableModel)
+    x = torch.rand(5, *info.event_shape, generator=torch.Generator().manual_seed(0)).mul(16).round().div(16)
+    with torch.no_grad():
+        q = model.encode(x)
+        torch.manual_seed(7)
+        z = q.rsample()
+        assert z.shape == (5, model.latent_dim)
+        log_w = model.decode(z).log_prob(x) + model.prior(n=5).log_prob(z) - q.log_prob(z)
+        torch.manual_seed(7)
+        torch.testing.assert_close(log_w, model.log_importance_weights(x, num_samples=1)[0])
+        torch.testing.assert_close(model.decode(q.mean).mean, model.reconstruct_from_top(x, model.levels))
+    torch.testing.assert_close(reconstruct(model, x), model.reconstruct_from_top(x, model.levels))
+    assert interpolate(model, x[0], x[1], steps=4).shape == (4, *info.event_shape)
+    draws = model.prior(n=3).sample((2,))
+    assert draws.shape == (2, 3, model.latent_dim) and model.prior(n=3).log_prob(draws).shape == (2, 3)
+
+
 def test_the_precision_weighted_merge_is_the_normalized_product() -> None:
     """log N(v; μ_a, σ_a²) + log N(v; μ_b, σ_b²) − log N(v; μ, σ²) does not depend on v."""
     g = torch.Generator().manual_seed(0)

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Normal
+from torch.distributions import Distribution, Normal, constraints
 
 from simulacra.data.info import DataInfo
 from simulacra.distributions.heads import is_discrete
@@ -78,6 +78,52 @@ def gaussian_kl(q_loc: Tensor, q_scale: Tensor, p_loc: Tensor, p_scale: Tensor) 
     ratio = q_scale / p_scale
     terms = -torch.log(ratio) + 0.5 * (ratio.square() + ((q_loc - p_loc) / p_scale).square()) - 0.5
     return _sum_event(terms)
+
+
+class TopDownLatents(Distribution):
+    """The joint distribution of a hierarchy's latent groups as one vector, z = (z_1, …, z_L)
+    flattened and concatenated (z_1 first), batch (n,), event (Σ_i |z_i|,): the prior
+    p(z) = p(z_L) Π p(z_i | z_{>i}) without ``features``, the posterior q(z | x) with them.
+
+    ``rsample`` runs the top-down pass (:meth:`HierarchicalVAE.descend`); ``log_prob`` runs it with
+    the given z in place of draws and sums log p(z_i | z_{>i}) (or log q); ``mean`` is the path of
+    conditional means (each group's mean given the means above it), which is what the
+    reconstruction and interpolation tasks decode.
+    """
+
+    arg_constraints: dict[str, Any] = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, model: HierarchicalVAE, n: int, features: list[Tensor] | None = None) -> None:
+        self.model, self.n, self.features = model, int(n), features
+        super().__init__(torch.Size((self.n,)), torch.Size((model.latent_dim,)), validate_args=False)
+
+    def _repeated(self, m: int) -> list[Tensor] | None:
+        if self.features is None:
+            return None
+        return [b.repeat(m, *([1] * (b.dim() - 1))) for b in self.features]
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        m = math.prod(sample_shape)
+        out = self.model.descend(m * self.n, self._repeated(m))
+        return self.model.flatten_latents(out.z).reshape(*sample_shape, self.n, -1)
+
+    @property
+    def mean(self) -> Tensor:
+        if self.features is None:
+            out = self.model.descend(self.n, temperature=[0.0] * self.model.levels)
+        else:
+            out = self.model.descend(self.n, self.features, posterior_mean=True)
+        return self.model.flatten_latents(out.z)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """log p(z) (prior) or log q(z | x) (posterior) in nats, shape ``value.shape[:-1]``."""
+        lead = value.shape[:-1]
+        m = math.prod(lead) // self.n
+        out = self.model.descend(m * self.n, self._repeated(m), given=value.reshape(-1, value.shape[-1]))
+        terms = out.log_q if self.features is not None else out.log_p
+        return torch.stack([t for t in terms if t is not None]).sum(0).reshape(lead)
 
 
 class HierarchicalVAE(GenerativeModel):
@@ -173,6 +219,7 @@ class HierarchicalVAE(GenerativeModel):
         keep: int | None = None,
         temperature: Sequence[float] | None = None,
         posterior_mean: bool = False,
+        given: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> HierarchyPass:
         """Run the top-down path from z_L to p(x | z) for n rows.
@@ -188,6 +235,9 @@ class HierarchicalVAE(GenerativeModel):
             keep: how many top groups take the posterior (default: all, when features are given).
             temperature: τ_1..τ_L for the groups drawn from the prior (default 1).
             posterior_mean: the posterior groups take their means instead of a draw.
+            given: z (n, Σ|z_i|) as :meth:`flatten_latents` lays it out: every group takes its
+                value from it instead of a draw, and ``log_p`` (and ``log_q`` for posterior
+                groups) are its log-densities.
             generator: makes the draws reproducible.
         """
         levels = self.levels
@@ -198,17 +248,24 @@ class HierarchicalVAE(GenerativeModel):
         log_q: list[Tensor | None] = [None] * levels
         log_p: list[Tensor | None] = [None] * levels
         kl: list[Tensor | None] = [None] * levels
+        groups = None if given is None else self.unflatten_latents(given)
         d = self.ladder.start(n)
         for i in reversed(range(levels)):
             p_loc, p_scale = self._prior_at(i, d, n, like)
             if features is not None and i >= levels - keep:
                 h = self.ladder.posterior[i](features[i], d).reshape(n, 2, *self.ladder.latent_shapes[i])
                 q_loc, q_scale = self.merge(h, p_loc, p_scale)
-                z = q_loc if posterior_mean else q_loc + q_scale * noise_like(q_loc, generator)
-                if not posterior_mean:
+                if groups is not None:
+                    z = groups[i]
+                else:
+                    z = q_loc if posterior_mean else q_loc + q_scale * noise_like(q_loc, generator)
+                if not posterior_mean or groups is not None:
                     log_q[i] = _sum_event(Normal(q_loc, q_scale, validate_args=False).log_prob(z))
                     log_p[i] = _sum_event(Normal(p_loc, p_scale, validate_args=False).log_prob(z))
                 kl[i] = gaussian_kl(q_loc, q_scale, p_loc, p_scale)
+            elif groups is not None:
+                z = groups[i]
+                log_p[i] = _sum_event(Normal(p_loc, p_scale, validate_args=False).log_prob(z))
             elif taus[i] == 0:
                 z = p_loc
             else:
@@ -216,6 +273,38 @@ class HierarchicalVAE(GenerativeModel):
             z_all[i] = z
             d = self.ladder.down[i](d, z)
         return HierarchyPass(z_all, log_q, log_p, kl, self.head(self.ladder.out(d)))
+
+    @property
+    def latent_dim(self) -> int:
+        """Σ_i |z_i|, the length of the flattened latent (:meth:`flatten_latents`)."""
+        return sum(math.prod(shape) for shape in self.ladder.latent_shapes)
+
+    def flatten_latents(self, z: Sequence[Tensor]) -> Tensor:
+        """The groups z_1..z_L ((n, *shape_i) each) as one (n, Σ|z_i|) tensor, z_1 first."""
+        return torch.cat([g.flatten(1) for g in z], 1)
+
+    def unflatten_latents(self, z: Tensor) -> list[Tensor]:
+        """The inverse of :meth:`flatten_latents`: (n, Σ|z_i|) -> [(n, *shape_i)], z_1 first."""
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ConfigError(f"expected latents of shape (n, {self.latent_dim}); found {tuple(z.shape)}")
+        sizes = [math.prod(shape) for shape in self.ladder.latent_shapes]
+        parts = torch.split(z, sizes, 1)
+        return [p.reshape(z.shape[0], *shape) for p, shape in zip(parts, self.ladder.latent_shapes)]
+
+    # -- the latent-variable interface (z flattened: z_1 first) ---------------------------------
+
+    def prior(self, c: Tensor | None = None, n: int | None = None) -> Distribution:
+        """p(z) = p(z_L) Π p(z_i | z_{>i}) as one :class:`TopDownLatents`, batch (n,) (default 1)."""
+        return TopDownLatents(self, 1 if n is None else int(n))
+
+    def encode(self, x: Tensor, c: Tensor | None = None) -> Distribution:
+        """q(z | x) = Π q(z_i | x, z_{>i}) as one :class:`TopDownLatents`, batch (B,)."""
+        check_batch(self, x)
+        return TopDownLatents(self, x.shape[0], self.bottom_up(x))
+
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Distribution:
+        """p(x | z) for flattened latents z (n, Σ|z_i|): the top-down path with z in place of draws."""
+        return self.descend(z.shape[0], given=z).likelihood
 
     def _temperatures(self, temperature: float | Sequence[float]) -> list[float]:
         taus = [temperature] * self.levels if isinstance(temperature, int | float) else list(temperature)
