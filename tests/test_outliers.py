@@ -20,7 +20,7 @@ import cli_harness as ch
 from cli_strategies import Case
 from simulacra.data.info import DataInfo
 from simulacra.data.transforms import Perturbation
-from simulacra.errors import DataError
+from simulacra.errors import CapabilityError, ConfigError, DataError
 from simulacra.metrics.detection import (
     auroc,
     auroc_stderr,
@@ -30,6 +30,7 @@ from simulacra.metrics.detection import (
 )
 from simulacra.tasks.outliers import (
     TypicalityTest,
+    available_estimators,
     bits_per_dim_score,
     complexity_score,
     compressed_bits,
@@ -38,6 +39,8 @@ from simulacra.tasks.outliers import (
     log_likelihood,
     nll_score,
 )
+
+from presets import TINY
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -220,6 +223,52 @@ def test_a_label_conditional_energy_is_scored_by_its_marginal(generator: torch.G
     torch.testing.assert_close(energy_score(model, x).values, expected.double(), rtol=1e-5, atol=1e-5)
 
 
+def test_the_estimators_of_a_vae_order_as_bounds_and_an_absent_one_is_refused(
+    generator: torch.Generator,
+) -> None:
+    """ELBO ≤ IWAE_k in expectation (Burda et al. 2016, Theorem 1): over 40 digits the
+    one-draw ELBO's mean lies below the k = 50 estimate's; "auto" is the IWAE; a VAE has no
+    exact likelihood, and asking for one names what it has."""
+    from simulacra.models.zoo import build_model
+
+    kwargs, info = TINY["vae"]
+    torch.manual_seed(0)
+    model = build_model({"name": "vae", **kwargs}, info)
+    x = (torch.randint(0, 17, (40, *info.event_shape), generator=generator) / 16).float()
+    assert available_estimators(model) == ["iwae", "bound"]
+    iwae, name_iwae = log_likelihood(model, x, num_samples=50, estimator="iwae", generator=generator)
+    auto, name_auto = log_likelihood(model, x, num_samples=50, generator=torch.Generator().manual_seed(1))
+    elbo, name_elbo = log_likelihood(model, x, estimator="bound", generator=generator)
+    assert name_iwae == name_auto == "IWAE k=50" and name_elbo != name_iwae
+    gap = (iwae - elbo).mean()
+    assert gap > 3 * (iwae - elbo).std() / math.sqrt(len(x)) and bool(torch.isfinite(auto).all())
+    with pytest.raises(CapabilityError, match="has no 'exact' likelihood estimator; it offers iwae, bound"):
+        log_likelihood(model, x, estimator="exact")
+    with pytest.raises(ConfigError, match="unknown likelihood estimator 'elbo'"):
+        log_likelihood(model, x, estimator="elbo")
+
+
+def test_a_diffusion_model_is_scored_by_its_ode_or_its_bound(generator: torch.Generator) -> None:
+    """A diffusion model offers the probability-flow ODE ("exact", the default) and its VLB
+    ("bound", the model's own one-draw bound under the same seed); no IWAE."""
+    from simulacra.models.zoo import build_model
+
+    kwargs, info = TINY["score-sde"]
+    torch.manual_seed(0)
+    model = build_model({"name": "score-sde", **kwargs}, info)
+    x = torch.randn(3, *info.event_shape, generator=generator)
+    assert available_estimators(model) == ["exact", "bound"]
+    g = torch.Generator().manual_seed(3)
+    vlb, name = log_likelihood(model, x, batch_size=3, estimator="bound", generator=g)
+    from simulacra.metrics.likelihood import seeded
+
+    with torch.no_grad(), seeded(torch.Generator().manual_seed(3), torch.device("cpu")):
+        direct = model.eval().log_prob_bound(x, num_samples=1)
+    assert name == "VLB" and torch.allclose(vlb.float(), direct, rtol=1e-5, atol=1e-4)
+    with pytest.raises(CapabilityError, match="it offers exact, bound"):
+        log_likelihood(model, x, estimator="iwae")
+
+
 def test_user_examples_come_into_the_runs_space() -> None:
     from simulacra.cli.outliers import to_model_space
 
@@ -361,6 +410,10 @@ def test_outliers_verb_writes_scores_whose_metrics_it_reports(harness: ch.Harnes
             "the run was trained on shape (1, 8, 8)",
         ),
         (("outliers", "m", "--data", "in.npy", "--ood", "noise.npy", "--score", "llr"), "needs --background"),
+        (
+            ("outliers", "m", "--data", "in.npy", "--ood", "noise.npy", "--estimator", "iwae"),
+            "--estimator iwae: the run (made) offers exact",
+        ),
     ],
 )
 def test_outliers_refuses_bad_input_with_one_line(

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 SCORES: tuple[str, ...] = ("nll", "llr", "complexity", "typicality", "energy")
+ESTIMATORS: tuple[str, ...] = ("auto", "exact", "iwae", "bound")  # tasks.outliers.ESTIMATORS (no torch here)
 """Scores the verb computes (``--score``); ``nll`` also gives bits/dim in the CSV."""
 
 
@@ -72,6 +73,14 @@ def add_parser(sub: Any) -> None:
         choices=["png", "lzma"],
         default=None,
         help="the complexity score's lossless compressor (default png for 8-bit images, else lzma)",
+    )
+    p.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default="auto",
+        help="how log p(x) is computed: exact (flows, autoregressive; diffusion by the probability-flow "
+        "ODE), iwae (VAE family, --k samples), bound (ELBO; a diffusion model's VLB) or auto, the first "
+        "the run has (default)",
     )
     p.add_argument(
         "--k", type=integer, default=100, help="importance samples per example (VAE family; default 100)"
@@ -259,6 +268,20 @@ def _check_options(args: argparse.Namespace) -> tuple[Path | None, Path | None, 
     return csv_path, plot, json_path
 
 
+def _check_estimator(estimator: str, model: Any, background: Any) -> None:
+    """Refuse, before any work, an --estimator that the run (or its background) does not offer."""
+    from simulacra.tasks.outliers import available_estimators
+
+    if estimator == "auto":
+        return
+    for flag, run in (("the run", model), ("--background", background)):
+        offered = [] if run is None else available_estimators(run)
+        if run is not None and estimator not in offered:
+            raise CapabilityError(
+                f"--estimator {estimator}: {flag} ({run.preset_name}) offers {', '.join(offered) or 'none'}"
+            )
+
+
 def _reference_log_p(args: argparse.Namespace, model: Any, generator: Any) -> tuple[Any, Any]:
     """log p of the run's own training examples (Ĥ; as training saw them, after its batch
     transform such as dynamic binarization) and of its validation examples (the bootstrap), at
@@ -277,7 +300,12 @@ def _reference_log_p(args: argparse.Namespace, model: Any, generator: Any) -> tu
     train = data.train.x[:limit]
     if data.batch_transform is not None:
         train = data.batch_transform(train, generator_for(args.seed, "outliers", "reference-transform"))
-    options = {"num_samples": args.k, "batch_size": args.batch_size, "generator": generator}
+    options = {
+        "num_samples": args.k,
+        "batch_size": args.batch_size,
+        "estimator": args.estimator,
+        "generator": generator,
+    }
     reference, _ = log_likelihood(model, train, **options)
     calibration = None if data.valid is None else log_likelihood(model, data.valid.x[:limit], **options)[0]
     return reference, calibration
@@ -317,7 +345,7 @@ def _score_sets(
 
     info = model.info
     compressor = args.compressor or tasks.default_compressor(info)
-    options = {"num_samples": args.k, "batch_size": args.batch_size}
+    options = {"num_samples": args.k, "batch_size": args.batch_size, "estimator": args.estimator}
     scored = _Scored({}, {}, {}, {})
     for s in sets:
         per: list[tasks.Score] = []
@@ -404,6 +432,8 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     model, weights = _load_run(args.run, args.device, args.weights)
     scores = _chosen_scores(args, model)
     background = _load_background(args, model) if "llr" in scores else None
+    if any(k in scores for k in ("nll", "llr", "complexity", "typicality")):
+        _check_estimator(args.estimator, model, background)
     sets = _read_sets(args, model.info)
     scored = _score_sets(args, model, background, sets, scores)
 

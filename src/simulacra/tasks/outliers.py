@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from simulacra.data.info import LN2, DataInfo
-from simulacra.errors import CapabilityError, DataError
+from simulacra.errors import CapabilityError, ConfigError, DataError
 from simulacra.metrics.likelihood import (
     default_batch_size,
     dequantization_offset,
@@ -62,8 +62,10 @@ COMPRESSORS: tuple[str, ...] = ("png", "lzma")
 
 __all__ = [
     "COMPRESSORS",
+    "ESTIMATORS",
     "Score",
     "TypicalityTest",
+    "available_estimators",
     "bits_per_dim_score",
     "complexity_score",
     "compressed_bits",
@@ -113,6 +115,16 @@ def _batched_values(
     return torch.cat(out)
 
 
+ESTIMATORS = ("auto", "exact", "iwae", "bound")
+"""The likelihood estimators :func:`log_likelihood` takes, "auto" first."""
+
+
+def available_estimators(model: object) -> list[str]:
+    """The estimators of log p(x) a model offers, best first: "exact", "iwae", "bound"."""
+    kinds = (("exact", ExactLikelihood), ("iwae", ImportanceWeighted), ("bound", LikelihoodBound))
+    return [name for name, capability in kinds if isinstance(model, capability)]
+
+
 def log_likelihood(
     model: object,
     x: Tensor,
@@ -120,37 +132,60 @@ def log_likelihood(
     *,
     num_samples: int = 100,
     batch_size: int | None = None,
+    estimator: str = "auto",
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, str]:
-    """log p(x) of each example, with the best estimator the model affords, and its name.
+    """log p(x) of each example, with the estimator asked for (by default the best the model
+    affords), and the estimator's name.
 
-    * :class:`ExactLikelihood`: ``log_prob(x)`` (flows: a one-draw dequantization bound on
-      discrete data; autoregressive models: exact);
-    * :class:`ImportanceWeighted` (VAE family): log (1/k) Σ_i exp w_i with k = ``num_samples``
-      (Burda et al. 2016);
-    * :class:`LikelihoodBound`: the model's one-sample bound (ELBO, VLB).
+    * ``"exact"`` — :class:`ExactLikelihood`: ``log_prob(x)`` (flows: a one-draw dequantization
+      bound on discrete data; autoregressive models: exact; diffusion: the probability-flow ODE,
+      many network calls per example);
+    * ``"iwae"`` — :class:`ImportanceWeighted` (VAE family): log (1/k) Σ_i exp w_i with
+      k = ``num_samples`` (Burda et al. 2016);
+    * ``"bound"`` — :class:`LikelihoodBound`: the model's one-draw lower bound (a VAE's ELBO,
+      a diffusion model's discrete-time VLB); E[bound] ≤ E[IWAE_k] ≤ log p(x).
+    * ``"auto"`` — the first of these the model has.
+
+    Scores of in- and out-of-distribution sets must come from one estimator: a bound's gap to
+    log p(x) differs from example to example, so two estimators are not interchangeable.
 
     Args:
         model: the model, on its device.
         x: (N, *event_shape) examples in the model's space.
         c: (N, ...) context or None.
-        num_samples: k, importance samples per example.
+        num_samples: k, importance samples per example ("iwae").
         batch_size: examples per call (chosen from the dimension when None).
+        estimator: "auto", "exact", "iwae" or "bound".
         generator: seeds the stochastic estimates.
 
     Returns:
         ((N,) float64 log p(x) in nats on the CPU, the estimator's name).
 
     Raises:
-        CapabilityError: a model with no likelihood or bound (a GAN; an EBM: use its energy).
+        CapabilityError: a model with no likelihood or bound (a GAN; an EBM: use its energy), or
+            without the estimator asked for (the message names the ones it has).
     """
     if x.dim() < 2 or x.shape[0] == 0:
         raise DataError(f"expected examples (N, *event_shape) with N ≥ 1; found shape {tuple(x.shape)}")
+    if estimator not in ESTIMATORS:
+        raise ConfigError(
+            f"unknown likelihood estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}"
+        )
     batch = batch_size or default_batch_size(x.shape[0], x[0].numel())
-    if isinstance(model, ExactLikelihood):
-        estimator = model.likelihood_estimator if isinstance(model, LikelihoodReport) else "exact"
-        return _batched_values(model.log_prob, model, x, c, batch, generator), estimator
-    if isinstance(model, ImportanceWeighted):
+    offered = available_estimators(model)
+    if estimator == "auto":
+        if not offered:
+            hint = "; use the energy score" if isinstance(model, EnergyBased) else ""
+            raise CapabilityError(f"{model_name(model)} has no likelihood or bound{hint}")
+        estimator = offered[0]
+    elif estimator not in offered:
+        has = f"it offers {', '.join(offered)}" if offered else "it has no likelihood or bound"
+        raise CapabilityError(f"{model_name(model)} has no {estimator!r} likelihood estimator; {has}")
+    if estimator == "exact":
+        name = model.likelihood_estimator if isinstance(model, LikelihoodReport) else "exact"
+        return _batched_values(model.log_prob, model, x, c, batch, generator), name
+    if estimator == "iwae":
         log_p = importance_sampled_log_likelihood(
             model, x, c, num_samples=num_samples, batch_size=batch_size, generator=generator
         )
@@ -162,8 +197,7 @@ def log_likelihood(
             return model.log_prob_bound(xb, cb, num_samples=1)
 
         return _batched_values(bound, model, x, c, batch, generator), name
-    hint = "; use the energy score" if isinstance(model, EnergyBased) else ""
-    raise CapabilityError(f"{model_name(model)} has no likelihood or bound{hint}")
+    raise AssertionError(estimator)  # every name in ESTIMATORS is handled above
 
 
 def nll_score(log_p: Tensor, estimator: str) -> Score:
