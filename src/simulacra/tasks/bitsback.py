@@ -13,15 +13,23 @@ and the stack grows by −log2 p(x | ẑ) − log2 P(ẑ) + log2 Q(ẑ | x) bits
 ELBO of the discretized model. The decoder runs the steps backwards (pop ẑ under P, pop x under
 p(x | ẑ), push ẑ under Q(ẑ | x)) and so returns the bits it was given to the stack.
 
-**Discretization.** Each latent coordinate is one of K = 2^b buckets of equal mass under the
-reference N(0, 1): bucket k is [e_k, e_{k+1}) with e_k = Φ⁻¹(k/K), and it stands for its centre
-ẑ_k = Φ⁻¹((k + ½)/K) everywhere ẑ is used (the decoder network, the conditionals of lower groups).
-A diagonal Gaussian N(μ, σ²) gives bucket k the mass Φ((e_{k+1} − μ)/σ) − Φ((e_k − μ)/σ),
-quantized to integer weights ≥ 1 of total 2^24 (:func:`~simulacra.tasks.compress.quantize`), so
-every bucket can be coded. With fine buckets P(ẑ) ≈ p(ẑ) Δ and Q(ẑ | x) ≈ q(ẑ | x) Δ: the widths
-cancel and the rate is the ELBO's integrand at ẑ. The likelihood p(x | z) must be discrete
-(Bernoulli for binary data, categorical or discretized logistic for grey levels), the posterior
-a diagonal Gaussian, the prior N(0, I) (a VAE) or the hierarchy's Gaussian conditionals.
+**Discretization.** Each latent coordinate is one of K = 2^b buckets of equal mass 1/K under its
+prior N(μ_p, σ_p²): in u = (z − μ_p)/σ_p bucket k is [e_k, e_{k+1}) with e_k = Φ⁻¹(k/K), and it
+stands for its centre ẑ = μ_p + σ_p Φ⁻¹((k + ½)/K) everywhere ẑ is used (the decoder network,
+the conditionals of lower groups). So P(ẑ) = 1/K exactly (b bits a coordinate), and a diagonal
+Gaussian posterior N(μ, σ²) gives bucket k the mass Φ((e_{k+1} − m)/s) − Φ((e_k − m)/s) with
+m = (μ − μ_p)/σ_p, s = σ/σ_p, quantized to integer weights ≥ 1 of total 2^24
+(:func:`~simulacra.tasks.compress.quantize`), so every bucket can be coded. With fine buckets
+P(ẑ) ≈ p(ẑ) Δ and Q(ẑ | x) ≈ q(ẑ | x) Δ: the widths cancel and the rate is the ELBO's integrand
+at ẑ. For a VAE the prior is N(0, I) and the buckets are the fixed ones of BB-ANS; for a hierarchy
+they follow each group's conditional prior p(z_i | ẑ_{>i}), known to the decoder when it pops
+z_i (HiLLoC's choice): the fixed N(0, 1) buckets cost 46 nats an image on our 3-group ``hvae``
+(BENCHMARKS.md §24), its lower groups' conditionals being far narrower than N(0, 1). Fewer
+buckets is not worse here: each bucket weighs at least 2^−24, so a popped ẑ lands in an
+implausible bucket with probability about K·2^−24 per coordinate; b = 10 is the default
+(:data:`LATENT_BITS`, measured against 8 and 12). The likelihood p(x | z) must be discrete
+(Bernoulli for binary data, categorical or discretized logistic for grey levels), the posterior a
+diagonal Gaussian, the prior N(0, I) (a VAE) or the hierarchy's Gaussian conditionals.
 
 **Hierarchies** (``hvae``, ``lvae``) are coded over their groups in top-down order, as HiLLoC
 does (Townsend et al. 2020): pop ẑ_L ~ Q(z_L | x), then ẑ_{L−1} ~ Q(z_{L−1} | x, ẑ_L), … (each
@@ -86,7 +94,7 @@ from simulacra.tasks.compress import (
 )
 
 CODER = "bb-ans-constriction"
-LATENT_BITS = 12  # buckets per latent coordinate: 2^12 (see BENCHMARKS.md §24 for the choice)
+LATENT_BITS = 10  # 2^10 buckets per latent coordinate (measured against 8 and 12: BENCHMARKS.md §24)
 GROWTH = 1.25  # each batch a quarter larger than the last, up to the cap
 
 # group index (0 = z_1, nearest the data), p(z_i | z_>i), q(z_i | x, z_>i) or None -> z_i
@@ -315,9 +323,20 @@ class _Setup:
         x = torch.from_numpy(symbols.astype(np.float64)) / (self.levels - 1)
         return x.reshape(len(symbols), *self.model.info.event_shape)
 
-    def latent(self, k: np.ndarray, like: Normal) -> Tensor:
-        """The bucket centres ẑ of the bucket indices k, shaped as ``like``'s batch."""
-        return self.centres[torch.from_numpy(k)].reshape(like.loc.shape)
+    def latent(self, k: np.ndarray, prior: Normal) -> Tensor:
+        """ẑ = μ_p + σ_p ẑ_k, the value of bucket k of each coordinate under its prior N(μ_p, σ_p²),
+        shaped as the prior's batch."""
+        return prior.loc + prior.scale * self.centres[torch.from_numpy(k)].reshape(prior.loc.shape)
+
+    def posterior_weights(self, q: Normal, prior: Normal) -> np.ndarray:
+        """Q(bucket k | x) for every coordinate, (m, K): the buckets of the prior N(μ_p, σ_p²)
+        are those of N(0, 1) in u = (z − μ_p)/σ_p, where q is N((μ_q − μ_p)/σ_p, (σ_q/σ_p)²)."""
+        return bucket_weights(Normal((q.loc - prior.loc) / prior.scale, q.scale / prior.scale), self.edges)
+
+    def prior_weights(self, prior: Normal) -> np.ndarray:
+        """P(bucket k) = 1/K for every coordinate, (m, K): 2^(24 − b) each, exactly."""
+        m, buckets = prior.loc.numel(), len(self.centres)
+        return np.full((m, buckets), 2**PRECISION // buckets, dtype=np.int64)
 
 
 def _encode_batch(setup: _Setup, stack: _Stack, symbols: np.ndarray) -> None:
@@ -327,8 +346,8 @@ def _encode_batch(setup: _Setup, stack: _Stack, symbols: np.ndarray) -> None:
 
     def choose(i: int, p: Normal, q: Normal | None) -> Tensor:
         assert q is not None  # x is given
-        k = stack.pop(bucket_weights(q, setup.edges), "bits_back")
-        pushes.append((k, bucket_weights(p, setup.edges)))
+        k = stack.pop(setup.posterior_weights(q, p), "bits_back")
+        pushes.append((k, setup.prior_weights(p)))
         return setup.latent(k, p)
 
     likelihood = _walk(setup.model, len(symbols), setup.values(symbols), choose)
@@ -343,7 +362,7 @@ def _decode_batch(setup: _Setup, stack: _Stack, n: int, dim: int) -> np.ndarray:
     popped: list[np.ndarray] = []
 
     def from_prior(i: int, p: Normal, q: Normal | None) -> Tensor:
-        popped.append(stack.pop(bucket_weights(p, setup.edges), "bits_latent"))
+        popped.append(stack.pop(setup.prior_weights(p), "bits_latent"))
         return setup.latent(popped[-1], p)
 
     likelihood = _walk(setup.model, n, None, from_prior)
@@ -354,7 +373,7 @@ def _decode_batch(setup: _Setup, stack: _Stack, n: int, dim: int) -> np.ndarray:
     def again(i: int, p: Normal, q: Normal | None) -> Tensor:
         assert q is not None  # x is given
         k = next(chosen)
-        posteriors.append((k, bucket_weights(q, setup.edges)))
+        posteriors.append((k, setup.posterior_weights(q, p)))
         return setup.latent(k, p)
 
     _walk(setup.model, n, setup.values(symbols), again)
