@@ -109,9 +109,11 @@ __all__ = [
     "codes",
     "compress",
     "decode",
+    "Discretization",
     "level_weights",
     "schedule",
     "seed_words",
+    "walk",
 ]
 
 
@@ -237,7 +239,7 @@ def _latent_dim(model: VAE | HierarchicalVAE) -> int:
     return math.prod(model.prior_module.event_shape)  # a StandardNormal (levels_of)
 
 
-def _walk(model: VAE | HierarchicalVAE, n: int, x: Tensor | None, choose: Choose) -> Distribution:
+def walk(model: VAE | HierarchicalVAE, n: int, x: Tensor | None, choose: Choose) -> Distribution:
     """The model's top-down pass with every latent group chosen by ``choose`` (top group first),
     given the posteriors when x (n, *event) is given; returns p(x | ẑ)."""
     if isinstance(model, HierarchicalVAE):
@@ -305,8 +307,10 @@ class _Stack:
 
 
 @dataclass
-class _Setup:
-    """What both sides compute the same way: the float64 copy, the buckets, the grid."""
+class Discretization:
+    """The latents as both sides code them: a float64 copy of the model, K = 2^b buckets of equal
+    prior mass per coordinate (edges e_k and centres in the prior's standardized coordinate), and
+    the data's grid of ``levels`` values. Build it with :meth:`of`."""
 
     model: VAE | HierarchicalVAE
     levels: int
@@ -314,7 +318,7 @@ class _Setup:
     centres: Tensor
 
     @classmethod
-    def of(cls, model: VAE | HierarchicalVAE, levels: int, bits: int) -> _Setup:
+    def of(cls, model: VAE | HierarchicalVAE, levels: int, bits: int) -> Discretization:
         coder_model = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
         return cls(coder_model, levels, bucket_edges(bits), bucket_centres(bits))
 
@@ -339,7 +343,7 @@ class _Setup:
         return np.full((m, buckets), 2**PRECISION // buckets, dtype=np.int64)
 
 
-def _encode_batch(setup: _Setup, stack: _Stack, symbols: np.ndarray) -> None:
+def _encode_batch(setup: Discretization, stack: _Stack, symbols: np.ndarray) -> None:
     """Pop ẑ ~ Q(z | x) group by group (top first), push x under p(x | ẑ), push ẑ under P (the
     bottom group first, so the top one is popped first when decoding)."""
     pushes: list[tuple[np.ndarray, np.ndarray]] = []
@@ -350,13 +354,13 @@ def _encode_batch(setup: _Setup, stack: _Stack, symbols: np.ndarray) -> None:
         pushes.append((k, setup.prior_weights(p)))
         return setup.latent(k, p)
 
-    likelihood = _walk(setup.model, len(symbols), setup.values(symbols), choose)
+    likelihood = walk(setup.model, len(symbols), setup.values(symbols), choose)
     stack.push(symbols, level_weights(likelihood, setup.levels), "bits_x")
     for k, weights in reversed(pushes):
         stack.push(k, weights, "bits_latent")
 
 
-def _decode_batch(setup: _Setup, stack: _Stack, n: int, dim: int) -> np.ndarray:
+def _decode_batch(setup: Discretization, stack: _Stack, n: int, dim: int) -> np.ndarray:
     """The inverse of :func:`_encode_batch`: pop ẑ under P top-down, pop x under p(x | ẑ), push ẑ
     back under Q(z | x) (the bottom group first). Returns the symbols (n, D)."""
     popped: list[np.ndarray] = []
@@ -365,7 +369,7 @@ def _decode_batch(setup: _Setup, stack: _Stack, n: int, dim: int) -> np.ndarray:
         popped.append(stack.pop(setup.prior_weights(p), "bits_latent"))
         return setup.latent(popped[-1], p)
 
-    likelihood = _walk(setup.model, n, None, from_prior)
+    likelihood = walk(setup.model, n, None, from_prior)
     symbols = stack.pop(level_weights(likelihood, setup.levels), "bits_x").reshape(n, dim)
     chosen = iter(popped)
     posteriors: list[tuple[np.ndarray, np.ndarray]] = []
@@ -376,7 +380,7 @@ def _decode_batch(setup: _Setup, stack: _Stack, n: int, dim: int) -> np.ndarray:
         posteriors.append((k, setup.posterior_weights(q, p)))
         return setup.latent(k, p)
 
-    _walk(setup.model, n, setup.values(symbols), again)
+    walk(setup.model, n, setup.values(symbols), again)
     for k, weights in reversed(posteriors):
         stack.push(k, weights, "bits_back")
     return symbols
@@ -438,7 +442,7 @@ def compress(
     seed = seed_words(_seed_count(model, cap))
     stack = _Stack.on(seed.copy())
     with _one_thread(), torch.no_grad():
-        setup = _Setup.of(model, levels, bits)
+        setup = Discretization.of(model, levels, bits)
         for start, stop in schedule(len(symbols), cap):
             _encode_batch(setup, stack, symbols[start:stop])
     final = np.asarray(stack.coder.get_compressed(), dtype=np.uint32)
@@ -485,7 +489,7 @@ def decode(model: GenerativeModel, header: dict[str, Any], words: np.ndarray) ->
     stack = _Stack.on(np.concatenate([seed[:kept], words]))
     parts: list[np.ndarray] = []
     with _one_thread(), torch.no_grad():
-        setup = _Setup.of(model, levels, bits)
+        setup = Discretization.of(model, levels, bits)
         for start, stop in reversed(schedule(n, cap)):
             parts.append(_decode_batch(setup, stack, stop - start, model.info.dim))
     back = np.asarray(stack.coder.get_compressed(), dtype=np.uint32)
