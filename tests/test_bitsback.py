@@ -63,6 +63,31 @@ def test_round_trip_and_length(name: str, kwargs: dict, info: DataInfo) -> None:
     assert 0 < details["initial_bits"] <= 32 * result.header["seed_words"]
 
 
+def test_top_down_walk_is_the_hierarchys_pass() -> None:
+    """Choosing the groups one at a time (what the coder does) gives the densities of ``descend``."""
+    name, kwargs, info = CASES[4]
+    model = perturbed(name, kwargs, info)
+    x = torch.from_numpy(grid_data(info, n=5)).float()
+    with torch.no_grad():
+        features = model.bottom_up(x)
+        reference = model.descend(5, features)
+        log_p, log_q = [], []
+
+        def given(
+            i: int, p: torch.distributions.Normal, q: torch.distributions.Normal | None
+        ) -> torch.Tensor:
+            assert q is not None
+            z = reference.z[i]
+            log_p.append(p.log_prob(z).flatten(1).sum(1))
+            log_q.append(q.log_prob(z).flatten(1).sum(1))
+            return z
+
+        likelihood = model.top_down(5, features, given)
+    assert torch.allclose(sum(log_p), sum(reference.log_p), atol=1e-5)
+    assert torch.allclose(sum(log_q), sum(reference.log_q), atol=1e-5)
+    assert torch.allclose(likelihood.log_prob(x), reference.likelihood.log_prob(x), atol=1e-5)
+
+
 def test_code_length_is_the_discretized_elbo() -> None:
     """One latent coordinate, K = 2^6 buckets: E_Q[rate] summed over the buckets, against the code."""
     bits, n = 6, 300

@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 from simulacra.distributions.heads import (
@@ -111,6 +111,7 @@ __all__ = [
     "decode",
     "Discretization",
     "level_weights",
+    "levels_of",
     "schedule",
     "seed_words",
     "walk",
@@ -173,7 +174,7 @@ def _normal(dist: Distribution, what: str) -> Normal:
     return base
 
 
-def _head(model: VAE | HierarchicalVAE) -> Any:
+def _head(model: VAE | HierarchicalVAE) -> nn.Module:
     if isinstance(model, HierarchicalVAE):
         return model.head
     return model.decoder.head if isinstance(model.decoder, Amortized) else model.decoder
@@ -228,8 +229,10 @@ def levels_of(model: GenerativeModel) -> int:
                 f"bits-back coding here needs the prior N(0, I); this VAE's is "
                 f"{type(model.prior_module).__name__} (a VampPrior, flow or diffusion prior is not supported)"
             )
+        like = next(model.parameters())
         with torch.no_grad():
-            _normal(model.encode(torch.zeros(1, *model.info.event_shape)), "posterior q(z | x)")
+            probe = torch.zeros(1, *model.info.event_shape, dtype=like.dtype, device=like.device)
+            _normal(model.encode(probe), "posterior q(z | x)")
     return levels
 
 

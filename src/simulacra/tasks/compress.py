@@ -9,6 +9,8 @@ and an entropy coder turns every conditional into a code whose length approaches
 stack: the last symbol pushed is the first popped, so the encoder pushes the positions in
 reverse and the decoder pops them forward, recomputing each conditional from the prefix it has
 already decoded (:meth:`Autoregressive.conditionals_in_order`, the loop sampling uses).
+A VAE or hierarchical VAE is coded by bits-back coding instead, on the same stack, tables and file
+format (:mod:`simulacra.tasks.bitsback`; :func:`compress` and :func:`decompress` dispatch to it).
 
 **Determinism.** Decoding works only if the decoder's probability tables are bit-for-bit the
 encoder's. Both sides therefore
@@ -28,9 +30,10 @@ of torch. The header also carries the sha256 of the data: a decoding that went w
 **The file**: :data:`MAGIC` (8 bytes), a little-endian u32 length and a JSON header of that
 length, the rANS words (little-endian u32), and the sha256 of all the bytes before it (32
 bytes; a truncated or corrupted file is refused before any decoding). The header holds the
-format version, the model's checksum (:func:`model_checksum`) so a file is refused by another
-model, the array's dtype and shape, the number of examples, the coding settings (precision,
-levels, batch size, mask), the number of words and the sha256 of the data.
+format version, the coder, the model's checksum (:func:`model_checksum`) so a file is refused by
+another model, the array's dtype and shape, the number of examples, the coding settings
+(precision, levels, batch size, mask; bits-back coding adds its own), the number of words and the
+sha256 of the data (:func:`file_header`).
 """
 
 from __future__ import annotations
