@@ -20,12 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Normal
 
 from coding_cases import grid_data, perturbed
 from simulacra.cli import main
 from simulacra.data.info import DataInfo
 from simulacra.errors import CapabilityError, DataError
 from simulacra.models.zoo import build_model
+from simulacra.tasks.bitsback import Discretization
 from simulacra.tasks.compress import compress, decompress
 from simulacra.train.checkpoint import load_model
 
@@ -63,6 +65,33 @@ def test_round_trip_and_length(name: str, kwargs: dict, info: DataInfo) -> None:
     assert 0 < details["initial_bits"] <= 32 * result.header["seed_words"]
 
 
+def test_buckets_have_equal_prior_mass_and_stand_for_their_median() -> None:
+    bits, buckets = 5, 32
+    model = perturbed(*CASES[0][:2], CASES[0][2])
+    setup = Discretization.of(model, 2, bits)
+    prior = Normal(
+        torch.tensor([[0.7, -1.2]], dtype=torch.float64), torch.tensor([[0.3, 2.0]], dtype=torch.float64)
+    )
+    q = Normal(
+        torch.tensor([[0.8, 0.5]], dtype=torch.float64), torch.tensor([[0.05, 1.5]], dtype=torch.float64)
+    )
+    k = np.arange(buckets)
+    # ẑ_k is the median of bucket k under the prior: Φ((ẑ_k − μ_p)/σ_p) = (k + ½)/K
+    z = setup.latent(np.repeat(k, 2), Normal(prior.loc.expand(buckets, 2), prior.scale.expand(buckets, 2)))
+    centre = torch.special.ndtr((z - prior.loc) / prior.scale)  # (K, 2)
+    assert torch.allclose(
+        centre, torch.from_numpy((k[:, None] + 0.5) / buckets).expand(buckets, 2), atol=1e-12
+    )
+    # every bucket has prior mass 1/K, and Q's masses are q's over the prior's buckets in z
+    assert (setup.prior_weights(prior) == 2**24 // buckets).all()
+    edges = prior.loc.T + prior.scale.T * torch.special.ndtri(
+        torch.arange(buckets + 1) / buckets
+    )  # (2, K + 1)
+    cdf = torch.special.ndtr((edges - q.loc.T) / q.scale.T)
+    mass = (cdf[:, 1:] - cdf[:, :-1]).numpy()
+    assert np.abs(setup.posterior_weights(q, prior) / 2**24 - mass).max() < 2 * buckets / 2**24
+
+
 def test_top_down_walk_is_the_hierarchys_pass() -> None:
     """Choosing the groups one at a time (what the coder does) gives the densities of ``descend``."""
     name, kwargs, info = CASES[4]
@@ -73,9 +102,7 @@ def test_top_down_walk_is_the_hierarchys_pass() -> None:
         reference = model.descend(5, features)
         log_p, log_q = [], []
 
-        def given(
-            i: int, p: torch.distributions.Normal, q: torch.distributions.Normal | None
-        ) -> torch.Tensor:
+        def given(i: int, p: Normal, q: Normal | None) -> torch.Tensor:
             assert q is not None
             z = reference.z[i]
             log_p.append(p.log_prob(z).flatten(1).sum(1))
