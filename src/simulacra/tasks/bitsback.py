@@ -23,8 +23,8 @@ m = (μ − μ_p)/σ_p, s = σ/σ_p, quantized to integer weights ≥ 1 of total
 P(ẑ) ≈ p(ẑ) Δ and Q(ẑ | x) ≈ q(ẑ | x) Δ: the widths cancel and the rate is the ELBO's integrand
 at ẑ. For a VAE the prior is N(0, I) and the buckets are the fixed ones of BB-ANS; for a hierarchy
 they follow each group's conditional prior p(z_i | ẑ_{>i}), known to the decoder when it pops
-z_i (HiLLoC's choice): the fixed N(0, 1) buckets cost 46 nats an image on our 3-group ``hvae``
-(BENCHMARKS.md §24), its lower groups' conditionals being far narrower than N(0, 1). Fewer
+z_i (HiLLoC's choice): the fixed N(0, 1) buckets cost 58 nats an image at b = 10 on our 3-group
+``hvae`` (BENCHMARKS.md §24b), its lower groups' conditionals being far narrower than N(0, 1). Fewer
 buckets is not worse here: each bucket weighs at least 2^−24, so a popped ẑ lands in an
 implausible bucket with probability about K·2^−24 per coordinate; b = 10 is the default
 (:data:`LATENT_BITS`, measured against 8 and 12). The likelihood p(x | z) must be discrete
