@@ -442,6 +442,7 @@ def compress(
     cap = _default_batch(model, levels, bits) if batch_size is None else int(batch_size)
     if cap < 1:
         raise ConfigError(f"batch_size must be at least 1; found {batch_size}")
+    cap = min(cap, len(symbols))  # the seed holds enough words for the largest batch's pops
     seed = seed_words(_seed_count(model, cap))
     stack = _Stack.on(seed.copy())
     with _one_thread(), torch.no_grad():
