@@ -140,10 +140,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, result.data)
+    if "initial_bits" in result.details:  # bits-back coding
+        ideal = (
+            f"the coded information {result.ideal_bits / result.dims:.4f}, the discretized −ELBO; "
+            f"{result.details['initial_bits']:.0f} initial bits"
+        )
+    else:
+        ideal = f"ideal {result.ideal_bits / result.dims:.4f} with the quantized model"
     print(
         f"compressed {len(x)} examples ({result.dims} entries, {x.nbytes:,} bytes as {x.dtype}) to {out}: "
-        f"{len(result.data):,} bytes, {result.file_bits_per_dim:.4f} bits/dim "
-        f"(ideal {result.ideal_bits / result.dims:.4f} with the quantized model; {weights.describe()})"
+        f"{len(result.data):,} bytes, {result.file_bits_per_dim:.4f} bits/dim ({ideal}; {weights.describe()})"
     )
     return 0
 
