@@ -26,6 +26,7 @@ from coding_cases import grid_data, perturbed
 from simulacra.cli import main
 from simulacra.data.info import DataInfo
 from simulacra.errors import CapabilityError, DataError
+from simulacra.models.hierarchical import HierarchicalVAE
 from simulacra.models.zoo import build_model
 from simulacra.tasks.bitsback import Discretization
 from simulacra.tasks.compress import compress, decompress
@@ -45,9 +46,9 @@ CASES = [
 
 
 def _latent_dim(model: torch.nn.Module) -> int:
-    return (
-        int(model.latent_dim) if hasattr(model, "latent_dim") else math.prod(model.prior_module.event_shape)
-    )
+    if isinstance(model, HierarchicalVAE):
+        return model.latent_dim
+    return math.prod(model.prior_module.event_shape)
 
 
 @pytest.mark.parametrize("name,kwargs,info", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
