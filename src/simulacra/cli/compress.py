@@ -1,5 +1,6 @@
 """``simulacra compress RUN --data FILE -o OUT.sim`` and ``simulacra decompress RUN IN.sim -o OUT.npy``:
-lossless compression with a trained autoregressive model (:mod:`simulacra.tasks.compress`).
+lossless compression with a trained autoregressive model (:mod:`simulacra.tasks.compress`), or
+with a VAE or hierarchical VAE by bits-back coding (:mod:`simulacra.tasks.bitsback`).
 
 ``--data`` is a ``.npy`` file, an ``.npz`` archive (the array named by ``--split``: ``test``,
 ``x_test``, or its only array), an image folder, or a registered dataset name (its ``--split``).
@@ -21,13 +22,18 @@ from simulacra.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import numpy as np
 
-RUN_HELP = "a run directory written by `simulacra train` (an autoregressive model)"
+RUN_HELP = (
+    "a run directory written by `simulacra train`: an autoregressive model, or a VAE / hierarchical "
+    "VAE with a discrete likelihood (bits-back coding)"
+)
 WEIGHTS_HELP = "the moving average (default when the run kept one) or the raw weights"
 
 
 def add_parsers(sub: Any) -> None:
     """Add the ``compress`` and ``decompress`` verbs to the CLI's sub-parsers."""
-    p = sub.add_parser("compress", help="code data losslessly with an autoregressive run (rANS)")
+    p = sub.add_parser(
+        "compress", help="code data losslessly with an autoregressive run (rANS) or a VAE run (bits-back)"
+    )
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--data",
@@ -47,6 +53,12 @@ def add_parsers(sub: Any) -> None:
         type=integer,
         default=None,
         help="examples coded together (default: up to 1000, fewer for many levels); decoding uses the same",
+    )
+    p.add_argument(
+        "--latent-bits",
+        type=integer,
+        default=None,
+        help="VAEs: each latent coordinate coded as one of 2^b buckets of equal prior mass (default 10)",
     )
     p.add_argument("--weights", choices=["ema", "raw"], default=None, help=WEIGHTS_HELP)
     p.add_argument("-o", "--output", required=True, help="the compressed file to write (.sim)")
@@ -120,14 +132,24 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.limit is not None:
         x = x[: args.limit]
     result = compress(
-        model, x, batch_size=args.batch_size, channels_last=_channels_last(x, tuple(model.info.event_shape))
+        model,
+        x,
+        batch_size=args.batch_size,
+        channels_last=_channels_last(x, tuple(model.info.event_shape)),
+        latent_bits=args.latent_bits,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, result.data)
+    if "initial_bits" in result.details:  # bits-back coding
+        ideal = (
+            f"the coded information {result.ideal_bits / result.dims:.4f}, the discretized −ELBO; "
+            f"{result.details['initial_bits']:.0f} initial bits"
+        )
+    else:
+        ideal = f"ideal {result.ideal_bits / result.dims:.4f} with the quantized model"
     print(
         f"compressed {len(x)} examples ({result.dims} entries, {x.nbytes:,} bytes as {x.dtype}) to {out}: "
-        f"{len(result.data):,} bytes, {result.file_bits_per_dim:.4f} bits/dim "
-        f"(ideal {result.ideal_bits / result.dims:.4f} with the quantized model; {weights.describe()})"
+        f"{len(result.data):,} bytes, {result.file_bits_per_dim:.4f} bits/dim ({ideal}; {weights.describe()})"
     )
     return 0
 

@@ -29,7 +29,7 @@ so that posterior collapse is visible.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,6 +273,35 @@ class HierarchicalVAE(GenerativeModel):
             z_all[i] = z
             d = self.ladder.down[i](d, z)
         return HierarchyPass(z_all, log_q, log_p, kl, self.head(self.ladder.out(d)))
+
+    def top_down(
+        self,
+        n: int,
+        features: list[Tensor] | None,
+        choose: Callable[[int, Normal, Normal | None], Tensor],
+    ) -> Distribution:
+        """The top-down path with each group's value chosen by the caller, one group at a time.
+
+        For i = L, …, 1: ``choose(i − 1, p(z_i | z_{>i}), q(z_i | x, z_{>i}))`` returns z_i
+        (n, *shape_i), from which the path goes on; the posterior is None without ``features``
+        (:meth:`bottom_up` of x). Both are Normals with batch (n, *shape_i) computed from the
+        values chosen above. For a coder that draws every group from a stack of bits and needs
+        each conditional before the next (bits-back coding, :mod:`simulacra.tasks.bitsback`).
+
+        Returns:
+            p(x | z_1..z_L), batch (n,), the data's event shape.
+        """
+        like = next(self.parameters())
+        d = self.ladder.start(n)
+        for i in reversed(range(self.levels)):
+            p_loc, p_scale = self._prior_at(i, d, n, like)
+            q = None
+            if features is not None:
+                h = self.ladder.posterior[i](features[i], d).reshape(n, 2, *self.ladder.latent_shapes[i])
+                q = Normal(*self.merge(h, p_loc, p_scale), validate_args=False)
+            z = choose(i, Normal(p_loc, p_scale, validate_args=False), q)
+            d = self.ladder.down[i](d, z)
+        return self.head(self.ladder.out(d))
 
     @property
     def latent_dim(self) -> int:

@@ -9,6 +9,8 @@ and an entropy coder turns every conditional into a code whose length approaches
 stack: the last symbol pushed is the first popped, so the encoder pushes the positions in
 reverse and the decoder pops them forward, recomputing each conditional from the prefix it has
 already decoded (:meth:`Autoregressive.conditionals_in_order`, the loop sampling uses).
+A VAE or hierarchical VAE is coded by bits-back coding instead, on the same stack, tables and file
+format (:mod:`simulacra.tasks.bitsback`; :func:`compress` and :func:`decompress` dispatch to it).
 
 **Determinism.** Decoding works only if the decoder's probability tables are bit-for-bit the
 encoder's. Both sides therefore
@@ -28,9 +30,10 @@ of torch. The header also carries the sha256 of the data: a decoding that went w
 **The file**: :data:`MAGIC` (8 bytes), a little-endian u32 length and a JSON header of that
 length, the rANS words (little-endian u32), and the sha256 of all the bytes before it (32
 bytes; a truncated or corrupted file is refused before any decoding). The header holds the
-format version, the model's checksum (:func:`model_checksum`) so a file is refused by another
-model, the array's dtype and shape, the number of examples, the coding settings (precision,
-levels, batch size, mask), the number of words and the sha256 of the data.
+format version, the coder, the model's checksum (:func:`model_checksum`) so a file is refused by
+another model, the array's dtype and shape, the number of examples, the coding settings
+(precision, levels, batch size, mask; bits-back coding adds its own), the number of words and the
+sha256 of the data (:func:`file_header`).
 """
 
 from __future__ import annotations
@@ -42,12 +45,13 @@ import json
 import math
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 import torch
 
+from simulacra.data.info import DataInfo
 from simulacra.errors import CapabilityError, DataError
 from simulacra.models.autoregressive import Autoregressive, MaskEnsemble
 from simulacra.models.base import GenerativeModel
@@ -66,9 +70,11 @@ __all__ = [
     "Compressed",
     "compress",
     "decompress",
+    "file_header",
     "model_checksum",
     "quantize",
     "read_header",
+    "symbols_of",
 ]
 
 
@@ -87,6 +93,9 @@ class Compressed:
         ideal_bits: Σ −log2 of the quantized probability of every coded symbol, bits: the length
             an ideal entropy coder would reach with the same tables.
         dims: the number of coded entries, N × D.
+        details: what a coder reports besides, bits (bits-back coding: the bits pushed for x
+            and for the latents, the bits popped back, the initial bits; see
+            :func:`simulacra.tasks.bitsback.compress`).
     """
 
     data: bytes
@@ -94,6 +103,7 @@ class Compressed:
     payload_bits: int
     ideal_bits: float
     dims: int
+    details: dict[str, float] = field(default_factory=dict)
 
     @property
     def file_bits_per_dim(self) -> float:
@@ -222,9 +232,9 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
 def _check_model(model: GenerativeModel) -> Autoregressive:
     if not isinstance(model, Autoregressive):
         raise CapabilityError(
-            f"{type(model).__name__} cannot compress yet: lossless coding is implemented for "
-            "autoregressive models (made, nade, pixelcnn, gated-pixelcnn, transformer); bits-back "
-            "coding of VAEs is not"
+            f"{type(model).__name__} cannot compress: lossless coding is implemented for "
+            "autoregressive models (made, nade, pixelcnn, gated-pixelcnn, transformer) and, by "
+            "bits-back coding, for VAEs and hierarchical VAEs"
         )
     if model.levels is None:
         raise CapabilityError(
@@ -238,14 +248,14 @@ def _check_model(model: GenerativeModel) -> Autoregressive:
     return model
 
 
-def _to_symbols(model: Autoregressive, x: np.ndarray) -> np.ndarray:
+def _to_symbols(x: np.ndarray, levels: int, info: DataInfo) -> np.ndarray:
     """The symbols (N, D) of an array (N, *shape) whose examples hold D = ``info.dim`` entries on
-    the model's grid: integers 0..L−1 (uint8 0..255 for 256 levels), booleans, or floats l/(L−1).
-    Refused unless the values map back to exactly this array (:func:`_from_symbols`)."""
-    levels, dim = int(model.levels or 0), model.info.dim
+    a grid of L = ``levels`` values: integers 0..L−1 (uint8 0..255 for 256 levels), booleans, or
+    floats l/(L−1). Refused unless the values map back to exactly this array (:func:`_from_symbols`)."""
+    dim = info.dim
     if x.ndim < 2 or math.prod(x.shape[1:]) != dim:
         raise DataError(
-            f"expected examples of {dim} entries (shape {tuple(model.info.event_shape)}); "
+            f"expected examples of {dim} entries (shape {tuple(info.event_shape)}); "
             f"found an array of shape {x.shape}"
         )
     if x.shape[0] == 0:
@@ -321,30 +331,78 @@ def read_header(blob: bytes) -> tuple[dict[str, Any], np.ndarray]:
     return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
 
 
+def symbols_of(x: np.ndarray, levels: int, info: DataInfo, channels_last: bool) -> np.ndarray:
+    """The symbols (N, D) that code x (N, *shape) on a grid of ``levels`` values, images stored
+    channels last (N, H, W, C) read as (N, C, H, W) (see ``_to_symbols``)."""
+    if channels_last and x.ndim != 4:
+        raise DataError(f"channels_last needs images (N, H, W, C); found shape {x.shape}")
+    return _to_symbols(np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if channels_last else x, levels, info)
+
+
+def file_header(
+    model: GenerativeModel, x: np.ndarray, coder: str, channels_last: bool, num_words: int, /, **settings: Any
+) -> dict[str, Any]:
+    """The header fields every compressed file has (format, model checksum, the array's dtype,
+    shape, layout and sha256, the number of words), with the coder's own ``settings``."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "coder": coder,
+        "precision": PRECISION,
+        "model_sha256": model_checksum(model),
+        "examples": len(x),
+        "dims_per_example": model.info.dim,
+        "dtype": x.dtype.str,
+        "shape": list(x.shape),
+        "channels_last": bool(channels_last),
+        "data_sha256": _array_checksum(x),
+        "num_words": int(num_words),
+        "torch": torch.__version__,
+        **settings,
+    }
+
+
 def compress(
-    model: GenerativeModel, x: np.ndarray, *, batch_size: int | None = None, channels_last: bool = False
+    model: GenerativeModel,
+    x: np.ndarray,
+    *,
+    batch_size: int | None = None,
+    channels_last: bool = False,
+    latent_bits: int | None = None,
 ) -> Compressed:
     """Code the array x (N, *shape) losslessly with the model's conditionals (rANS, 24-bit
     probabilities); the file's length approaches −log2 p(x) bits plus a fixed header.
 
+    A VAE or hierarchical VAE is coded by bits-back coding instead (:mod:`simulacra.tasks.bitsback`),
+    whose length approaches the negative ELBO.
+
     Args:
         model: an unconditional :class:`Autoregressive` model with a discrete head (its
-            current MADE mask when it has several).
+            current MADE mask when it has several), or a VAE (see :func:`bitsback.compress`).
         x: N examples of ``info.dim`` entries each, on the model's grid (see ``_to_symbols``);
             any layout whose row-major flattening is the model's (N, D).
         batch_size: examples per walk (default: what keeps the tables under 2^23 numbers, at
-            most 1000); stored in the header, the decoder uses the same batches.
+            most 1000); stored in the header, the decoder uses the same batches. For bits-back
+            coding, the largest batch.
         channels_last: x is images (N, H, W, C), coded as (N, C, H, W) and restored as given.
+        latent_bits: bits-back coding only: b, each latent coordinate coded as one of 2^b buckets.
 
     Returns:
         a :class:`Compressed`: the file's bytes, its header, and the ideal length in bits.
     """
+    if not isinstance(model, Autoregressive):
+        from simulacra.tasks import bitsback  # it builds on this module
+
+        if bitsback.codes(model):
+            return bitsback.compress(
+                model, x, batch_size=batch_size, channels_last=channels_last, latent_bits=latent_bits
+            )
     model = _check_model(model)
+    if latent_bits is not None:
+        raise CapabilityError("latent_bits is a setting of bits-back coding (VAEs); this model has no latent")
     x = np.asarray(x)
-    if channels_last and x.ndim != 4:
-        raise DataError(f"channels_last needs images (N, H, W, C); found shape {x.shape}")
-    symbols = _to_symbols(model, np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if channels_last else x)
-    levels, dim, n = int(model.levels or 0), model.info.dim, len(symbols)
+    levels, dim = int(model.levels or 0), model.info.dim
+    symbols = symbols_of(x, levels, model.info, channels_last)
+    n = len(symbols)
     if batch_size is None:
         batch_size = max(1, min(MAX_BATCH, TABLE_ENTRIES // (dim * levels)))
     mask = _mask_of(model)
@@ -369,24 +427,17 @@ def compress(
                 coder.encode_reverse(s, family, _coder_table(weights))
                 ideal += float(np.sum(PRECISION - np.log2(weights[np.arange(len(s)), s])))
     words = np.asarray(coder.get_compressed(), dtype=np.uint32)
-    header = {
-        "format_version": FORMAT_VERSION,
-        "coder": "rans-constriction",
-        "precision": PRECISION,
-        "model_sha256": model_checksum(model),
-        "model": type(model.net).__name__,
-        "levels": levels,
-        "mask": mask,
-        "batch_size": batch_size,
-        "examples": n,
-        "dims_per_example": dim,
-        "dtype": x.dtype.str,
-        "shape": list(x.shape),
-        "channels_last": bool(channels_last),
-        "data_sha256": _array_checksum(x),
-        "num_words": int(len(words)),
-        "torch": torch.__version__,
-    }
+    header = file_header(
+        model,
+        x,
+        "rans-constriction",
+        channels_last,
+        len(words),
+        model=type(model.net).__name__,
+        levels=levels,
+        mask=mask,
+        batch_size=batch_size,
+    )
     return Compressed(_pack(header, words), header, 32 * len(words), ideal, n * dim)
 
 
@@ -397,7 +448,6 @@ def decompress(model: GenerativeModel, blob: bytes) -> np.ndarray:
     truncated or corrupted, was written with another model (checksum), or decodes to data
     whose sha256 differs from the encoder's (never returned).
     """
-    model = _check_model(model)
     header, words = read_header(blob)
     if header["model_sha256"] != model_checksum(model):
         raise CompressedFileError(
@@ -407,11 +457,44 @@ def decompress(model: GenerativeModel, blob: bytes) -> np.ndarray:
         )
     try:
         levels, n, dim = int(header["levels"]), int(header["examples"]), int(header["dims_per_example"])
-        batch_size, mask = int(header["batch_size"]), header["mask"]
+        batch_size = int(header["batch_size"])
         dtype, shape = np.dtype(header["dtype"]), tuple(int(s) for s in header["shape"])
     except (KeyError, TypeError, ValueError):
         raise CompressedFileError("the file's header is corrupted") from None
-    if levels != model.levels or dim != model.info.dim or batch_size < 1 or n < 1:
+    if dim != model.info.dim or batch_size < 1 or n < 1 or levels < 2:
+        raise CompressedFileError("the file's header does not fit this model")
+    if header.get("coder") == "bb-ans-constriction":
+        from simulacra.tasks import bitsback  # it builds on this module
+
+        symbols, complete = bitsback.decode(model, header, words)
+    else:
+        symbols, complete = _decode_autoregressive(model, header, words)
+    if header.get("channels_last"):
+        n_, h, w, ch = shape
+        x = _from_symbols(symbols, levels, dtype, (n_, ch, h, w)).transpose(0, 2, 3, 1).copy()
+    else:
+        x = _from_symbols(symbols, levels, dtype, shape)
+    if not complete or _array_checksum(x) != header["data_sha256"]:
+        raise CompressedFileError(
+            "decoding did not reproduce the data (their sha256 differs): the file is corrupted, or "
+            f"this torch ({torch.__version__}) computes the model's probabilities differently from "
+            f"the one that encoded it ({header.get('torch')})"
+        )
+    return x
+
+
+def _decode_autoregressive(
+    model: GenerativeModel, header: dict[str, Any], words: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """The symbols (N, D) of an autoregressive model's file, and whether the coder came out empty."""
+    model = _check_model(model)
+    levels, n, batch_size, mask = (
+        int(header["levels"]),
+        int(header["examples"]),
+        int(header["batch_size"]),
+        header["mask"],
+    )
+    if levels != model.levels:
         raise CompressedFileError("the file's header does not fit this model")
     import constriction
 
@@ -429,16 +512,4 @@ def decompress(model: GenerativeModel, blob: bytes) -> np.ndarray:
     with _one_thread():
         for start, stop in _batches(n, batch_size):
             parts.append(_walk_batch(coder_model, stop - start, pop))
-    symbols = np.concatenate(parts)
-    if header.get("channels_last"):
-        n_, h, w, ch = shape
-        x = _from_symbols(symbols, levels, dtype, (n_, ch, h, w)).transpose(0, 2, 3, 1).copy()
-    else:
-        x = _from_symbols(symbols, levels, dtype, shape)
-    if not coder.is_empty() or _array_checksum(x) != header["data_sha256"]:
-        raise CompressedFileError(
-            "decoding did not reproduce the data (their sha256 differs): the file is corrupted, or "
-            f"this torch ({torch.__version__}) computes the model's probabilities differently from "
-            f"the one that encoded it ({header.get('torch')})"
-        )
-    return x
+    return np.concatenate(parts), bool(coder.is_empty())
