@@ -608,3 +608,72 @@ def test_bad_gan_settings_are_one_error_line_and_nothing_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- rejection sampling
+
+
+def test_rejection_sampling_draws_from_the_reweighted_proposal() -> None:
+    """Proposals N(0, 1) weighted by w = log N(x; 1, 0.5²)/N(x; 0, 1) (bounded above: sup w =
+    log 2 + 2/3) give draws of N(1, 0.5²), accepted at the rate e^{−M} (Z = 1); each slot keeps
+    what the proposal attached to it."""
+    from simulacra.samplers.rejection import rejection_sample
+
+    target, base = gaussian(1.0, 0.5), gaussian(0.0, 1.0)
+
+    def propose(slots: Tensor, g: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        x = torch.randn(slots.numel(), generator=g, dtype=torch.float64)
+        return torch.stack([x, slots.double()], 1), target.log_prob(x) - base.log_prob(x)
+
+    n = 4000
+    out, stats = rejection_sample(propose, n, burn_in=20_000, generator=torch.Generator().manual_seed(0))
+    x = out[:, 0]
+    assert torch.equal(out[:, 1], torch.arange(n, dtype=torch.float64))  # slot i is slot i's draw
+    assert abs(float(x.mean()) - 1.0) < 4 * 0.5 / math.sqrt(n)
+    assert abs(float(x.std()) - 0.5) < 4 * 0.5 / math.sqrt(2 * n)
+    sup = math.log(2.0) + 2.0 / 3.0
+    assert sup - 0.05 < stats.log_bound <= sup + 1e-9 and stats.above_bound < n // 100
+    assert abs(stats.acceptance_rate - math.exp(-stats.log_bound)) < 4 * math.sqrt(0.25 / stats.proposals) + 0.01
+
+
+def _ratio_gan(loss: str) -> GAN:
+    """A 1-D GAN whose generator is the identity on z ~ N(0, 1) and whose discriminator outputs
+    the optimal raw value for the data N(1, 0.5²) under ``loss``: D* = p/(p + q) as a logit for
+    the classifier losses, as itself for least squares."""
+    from simulacra.distributions.standard import StandardNormal
+
+    data, base = gaussian(1.0, 0.5), gaussian(0.0, 1.0)
+
+    class Identity(nn.Module):
+        def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+            return z
+
+    class Optimal(nn.Module):
+        def forward(self, y: Tensor, c: Tensor | None = None) -> Tensor:
+            w = (data.log_prob(y[:, 0].double()) - base.log_prob(y[:, 0].double())).float()
+            return torch.sigmoid(w) if loss == "least-squares" else w
+
+    return GAN(DataInfo((1,), "real"), Identity(), Optimal(), StandardNormal(1), LOSSES[loss])
+
+
+@pytest.mark.parametrize("loss", ["non-saturating", "least-squares"])
+def test_discriminator_rejection_sampling_with_the_optimal_discriminator_draws_the_data(loss: str) -> None:
+    """With D at its optimum, the generator's samples kept with probability exp(w − M) are draws
+    of the data distribution (N(1, 0.5²) from a generator of N(0, 1)); plain samples are not."""
+    model = _ratio_gan(loss).eval()
+    n = 3000
+    x = model.sample(n, generator=torch.Generator().manual_seed(1), rejection=True)[:, 0]
+    plain = model.sample(n, generator=torch.Generator().manual_seed(1))[:, 0]
+    assert abs(float(x.mean()) - 1.0) < 4 * 0.5 / math.sqrt(n) and abs(float(x.std()) - 0.5) < 0.05
+    assert abs(float(plain.mean())) < 4 / math.sqrt(n)
+    assert model.describe_sampling({"rejection": True}) == "discriminator rejection sampling"
+
+
+def test_rejection_sampling_needs_a_discriminator_that_estimates_the_ratio() -> None:
+    torch.manual_seed(0)
+    hinge = build_model({"name": "gan", "loss": "hinge", "latent_dim": 2, "hidden": [8]}, TOY)
+    with pytest.raises(CapabilityError, match="hinge loss's discriminator does not estimate"):
+        hinge.sample(4, rejection=True)
+    packed = build_model({"name": "gan", "latent_dim": 2, "hidden": [8], "pack": 2}, TOY)
+    with pytest.raises(CapabilityError, match="judges packs"):
+        packed.sample(4, rejection=True)

@@ -39,6 +39,10 @@ class TrainingError(SimulacraError):
     """Training that cannot go on, e.g. a loss that became NaN or infinite (diverged)."""
 
 
+class SamplingError(SimulacraError):
+    """A sampler that could not produce its draws, e.g. rejection sampling that accepts almost nothing."""
+
+
 def positive_int(value: object, name: str) -> int:
     """``value`` itself when it is an integer ≥ 1 (a bool is not), else a :class:`ConfigError`
     saying that ``name`` must be a positive integer and what was found."""

@@ -208,6 +208,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top-k", type=integer, default=None, help="autoregressive models: keep the k likeliest values"
     )
+    p.add_argument(
+        "--rejection",
+        action="store_const",
+        const=True,
+        default=None,
+        help="GANs (minimax, non-saturating, least-squares): keep each sample with probability exp(w − M), w "
+        "the discriminator's log p_data/p_g (discriminator rejection sampling, Azadi et al. 2019)",
+    )
 
     p = sub.add_parser("evaluate", help="score a trained run on held-out data")
     p.add_argument("run", help=RUN_HELP)

@@ -94,7 +94,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 options["sampler"] = diffusion.sampler.with_options(steps=args.sampler_steps)
             if args.guidance is not None:
                 options["guidance"] = args.guidance
-    decoding = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
+    decoding = {
+        k: v
+        for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("rejection", args.rejection))
+        if v is not None
+    }
     unsupported = sorted(set(decoding) - model.sample_options)
     if unsupported:
         from simulacra.errors import CapabilityError
@@ -102,7 +106,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         flags = " and ".join("--" + k.replace("_", "-") for k in unsupported)
         raise CapabilityError(
             f"{model.preset_name} takes no {flags} (--temperature: autoregressive models, flows and hierarchical VAEs; "
-            "--top-k: autoregressive models)"
+            "--top-k: autoregressive models; --rejection: GANs)"
         )
     options.update(decoding)
     generator = torch.Generator(model.device).manual_seed(args.seed)

@@ -31,7 +31,7 @@ from torch.distributions import Distribution
 from simulacra.data.info import DataInfo
 from simulacra.data.transforms import CenteredRange
 from simulacra.distributions.standard import sample_from
-from simulacra.errors import ConfigError, DataError
+from simulacra.errors import CapabilityError, ConfigError, DataError
 from simulacra.models.base import (
     GenerativeModel,
     GroupSettings,
@@ -42,6 +42,7 @@ from simulacra.models.base import (
 )
 from simulacra.objectives.adversarial import AdversarialLoss, Penalty
 from simulacra.objectives.kernel import mmd2
+from simulacra.samplers.rejection import RejectionStats, rejection_sample
 
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "betas": (0.5, 0.999), "ema_decay": 0.999, "patience": None}
 """How a GAN trains unless the user says otherwise (:meth:`GAN.train_defaults`): Adam with lr 2e-4
@@ -282,13 +283,15 @@ class GAN(GenerativeModel):
             fake = self.generate(x.shape[0], c).flatten(1)
             return mmd2(fake, real, unbiased=False)
 
+    sample_options = frozenset({"rejection"})
+
     def sample(
         self,
         n: int,
         c: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
-        **sampler_options: Any,
+        rejection: bool = False,
     ) -> Tensor:
         """x = G(z, c), z ~ p(z) drawn with ``generator``, mapped to the data's range.
 
@@ -296,15 +299,65 @@ class GAN(GenerativeModel):
             n: number of samples.
             c: (n,) labels for a conditional GAN (required then).
             generator: makes the draw reproducible.
+            rejection: keep each G(z) with probability exp(w − M), w the discriminator's
+                estimate of log p_data/p_g (:meth:`rejection_sample`).
 
         Returns:
             (n, *event_shape).
         """
-        if sampler_options:
-            raise ConfigError(f"GAN.sample takes no options; found {sorted(sampler_options)}")
         check_context(self, c, n)
         with torch.no_grad():
-            return self.from_model(self.generate(n, c, generator=generator))
+            if rejection:
+                y, _ = self.rejection_sample(n, c, generator=generator)
+            else:
+                y = self.generate(n, c, generator=generator)
+            return self.from_model(y)
+
+    def log_ratio(self, y: Tensor, c: Tensor | None = None) -> Tensor:
+        """w(y) = the discriminator's estimate of log p_data(y)/p_g(y) in nats, (B,), for
+        model-space inputs y (B, *event), unaugmented: exact at the optimal discriminator of a
+        loss that determines it (:attr:`AdversarialLoss.log_ratio`).
+
+        Raises:
+            CapabilityError: a loss whose optimum does not give the ratio (hinge, Wasserstein,
+                f-GAN), or a packed discriminator (it judges several examples at once).
+        """
+        ratio = getattr(self.adversarial_loss, "log_ratio", None)
+        if ratio is None:
+            raise CapabilityError(
+                f"the {self.adversarial_loss.name} loss's discriminator does not estimate log p_data/p_g; "
+                "rejection sampling needs minimax, non-saturating or least-squares"
+            )
+        if self.pack > 1:
+            raise CapabilityError(
+                f"a packed discriminator (pack={self.pack}) judges packs, not single samples"
+            )
+        return ratio(self.discriminator(y, c if self.conditional else None))
+
+    def rejection_sample(
+        self,
+        n: int,
+        c: Tensor | None = None,
+        *,
+        burn_in: int = 10_000,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, RejectionStats]:
+        """Discriminator rejection sampling (Azadi et al. 2019): n draws from
+        p_g(y)·exp(w(y)) / Z in model space, (n, *event), with w = :meth:`log_ratio` — the data
+        distribution itself where the discriminator is optimal. Each G(z) is kept with
+        probability exp(w − M), M the largest w of ``burn_in`` proposals (raised when exceeded;
+        :func:`~simulacra.samplers.rejection.rejection_sample`). Slot i keeps label c[i]."""
+        check_context(self, c, n)
+
+        def propose(slots: Tensor, g: torch.Generator | None) -> tuple[Tensor, Tensor]:
+            labels = None if c is None else c[slots.to(c.device)]
+            y = self.generate(slots.numel(), labels, generator=g)
+            return y, self.log_ratio(y, labels)
+
+        with torch.no_grad():
+            return rejection_sample(propose, n, burn_in=burn_in, generator=generator)
 
     def describe_sampling(self, options: dict[str, Any] | None = None) -> str:
+        if options and options.get("rejection"):
+            return "discriminator rejection sampling"
         return "one pass of the generator"

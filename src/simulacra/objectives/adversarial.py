@@ -57,6 +57,11 @@ class AdversarialLoss:
             Wasserstein critic (the terms cancel), nor for the hinge loss while every output lies
             inside its margins (|v| < 1, as at initialisation): such a discriminator needs no
             output bias, whose gradient would be zero.
+        log_ratio: maps v to log p_data(x)/p_g(x) at the optimal discriminator, or None when the
+            optimum does not determine it (hinge, Wasserstein). The classifier losses' optimum
+            D* = p_data/(p_data + p_g) makes it the logit v; least squares (a = 0, b = 1) has the
+            same D*, reached by v itself, so it is log v/(1 − v). Discriminator rejection
+            sampling reweights the generator's samples by exp of it.
     """
 
     name: str
@@ -66,6 +71,7 @@ class AdversarialLoss:
     output: Elementwise = torch.sigmoid
     equilibrium_value: float | None = None
     output_bias: bool = True
+    log_ratio: Elementwise | None = None
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         """E[φ_real(v(x))] + E[φ_fake(v(G(z)))], a scalar; real_out (B,), fake_out (B',)."""
@@ -96,6 +102,7 @@ MINIMAX = AdversarialLoss(
     fake=F.softplus,  # −log(1 − σ(v)) = −log(1 − D(G(z)))
     generator=lambda v: -F.softplus(v),  # log(1 − D(G(z))): saturates when D rejects G(z)
     equilibrium_value=-math.log(4.0),
+    log_ratio=_identity,
 )
 LOSSES.register(
     "minimax",
@@ -112,6 +119,7 @@ LOSSES.register(
         fake=MINIMAX.fake,
         generator=lambda v: F.softplus(-v),
         equilibrium_value=-math.log(4.0),
+        log_ratio=_identity,
     )
 )
 LOSSES.register(
@@ -137,6 +145,7 @@ LOSSES.register(
         fake=lambda v: 0.5 * v.square(),
         generator=lambda v: 0.5 * (v - 1.0).square(),
         output=_identity,
+        log_ratio=lambda v: torch.logit(v.clamp(1e-6, 1 - 1e-6)),
     )
 )
 LOSSES.register(
