@@ -105,6 +105,8 @@ def run_one(recipe: str, mixture_name: str, seed: int, args: argparse.Namespace)
         "final_metrics": result.metrics,
     }
     if args.rejection:  # the same generator and discriminator, samples kept by DRS
+        if args.calibrate:  # DRS's calibration: D alone trained further against the final G
+            calibrate_discriminator(model, x, args.calibrate, lr, seed)
         with torch.no_grad():
             kept, stats = model.rejection_sample(2500, generator=torch.Generator().manual_seed(seed))
         cover = mode_coverage(model.from_model(kept), centres, std)
@@ -116,6 +118,23 @@ def run_one(recipe: str, mixture_name: str, seed: int, args: argparse.Namespace)
             "above_bound": stats.above_bound,
         }
     return out
+
+
+def calibrate_discriminator(model: Any, x: torch.Tensor, steps: int, lr: float, seed: int) -> None:
+    """``steps`` Adam updates of the discriminator alone (the preset's betas), batches of 256 of
+    x, the generator fixed: Azadi et al. (2019) train D on past the game so that its logit
+    estimates log p_data/p_g of the *final* generator, which rejection sampling assumes."""
+    settings = model.optimizer_settings()["discriminator"]
+    params = model.parameter_groups()["discriminator"]
+    optimizer = torch.optim.Adam(params, lr=lr, betas=settings.betas or (0.5, 0.999))
+    g = torch.Generator().manual_seed(10_000 + seed)
+    model.train()
+    for _ in range(steps):
+        batch = x[torch.randint(0, x.shape[0], (256,), generator=g)]
+        optimizer.zero_grad(set_to_none=True)
+        model.loss(batch, group="discriminator").loss.backward()
+        optimizer.step()
+    model.eval()
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -151,6 +170,12 @@ def main() -> int:
         "--rejection",
         action="store_true",
         help="also sample each trained run by discriminator rejection sampling (Azadi et al. 2019)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        help="with --rejection: train the discriminator alone this many steps first (DRS's calibration)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "gan-modes.json")
     args = parser.parse_args()
