@@ -214,7 +214,19 @@ def train(method: str, data: Any, args: argparse.Namespace, run_dir: Path) -> tu
         "epochs": round(result.steps * args.batch_size / len(data.train.x), 2),
     }
     print(f"{method}: trained {facts}", flush=True)
+    (run_dir / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
     return model, facts
+
+
+def trained(method: str, data: Any, args: argparse.Namespace, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """(model, facts): trained now, or with ``--reuse`` the model and facts of an earlier call's run."""
+    if not args.reuse:
+        return train(method, data, args, run_dir)
+    from simulacra.train.checkpoint import load_model
+
+    facts = json.loads((run_dir / "training.json").read_text())
+    facts["reused_run"] = str(run_dir)
+    return load_model(run_dir, ema=True).eval(), facts
 
 
 # ----------------------------------------------------------------------------- methods
@@ -261,12 +273,16 @@ def run_baselines(data: Any, x: Tensor, valid: Tensor, args: argparse.Namespace)
             "observed_preserved": check_observed(filled.float().reshape(x.shape), x, missing, "knn"),
             "completed": filled.float().reshape(x.shape),
         }
-        print(f"{pattern}: mean {out['mean'][pattern]['scores']}  knn(k={best}) {out['knn'][pattern]['scores']}")
+        print(
+            f"{pattern}: mean {out['mean'][pattern]['scores']}  knn(k={best}) {out['knn'][pattern]['scores']}"
+        )
     return out
 
 
 @torch.no_grad()
-def miwae_conditional_nll(model: Any, x: Tensor, missing: Tensor, k: int, generator: torch.Generator) -> Tensor:
+def miwae_conditional_nll(
+    model: Any, x: Tensor, missing: Tensor, k: int, generator: torch.Generator
+) -> Tensor:
     """−log p(x_m | x_o) ≈ −log Σ_i w̃_i p(x_m | z_i), z_i ~ q(z | x_obs), w_i = p(x_o, z_i)/q(z_i | x_o):
     the log-ratio of the IS estimates of p(x_o, x_m) and p(x_o) with shared draws, (B,) nats."""
     from simulacra.distributions.heads import log_prob_observed
@@ -279,10 +295,18 @@ def miwae_conditional_nll(model: Any, x: Tensor, missing: Tensor, k: int, genera
     for start in range(0, k, 100):
         chunk = min(100, k - start)
         log_px, log_pz, log_qz, px = importance_sample(
-            filled, q, model.decode, model.prior(None, x.shape[0]), chunk, observed=observed, generator=generator
+            filled,
+            q,
+            model.decode,
+            model.prior(None, x.shape[0]),
+            chunk,
+            observed=observed,
+            generator=generator,
         )
         rows = x.repeat(chunk, *([1] * (x.dim() - 1)))
-        log_pm.append(log_prob_observed(px, rows, missing.repeat(chunk, *([1] * (x.dim() - 1)))).reshape(chunk, -1))
+        log_pm.append(
+            log_prob_observed(px, rows, missing.repeat(chunk, *([1] * (x.dim() - 1)))).reshape(chunk, -1)
+        )
         log_w.append(log_px + log_pz - log_qz)
     lw, lm = torch.cat(log_w), torch.cat(log_pm)  # (K, B)
     return -(torch.logsumexp(lw + lm, 0) - torch.logsumexp(lw, 0))
@@ -296,13 +320,15 @@ def run_miwae(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) -> 
     train_missing = mask("mcar", len(data.train.x), mask_seed("mcar", "train", args.seed))
     x_nan = torch.where(train_missing, torch.full((), float("nan")), data.train.x)
     incomplete = replace(data, train=Split(x_nan, None), valid=None)
-    model, facts = train("miwae", incomplete, args, run_dir)
+    model, facts = trained("miwae", incomplete, args, run_dir)
     facts["trained_on"] = "training images with 50% of the pixels missing at random (a fixed mask per image)"
     out: dict[str, Any] = {"training": facts}
     for pattern in PATTERNS:
         missing = mask(pattern, len(x), mask_seed(pattern, "test", args.seed))
         started = time.process_time()
-        result = impute(model, x, missing, num_samples=args.k, generator=torch.Generator().manual_seed(args.seed))
+        result = impute(
+            model, x, missing, num_samples=args.k, generator=torch.Generator().manual_seed(args.seed)
+        )
         nll = torch.cat([
             miwae_conditional_nll(model, x[s : s + 100], missing[s : s + 100], args.k,
                                   torch.Generator().manual_seed(args.seed + s))
@@ -329,7 +355,7 @@ def pixelcnn_probabilities(model: Any, completed: Tensor) -> Tensor:
 
 def run_pixelcnn(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     """Train PixelCNN on complete images; M completions per pattern, Rao-Blackwellized means."""
-    model, facts = train("pixelcnn", data, args, run_dir)
+    model, facts = trained("pixelcnn", data, args, run_dir)
     facts["trained_on"] = "complete training images"
     out: dict[str, Any] = {"training": facts}
     for pattern in PATTERNS:
@@ -368,7 +394,7 @@ def run_ddpm(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) -> d
     """Train DDPM on complete images; M inpainting draws per pattern, their mean."""
     from simulacra.tasks.inverse import inpaint
 
-    model, facts = train("ddpm", data, args, run_dir)
+    model, facts = trained("ddpm", data, args, run_dir)
     facts["trained_on"] = "complete training images ({0, 1} pixels mapped to ±1)"
     out: dict[str, Any] = {"training": facts}
     for pattern in PATTERNS:
@@ -415,8 +441,16 @@ def save_method(
     np.savez_compressed(runs / "completions.npz", **arrays)
     record = {
         "benchmark": f"binarized MNIST imputation, {method}",
-        "settings": {"test_images": args.test, "seed": args.seed, "threads": 1, "method": method,
-                     "draws": args.draws, "k": args.k, "ddpm_steps": args.ddpm_steps, "limit": args.limit},
+        "settings": {
+            "test_images": args.test,
+            "seed": args.seed,
+            "threads": 1,
+            "method": method,
+            "draws": args.draws,
+            "k": args.k,
+            "ddpm_steps": args.ddpm_steps,
+            "limit": args.limit,
+        },
         "cpu_minutes_in_all": cpu_minutes,
         "results": result,
         "completions": str(runs / "completions.npz"),
@@ -440,7 +474,10 @@ def table(args: argparse.Namespace) -> None:
             rows[name] = by_pattern
         with np.load(record["completions"]) as f:
             arrays.update({k: f[k] for k in f.files})
-    lines = ["| method | trained on | pattern | error rate | MSE | NLL (nats/image) | estimator |", "|" + "---|" * 7]
+    lines = [
+        "| method | trained on | pattern | error rate | MSE | NLL (nats/image) | estimator |",
+        "|" + "---|" * 7,
+    ]
     for name in METHODS:
         for pattern in PATTERNS:
             r = rows.get(name, {}).get(pattern)
@@ -494,7 +531,9 @@ def figure(arrays: dict[str, np.ndarray], args: argparse.Namespace, n: int = 8) 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--method", choices=("baselines", "miwae", "pixelcnn", "ddpm"))
     parser.add_argument("--table", action="store_true", help="merge the methods' results, draw the figure")
     parser.add_argument("--minutes", type=float, default=8.0, help="CPU minutes of training per model")
@@ -508,6 +547,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--sample-batch", type=int, default=100)
     parser.add_argument("--calibration-steps", type=int, default=10)
+    parser.add_argument(
+        "--reuse", action="store_true", help="impute with the run (and training facts) of an earlier call"
+    )
     parser.add_argument("--limit", type=int, default=None, help="train on N images only (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=DATA_DIR)
