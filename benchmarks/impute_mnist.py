@@ -358,12 +358,13 @@ def run_pixelcnn(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) 
     model, facts = trained("pixelcnn", data, args, run_dir)
     facts["trained_on"] = "complete training images"
     out: dict[str, Any] = {"training": facts}
-    for pattern in PATTERNS:
+    for pattern in args.patterns:
         missing = mask(pattern, len(x), mask_seed(pattern, "test", args.seed))
         generator = torch.Generator().manual_seed(args.seed)
         started = time.process_time()
         total = torch.zeros_like(x)
         preserved = True
+        by_draws: list[dict[str, Any]] = []  # the scores of the mean of the first m draws
         for _ in range(args.draws):
             parts = []
             for s in range(0, len(x), args.sample_batch):
@@ -372,6 +373,7 @@ def run_pixelcnn(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) 
             draw = torch.cat(parts)
             preserved &= check_observed(draw, x, missing, "pixelcnn")
             total += pixelcnn_probabilities(model, draw)
+            by_draws.append(scores(torch.where(missing, total / (len(by_draws) + 1), x), x, missing))
         p = torch.where(missing, total / args.draws, x)
         nll = None
         if pattern == "bottom":  # exact: the conditionals of the bottom rows given the rows above
@@ -384,6 +386,9 @@ def run_pixelcnn(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) 
             "exact_conditional": pattern == "bottom",
             "cpu_seconds": round(time.process_time() - started, 1),
             "observed_preserved": preserved,
+            "by_draws": {
+                m + 1: {k: round(v["mean"], 5) for k, v in sc.items()} for m, sc in enumerate(by_draws)
+            },
             "completed": p,
         }
         print(f"pixelcnn {pattern}: {out[pattern]['scores']}", flush=True)
@@ -397,12 +402,13 @@ def run_ddpm(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) -> d
     model, facts = trained("ddpm", data, args, run_dir)
     facts["trained_on"] = "complete training images ({0, 1} pixels mapped to ±1)"
     out: dict[str, Any] = {"training": facts}
-    for pattern in PATTERNS:
+    for pattern in args.patterns:
         missing = mask(pattern, len(x), mask_seed(pattern, "test", args.seed))
         generator = torch.Generator().manual_seed(args.seed)
         started = time.process_time()
         total = torch.zeros_like(x)
         preserved = True
+        by_draws: list[dict[str, Any]] = []  # the scores of the mean of the first m draws
         for _ in range(args.draws):
             parts = []
             for s in range(0, len(x), args.sample_batch):
@@ -412,6 +418,7 @@ def run_ddpm(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) -> d
             draw = torch.cat(parts)
             preserved &= check_observed(draw, x, missing, "ddpm")
             total += draw
+            by_draws.append(scores(torch.where(missing, total / (len(by_draws) + 1), x), x, missing))
         p = torch.where(missing, total / args.draws, x)
         out[pattern] = {
             "scores": scores(p, x, missing),
@@ -419,6 +426,9 @@ def run_ddpm(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) -> d
             "p̂ = their mean",
             "cpu_seconds": round(time.process_time() - started, 1),
             "observed_preserved": preserved,
+            "by_draws": {
+                m + 1: {k: round(v["mean"], 5) for k, v in sc.items()} for m, sc in enumerate(by_draws)
+            },
             "completed": p,
         }
         print(f"ddpm {pattern}: {out[pattern]['scores']}", flush=True)
@@ -550,6 +560,7 @@ def main() -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="impute with the run (and training facts) of an earlier call"
     )
+    parser.add_argument("--patterns", nargs="+", choices=PATTERNS, default=list(PATTERNS))
     parser.add_argument("--limit", type=int, default=None, help="train on N images only (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=DATA_DIR)
