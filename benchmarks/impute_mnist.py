@@ -220,9 +220,11 @@ def train(method: str, data: Any, args: argparse.Namespace, run_dir: Path) -> tu
 
 def trained(method: str, data: Any, args: argparse.Namespace, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """(model, facts): trained now, or with ``--reuse`` the model and facts of an earlier call's run."""
-    if not args.reuse:
+    if args.reuse is None:
         return train(method, data, args, run_dir)
     from simulacra.train.checkpoint import load_model
+
+    run_dir = Path(args.reuse) if args.reuse else run_dir
 
     facts = json.loads((run_dir / "training.json").read_text())
     facts["reused_run"] = str(run_dir)
@@ -558,7 +560,11 @@ def main() -> int:
     parser.add_argument("--sample-batch", type=int, default=100)
     parser.add_argument("--calibration-steps", type=int, default=10)
     parser.add_argument(
-        "--reuse", action="store_true", help="impute with the run (and training facts) of an earlier call"
+        "--reuse",
+        nargs="?",
+        const="",
+        default=None,
+        help="impute with an earlier call's run and training facts (that of this method, or the folder given)",
     )
     parser.add_argument("--patterns", nargs="+", choices=PATTERNS, default=list(PATTERNS))
     parser.add_argument("--limit", type=int, default=None, help="train on N images only (smoke tests)")
