@@ -584,7 +584,7 @@ def figure(arrays: dict[str, np.ndarray], args: argparse.Namespace, n: int = 8) 
             if row == 0:
                 ax.set_title({"bottom": "rows 14–27 missing", "mcar": "50% missing at random"}[pattern])
     fig.tight_layout()
-    fig.savefig(RESULTS / f"impute-mnist{args.suffix}.png", dpi=100)
+    fig.savefig(RESULTS / f"impute-mnist{args.suffix}.png", dpi=80)
 
 
 # ----------------------------------------------------------------------------- main
