@@ -88,8 +88,11 @@ def missing_entries(x: Tensor, missing: Tensor | None = None) -> Tensor:
 
 def check_imputable(model: GenerativeModel, x: Tensor, missing: Tensor) -> None:
     """Raise :class:`DataError` unless x (N, *event) fits the model and can be imputed: the
-    model's event shape, finite observed values, and no entry missing in every example (nothing
-    to learn it from: the imputation would be the model's prior alone)."""
+    model's event shape and finite observed values.
+
+    An entry missing in every example is imputed like any other: the model learnt it from its
+    training data (where such an entry is refused, :func:`simulacra.data.validate`), and the
+    observed entries of each example condition it (the bottom half of every image, say)."""
     event = tuple(model.event_shape)
     if tuple(x.shape[1:]) != event or x.dim() < 2:
         width = model.info.dim
@@ -102,14 +105,6 @@ def check_imputable(model: GenerativeModel, x: Tensor, missing: Tensor) -> None:
     observed = x[~missing]
     if observed.is_floating_point() and not bool(torch.isfinite(observed).all()):
         raise DataError("the observed values hold infinite values; mark missing entries as NaN")
-    never = missing.flatten(1).all(0)  # (D,)
-    if bool(never.any()) and x.shape[0] > 1:
-        columns = (never.nonzero()[:, 0] + 1).tolist()
-        listed = ", ".join(map(str, columns[:10])) + (", ..." if len(columns) > 10 else "")
-        raise DataError(
-            f"column{'s' if len(columns) > 1 else ''} {listed} (counting from 1) "
-            f"{'are' if len(columns) > 1 else 'is'} missing in every example; nothing to impute from"
-        )
 
 
 @torch.no_grad()
