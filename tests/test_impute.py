@@ -17,6 +17,7 @@ from simulacra.data.info import DataInfo
 from simulacra.distributions.heads import BernoulliHead, GaussianHead, StudentTHead, log_prob_observed
 from simulacra.distributions.lazy import Amortized
 from simulacra.distributions.standard import DiagonalGaussian, StandardNormal
+from simulacra.errors import DataError
 from simulacra.models.vae import VAE
 from simulacra.models.zoo import build_model
 from simulacra.nn.embeddings import ContextNet
@@ -213,7 +214,10 @@ def test_an_entry_missing_in_every_example_is_imputed_from_the_model() -> None:
     x = torch.distributions.MultivariateNormal(b, cov).sample((20,))
     missing = torch.zeros(20, D, dtype=torch.bool)
     missing[:, 2:] = True
-    out = impute(model, x, missing, num_samples=30_000, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(DataError, match="columns 3, 4 .* missing in every example"):
+        impute(model, x, missing)
+    g = torch.Generator().manual_seed(0)
+    out = impute(model, x, missing, num_samples=30_000, allow_unobserved=True, generator=g)
     exact = torch.stack([_conditional(b, cov, x[i], missing[i])[0] for i in range(20)])
     assert torch.equal(out.completed[~missing], x[~missing])
     assert float((out.completed[:, 2:] - exact).abs().mean()) < 0.05
@@ -395,8 +399,12 @@ def test_bad_imputation_inputs(
     assert words in _one_error(
         capsys, ["impute", run, "--data", str(column_csv), "-o", str(out), "--multiple", "2"]
     )
-    # a column missing in every row is imputed by the trained model (the bottom half of every image)
-    assert main(["impute", run, "--data", str(column_csv), "-o", str(out), "--samples", "20"]) == 0
+    # a column missing in every row: refused (a broken table), imputed by the trained model when asked
+    words = "column 2 (counting from 1) is missing in every example"
+    assert words in _one_error(capsys, ["impute", run, "--data", str(column_csv), "-o", str(out)])
+    assert not out.exists()
+    argv = ["impute", run, "--data", str(column_csv), "-o", str(out), "--samples", "20", "--allow-unobserved"]
+    assert main(argv) == 0
     completed = _read_csv(out)
     assert np.isfinite(completed).all() and np.array_equal(
         completed[~np.isnan(column)], column[~np.isnan(column)]

@@ -51,6 +51,12 @@ def add_parser(sub: Any) -> None:
         "--samples", type=integer, default=1000, help="importance draws per example (VAEs; default 1000)"
     )
     p.add_argument("--batch-size", type=integer, default=256, help="examples imputed at a time (default 256)")
+    p.add_argument(
+        "--allow-unobserved",
+        action="store_true",
+        help="impute also columns missing in every row, from the other columns alone (e.g. the bottom half "
+        "of every image); refused by default",
+    )
     p.add_argument("--seed", type=seed_arg, default=0, help="seeds the draws (default 0)")
     p.add_argument(
         "--weights", choices=["ema", "raw"], default=None, help="the moving average (default) or raw weights"
@@ -178,6 +184,7 @@ def cmd_impute(args: argparse.Namespace) -> int:
         num_samples=args.samples,
         multiple=args.multiple,
         batch_size=args.batch_size,
+        allow_unobserved=args.allow_unobserved,
         generator=generator,
     )
     completed = result.completed.reshape(x_np.shape).numpy()

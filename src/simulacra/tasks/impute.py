@@ -86,13 +86,19 @@ def missing_entries(x: Tensor, missing: Tensor | None = None) -> Tensor:
     return missing
 
 
-def check_imputable(model: GenerativeModel, x: Tensor, missing: Tensor) -> None:
+def check_imputable(
+    model: GenerativeModel, x: Tensor, missing: Tensor, *, allow_unobserved: bool = False
+) -> None:
     """Raise :class:`DataError` unless x (N, *event) fits the model and can be imputed: the
-    model's event shape and finite observed values.
+    model's event shape, finite observed values, and, unless ``allow_unobserved``, no entry
+    missing in every example of several.
 
-    An entry missing in every example is imputed like any other: the model learnt it from its
-    training data (where such an entry is refused, :func:`simulacra.data.validate`), and the
-    observed entries of each example condition it (the bottom half of every image, say)."""
+    An entry missing in every example is most often a broken column of a table (an export that
+    lost it), and then the imputation would be the model's guess from the other entries alone;
+    it is refused unless asked for. Asked for, it is imputed like any other entry: the model
+    learnt it from its training data (where such an entry is refused,
+    :func:`simulacra.data.validate`), and each example's observed entries condition it (the
+    bottom half of every image, say)."""
     event = tuple(model.event_shape)
     if tuple(x.shape[1:]) != event or x.dim() < 2:
         width = model.info.dim
@@ -105,6 +111,16 @@ def check_imputable(model: GenerativeModel, x: Tensor, missing: Tensor) -> None:
     observed = x[~missing]
     if observed.is_floating_point() and not bool(torch.isfinite(observed).all()):
         raise DataError("the observed values hold infinite values; mark missing entries as NaN")
+    never = missing.flatten(1).all(0)  # (D,)
+    if not allow_unobserved and bool(never.any()) and x.shape[0] > 1:
+        columns = (never.nonzero()[:, 0] + 1).tolist()
+        listed = ", ".join(map(str, columns[:10])) + (", ..." if len(columns) > 10 else "")
+        raise DataError(
+            f"column{'s' if len(columns) > 1 else ''} {listed} (counting from 1) "
+            f"{'are' if len(columns) > 1 else 'is'} missing in every example: the model could only "
+            "guess it from the other columns; to impute it that way (e.g. the bottom half of every "
+            "image), pass --allow-unobserved (allow_unobserved=True)"
+        )
 
 
 @torch.no_grad()
@@ -117,6 +133,7 @@ def impute(
     num_samples: int = 1000,
     multiple: int = 0,
     batch_size: int = 256,
+    allow_unobserved: bool = False,
     generator: torch.Generator | None = None,
 ) -> Imputation:
     """Fill the missing entries of x with ``model`` (see the module docstring for how).
@@ -130,6 +147,8 @@ def impute(
         num_samples: K importance draws per example (importance-sampling models only).
         multiple: M ≥ 0 multiple imputations.
         batch_size: examples imputed at a time.
+        allow_unobserved: impute entries missing in every example too (refused by default:
+            :func:`check_imputable`).
         generator: makes the imputations reproducible (on the model's device).
 
     Returns:
@@ -146,7 +165,7 @@ def impute(
     if int(num_samples) < 1 or int(batch_size) < 1:
         raise DataError(f"num_samples and batch_size must be >= 1; found {num_samples} and {batch_size}")
     missing = missing_entries(x, missing)
-    check_imputable(model, x, missing)
+    check_imputable(model, x, missing, allow_unobserved=allow_unobserved)
     check_context(model, c, x.shape[0])
     m = int(multiple)
     if isinstance(model, ImportanceImputation):
