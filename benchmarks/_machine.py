@@ -36,6 +36,17 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
 
 
+def one_thread() -> None:
+    """One torch thread and, when threadpoolctl is installed, one BLAS/OpenMP thread in every
+    native library (NumPy's, scikit-learn's), so a benchmark measures one core."""
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1)
+
+
 def write_record(record: dict, path: Path) -> None:
     """Stamp a benchmark's results with the date, machine and command, write them to ``path``
     (JSON, parent folders created) and print them."""

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _machine import machine
+from _machine import machine, one_thread
 
 
 def mse_missing(imputed: np.ndarray, truth: np.ndarray, missing: np.ndarray) -> float:
@@ -141,13 +141,7 @@ def main() -> None:
     from sklearn.datasets import load_breast_cancer
     from sklearn.impute import SimpleImputer
 
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    one_thread()
     table = load_breast_cancer().data.astype(np.float64)
     truth = (table - table.mean(0)) / table.std(0)
     rows: list[dict[str, Any]] = []

@@ -75,7 +75,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _machine import write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _machine import one_thread, write_record  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks/results"
@@ -418,6 +418,29 @@ def pixelcnn_probabilities(model: Any, completed: Tensor) -> Tensor:
     return torch.where(completed > 0.5, p_value, 1 - p_value)
 
 
+def mean_of_draws(
+    draw_rows: Any, estimate: Any, x: Tensor, missing: Tensor, args: argparse.Namespace, name: str
+) -> tuple[Tensor, bool, list[dict[str, Any]]]:
+    """The single imputation of a sampler: the mean over ``args.draws`` completions of
+    ``estimate(draw)`` (p(x_i = 1) given a drawn completion, or the draw itself), the completions
+    drawn ``args.sample_batch`` rows at a time by ``draw_rows(rows, generator)``. Returns
+    (p̂ (N, 1, 28, 28), whether every draw kept the observed pixels, the scores of the mean of the
+    first m draws for m = 1 … M)."""
+    generator = torch.Generator().manual_seed(args.seed)
+    total = torch.zeros_like(x)
+    preserved = True
+    by_draws: list[dict[str, Any]] = []
+    for _ in range(args.draws):
+        parts = [
+            draw_rows(slice(s, s + args.sample_batch), generator) for s in range(0, len(x), args.sample_batch)
+        ]
+        draw = torch.cat(parts)
+        preserved &= check_observed(draw, x, missing, name)
+        total += estimate(draw)
+        by_draws.append(scores(torch.where(missing, total / (len(by_draws) + 1), x), x, missing))
+    return torch.where(missing, total / args.draws, x), preserved, by_draws
+
+
 def run_pixelcnn(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     """Train PixelCNN on complete images; M completions per pattern, Rao-Blackwellized means."""
     model, facts = trained("pixelcnn", data, args, run_dir)
@@ -425,21 +448,15 @@ def run_pixelcnn(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) 
     out: dict[str, Any] = {"training": facts}
     for pattern in args.patterns:
         missing = mask(pattern, len(x), mask_seed(pattern, "test", args.seed))
-        generator = torch.Generator().manual_seed(args.seed)
         started = time.process_time()
-        total = torch.zeros_like(x)
-        preserved = True
-        by_draws: list[dict[str, Any]] = []  # the scores of the mean of the first m draws
-        for _ in range(args.draws):
-            parts = []
-            for s in range(0, len(x), args.sample_batch):
-                rows = slice(s, s + args.sample_batch)
-                parts.append(model.complete(x[rows], missing[rows], generator=generator))
-            draw = torch.cat(parts)
-            preserved &= check_observed(draw, x, missing, "pixelcnn")
-            total += pixelcnn_probabilities(model, draw)
-            by_draws.append(scores(torch.where(missing, total / (len(by_draws) + 1), x), x, missing))
-        p = torch.where(missing, total / args.draws, x)
+        p, preserved, by_draws = mean_of_draws(
+            lambda rows, g, m=missing: model.complete(x[rows], m[rows], generator=g),
+            lambda draw: pixelcnn_probabilities(model, draw),
+            x,
+            missing,
+            args,
+            "pixelcnn",
+        )
         nll = None
         if pattern == "bottom":  # exact: the conditionals of the bottom rows given the rows above
             with torch.no_grad():
@@ -469,22 +486,17 @@ def run_ddpm(data: Any, x: Tensor, args: argparse.Namespace, run_dir: Path) -> d
     out: dict[str, Any] = {"training": facts}
     for pattern in args.patterns:
         missing = mask(pattern, len(x), mask_seed(pattern, "test", args.seed))
-        generator = torch.Generator().manual_seed(args.seed)
         started = time.process_time()
-        total = torch.zeros_like(x)
-        preserved = True
-        by_draws: list[dict[str, Any]] = []  # the scores of the mean of the first m draws
-        for _ in range(args.draws):
-            parts = []
-            for s in range(0, len(x), args.sample_batch):
-                rows = slice(s, s + args.sample_batch)
-                keep = (~missing[rows]).float()
-                parts.append(inpaint(model, x[rows], keep, steps=args.ddpm_steps, generator=generator))
-            draw = torch.cat(parts)
-            preserved &= check_observed(draw, x, missing, "ddpm")
-            total += draw
-            by_draws.append(scores(torch.where(missing, total / (len(by_draws) + 1), x), x, missing))
-        p = torch.where(missing, total / args.draws, x)
+        p, preserved, by_draws = mean_of_draws(
+            lambda rows, g, m=missing: inpaint(
+                model, x[rows], (~m[rows]).float(), steps=args.ddpm_steps, generator=g
+            ),
+            lambda draw: draw,
+            x,
+            missing,
+            args,
+            "ddpm",
+        )
         out[pattern] = {
             "scores": scores(p, x, missing),
             "estimator": f"M = {args.draws} inpainting draws (replacement, {args.ddpm_steps} ancestral steps), "
@@ -640,13 +652,7 @@ def main() -> int:
     parser.add_argument("--suffix", default="", help="appended to result names (smoke tests: -tiny)")
     parser.add_argument("--runs", default="/work/main/runs/bench", help="folder of the run directories")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    one_thread()
     args.lr = {"ddpm": 2e-4}
     args.train_missing = "mcar 50%"
     if args.table:
