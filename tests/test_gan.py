@@ -633,7 +633,9 @@ def test_rejection_sampling_draws_from_the_reweighted_proposal() -> None:
     assert abs(float(x.std()) - 0.5) < 4 * 0.5 / math.sqrt(2 * n)
     sup = math.log(2.0) + 2.0 / 3.0
     assert sup - 0.05 < stats.log_bound <= sup + 1e-9 and stats.above_bound < n // 100
-    assert abs(stats.acceptance_rate - math.exp(-stats.log_bound)) < 4 * math.sqrt(0.25 / stats.proposals) + 0.01
+    assert (
+        abs(stats.acceptance_rate - math.exp(-stats.log_bound)) < 4 * math.sqrt(0.25 / stats.proposals) + 0.01
+    )
 
 
 def _ratio_gan(loss: str) -> GAN:
