@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tag", default=None, help="write mnist-super-resolution-TAG.json/.png")
     parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=["pix2pix", "diffusion"],
+        default=["pix2pix", "diffusion"],
+        help="train (or score) these; another seed's pix2pix alone: --models pix2pix --seed 1 --tag seed1",
+    )
+    parser.add_argument(
         "--runs", type=Path, default=HERE.parent / "runs" / "bench", help="folder of the runs (--evaluate)"
     )
     args = parser.parse_args(argv)
@@ -135,16 +142,18 @@ def main(argv: list[str] | None = None) -> int:
             for name, run in (("pix2pix", "mnist-sr-pix2pix"), ("diffusion", "mnist-sr-ddpm"))
         }
     else:
-        models = {
-            "pix2pix": train(
+        runs = "" if args.seed == 0 else f"-seed{args.seed}"  # seed 0 keeps the first runs' names
+        plans = {
+            "pix2pix": lambda: train(
                 {"name": "pix2pix", "task": "super-resolution", "factor": FACTOR},
-                data, args.pix2pix_minutes, args.seed, "mnist-sr-pix2pix",
+                data, args.pix2pix_minutes, args.seed, f"mnist-sr-pix2pix{runs}",
             ),
-            "diffusion": train(
-                {"name": "ddpm"}, data, args.diffusion_minutes, args.seed, "mnist-sr-ddpm",
+            "diffusion": lambda: train(
+                {"name": "ddpm"}, data, args.diffusion_minutes, args.seed, f"mnist-sr-ddpm{runs}",
                 lr=2e-4, lr_schedule="cosine", grad_clip=1.0, ema_decay=0.999,
             ),
         }  # fmt: skip
+        models = {name: plans[name]() for name in args.models}
     options = {"pix2pix": {}, "diffusion": {"steps": args.diffusion_steps}}
     for name, (model, _) in models.items():
         g = torch.Generator().manual_seed(args.seed)
@@ -169,10 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             f"FID {row['fid']:.2f}  ({row['seconds']:.0f} s)",
             flush=True,
         )
-    grid = torch.stack([a[:8] for a in answers.values()] + [truth[:8]])  # (5 rows, 8, 1, 28, 28)
+    grid = torch.stack([a[:8] for a in answers.values()] + [truth[:8]])  # (rows, 8, 1, 28, 28)
     save_grid(
         grid.reshape(-1, *truth.shape[1:]).clamp(0, 1), HERE / "results" / f"{out_name}.png", 8,
-        title="x4: nearest | bicubic | pix2pix | diffusion | truth (rows)",
+        title="x4: " + " | ".join([*answers, "truth"]) + " (rows)",
     )  # fmt: skip
     write_record(
         {
