@@ -243,60 +243,64 @@ class HierarchicalVAE(GenerativeModel):
         levels = self.levels
         keep = (levels if features is not None else 0) if keep is None else int(keep)
         taus = [1.0] * levels if temperature is None else list(temperature)
-        like = next(self.parameters())
-        z_all: list[Tensor] = [like] * levels
+        z_all: list[Tensor] = [next(self.parameters())] * levels
         log_q: list[Tensor | None] = [None] * levels
         log_p: list[Tensor | None] = [None] * levels
         kl: list[Tensor | None] = [None] * levels
         groups = None if given is None else self.unflatten_latents(given)
-        d = self.ladder.start(n)
-        for i in reversed(range(levels)):
-            p_loc, p_scale = self._prior_at(i, d, n, like)
-            if features is not None and i >= levels - keep:
-                h = self.ladder.posterior[i](features[i], d).reshape(n, 2, *self.ladder.latent_shapes[i])
-                q_loc, q_scale = self.merge(h, p_loc, p_scale)
+
+        def choose(i: int, prior: Normal, posterior: Normal | None) -> Tensor:
+            p_loc, p_scale = prior.loc, prior.scale
+            if posterior is not None:
+                q_loc, q_scale = posterior.loc, posterior.scale
                 if groups is not None:
                     z = groups[i]
                 else:
                     z = q_loc if posterior_mean else q_loc + q_scale * noise_like(q_loc, generator)
                 if not posterior_mean or groups is not None:
-                    log_q[i] = _sum_event(Normal(q_loc, q_scale, validate_args=False).log_prob(z))
-                    log_p[i] = _sum_event(Normal(p_loc, p_scale, validate_args=False).log_prob(z))
+                    log_q[i] = _sum_event(posterior.log_prob(z))
+                    log_p[i] = _sum_event(prior.log_prob(z))
                 kl[i] = gaussian_kl(q_loc, q_scale, p_loc, p_scale)
             elif groups is not None:
                 z = groups[i]
-                log_p[i] = _sum_event(Normal(p_loc, p_scale, validate_args=False).log_prob(z))
+                log_p[i] = _sum_event(prior.log_prob(z))
             elif taus[i] == 0:
                 z = p_loc
             else:
                 z = p_loc + taus[i] * p_scale * noise_like(p_loc, generator)
             z_all[i] = z
-            d = self.ladder.down[i](d, z)
-        return HierarchyPass(z_all, log_q, log_p, kl, self.head(self.ladder.out(d)))
+            return z
+
+        likelihood = self.top_down(n, features, choose, keep=keep)
+        return HierarchyPass(z_all, log_q, log_p, kl, likelihood)
 
     def top_down(
         self,
         n: int,
         features: list[Tensor] | None,
         choose: Callable[[int, Normal, Normal | None], Tensor],
+        *,
+        keep: int | None = None,
     ) -> Distribution:
         """The top-down path with each group's value chosen by the caller, one group at a time.
 
         For i = L, …, 1: ``choose(i − 1, p(z_i | z_{>i}), q(z_i | x, z_{>i}))`` returns z_i
         (n, *shape_i), from which the path goes on; the posterior is None without ``features``
-        (:meth:`bottom_up` of x). Both are Normals with batch (n, *shape_i) computed from the
-        values chosen above. For a coder that draws every group from a stack of bits and needs
+        (:meth:`bottom_up` of x) and below the top ``keep`` groups (default: all). Both are
+        Normals with batch (n, *shape_i) computed from the values chosen above. :meth:`descend`
+        draws through it; so does a coder that takes every group from a stack of bits and needs
         each conditional before the next (bits-back coding, :mod:`simulacra.tasks.bitsback`).
 
         Returns:
             p(x | z_1..z_L), batch (n,), the data's event shape.
         """
         like = next(self.parameters())
+        keep = self.levels if keep is None else int(keep)
         d = self.ladder.start(n)
         for i in reversed(range(self.levels)):
             p_loc, p_scale = self._prior_at(i, d, n, like)
             q = None
-            if features is not None:
+            if features is not None and i >= self.levels - keep:
                 h = self.ladder.posterior[i](features[i], d).reshape(n, 2, *self.ladder.latent_shapes[i])
                 q = Normal(*self.merge(h, p_loc, p_scale), validate_args=False)
             z = choose(i, Normal(p_loc, p_scale, validate_args=False), q)
