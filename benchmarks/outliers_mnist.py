@@ -5,14 +5,16 @@ beside a background model of the same preset trained on perturbed inputs (Ren et
 
 Scores (higher = more anomalous; outliers are the positive class): the raw NLL, the likelihood
 ratio log p_background − log p, the input-complexity correction bits/dim − PNG's (and lzma's)
-bits/dim (Serrà et al. 2020), and the typicality test on batches of M (Nalisnick et al. 2019),
-with AUROC, AUPR and FPR at 95% TPR.
+bits/dim (Serrà et al. 2020), the typicality test on batches of M (Nalisnick et al. 2019), and
+for the hierarchical VAEs (``hvae``, ``lvae``) the hierarchical ratio L − L^{>k} for every k
+(Havtorn et al. 2021), with AUROC, AUPR and FPR at 95% TPR.
 
 Training is budgeted by CPU time (``time.process_time``), one torch thread: the machine is shared.
 
     python benchmarks/outliers_mnist.py --family pixelcnn --minutes 5
     python benchmarks/outliers_mnist.py --family glow --minutes 5
     python benchmarks/outliers_mnist.py --family vae --minutes 5
+    python benchmarks/outliers_mnist.py --family hvae --minutes 10 --no-background --k 20
 
 Each writes ``benchmarks/results/outliers-<family>.json`` and its runs under
 ``runs/bench/outliers-<family>`` and ``runs/bench/outliers-<family>-background``; the data sets
@@ -41,6 +43,8 @@ FAMILIES = {
     "glow": {"name": "glow"},
     "pixelcnn": {"name": "pixelcnn"},
     "vae": {"name": "vae"},
+    "hvae": {"name": "hvae"},  # 3 groups, convolutional cells (28 -> 14 -> 7 -> 4)
+    "lvae": {"name": "lvae"},  # 3 groups of 64, 32, 16, MLP cells
 }
 
 
@@ -128,6 +132,7 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=100, help="importance samples per example (VAE)")
     parser.add_argument("--batch", type=int, nargs="+", default=[5, 25], help="typicality batch sizes M")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-background", action="store_true", help="train no background model (no llr row)")
     parser.add_argument(
         "--reuse",
         action="store_true",
@@ -137,6 +142,7 @@ def main() -> int:
     torch.set_num_threads(1)
 
     from simulacra.metrics.detection import detection_report
+    from simulacra.models.base import LatentHierarchy
     from simulacra.seeding import generator_for
     from simulacra.tasks import outliers as tasks
 
@@ -153,16 +159,22 @@ def main() -> int:
         from simulacra.train.checkpoint import load_model
 
         previous = json.loads(result_path.read_text())["training"]
-        model, background = load_model(runs), load_model(f"{runs}-background")
+        model = load_model(runs)
         data = load_dataset(DataConfig(str(source)), seed=args.seed)
         cpu_model, steps_model = previous["model"]["cpu_seconds"], previous["model"]["steps"]
-        cpu_bg, steps_bg = previous["background"]["cpu_seconds"], previous["background"]["steps"]
-        args.minutes, args.perturb = previous["cpu_minutes_per_model"], previous["background"]["perturb"]
+        args.minutes = previous["cpu_minutes_per_model"]
+        background, cpu_bg, steps_bg = None, None, None
+        if previous.get("background"):
+            background = load_model(f"{runs}-background")
+            cpu_bg, steps_bg = previous["background"]["cpu_seconds"], previous["background"]["steps"]
+            args.perturb = previous["background"]["perturb"]
     else:
         model, data, cpu_model, steps_model = train(spec, source, None, args.minutes, runs, args.seed)
-        background, _, cpu_bg, steps_bg = train(
-            spec, source, args.perturb, args.minutes, Path(f"{runs}-background"), args.seed
-        )
+        background, cpu_bg, steps_bg = None, None, None
+        if not args.no_background:
+            background, _, cpu_bg, steps_bg = train(
+                spec, source, args.perturb, args.minutes, Path(f"{runs}-background"), args.seed
+            )
     info = model.info
     start = time.process_time()
 
@@ -173,21 +185,32 @@ def main() -> int:
     log_ps: dict[str, torch.Tensor] = {}
     mean_bpd: dict[str, float] = {}
     estimator = ""
+    levels = model.levels if isinstance(model, LatentHierarchy) else 1
     for name, raw in sets.items():
         x = torch.from_numpy(raw.astype(np.float32) / 255).reshape(-1, 1, 28, 28)
         lp, estimator = log_p(model, x, f"model {name}")
-        lb, _ = log_p(background, x, f"background {name}")
         bpd = tasks.bits_per_dim_score(
             lp, info, discrete_likelihood=model.discrete_likelihood, estimator=estimator
         )
         mean_bpd[name] = float(bpd.values.mean())
         log_ps[name] = lp
-        scores[name] = {
-            "nll": tasks.nll_score(lp, estimator).values.numpy(),
-            "llr": tasks.likelihood_ratio_score(lp, lb).values.numpy(),
-            "complexity (png)": tasks.complexity_score(bpd, x, info, "png").values.numpy(),
-            "complexity (lzma)": tasks.complexity_score(bpd, x, info, "lzma").values.numpy(),
-        }
+        scores[name] = {"nll": tasks.nll_score(lp, estimator).values.numpy()}
+        if background is not None:
+            lb, _ = log_p(background, x, f"background {name}")
+            scores[name]["llr"] = tasks.likelihood_ratio_score(lp, lb).values.numpy()
+        for compressor in ("png", "lzma"):
+            scores[name][f"complexity ({compressor})"] = tasks.complexity_score(
+                bpd, x, info, compressor
+            ).values.numpy()
+        for skip in range(1, levels):  # Havtorn et al. 2021: L − L^{>k}
+            hllr = tasks.hierarchical_llr_score(
+                model,
+                x,
+                skip=skip,
+                num_samples=args.k,
+                generator=generator_for(args.seed, "hllr", name, skip),
+            )
+            scores[name][f"hllr k={skip}"] = hllr.values.numpy()
     rows = []
     for ood in SETS:
         for score in scores["digits 0-4"]:
@@ -231,7 +254,9 @@ def main() -> int:
         "training": {
             "cpu_minutes_per_model": args.minutes,
             "model": {"cpu_seconds": cpu_model, "steps": steps_model, "batch_size": 64},
-            "background": {"cpu_seconds": cpu_bg, "steps": steps_bg, "perturb": args.perturb},
+            "background": None
+            if background is None
+            else {"cpu_seconds": cpu_bg, "steps": steps_bg, "perturb": args.perturb},
         },
         "examples_per_set": args.examples,
         "mean_bits_per_dim": mean_bpd,

@@ -56,7 +56,7 @@ def _template_data(root: Path) -> tuple[Path, Path]:
 
 def build_templates(root: Path) -> dict[str, Path]:
     """Small finished runs to copy into cases (each trained for a step or two, without the report):
-    ``vae`` (with an EMA), conditional ``ddpm`` and ``made`` on 8x8 images, ``maf`` on moons, a
+    ``vae`` (with an EMA), conditional ``ddpm``, ``made`` and a two-group ``hvae`` on 8x8 images, ``maf`` on moons, a
     character ``transformer`` on text, and ``partial``: a vae run stopped at step 2 of 4."""
     import torch
 
@@ -82,6 +82,7 @@ def build_templates(root: Path) -> dict[str, Path]:
             {},
         ),
         "made": ({"name": "made", "hidden": [8]}, tiny, {}),
+        "hvae": ({"name": "hvae", "groups": 2, "latent_dim": 2, "hidden": 4}, tiny, {}),
         "maf": ({"name": "maf", "transforms": 1, "hidden": [4]}, {"name": "moons", "num_samples": 64}, {}),
         "text": (
             {"name": "transformer", "dim": 8, "layers": 1, "heads": 2},

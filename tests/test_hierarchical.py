@@ -169,6 +169,35 @@ def test_iwae_bounds_order_and_approach_log_px() -> None:
     assert log_px - means[2] < 0.5 * (log_px - means[0])
 
 
+@pytest.mark.parametrize("exact", [True, False])
+def test_weights_with_the_bottom_groups_from_the_prior_still_average_to_px(exact: bool) -> None:
+    """L^{>s} (Havtorn et al. 2021): with z_{≤s} ~ p(z_{≤s} | z_{>s}) and only the groups above
+    weighted, E[exp w] = p(x) for s = 1 and for s = L (every group from the prior), exact posterior
+    or not; s = 0 is the ordinary weights, draw for draw. With the exact posterior L^{>0} = log p(x)
+    for every draw while L^{>1} is a strict lower bound (Jensen), so L − L^{>1} > 0."""
+    model, x = linear_gaussian(exact), data(2, seed=7)
+    n = 200_000
+    log_px = log_marginal(x)
+    with torch.no_grad():
+        plain = model.log_importance_weights(x, num_samples=5, generator=torch.Generator().manual_seed(8))
+        zero = model.log_importance_weights(
+            x, num_samples=5, skip=0, generator=torch.Generator().manual_seed(8)
+        )
+        torch.testing.assert_close(plain, zero, rtol=0, atol=0)
+        for skip in (1, 2):
+            log_w = model.log_importance_weights(
+                x, num_samples=n, skip=skip, generator=torch.Generator().manual_seed(9)
+            )
+            ratio = torch.exp(log_w - log_px)  # (n, B), mean 1 when unbiased
+            err = (ratio.mean(0) - 1).abs()
+            assert bool((err < 5 * ratio.std(0) / math.sqrt(n)).all()), (skip, ratio.mean(0), ratio.std(0))
+            if exact and skip == 1:  # a strict lower bound in expectation, by a margin the draws resolve
+                gap = log_px - log_w.mean(0)
+                assert bool((gap > 5 * log_w.std(0) / math.sqrt(n)).all()), gap
+    with pytest.raises(ConfigError, match="skip must be between 0 and the 2 latent groups; found 3"):
+        model.log_importance_weights(x, num_samples=2, skip=3)
+
+
 def _manual_pass(model: HierarchicalVAE, n: int, x: Tensor | None) -> Tensor:
     """E[x | z] with every group at its prior mean (x None) or its posterior mean (x given),
     written out from the cells."""

@@ -35,6 +35,7 @@ from simulacra.tasks.outliers import (
     complexity_score,
     compressed_bits,
     energy_score,
+    hierarchical_llr_score,
     likelihood_ratio_score,
     log_likelihood,
     nll_score,
@@ -269,6 +270,32 @@ def test_a_diffusion_model_is_scored_by_its_ode_or_its_bound(generator: torch.Ge
         log_likelihood(model, x, estimator="iwae")
 
 
+def test_the_hierarchical_llr_is_the_gap_between_the_full_and_the_skipping_bound() -> None:
+    """On the two-level linear-Gaussian hierarchy with its exact posterior, L = log p(x) for every
+    draw, so hllr = log p(x) − L^{>1}_k: positive (L^{>1} is a lower bound) and shrinking towards 0
+    as k grows (L^{>1}_k is consistent). A model without groups, or a skip outside 1..L−1, is
+    refused."""
+    from simulacra.models.zoo import build_model
+    from test_hierarchical import data, linear_gaussian, log_marginal
+
+    model, x = linear_gaussian(exact=True), data(50, seed=11)
+    one = hierarchical_llr_score(model, x, num_samples=1, generator=torch.Generator().manual_seed(1))
+    many = hierarchical_llr_score(model, x, num_samples=400, generator=torch.Generator().manual_seed(2))
+    assert one.name == "hllr" and one.unit == "nats" and "L − L^{>1} of 2 groups" in one.meaning
+    assert float(one.values.mean()) > 4 * float(one.values.std()) / math.sqrt(50)
+    assert 0 < float(many.values.mean()) < 0.2 * float(one.values.mean())
+    with torch.no_grad():  # the first term is log p(x) itself: the score is log p(x) − L^{>1}
+        log_w = model.log_importance_weights(x, num_samples=400, skip=1)
+    l_skip = torch.logsumexp(log_w, 0) - math.log(400)
+    assert abs(float((log_marginal(x) - l_skip).mean() - many.values.mean())) < 0.05
+    with pytest.raises(ConfigError, match="skips 1 to 1 of the 2 latent groups; found skip=2"):
+        hierarchical_llr_score(model, x, skip=2)
+    kwargs, info = TINY["vae"]
+    vae = build_model({"name": "vae", **kwargs}, info)
+    with pytest.raises(CapabilityError, match="vae has no hierarchy of latent groups"):
+        hierarchical_llr_score(vae, torch.zeros(2, *info.event_shape))
+
+
 def test_user_examples_come_into_the_runs_space() -> None:
     from simulacra.cli.outliers import to_model_space
 
@@ -411,6 +438,14 @@ def test_outliers_verb_writes_scores_whose_metrics_it_reports(harness: ch.Harnes
         ),
         (("outliers", "m", "--data", "in.npy", "--ood", "noise.npy", "--score", "llr"), "needs --background"),
         (
+            ("outliers", "m", "--data", "in.npy", "--ood", "noise.npy", "--score", "hllr"),
+            "made has no hierarchy of latent groups; --score hllr needs a hierarchical VAE",
+        ),
+        (
+            ("outliers", "h", "--data", "in.npy", "--ood", "noise.npy", "--skip", "2"),
+            "--skip 2: hvae has 2 latent groups, so hllr skips 1 to 1 of them",
+        ),
+        (
             ("outliers", "m", "--data", "in.npy", "--ood", "noise.npy", "--estimator", "iwae"),
             "--estimator iwae: the run (made) offers exact",
         ),
@@ -419,7 +454,8 @@ def test_outliers_verb_writes_scores_whose_metrics_it_reports(harness: ch.Harnes
 def test_outliers_refuses_bad_input_with_one_line(
     harness: ch.Harness, argv: tuple[str, ...], words: str
 ) -> None:
-    case = Case((*argv, "-o", "scores.csv", "--plot", "h.png"), _images(), (("m", "made", "intact"),))
+    runs = (("m", "made", "intact"), ("h", "hvae", "intact"))
+    case = Case((*argv, "-o", "scores.csv", "--plot", "h.png"), _images(), runs)
     with ch.quiet_warnings():
         outcome = harness.run(case)
     assert not ch.check(outcome), ch.describe(outcome, ch.check(outcome))
@@ -440,3 +476,33 @@ def test_outliers_scores_tables(harness: ch.Harness) -> None:
     outcome, _ = _run(harness, case)
     assert outcome.status == 0, outcome.stderr
     assert "far" in outcome.stdout and "nll" in outcome.stdout
+
+
+def test_a_hierarchical_vae_run_is_scored_by_its_hierarchical_llr_too(harness: ch.Harness) -> None:
+    """hllr is among the default scores of an hvae run: a column of the CSV and a row per outlier
+    set in the table, whose AUROC is that of the column."""
+    argv = (
+        "outliers",
+        "h",
+        "--data",
+        "in.npy",
+        "--ood",
+        "noise.npy",
+        "--k",
+        "3",
+        "--reference-examples",
+        "20",
+    )
+    outputs = ("-o", "s.csv", "--json", "m.json", "--batch", "4")
+    case = Case((*argv, *outputs), _images(), (("h", "hvae", "intact"),))
+    outcome, files = _run(harness, case, ("s.csv", "m.json"))
+    assert outcome.status == 0, outcome.stderr
+    rows = files["s.csv"].decode().splitlines()
+    header = rows[0].split(",")
+    assert "hllr" in header and "hllr" in outcome.stdout
+    table = np.array([r.split(",")[1:] for r in rows[1:]], dtype=float)
+    source = [r.split(",")[0] for r in rows[1:]]
+    col = header.index("hllr") - 1
+    (row,) = [r for r in json.loads(files["m.json"])["rows"] if r["score"] == "hllr"]
+    s_in, s_out = (table[[s == name for s in source], col] for name in ("in", "noise"))
+    assert np.isfinite(table[:, col]).all() and row["auroc"] == pytest.approx(auroc(s_in, s_out))

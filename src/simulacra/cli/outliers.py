@@ -10,7 +10,8 @@ by the run's training mean and standard deviation.
 
 Every score is oriented so that higher means more anomalous, and outliers are the positive class
 of the metrics: AUROC (± DeLong's standard error), AUPR (average precision) and the FPR at 95%
-TPR, per outlier set and score. The typicality test scores batches of ``--batch`` examples
+TPR, per outlier set and score. A hierarchical VAE adds ``hllr``, L − L^{>k} with the lowest
+``--skip`` k groups from the prior (Havtorn et al. 2021). The typicality test scores batches of ``--batch`` examples
 against the run's own training data (its entropy Ĥ) and validation data (the bootstrap threshold).
 ``-o`` writes one row per example (source, outlier, index, each score); ``--plot`` a histogram
 of the scores of each set. Nothing is written unless everything succeeded.
@@ -33,7 +34,7 @@ from simulacra.errors import CapabilityError, ConfigError, DataError, SimulacraE
 if TYPE_CHECKING:
     import numpy as np
 
-SCORES: tuple[str, ...] = ("nll", "llr", "complexity", "typicality", "energy")
+SCORES: tuple[str, ...] = ("nll", "llr", "hllr", "complexity", "typicality", "energy")
 ESTIMATORS: tuple[str, ...] = ("auto", "exact", "iwae", "bound")  # tasks.outliers.ESTIMATORS (no torch here)
 """Scores the verb computes (``--score``); ``nll`` also gives bits/dim in the CSV."""
 
@@ -41,7 +42,8 @@ ESTIMATORS: tuple[str, ...] = ("auto", "exact", "iwae", "bound")  # tasks.outlie
 def add_parser(sub: Any) -> None:
     """Add ``outliers`` to the CLI's sub-parsers (``sub`` from ``add_subparsers``)."""
     p = sub.add_parser(
-        "outliers", help="score examples as outliers (NLL, likelihood ratio, complexity, typicality, energy)"
+        "outliers",
+        help="score examples as outliers (NLL, likelihood ratios, complexity, typicality, energy)",
     )
     p.add_argument("run", help="a run directory written by `simulacra train`")
     p.add_argument(
@@ -59,7 +61,7 @@ def add_parser(sub: Any) -> None:
         "--score",
         default=None,
         help=f"comma-separated scores among {','.join(SCORES)} (default: every one the run affords; "
-        "llr needs --background)",
+        "llr needs --background; hllr a hierarchical VAE)",
     )
     p.add_argument(
         "--background",
@@ -81,6 +83,12 @@ def add_parser(sub: Any) -> None:
         help="how log p(x) is computed: exact (flows, autoregressive; diffusion by the probability-flow "
         "ODE), iwae (VAE family, --k samples), bound (ELBO; a diffusion model's VLB) or auto, the first "
         "the run has (default)",
+    )
+    p.add_argument(
+        "--skip",
+        type=integer,
+        default=1,
+        help="hllr: how many of the lowest latent groups are drawn from the prior in L^{>k} (default 1)",
     )
     p.add_argument(
         "--k", type=integer, default=100, help="importance samples per example (VAE family; default 100)"
@@ -205,7 +213,7 @@ def _read_sets(args: argparse.Namespace, info: Any) -> list[_Set]:
 
 
 def _chosen_scores(args: argparse.Namespace, model: Any) -> list[str]:
-    from simulacra.models.base import EnergyBased
+    from simulacra.models.base import EnergyBased, LatentHierarchy
     from simulacra.tasks.outliers import has_likelihood
 
     likelihood = has_likelihood(model) and not isinstance(model, EnergyBased)
@@ -213,6 +221,8 @@ def _chosen_scores(args: argparse.Namespace, model: Any) -> list[str]:
         chosen = ["nll", "complexity", "typicality"] if likelihood else []
         if args.background is not None and likelihood:
             chosen.insert(1, "llr")
+        if likelihood and isinstance(model, LatentHierarchy) and model.levels > 1:
+            chosen.insert(1, "hllr")
         if isinstance(model, EnergyBased):
             chosen.append("energy")
         if not chosen:
@@ -226,6 +236,11 @@ def _chosen_scores(args: argparse.Namespace, model: Any) -> list[str]:
         raise ConfigError(f"--score {args.score!r}: expected a comma-separated list of {', '.join(SCORES)}")
     if "llr" in chosen and args.background is None:
         raise ConfigError("--score llr needs --background RUN: the same model trained on perturbed inputs")
+    if "hllr" in chosen and not isinstance(model, LatentHierarchy):
+        raise CapabilityError(
+            f"{model.preset_name} has no hierarchy of latent groups; --score hllr needs a hierarchical "
+            "VAE (hvae, lvae)"
+        )
     if "energy" in chosen and not isinstance(model, EnergyBased):
         raise CapabilityError(f"{model.preset_name} has no energy; use --score nll")
     if any(s in chosen for s in ("nll", "llr", "complexity", "typicality")) and not has_likelihood(model):
@@ -242,6 +257,7 @@ def _check_options(args: argparse.Namespace) -> tuple[Path | None, Path | None, 
         raise ConfigError("outliers needs at least one set of outliers: give --ood OTHER (repeatable)")
     for flag, value, minimum in (
         ("--k", args.k, 1),
+        ("--skip", args.skip, 1),
         ("--batch", args.batch, 1),
         ("--reference-examples", args.reference_examples, 2),
         ("--limit", args.limit, 1),
@@ -364,6 +380,18 @@ def _score_sets(
                 log_bg, bg_estimator = tasks.log_likelihood(background, s.x, **options, generator=generator)
                 estimators = f"{estimator}; background {bg_estimator}"
                 per.append(tasks.likelihood_ratio_score(log_p, log_bg, estimators=estimators))
+        if "hllr" in scores:
+            generator = generator_for(args.seed, "hierarchy", s.name)
+            per.append(
+                tasks.hierarchical_llr_score(
+                    model,
+                    s.x,
+                    skip=args.skip,
+                    num_samples=args.k,
+                    batch_size=args.batch_size,
+                    generator=generator,
+                )
+            )
         if "energy" in scores:
             per.append(tasks.energy_score(model, s.x, batch_size=args.batch_size))
         for score in per:
@@ -431,6 +459,11 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     csv_path, plot_path, json_path = _check_options(args)
     model, weights = _load_run(args.run, args.device, args.weights)
     scores = _chosen_scores(args, model)
+    if "hllr" in scores and not args.skip < model.levels:
+        raise ConfigError(
+            f"--skip {args.skip}: {model.preset_name} has {model.levels} latent groups, so hllr skips 1 to "
+            f"{model.levels - 1} of them"
+        )
     background = _load_background(args, model) if "llr" in scores else None
     if any(k in scores for k in ("nll", "llr", "complexity", "typicality")):
         _check_estimator(args.estimator, model, background)

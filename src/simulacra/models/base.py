@@ -394,6 +394,29 @@ class ImportanceWeighted(Protocol):
 
 
 @runtime_checkable
+class LatentHierarchy(Protocol):
+    """Models with L groups of latents z_1 (nearest the data) … z_L, drawn top-down, whose
+    importance weights can take the bottom ``skip`` groups from the conditional prior instead of
+    the posterior: ``logsumexp − log k`` of them is the bound L^{>skip} (Havtorn et al. 2021),
+    the likelihood of x explained by its higher latents only. Hierarchical VAEs."""
+
+    @property
+    def levels(self) -> int: ...
+
+    def log_importance_weights(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        num_samples: int = 1,
+        *,
+        skip: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Log weights, shape (num_samples, B), in nats, the bottom ``skip`` groups from the prior."""
+        ...
+
+
+@runtime_checkable
 class LatentVariableModel(Protocol):
     """Models with a latent z: ``prior(c)`` = p(z), ``encode`` = q(z | x), ``decode`` = p(x | z),
     whose event shape is the data's ``event_shape``."""
@@ -562,6 +585,7 @@ __all__ = [
     "DomainTranslation",
     "ImportanceImputation",
     "ImportanceWeighted",
+    "LatentHierarchy",
     "LatentVariableModel",
     "LikelihoodBound",
     "LikelihoodReport",

@@ -411,19 +411,30 @@ class HierarchicalVAE(GenerativeModel):
         c: Tensor | None = None,
         num_samples: int = 1,
         *,
+        skip: int = 0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """log w = log p(x | z) + Σ_i [log p(z_i | z_{>i}) − log q(z_i | x, z_{>i})] for k draws
         z ~ q(z | x) (the whole hierarchy, top-down), (num_samples, B) nats; each is an unbiased
-        estimate of the ELBO and ``logsumexp − log k`` is the IWAE bound."""
+        estimate of the ELBO and ``logsumexp − log k`` is the IWAE bound.
+
+        With ``skip = s`` > 0 the bottom s groups z_1..z_s are drawn from the prior
+        p(z_{≤s} | z_{>s}) instead of the posterior, and the sum runs over the groups above only:
+        E[exp w] is still p(x), so ``logsumexp − log k`` is the looser bound L^{>s} of Havtorn et
+        al. (2021, "Hierarchical VAEs know what they don't know"), in which x must be explained by
+        its high-level latents alone. ``skip`` = L draws every group from the prior."""
         if int(num_samples) < 1:
             raise ConfigError(f"importance sampling needs num_samples >= 1; found {num_samples}")
+        if not 0 <= int(skip) <= self.levels:
+            raise ConfigError(f"skip must be between 0 and the {self.levels} latent groups; found {skip}")
         self.validate(x)
         k, batch = int(num_samples), x.shape[0]
         features = [b.repeat(k, *([1] * (b.dim() - 1))) for b in self.bottom_up(x)]  # row i·B + b
-        out = self.descend(k * batch, features, generator=generator)
+        out = self.descend(k * batch, features, keep=self.levels - int(skip), generator=generator)
         log_w = out.likelihood.log_prob(x.repeat(k, *([1] * (x.dim() - 1))))
-        for lp, lq in zip(out.log_p, out.log_q):
+        for i, (lp, lq) in enumerate(zip(out.log_p, out.log_q)):
+            if i < skip:  # drawn from the conditional prior: p / p cancels
+                continue
             assert lp is not None and lq is not None
             log_w = log_w + lp - lq
         return log_w.reshape(k, batch)
