@@ -94,6 +94,23 @@ def _terms(model: VAE, x: torch.Tensor, observed: torch.Tensor | None, seed: int
     ).bound
 
 
+def test_the_nll_of_incomplete_examples_is_spread_over_their_observed_entries() -> None:
+    """log p(x_obs) per dimension divides by the observed entries of each example (3 of 5 here),
+    not by all D; complete examples keep D."""
+    from simulacra.metrics.likelihood import evaluate_nll
+
+    model = _tiny_miwae()
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(3))
+    holes = torch.zeros(40, 5, dtype=torch.bool)
+    for i in range(40):
+        holes[i, torch.randperm(5, generator=torch.Generator().manual_seed(i))[:2]] = True
+    for data, dims in ((torch.where(holes, math.nan, x), 3), (x, 5)):
+        out = evaluate_nll(model, data, num_samples=10, generator=torch.Generator().manual_seed(4))
+        assert math.isfinite(out["nll"].value)
+        assert out["nll_per_dim"].value == pytest.approx(out["nll"].value / dims, rel=1e-12)
+        assert ("per observed entry" in out["nll_per_dim"].estimator) == (dims == 3)
+
+
 @pytest.mark.parametrize("likelihood", ["student-t", "gaussian-learned"])
 def test_the_bound_ignores_what_the_missing_entries_hold(likelihood: str) -> None:
     model = _tiny_miwae(likelihood=likelihood)

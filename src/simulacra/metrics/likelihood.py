@@ -370,6 +370,11 @@ def evaluate_nll(
     # dimension, and (standardized) its NLL in the original units too
     in_bits = info.support != "real" or info.is_image or info.levels is not None
 
+    # incomplete examples (NaN where missing; MIWAE): log p(x_obs) is spread over the observed
+    # entries of each example, not over all D
+    missing = bool(torch.isnan(x).any())
+    observed = torch.isfinite(x.detach()).flatten(1).sum(1).clamp(min=1).double().cpu() if missing else None
+
     def add(prefix: str, log_p: Tensor, estimator: str) -> None:
         nll = -log_p.detach().double().cpu()
 
@@ -377,11 +382,16 @@ def evaluate_nll(
             return f"{prefix}_{unit}" if prefix else unit
 
         results[name("nll")] = Estimate.from_values(nll, estimator, "nats")
+        note = estimator if observed is None else f"{estimator}; per observed entry"
         if in_bits:
-            bpd = bits_per_dim(nll, info, offset=offset)
-            results[name("bpd")] = Estimate.from_values(bpd, estimator, "bits/dim")
+            if observed is None:
+                bpd = bits_per_dim(nll, info, offset=offset)
+            else:
+                bpd = (nll + offset * observed / info.dim) / (observed * LN2)
+            results[name("bpd")] = Estimate.from_values(bpd, note, "bits/dim")
         else:
-            results[name("nll_per_dim")] = Estimate.from_values(nll / info.dim, estimator, "nats/dim")
+            dims = info.dim if observed is None else observed
+            results[name("nll_per_dim")] = Estimate.from_values(nll / dims, note, "nats/dim")
         if info.standardization is not None:
             note = f"{estimator}; original units: standardized NLL + Σ log s = + {info.log_scale:.4g} nats"
             results[name("nll_original")] = Estimate.from_values(nll + info.log_scale, note, "nats")
