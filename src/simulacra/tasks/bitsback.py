@@ -85,10 +85,10 @@ from simulacra.tasks.compress import (
     TABLE_ENTRIES,
     Compressed,
     CompressedFileError,
-    _coder_table,
-    _one_thread,
-    _pack,
+    coder_table,
     file_header,
+    one_coding_thread,
+    pack,
     quantize,
     symbols_of,
 )
@@ -297,12 +297,12 @@ class _Stack:
         )
 
     def push(self, symbols: np.ndarray, weights: np.ndarray, kind: str) -> None:
-        self.coder.encode_reverse(symbols.astype(np.int32).reshape(-1), self.family, _coder_table(weights))
+        self.coder.encode_reverse(symbols.astype(np.int32).reshape(-1), self.family, coder_table(weights))
         self.bits[kind] = self.bits.get(kind, 0.0) + _information(symbols.reshape(-1), weights)
 
     def pop(self, weights: np.ndarray, kind: str) -> np.ndarray:
         try:
-            symbols = np.asarray(self.coder.decode(self.family, _coder_table(weights)), dtype=np.int64)
+            symbols = np.asarray(self.coder.decode(self.family, coder_table(weights)), dtype=np.int64)
         except (ValueError, RuntimeError, AssertionError):  # words that no encoder wrote
             raise CompressedFileError("the file is corrupted: its code cannot be decoded") from None
         self.bits[kind] = self.bits.get(kind, 0.0) + _information(symbols, weights)
@@ -445,7 +445,7 @@ def compress(
     cap = min(cap, len(symbols))  # the seed holds enough words for the largest batch's pops
     seed = seed_words(_seed_count(model, cap))
     stack = _Stack.on(seed.copy())
-    with _one_thread(), torch.no_grad():
+    with one_coding_thread(), torch.no_grad():
         setup = Discretization.of(model, levels, bits)
         for start, stop in schedule(len(symbols), cap):
             _encode_batch(setup, stack, symbols[start:stop])
@@ -467,7 +467,7 @@ def compress(
         seed_words=len(seed),
         seed_kept=kept,
     )
-    data = _pack(header, words)
+    data = pack(header, words)
     details = dict(stack.bits)
     details["initial_bits"] = 32.0 * (len(seed) - kept)
     details["header_bits"] = 8.0 * len(data) - 32.0 * len(words)
@@ -492,7 +492,7 @@ def decode(model: GenerativeModel, header: dict[str, Any], words: np.ndarray) ->
     seed = seed_words(count)
     stack = _Stack.on(np.concatenate([seed[:kept], words]))
     parts: list[np.ndarray] = []
-    with _one_thread(), torch.no_grad():
+    with one_coding_thread(), torch.no_grad():
         setup = Discretization.of(model, levels, bits)
         for start, stop in reversed(schedule(n, cap)):
             parts.append(_decode_batch(setup, stack, stop - start, model.info.dim))

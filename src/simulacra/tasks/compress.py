@@ -21,7 +21,7 @@ encoder's. Both sides therefore
 * at one torch intra-op thread, whatever the caller's setting (restored afterwards), so a
   reduction is never split differently;
 * quantize each conditional to integer weights w_l ≥ 1 with Σ_l w_l = 2^24
-  (:func:`quantize`), and hand the coder these integers exactly (:func:`_coder_table`).
+  (:func:`quantize`), and hand the coder these integers exactly (:func:`coder_table`).
 
 So the file decodes exactly in another process and at another thread count on the same build
 of torch. The header also carries the sha256 of the data: a decoding that went wrong anyway
@@ -68,10 +68,13 @@ __all__ = [
     "MAGIC",
     "PRECISION",
     "Compressed",
+    "coder_table",
     "compress",
     "decompress",
     "file_header",
     "model_checksum",
+    "one_coding_thread",
+    "pack",
     "quantize",
     "read_header",
     "symbols_of",
@@ -164,7 +167,7 @@ def quantize(probabilities: np.ndarray, precision: int = PRECISION) -> np.ndarra
     return weights + 1
 
 
-def _coder_table(weights: np.ndarray) -> np.ndarray:
+def coder_table(weights: np.ndarray) -> np.ndarray:
     """What constriction's categorical family must be given to use the weights w exactly.
 
     Its fast quantizer maps nonnegative p (n, L) to the left cumulatives
@@ -179,7 +182,7 @@ def _coder_table(weights: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_coding_thread() -> Iterator[None]:
     """torch at one intra-op thread inside the block (the coder's arithmetic never depends on
     how the caller set threads), the caller's setting restored after."""
     before = torch.get_num_threads()
@@ -297,7 +300,9 @@ def _from_symbols(symbols: np.ndarray, levels: int, dtype: np.dtype, shape: tupl
 # ----------------------------------------------------------------------------- the file
 
 
-def _pack(header: dict[str, Any], words: np.ndarray) -> bytes:
+def pack(header: dict[str, Any], words: np.ndarray) -> bytes:
+    """A compressed file: MAGIC, the JSON header's length and text, the rANS words (uint32,
+    little-endian), and the sha256 of all of it, which :func:`read_header` checks."""
     text = json.dumps(header, sort_keys=True).encode()
     body = MAGIC + struct.pack("<I", len(text)) + text + words.astype("<u4").tobytes()
     return body + hashlib.sha256(body).digest()
@@ -412,7 +417,7 @@ def compress(
     coder = constriction.stream.stack.AnsCoder()
     family = constriction.stream.model.Categorical(perfect=False)
     ideal = 0.0
-    with _one_thread():
+    with one_coding_thread():
         for start, stop in reversed(_batches(n, batch_size)):  # a stack: the last batch goes in first
             known = symbols[start:stop]
             tables: list[tuple[int, np.ndarray]] = []
@@ -424,7 +429,7 @@ def compress(
             _walk_batch(coder_model, stop - start, remember)
             for i, weights in reversed(tables):
                 s = known[:, i]
-                coder.encode_reverse(s, family, _coder_table(weights))
+                coder.encode_reverse(s, family, coder_table(weights))
                 ideal += float(np.sum(PRECISION - np.log2(weights[np.arange(len(s)), s])))
     words = np.asarray(coder.get_compressed(), dtype=np.uint32)
     header = file_header(
@@ -438,7 +443,7 @@ def compress(
         mask=mask,
         batch_size=batch_size,
     )
-    return Compressed(_pack(header, words), header, 32 * len(words), ideal, n * dim)
+    return Compressed(pack(header, words), header, 32 * len(words), ideal, n * dim)
 
 
 def decompress(model: GenerativeModel, blob: bytes) -> np.ndarray:
@@ -504,12 +509,12 @@ def _decode_autoregressive(
 
     def pop(_: int, weights: np.ndarray) -> np.ndarray:
         try:
-            return coder.decode(family, _coder_table(weights))
+            return coder.decode(family, coder_table(weights))
         except (ValueError, RuntimeError, AssertionError):  # words that no encoder wrote
             raise CompressedFileError("the file is corrupted: its code cannot be decoded") from None
 
     parts = []
-    with _one_thread():
+    with one_coding_thread():
         for start, stop in _batches(n, batch_size):
             parts.append(_walk_batch(coder_model, stop - start, pop))
     return np.concatenate(parts), bool(coder.is_empty())
