@@ -22,7 +22,7 @@ import torch
 
 from simulacra.errors import DataError
 from simulacra.metrics.features import class_histogram_kl, kid, manifold_metrics, polynomial_mmd2
-from simulacra.metrics.fid import frechet_distance, gaussian_fit
+from simulacra.metrics.fid import frechet_bootstrap_sd, frechet_distance, gaussian_fit
 
 
 def _modes(n: int, modes: int, seed: int, dim: int = 8) -> torch.Tensor:
@@ -120,6 +120,40 @@ def test_one_distribution_scores_as_one_and_dropped_modes_lose_recall() -> None:
     dropped = manifold_metrics(data, half)  # measured: 0.856, 0.437, 0.928, 0.491
     assert dropped.precision > 0.8  # every sample is as good as the data's own
     assert dropped.recall == pytest.approx(0.5, abs=0.08) and dropped.coverage == pytest.approx(0.5, abs=0.08)
+
+
+def test_the_standard_errors_of_the_manifold_metrics_are_their_spread_over_draws() -> None:
+    """Precision is the mean of i.i.d. indicators over the generated points (given the real
+    balls), so its s.e. is √(p(1 − p)/(M − 1)) and matches the sd of precision over independent
+    generated sets; every *_se is the sd over points / √n of its figure."""
+    real = _modes(400, 10, 21)
+    found = [manifold_metrics(real, _modes(300, 7, 100 + r)) for r in range(40)]
+    first = found[0]
+    p = first.precision
+    assert first.precision_se == pytest.approx(np.sqrt(p * (1 - p) / 299), rel=1e-9)
+    q = first.coverage  # the mean of indicators over the 400 real points
+    assert first.coverage_se == pytest.approx(np.sqrt(q * (1 - q) / 399), rel=1e-9)
+    spread = float(np.std([f.precision for f in found], ddof=1))
+    typical = float(np.mean([f.precision_se for f in found]))
+    assert 0.6 < spread / typical < 1.5, (spread, typical)
+    assert all(np.isfinite([first.recall_se, first.density_se])) and first.density_se > 0
+
+
+def test_the_bootstrap_sd_of_fid_is_its_spread_over_independent_draws() -> None:
+    """Over 40 independent pairs of 400 points (N(0, I) against N(0.3, 1.2² I) in 4 dimensions)
+    the FD's sd is matched, within the noise of either, by the bootstrap sd of single pairs."""
+
+    def pair(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        real = torch.randn(400, 4, generator=g, dtype=torch.float64)
+        return real, 0.3 + 1.2 * torch.randn(400, 4, generator=g, dtype=torch.float64)
+
+    values = [frechet_distance(*gaussian_fit(a), *gaussian_fit(b)) for a, b in map(pair, range(40))]
+    spread = float(np.std(values, ddof=1))
+    boot = [frechet_bootstrap_sd(*pair(s), generator=torch.Generator().manual_seed(s)) for s in range(5)]
+    assert 0.6 < float(np.mean(boot)) / spread < 1.6, (boot, spread)
+    with pytest.raises(DataError, match="features must be"):
+        frechet_bootstrap_sd(torch.zeros(5, 3), torch.zeros(5, 2))
 
 
 def test_bad_features_are_refused() -> None:

@@ -38,6 +38,7 @@ from simulacra.metrics.features import class_histogram_kl, kid, manifold_metrics
 from simulacra.metrics.fid import (
     FeatureClassifier,
     extract_features,
+    frechet_bootstrap_sd,
     frechet_distance,
     gaussian_fit,
     load_feature_classifier,
@@ -413,7 +414,9 @@ def _image_features(
 def _fid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
     fake, real, label, n = _image_features(model, split, options, "fid")
     value = frechet_distance(*gaussian_fit(fake), *gaussian_fit(real))
-    return {"fid": Estimate(value, math.nan, f"FID ({n} samples vs {n} images; features: {label})", "", n)}
+    sd = frechet_bootstrap_sd(real, fake, generator=torch.Generator().manual_seed(options.seed))
+    estimator = f"FID ({n} samples vs {n} images, ± the sd over 50 bootstrap resamplings; features: {label})"
+    return {"fid": Estimate(value, sd, estimator, "", n)}
 
 
 @register(
@@ -441,12 +444,12 @@ def _kid(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str
 def _prdc(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
     fake, real, label, n = _image_features(model, split, options, "prdc")
     found = manifold_metrics(real, fake)
-    where = f"{n} samples vs {n} images; features: {label}"
+    where = f"{n} samples vs {n} images, ± the s.e. over points; features: {label}"
     return {
-        "precision": Estimate(found.precision, math.nan, f"precision, k = 3 ({where})", "share", n),
-        "recall": Estimate(found.recall, math.nan, f"recall, k = 3 ({where})", "share", n),
-        "density": Estimate(found.density, math.nan, f"density, k = 5 ({where})", "", n),
-        "coverage": Estimate(found.coverage, math.nan, f"coverage, k = 5 ({where})", "share", n),
+        "precision": Estimate(found.precision, found.precision_se, f"precision, k = 3 ({where})", "share", n),
+        "recall": Estimate(found.recall, found.recall_se, f"recall, k = 3 ({where})", "share", n),
+        "density": Estimate(found.density, found.density_se, f"density, k = 5 ({where})", "", n),
+        "coverage": Estimate(found.coverage, found.coverage_se, f"coverage, k = 5 ({where})", "share", n),
     }
 
 

@@ -91,7 +91,11 @@ def _radii(x: Tensor, k: int) -> Tensor:
 class Manifolds:
     """Precision, recall (k = ``k_pr``), density and coverage (k = ``k_dc``) of generated
     features against real ones; each a share in [0, 1] but density, whose mean is 1 for matching
-    sets."""
+    sets.
+
+    Each is a mean over points (precision and density over the generated ones, recall and
+    coverage over the real ones), and ``*_se`` is its standard error over those points,
+    sd / √n, given the other set's balls (the spread of the balls themselves is not in it)."""
 
     precision: float
     recall: float
@@ -99,6 +103,10 @@ class Manifolds:
     coverage: float
     k_pr: int
     k_dc: int
+    precision_se: float = math.nan
+    recall_se: float = math.nan
+    density_se: float = math.nan
+    coverage_se: float = math.nan
 
 
 def manifold_metrics(real: Tensor, fake: Tensor, *, k_pr: int = 3, k_dc: int = 5) -> Manifolds:
@@ -111,12 +119,16 @@ def manifold_metrics(real: Tensor, fake: Tensor, *, k_pr: int = 3, k_dc: int = 5
         raise ConfigError(f"k must be >= 1; found k_pr={k_pr}, k_dc={k_dc}")
     between = torch.cdist(real, fake)  # (N, M)
     real_pr, fake_pr = _radii(real, k_pr), _radii(fake, k_pr)
-    precision = (between < real_pr[:, None]).any(0).double().mean()
-    recall = (between < fake_pr[None, :]).any(1).double().mean()
     real_dc = real_pr if k_dc == k_pr else _radii(real, k_dc)
-    density = (between < real_dc[:, None]).double().sum(0).mean() / k_dc
-    coverage = (between.min(1).values < real_dc).double().mean()
-    return Manifolds(float(precision), float(recall), float(density), float(coverage), k_pr, k_dc)
+    per_point = {  # each figure is the mean of these
+        "precision": (between < real_pr[:, None]).any(0).double(),  # (M,)
+        "recall": (between < fake_pr[None, :]).any(1).double(),  # (N,)
+        "density": (between < real_dc[:, None]).double().sum(0) / k_dc,  # (M,)
+        "coverage": (between.min(1).values < real_dc).double(),  # (N,)
+    }
+    means = {key: float(v.mean()) for key, v in per_point.items()}
+    errors = {f"{key}_se": float(v.std() / math.sqrt(v.numel())) for key, v in per_point.items()}
+    return Manifolds(**means, k_pr=k_pr, k_dc=k_dc, **errors)
 
 
 def class_histogram_kl(predicted: Tensor, labels: Tensor, num_classes: int) -> tuple[float, int, Tensor]:

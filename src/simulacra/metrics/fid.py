@@ -55,6 +55,29 @@ def gaussian_fit(features: Tensor) -> tuple[Tensor, Tensor]:
     return f.mean(0), torch.cov(f.T)
 
 
+def frechet_bootstrap_sd(
+    real: Tensor, fake: Tensor, *, replicates: int = 50, generator: torch.Generator | None = None
+) -> float:
+    """The sd of the Fréchet distance between two feature sets (N, D) and (M, D) over
+    ``replicates`` bootstrap resamplings of both (rows drawn with replacement): how much the
+    figure moves with the draw of samples and images. It measures spread only; the resampled
+    distances themselves sit above the full-sample one (duplicates shrink the covariances' rank),
+    so report the full-sample FD ± this sd."""
+    if replicates < 2:
+        raise ConfigError(f"a bootstrap sd needs at least 2 replicates; found {replicates}")
+    a, b = real.detach().double().cpu(), fake.detach().double().cpu()
+    if a.dim() != 2 or b.dim() != 2 or min(a.shape[0], b.shape[0]) < 2 or a.shape[1] != b.shape[1]:
+        raise DataError(
+            f"features must be (N, D) and (M, D) with N, M >= 2; found {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    values = []
+    for _ in range(replicates):
+        i = torch.randint(0, a.shape[0], (a.shape[0],), generator=generator)
+        j = torch.randint(0, b.shape[0], (b.shape[0],), generator=generator)
+        values.append(frechet_distance(*gaussian_fit(a[i]), *gaussian_fit(b[j])))
+    return float(torch.tensor(values, dtype=torch.float64).std())
+
+
 class FeatureClassifier(nn.Module):
     """A small convolutional classifier whose penultimate layer gives the features.
 

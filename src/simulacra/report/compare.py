@@ -203,14 +203,20 @@ def floor_row(
     has_network = options.features is not None or (info is not None and shipped_network_applies(info))
     if image_metrics and has_network and a.dim() == 4:
         from simulacra.metrics.features import kid, manifold_metrics
-        from simulacra.metrics.fid import extract_features, frechet_distance, gaussian_fit
+        from simulacra.metrics.fid import (
+            extract_features,
+            frechet_bootstrap_sd,
+            frechet_distance,
+            gaussian_fit,
+        )
 
         net, label = feature_network(options, info or DataInfo(tuple(a.shape[1:]), "real"), image_metrics[0])
         fa, fb = extract_features(net, a), extract_features(net, b)
         where = f"{n} held-out images against {n} others; features: {label}"
         if "fid" in metrics:
-            figures["fid"] = {"value": frechet_distance(*gaussian_fit(fa), *gaussian_fit(fb)), "stderr": None,
-                              "estimator": f"FID floor ({where})", "unit": "", "n": n}  # fmt: skip
+            sd = frechet_bootstrap_sd(fb, fa, generator=torch.Generator().manual_seed(options.seed))
+            figures["fid"] = {"value": frechet_distance(*gaussian_fit(fa), *gaussian_fit(fb)), "stderr": sd,
+                              "estimator": f"FID floor ({where}; ± bootstrap sd)", "unit": "", "n": n}  # fmt: skip
         if "kid" in metrics:
             mean, sd = kid(fb, fa, subsets=100, subset_size=min(1000, max(2, n // 2)),
                            generator=torch.Generator().manual_seed(options.seed))  # fmt: skip
@@ -224,8 +230,8 @@ def floor_row(
         if "prdc" in metrics:
             found = manifold_metrics(fb, fa)
             for key in ("precision", "recall", "density", "coverage"):
-                figures[key] = {"value": getattr(found, key), "stderr": None, "estimator": f"{key} floor ({where})",
-                                "unit": "", "n": n}  # fmt: skip
+                figures[key] = {"value": getattr(found, key), "stderr": getattr(found, f"{key}_se"),
+                                "estimator": f"{key} floor ({where}; ± s.e. over points)", "unit": "", "n": n}  # fmt: skip
     if not figures:
         return None
     return Row(run="held-out data (floor)", model="data", parameters=0, train_seconds=None,
