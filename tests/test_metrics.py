@@ -19,7 +19,7 @@ from simulacra.metrics.likelihood import (
     evaluate_nll,
     importance_sampled_log_likelihood,
 )
-from simulacra.metrics.two_sample import mmd, mmd_permutation_test
+from simulacra.metrics.two_sample import classifier_two_sample_test, mmd, mmd_permutation_test
 from simulacra.models.base import ExactLikelihood, ImportanceWeighted, LatentVariableModel, LikelihoodBound
 
 
@@ -382,3 +382,29 @@ def test_mmd_rejects_bad_input() -> None:
         mmd(torch.zeros(1, 3), torch.zeros(5, 3))
     with pytest.raises(ConfigError, match="valid kernels"):
         mmd(torch.randn(5, 3), torch.randn(5, 3), kernel="cosine")
+
+
+def test_the_classifier_two_sample_test_is_chance_for_one_distribution_and_bayes_for_two() -> None:
+    """Lopez-Paz & Oquab (2017): on one distribution the held-out accuracy is 1/2 within its
+    binomial spread; for N(0, I) against N((1, 0), I) in 2-D it approaches the Bayes accuracy
+    Φ(1/2) = 0.691 from below and the test rejects; the interval is Clopper–Pearson's."""
+    from scipy.stats import beta
+
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(1000, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    same = classifier_two_sample_test(a, b, seed=1)
+    assert same.n_test == 1000 and same.n_train == 1000
+    assert abs(same.accuracy - 0.5) < 3 * 0.5 / math.sqrt(1000) and same.p_value > 0.01
+    shifted = classifier_two_sample_test(c + torch.tensor([1.0, 0.0], dtype=torch.float64), a, seed=1)
+    bayes = 0.5 * (1 + math.erf(0.5 / math.sqrt(2)))
+    assert bayes - 0.06 < shifted.accuracy < bayes + 3 * shifted.stderr and shifted.p_value < 1e-9
+    k, n = round(shifted.accuracy * shifted.n_test), shifted.n_test
+    assert shifted.low == pytest.approx(beta.ppf(0.025, k, n - k + 1), rel=1e-9)
+    assert shifted.high == pytest.approx(beta.ppf(0.975, k + 1, n - k), rel=1e-9)
+    assert classifier_two_sample_test(c, a, seed=1) == classifier_two_sample_test(c, a, seed=1)
+    with pytest.raises(DataError, match="at least 10 examples in each sample"):
+        classifier_two_sample_test(a[:9], b)
+    with pytest.raises(DataError, match="different dimensions"):
+        classifier_two_sample_test(a, b[:, :1])
+    with pytest.raises(ConfigError, match="test_fraction must be in"):
+        classifier_two_sample_test(a, b, test_fraction=1.0)

@@ -45,7 +45,7 @@ from simulacra.metrics.fid import (
     shipped_feature_network,
 )
 from simulacra.metrics.likelihood import Estimate, evaluate_nll
-from simulacra.metrics.two_sample import mmd, mmd_permutation_test
+from simulacra.metrics.two_sample import classifier_two_sample_test, mmd, mmd_permutation_test
 from simulacra.models.base import (
     DomainTranslation,
     ExactLikelihood,
@@ -450,6 +450,38 @@ def _prdc(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[st
         "recall": Estimate(found.recall, found.recall_se, f"recall, k = 3 ({where})", "share", n),
         "density": Estimate(found.density, found.density_se, f"density, k = 5 ({where})", "", n),
         "coverage": Estimate(found.coverage, found.coverage_se, f"coverage, k = 5 ({where})", "share", n),
+    }
+
+
+@register(
+    "c2st",
+    "classifier two-sample test: held-out accuracy of an MLP telling samples from held-out data "
+    "(0.5: indistinguishable), with its exact binomial interval and p-value",
+)
+def _c2st(model: GenerativeModel, split: Split, options: EvalOptions) -> dict[str, Estimate]:
+    split, reference = compared_split(model, split)
+    n = _sample_count(split, options)
+    samples, data = draw_samples(model, split, n, options), reference[:n].cpu()
+    info = model.info
+    if info.is_image and (options.features is not None or shipped_network_applies(info)):
+        net, label = feature_network(options, info, "c2st")
+        check_image_shape(net, label, tuple(samples.shape[1:]), model.preset_name)
+        samples, data = extract_features(net, samples), extract_features(net, data)
+        what = f"features: {label}"
+    else:
+        what = "raw values"
+    complete = ~torch.isnan(data.flatten(1)).any(1)  # a model of incomplete data: complete examples
+    found = classifier_two_sample_test(samples, data[complete], seed=options.seed)
+    words = (
+        f"C2ST accuracy (MLP trained on {found.n_train}, scored on {found.n_test} held-out of {n} samples "
+        f"and {n} examples; {what}; {100 * found.level:.0f}% exact interval "
+        f"[{found.low:.3f}, {found.high:.3f}], ± the binomial s.e.)"
+    )
+    return {
+        "c2st": Estimate(found.accuracy, found.stderr, words, "share", found.n_test),
+        "c2st_p_value": Estimate(
+            found.p_value, math.nan, "exact one-sided binomial test of C2ST accuracy = 0.5", "", found.n_test
+        ),
     }
 
 

@@ -1,4 +1,5 @@
-"""Kernel two-sample statistics: maximum mean discrepancy and its permutation test.
+"""Two-sample statistics: maximum mean discrepancy and its permutation test, and the classifier
+two-sample test.
 
 Gretton, Borgwardt, Rasch, Schölkopf & Smola (2012), "A kernel two-sample test", JMLR 13. For
 samples X = {x_i}_{i=1}^m ~ P and Y = {y_j}_{j=1}^n ~ Q and a characteristic kernel κ, the
@@ -8,10 +9,22 @@ unbiased estimator of MMD²(P, Q) (their eq. 3, for m ≠ n as well) is
 
 zero in expectation when P = Q (and then it can be slightly negative), positive otherwise.
 Any model with ``sample`` can be scored this way, with or without a likelihood.
+
+The classifier two-sample test (Lopez-Paz & Oquab 2017, "Revisiting classifier two-sample
+tests"; :func:`classifier_two_sample_test`) trains a classifier to tell the two samples apart on
+one half of them and reports its accuracy on the other half: 0.5 when P = Q (no classifier does
+better than chance on fresh data), up to 1 when they are separable. Its accuracy is a mean of
+held-out Bernoulli outcomes, so it comes with an exact binomial (Clopper–Pearson) interval and
+the p-value of H₀: accuracy = 1/2.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -151,3 +164,114 @@ def mmd_permutation_test(
         exceed += int((_mmd2_from_masks(k, masks, m, n) >= observed).sum().item())
         done += p
     return (1 + exceed) / (1 + num_permutations)
+
+
+@dataclass(frozen=True)
+class ClassifierTest:
+    """The outcome of a classifier two-sample test.
+
+    Attributes:
+        accuracy: the share of held-out examples the classifier labels correctly; 0.5 is chance.
+        low, high: the exact (Clopper–Pearson) binomial interval of the accuracy at ``level``.
+        p_value: one-sided exact binomial p-value of H₀: accuracy = 1/2 (the samples are alike).
+        n_train: examples the classifier was trained on (half from each sample).
+        n_test: held-out examples it was scored on (half from each sample).
+        level: the interval's confidence level.
+    """
+
+    accuracy: float
+    low: float
+    high: float
+    p_value: float
+    n_train: int
+    n_test: int
+    level: float
+
+    @property
+    def stderr(self) -> float:
+        """√(a(1 − a)/n_test), the binomial standard error of the accuracy."""
+        return math.sqrt(self.accuracy * (1 - self.accuracy) / self.n_test)
+
+
+def classifier_two_sample_test(
+    x: Tensor,
+    y: Tensor,
+    *,
+    hidden: tuple[int, ...] = (64, 64),
+    test_fraction: float = 0.5,
+    level: float = 0.95,
+    seed: int = 0,
+) -> ClassifierTest:
+    """Train an MLP to tell x from y and score it on held-out examples (Lopez-Paz & Oquab 2017).
+
+    The two samples are cut to the size m of the smaller, so that chance is exactly 1/2; each is
+    split at random into a training part and a held-out part of ``test_fraction`` of it; the
+    features are standardized with the training part's mean and sd; scikit-learn's
+    ``MLPClassifier`` (ReLU, Adam, L2 1e-3, early stopping on 10% of the training part when it has
+    at least 100 examples) learns the labels; its held-out accuracy is tested against 1/2 with the
+    exact binomial test (SciPy). Deterministic for a given ``seed``.
+
+    Args:
+        x: (m, ...) examples of one sample (a model's samples or their features), flattened.
+        y: (n, ...) examples of the other (held-out data), of the same width.
+        hidden: the MLP's hidden widths.
+        test_fraction: the share of each sample held out for scoring, in (0, 1).
+        level: the confidence level of the interval, in (0, 1).
+        seed: seeds the split and the classifier.
+
+    Returns:
+        a :class:`ClassifierTest`.
+
+    Raises:
+        DataError: fewer than 10 examples in a sample, different widths, or NaN/inf.
+        ConfigError: ``test_fraction`` or ``level`` outside (0, 1).
+    """
+    from scipy.stats import binomtest
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"test_fraction must be in (0, 1); found {test_fraction}")
+    if not 0 < level < 1:
+        raise ConfigError(f"level must be in (0, 1); found {level}")
+    a, b = _flatten_pair(x, y)
+    m = min(a.shape[0], b.shape[0])
+    held = int(round(m * test_fraction))
+    if m < 10 or held < 2 or m - held < 2:
+        raise DataError(
+            f"a classifier two-sample test needs at least 10 examples in each sample, with both parts "
+            f"non-trivial; found {a.shape[0]} and {b.shape[0]}"
+        )
+    rng = np.random.default_rng(seed)
+    a = a.numpy()[rng.permutation(a.shape[0])[:m]]
+    b = b.numpy()[rng.permutation(b.shape[0])[:m]]
+    train = np.concatenate([a[held:], b[held:]])
+    test = np.concatenate([a[:held], b[:held]])
+    labels_train = np.repeat([1, 0], m - held)
+    labels_test = np.repeat([1, 0], held)
+    mean, sd = train.mean(0), train.std(0)
+    sd[sd == 0] = 1.0
+    train, test = (train - mean) / sd, (test - mean) / sd
+    classifier = MLPClassifier(
+        hidden_layer_sizes=hidden,
+        alpha=1e-3,
+        max_iter=300,
+        early_stopping=len(train) >= 100,
+        random_state=seed,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        classifier.fit(train, labels_train)
+    correct = int((classifier.predict(test) == labels_test).sum())
+    n_test = len(labels_test)
+    result = binomtest(correct, n_test, 0.5, alternative="greater")
+    interval = binomtest(correct, n_test, 0.5).proportion_ci(confidence_level=level, method="exact")
+    return ClassifierTest(
+        accuracy=correct / n_test,
+        low=float(interval.low),
+        high=float(interval.high),
+        p_value=float(result.pvalue),
+        n_train=len(labels_train),
+        n_test=n_test,
+        level=float(level),
+    )
