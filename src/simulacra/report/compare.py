@@ -57,11 +57,11 @@ IMAGE_METRICS = ("fid", "kid", "prdc", "classes")
 
 
 def default_metrics(model: GenerativeModel, options: EvalOptions) -> list[str]:
-    """nll (where there is a likelihood), mmd, and for images with a feature network (given in
-    ``options``, or the shipped one for the images it reads) fid, kid, prdc and, for labelled
-    data whose classes the network tells, classes."""
+    """nll (where there is a likelihood), mmd, the classifier two-sample test c2st, and for
+    images with a feature network (given in ``options``, or the shipped one for the images it
+    reads) fid, kid, prdc and, for labelled data whose classes the network tells, classes."""
     info = model.info
-    wanted = ["nll", "mmd"]
+    wanted = ["nll", "mmd", "c2st"]
     if info.is_image and (options.features is not None or shipped_network_applies(info)):
         wanted += ["fid", "kid", "prdc"]
         if info.num_classes and (options.features is not None or shipped_network_applies(info, classes=True)):
@@ -199,8 +199,14 @@ def floor_row(
     figures: dict[str, dict[str, Any] | None] = {}
     if "mmd" in metrics:
         figures.update(estimates_as_dicts(mmd_estimates(a, b, options.seed)))
-    image_metrics = [m for m in ("fid", "kid", "prdc") if m in metrics]
+    image_metrics = [m for m in ("fid", "kid", "prdc", "c2st") if m in metrics]
     has_network = options.features is not None or (info is not None and shipped_network_applies(info))
+    if "c2st" in metrics and n >= 10 and not (has_network and a.dim() == 4):  # raw values
+        from simulacra.metrics.two_sample import classifier_two_sample_test
+
+        found = classifier_two_sample_test(a, b, seed=options.seed)
+        figures["c2st"] = {"value": found.accuracy, "stderr": found.stderr, "unit": "share", "n": found.n_test,
+                           "estimator": f"C2ST floor ({n} held-out examples against {n} others; raw values)"}  # fmt: skip
     if image_metrics and has_network and a.dim() == 4:
         from simulacra.metrics.features import kid, manifold_metrics
         from simulacra.metrics.fid import (
@@ -227,6 +233,12 @@ def floor_row(
                 "unit": "",
                 "n": n,
             }
+        if "c2st" in metrics and n >= 10:
+            from simulacra.metrics.two_sample import classifier_two_sample_test
+
+            test = classifier_two_sample_test(fa, fb, seed=options.seed)
+            figures["c2st"] = {"value": test.accuracy, "stderr": test.stderr, "unit": "share", "n": test.n_test,
+                               "estimator": f"C2ST floor ({where})"}  # fmt: skip
         if "prdc" in metrics:
             found = manifold_metrics(fb, fa)
             for key in ("precision", "recall", "density", "coverage"):
