@@ -69,6 +69,34 @@ def test_minutes_plan_the_steps_that_fit_and_a_time_budget(
     )
 
 
+def test_a_slow_validation_pass_gets_fewer_passes_instead_of_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """20 validation passes of 1 s do not fit a 3 s budget: the run validates as often as fits
+    in half of it (once), every `steps` steps, and trains the rest of the time."""
+    monkeypatch.setattr(budget, "calibrate", lambda *a, **k: Calibration(0.01, 1.0))
+    run = tmp_path / "run"
+    assert main(["train", "vae", "--data", "digits", "--minutes", "0.05", "--out", str(run), *TINY]) == 0
+    train = json.loads((run / "config.json").read_text())["run"]["train"]
+    assert train["steps"] == int((0.95 * 3 - 1.0) / 0.01) and train["eval_every"] == train["steps"]
+    steps = train["steps"]
+    assert (
+        f"a validation pass takes 1 s, so one every {steps} steps, about 1 in all" in capsys.readouterr().out
+    )
+    scores = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "valid_loss" in x]
+    assert [r["step"] for r in scores] == [steps]
+    # one pass longer than the whole budget is still refused, with the numbers
+    monkeypatch.setattr(budget, "calibrate", lambda *a, **k: Calibration(0.01, 10.0))
+    assert (
+        main(["train", "vae", "--data", "digits", "--minutes", "0.05", "--out", str(tmp_path / "y"), *TINY])
+        == 2
+    )
+    assert (
+        "do not fit one training step (0.01 s) and 1 validation passes (10.00 s each)"
+        in capsys.readouterr().err
+    )
+
+
 def test_a_resumed_run_can_be_given_another_length(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

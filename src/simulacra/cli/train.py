@@ -293,15 +293,22 @@ def _plan_minutes(
     from simulacra.train.checkpoint import latest_checkpoint, load_trainer_state
 
     training = args.minutes if args.no_eval else args.minutes / 1.25
-    steps, calibration = steps_for_minutes(model, data, config.train, training)
+    steps, calibration, interval = steps_for_minutes(model, data, config.train, training)
     done = 0
     if args.resume and latest_checkpoint(run_dir) is not None:
         done = load_trainer_state(run_dir).step
     config.train.steps, config.train.epochs = done + steps, None
+    fewer = ""
+    if interval is not None:
+        config.train.eval_every = interval
+        fewer = (
+            f"; a validation pass takes {calibration.eval_seconds:.3g} s, so one every {interval} steps, "
+            f"about {max(1, steps // interval)} in all"
+        )
     _console().print(
         f"time budget: {args.minutes:g} min; {calibration.step_seconds:.3g} s per step on this machine, so "
         f"{steps} steps of training" + (f" after the {done} done" if done else "") + " (stopped anyway after "
-        f"{training:.3g} min)"
+        f"{training:.3g} min){fewer}"
     )
     return TimeBudget(60 * training)
 

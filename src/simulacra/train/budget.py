@@ -94,19 +94,34 @@ def steps_for_budget(
     return steps
 
 
+DEFAULT_EVALUATIONS = 20
+"""Validation passes of a run whose ``eval_every`` is None (:meth:`TrainConfig.evaluation_interval`)."""
+
+
 def steps_for_minutes(
     model: GenerativeModel, data: Dataset, config: TrainConfig, minutes: float
-) -> tuple[int, Calibration]:
+) -> tuple[int, Calibration, int | None]:
     """The steps ``model`` trains in about ``minutes`` of wall time under ``config`` on this
     machine (:func:`calibrate`, then :func:`steps_for_budget` with the run's validation passes:
-    about 20 with the default interval, ``steps / eval_every`` with a fixed one)."""
+    about 20 with the default interval, ``steps / eval_every`` with a fixed one), and the
+    validation interval to use instead of the default one, or None to keep it.
+
+    With the default interval, when 20 validation passes would take more than half the budget
+    (a slow exact likelihood on a large validation split), the run validates fewer times, as
+    many as fit in half of it (at least once): validation informs the run, it must not be it."""
     if not minutes > 0:
         raise ConfigError(f"a time budget needs minutes > 0; found {minutes!r}")
     calibration = calibrate(model, data, config)
+    seconds = 60 * minutes
     has_valid = data.valid is not None and len(data.valid) > 0
     if not has_valid or config.eval_every == 0:
-        return steps_for_budget(60 * minutes, calibration), calibration
-    if config.eval_every is None:  # about 20 passes whatever the length
-        return steps_for_budget(60 * minutes, calibration, evaluations=20), calibration
+        return steps_for_budget(seconds, calibration), calibration, None
+    if config.eval_every is None:  # about 20 passes whatever the length, fewer if they crowd out training
+        passes = DEFAULT_EVALUATIONS
+        if calibration.eval_seconds > 0:
+            passes = max(1, min(passes, int(0.5 * 0.95 * seconds / calibration.eval_seconds)))
+        steps = steps_for_budget(seconds, calibration, evaluations=passes)
+        interval = None if passes == DEFAULT_EVALUATIONS else max(1, math.ceil(steps / passes))
+        return steps, calibration, interval
     per_step = calibration.step_seconds + calibration.eval_seconds / config.eval_every
-    return steps_for_budget(60 * minutes, Calibration(per_step, 0.0)), calibration
+    return steps_for_budget(seconds, Calibration(per_step, 0.0)), calibration, None
