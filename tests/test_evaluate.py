@@ -59,12 +59,19 @@ def test_nll_through_the_registry_is_evaluate_nll(digits) -> None:  # type: igno
         assert got[key].estimator == direct[key].estimator
 
 
-def test_mmd_ranks_a_trained_model_above_an_untrained_one(digits) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def untrained_and_trained(digits):  # type: ignore[no-untyped-def]
+    """Two VAEs of one architecture on the digits: at initialisation, and after 300 steps."""
     torch.manual_seed(0)
     spec = {"name": "vae", "latent_dim": 4, "hidden": [64]}
     untrained = build_model(spec, digits.info)
     trained = build_model(spec, digits.info)
     fit(trained, digits, TrainConfig(steps=300, batch_size=64, lr=3e-3), progress=False)
+    return untrained, trained
+
+
+def test_mmd_ranks_a_trained_model_above_an_untrained_one(digits, untrained_and_trained) -> None:  # type: ignore[no-untyped-def]
+    untrained, trained = untrained_and_trained
     split = _split(digits, 300)
     bad = evaluate(untrained, split, ["mmd"], max_samples=300)
     good = evaluate(trained, split, ["mmd"], max_samples=300)
@@ -268,15 +275,14 @@ def test_other_images_need_a_network_of_their_own(digits, tmp_path: Path) -> Non
         evaluate(model, split, ["fid"], max_samples=10, features=path)
 
 
-def test_the_classifier_two_sample_test_tells_an_untrained_model_from_the_data(digits) -> None:  # type: ignore[no-untyped-def]
+def test_the_classifier_two_sample_test_tells_an_untrained_model_from_the_data(
+    digits, untrained_and_trained
+) -> None:  # type: ignore[no-untyped-def]
     """c2st through the registry: an untrained VAE's samples are told apart from held-out digits
-    always, a briefly trained one's less often (its grainy draws still give it away); vectors and images without a feature network are
-    compared by their raw values, MNIST-shaped images by the shipped network's features."""
-    torch.manual_seed(0)
-    spec = {"name": "vae", "latent_dim": 4, "hidden": [64]}
-    untrained = build_model(spec, digits.info)
-    trained = build_model(spec, digits.info)
-    fit(trained, digits, TrainConfig(steps=300, batch_size=64, lr=3e-3), progress=False)
+    always, a briefly trained one's less often (its grainy draws still give it away); vectors and
+    images without a feature network are compared by their raw values, MNIST-shaped images by the
+    shipped network's features."""
+    untrained, trained = untrained_and_trained
     split = _split(digits, 300)
     bad = evaluate(untrained, split, ["c2st"], max_samples=300)
     good = evaluate(trained, split, ["c2st"], max_samples=300)
