@@ -6,7 +6,7 @@ beside a background model of the same preset trained on perturbed inputs (Ren et
 Scores (higher = more anomalous; outliers are the positive class): the raw NLL, the likelihood
 ratio log p_background − log p, the input-complexity correction bits/dim − PNG's (and lzma's)
 bits/dim (Serrà et al. 2020), the typicality test on batches of M (Nalisnick et al. 2019), and
-for the hierarchical VAEs (``hvae``, ``lvae``) the hierarchical ratio L − L^{>k} for every k
+for the hierarchical VAEs (``hvae``, ``hvae-conv``) the hierarchical ratio L − L^{>k} for every k
 (Havtorn et al. 2021), with AUROC, AUPR and FPR at 95% TPR.
 
 Training is budgeted by CPU time (``time.process_time``), one torch thread: the machine is shared.
@@ -43,9 +43,12 @@ FAMILIES = {
     "glow": {"name": "glow"},
     "pixelcnn": {"name": "pixelcnn"},
     "vae": {"name": "vae"},
-    "hvae": {"name": "hvae"},  # 3 groups, convolutional cells (28 -> 14 -> 7 -> 4)
-    "lvae": {"name": "lvae"},  # 3 groups of 64, 32, 16, MLP cells
+    # NVAE-style hierarchies, 3 groups: §26's MLP recipe, and the preset's convolutional cells
+    "hvae": {"name": "hvae", "arch": "mlp", "latent_dim": [32, 16, 8], "hidden": [256, 128, 64]},
+    "hvae-conv": {"name": "hvae"},
 }
+KL_WARMUP_STEPS = 1000
+"""A hierarchy's KL weight rises from 0 to 1 over its first steps (about 2 epochs), as in §26."""
 
 
 class CPUBudget:
@@ -96,8 +99,9 @@ def train(spec: dict, source: Path, perturb: float | None, minutes: float, run_d
 
     from simulacra.config import DataConfig, TrainConfig
     from simulacra.data import load_dataset
+    from simulacra.models.base import LatentHierarchy
     from simulacra.models.zoo import build_model
-    from simulacra.train import fit
+    from simulacra.train import KLWarmup, fit
 
     config = DataConfig(str(source), perturb=perturb)
     data = load_dataset(config, seed=seed)
@@ -115,7 +119,8 @@ def train(spec: dict, source: Path, perturb: float | None, minutes: float, run_d
         settings,
         run_dir=run_dir,
         run_config={"model": spec, "data": asdict(config), "train": asdict(settings)},
-        callbacks=[CPUBudget(minutes * 60, run_dir.parent / f"{run_dir.name}.stop")],
+        callbacks=[CPUBudget(minutes * 60, run_dir.parent / f"{run_dir.name}.stop")]
+        + ([KLWarmup(KL_WARMUP_STEPS)] if isinstance(model, LatentHierarchy) else []),
         progress=False,
     )
     return model, data, time.process_time() - start, result.steps
