@@ -24,6 +24,7 @@ are saved under ``runs/bench/outliers-data`` as ``.npy`` files that ``simulacra 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict
@@ -139,6 +140,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-background", action="store_true", help="train no background model (no llr row)")
     parser.add_argument(
+        "--spec",
+        default=None,
+        help="JSON object of model settings over the family's, e.g. '{\"free_bits\": 0.5}'",
+    )
+    parser.add_argument("--tag", default=None, help="suffix of the run folders and the results file")
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="score the runs a previous call trained (its training record kept) instead of training",
@@ -153,12 +160,13 @@ def main() -> int:
 
     folder = ROOT / "runs/bench/outliers-data"
     source, sets = prepare_data(folder, args.examples, args.seed)
-    spec = FAMILIES[args.family]
-    runs = ROOT / f"runs/bench/outliers-{args.family}"
-    result_path = ROOT / f"benchmarks/results/outliers-{args.family}.json"
+    spec = dict(FAMILIES[args.family])
+    if args.spec:
+        spec.update(json.loads(args.spec))
+    name = args.family + (f"-{args.tag}" if args.tag else "")
+    runs = ROOT / f"runs/bench/outliers-{name}"
+    result_path = ROOT / f"benchmarks/results/outliers-{name}.json"
     if args.reuse:  # the runs and training record of a previous call
-        import json
-
         from simulacra.config import DataConfig
         from simulacra.data import load_dataset
         from simulacra.train.checkpoint import load_model
