@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--metric",
         action="append",
-        help="a registered metric, repeatable (default: nll, mmd, and fid, kid, prdc, classes with "
+        help="a registered metric, repeatable (default: nll, mmd, c2st, and fid, kid, prdc, classes with "
         "--features or on 1x28x28 grey images, which the shipped MNIST network reads)",
     )
     p.add_argument(
