@@ -76,6 +76,12 @@ class TrainConfig:
         seed: seeds parameters, batches and noise; a run is reproducible from it.
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (cuda when present).
         num_threads: torch intra-op threads (``None``: leave torch's default).
+        precision: ``fp32``, or ``bf16``: each training step's forward pass under bf16 autocast
+            with float32 master weights (evaluation and reported likelihoods stay float32); on a
+            device without bf16 matrix instructions the run stays fp32 and warns
+            (:mod:`simulacra.train.precision`).
+        compile: pass the training forward pass through ``torch.compile`` (``true``: the
+            inductor backend; or a backend's name); the first steps pay the compilation.
     """
 
     steps: int | None = None
@@ -100,6 +106,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     num_threads: int | None = None
+    precision: str = "fp32"
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
         self.check()
@@ -157,6 +165,12 @@ class TrainConfig:
         if not isinstance(self.device, str):
             raise ConfigError(f"train.device must be a name such as cpu, cuda or auto; found {self.device!r}")
         _integer(self.num_threads, "train.num_threads", minimum=1, optional=True)
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision must be fp32 or bf16; found {self.precision!r}")
+        if not isinstance(self.compile, bool) and not (isinstance(self.compile, str) and self.compile):
+            raise ConfigError(
+                f"train.compile must be true, false or a torch.compile backend name; found {self.compile!r}"
+            )
 
     @property
     def keeps_best(self) -> bool:

@@ -34,7 +34,8 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ from simulacra.train.checkpoint import (
     tensor_metadata,
 )
 from simulacra.train.groups import Group, batches_per_step, build_optimizers, resolve_groups
+from simulacra.train.precision import autocast_context, compiled, resolve_precision
 from simulacra.train.schedules import check_schedule
 from simulacra.train.state import EarlyStopping, TrainerState
 
@@ -220,7 +222,8 @@ def fit(
                 run_dir=run_path,
                 wall_time=time.perf_counter() - started,
             )
-    wrapped = _wrap(model, ctx, groups)
+    precision = resolve_precision(config.precision, ctx.device)
+    wrapped = compiled(_wrap(model, ctx, groups), config.compile)
 
     shown = valid if valid is not None else train  # what sample-every shows a translation model
     examples = Split(shown.x[:64], None if shown.y is None else shown.y[:64])
@@ -246,6 +249,7 @@ def fit(
     run = _Run(
         model, wrapped, data, train, valid, config, ctx, plan, groups, trainer, state, cbs, run_path, started
     )
+    run.autocast = autocast_context(precision, ctx.device)
     first_step = trainer.step
     loop_start = time.perf_counter()
     with _ProgressBar(plan.total_steps, trainer.step, enabled=progress and ctx.is_main) as bar:
@@ -461,6 +465,7 @@ class _Run:
         self.eval_every = config.evaluation_interval(plan.total_steps, valid is not None)
         self.last_checkpoint = time.perf_counter()
         self.checkpoint_cost = 0.0  # seconds the last checkpoint took
+        self.autocast: Callable[[], AbstractContextManager] = nullcontext  # train.precision's context
 
     # -- training ----------------------------------------------------------------------------
 
@@ -490,7 +495,8 @@ class _Run:
                 else:
                     x, c = shared
                 optimizer.zero_grad(set_to_none=True)
-                out = self.wrapped(x, c, group=g.name)
+                with self.autocast():  # bf16 forward with fp32 weights when train.precision asks
+                    out = self.wrapped(x, c, group=g.name)
                 out.loss.backward()
                 norm = None
                 if g.grad_clip is not None:
