@@ -105,6 +105,15 @@ def arch_flags(arch: dict) -> list[str]:
     ]  # fmt: skip
 
 
+def add_ratios(out: dict, timings: dict[str, list[Timing]], label: str) -> dict:
+    """``out`` with each peer's per-repeat time ratios against simulacra (printed under ``label``)."""
+    for lib in timings:
+        if lib != "simulacra":
+            out[f"ratio {lib} / simulacra"] = ratio_summary(timings[lib], timings["simulacra"])
+            print(f"  {label}: {lib} / simulacra = {describe(out[f'ratio {lib} / simulacra'])}")
+    return out
+
+
 def train_side_by_side(args, data, npz: str, threads: int, name: str, arch: dict) -> dict:
     """Both libraries' training time over ``args.epochs`` epochs, alternating, ``args.repeats`` times."""
     steps = len(data.train) // arch["batch_size"]
@@ -150,13 +159,7 @@ def train_side_by_side(args, data, npz: str, threads: int, name: str, arch: dict
             "gflop_per_s_median": examples * flop_per_example / median_wall / 1e9,
             "runs": runs[lib] if lib != "simulacra" else [t.as_dict() for t in ts],
         }
-    for lib in timings:
-        if lib != "simulacra":
-            out[f"ratio {lib} / simulacra"] = ratio_summary(timings[lib], timings["simulacra"])
-            print(
-                f"  train {name}, {threads} thread(s): {lib} / simulacra = {describe(out[f'ratio {lib} / simulacra'])}"
-            )
-    return out
+    return add_ratios(out, timings, f"train {name}, {threads} thread(s)")
 
 
 def nll_side_by_side(args, model, x: torch.Tensor, weights: Path, npz: str, threads: int) -> dict:
@@ -198,13 +201,7 @@ def nll_side_by_side(args, model, x: torch.Tensor, weights: Path, npz: str, thre
             "nll_mean": float(np.mean([r["nll"] for r in rs])),
             "runs": rs,
         }
-    for lib in timings:
-        if lib != "simulacra":
-            out[f"ratio {lib} / simulacra"] = ratio_summary(timings[lib], timings["simulacra"])
-            print(
-                f"  IS-NLL k={args.k}, {threads} thread(s): {lib} / simulacra = {describe(out[f'ratio {lib} / simulacra'])}"
-            )
-    return out
+    return add_ratios(out, timings, f"IS-NLL k={args.k}, {threads} thread(s)")
 
 
 def main() -> int:
