@@ -84,3 +84,34 @@ def test_compile_gives_the_same_training_as_eager_pytorch() -> None:
     _, eager, _ = _fit()
     _, compiled, _ = _fit(compile="eager")  # dynamo's graph capture, run by the eager backend
     assert compiled == pytest.approx(eager, rel=1e-5)
+
+
+class _StopAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step >= self.step:
+            state.stop_requested = True
+
+
+@pytest.mark.skipif(not precision_module.bf16_supported(torch.device("cpu")), reason="no bf16 matrix units")
+def test_a_bf16_run_stopped_and_resumed_ends_bit_identical(tmp_path) -> None:
+    def run(folder: str, *, stop_at: int | None = None, resume: bool = False) -> tuple[torch.nn.Module, int]:
+        data = _data()
+        torch.manual_seed(0)
+        model = build_model({"name": "vae", "hidden": [32], "latent_dim": 4}, data.info)
+        config = TrainConfig(
+            steps=12, batch_size=32, lr=1e-2, eval_every=0, checkpoint_every=1, precision="bf16"
+        )
+        callbacks = [_StopAt(stop_at)] if stop_at is not None else []
+        fit(
+            model, data, config, run_dir=tmp_path / folder, callbacks=callbacks, resume=resume, progress=False
+        )
+        return model
+
+    whole = run("whole")
+    run("parts", stop_at=5)
+    resumed = run("parts", resume=True)
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
