@@ -202,10 +202,11 @@ def compare(kind: str, libs: list[str], args, batches, test, threads: int) -> di
     summary: dict = {}
     timings = {lib: [Timing(r["train_wall_s"], r["train_cpu_s"]) for r in rs] for lib, rs in runs.items()}
     for lib, rs in runs.items():
+        times = time_summary(timings[lib])
         summary[lib] = {
             "parameters": rs[0]["parameters"],
-            **time_summary(timings[lib]),
-            "steps_per_s_median": len(batches) / time_summary(timings[lib])["wall_s"]["median"],
+            **times,
+            "steps_per_s_median": len(batches) / times["wall_s"]["median"],
             "test_nll_mean": float(np.mean([r["test_nll"] for r in rs])),
             "test_nll_runs": [round(r["test_nll"], 4) for r in rs],
             "test_nll_se": rs[0]["test_nll_se"],

@@ -151,10 +151,10 @@ def train_side_by_side(args, data, npz: str, threads: int, name: str, arch: dict
         "libraries": {},
     }
     for lib, ts in timings.items():
-        walls = sorted(t.wall for t in ts)
-        median_wall = walls[len(walls) // 2]
+        summary = time_summary(ts)
+        median_wall = summary["wall_s"]["median"]
         out["libraries"][lib] = {
-            **time_summary(ts),
+            **summary,
             "examples_per_s_median": examples / median_wall,
             "gflop_per_s_median": examples * flop_per_example / median_wall / 1e9,
             "runs": runs[lib] if lib != "simulacra" else [t.as_dict() for t in ts],

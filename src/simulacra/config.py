@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+PRECISIONS = ("fp32", "bf16")
+"""The values of ``train.precision`` (:mod:`simulacra.train.precision`)."""
+
+
 @dataclass
 class TrainConfig:
     """Settings of :func:`simulacra.train.fit`. Steps count optimizer steps of the first group.
@@ -165,8 +169,10 @@ class TrainConfig:
         if not isinstance(self.device, str):
             raise ConfigError(f"train.device must be a name such as cpu, cuda or auto; found {self.device!r}")
         _integer(self.num_threads, "train.num_threads", minimum=1, optional=True)
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"train.precision must be fp32 or bf16; found {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"train.precision must be one of {', '.join(PRECISIONS)}; found {self.precision!r}"
+            )
         if not isinstance(self.compile, bool) and not (isinstance(self.compile, str) and self.compile):
             raise ConfigError(
                 f"train.compile must be true, false or a torch.compile backend name; found {self.compile!r}"

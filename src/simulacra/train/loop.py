@@ -34,8 +34,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,7 +221,6 @@ def fit(
                 run_dir=run_path,
                 wall_time=time.perf_counter() - started,
             )
-    precision = resolve_precision(config.precision, ctx.device)
     wrapped = compiled(_wrap(model, ctx, groups), config.compile)
 
     shown = valid if valid is not None else train  # what sample-every shows a translation model
@@ -249,7 +247,6 @@ def fit(
     run = _Run(
         model, wrapped, data, train, valid, config, ctx, plan, groups, trainer, state, cbs, run_path, started
     )
-    run.autocast = autocast_context(precision, ctx.device)
     first_step = trainer.step
     loop_start = time.perf_counter()
     with _ProgressBar(plan.total_steps, trainer.step, enabled=progress and ctx.is_main) as bar:
@@ -465,7 +462,8 @@ class _Run:
         self.eval_every = config.evaluation_interval(plan.total_steps, valid is not None)
         self.last_checkpoint = time.perf_counter()
         self.checkpoint_cost = 0.0  # seconds the last checkpoint took
-        self.autocast: Callable[[], AbstractContextManager] = nullcontext  # train.precision's context
+        # train.precision's context for each training forward pass (bf16 autocast, or none)
+        self.autocast = autocast_context(resolve_precision(config.precision, ctx.device), ctx.device)
 
     # -- training ----------------------------------------------------------------------------
 

@@ -20,8 +20,6 @@ from typing import Any
 
 import torch
 
-PRECISIONS = ("fp32", "bf16")
-
 
 def bf16_supported(device: torch.device) -> bool:
     """Whether ``device`` has bf16 matrix instructions (CUDA: ``torch.cuda.is_bf16_supported``;
