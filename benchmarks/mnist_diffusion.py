@@ -114,6 +114,18 @@ def main() -> int:
         "shared with other jobs runs slower than the calibration measured)",
     )
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32])
+    parser.add_argument(
+        "--spec",
+        default=None,
+        help='JSON options over the default preset spec, e.g. \'{"name": "score-sde", "t_min": 1e-5, '
+        '"weighting": "likelihood", "time_sampling": "importance", "conditional": false}\'',
+    )
+    parser.add_argument(
+        "--settings",
+        nargs="*",
+        default=[f"{s}/{n}" for s, n in SETTINGS],
+        help="SAMPLER/STEPS pairs scored for sample quality",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--eval-n", type=int, default=1000, help="samples and test images per FID/MMD")
@@ -147,6 +159,7 @@ def main() -> int:
         seed=args.seed,
     )
     spec = {"name": "ddpm", "channels": args.channels, "attention_resolution": 7, "conditional": True}
+    spec.update(json.loads(args.spec or "{}"))
     run_dir = Path(args.evaluate or args.out or ROOT / "runs" / "bench" / "mnist-diffusion")
     if run_dir.exists() and not args.evaluate:
         shutil.rmtree(run_dir)
@@ -173,14 +186,16 @@ def main() -> int:
         else None
     )
 
-    def score(sampler: str, n_steps: int, guidance: float) -> dict:
+    def score(sampler: str, n_steps: int, guidance: float | None) -> dict:
         g = torch.Generator().manual_seed(args.seed)
         labels = torch.randint(0, 10, (args.eval_n,), generator=g)
         started = time.perf_counter()
         chosen = resolve_sampler(sampler, steps=n_steps)
         x = torch.cat(
             [
-                model.sample(len(c), c, generator=g, sampler=chosen, guidance=guidance)
+                model.sample(
+                    len(c), c if model.conditional else None, generator=g, sampler=chosen, guidance=guidance
+                )
                 for c in labels.split(500)
             ]
         )
@@ -191,14 +206,16 @@ def main() -> int:
         )
         return row
 
-    for sampler, n_steps in SETTINGS:
-        quality[f"{sampler}/{n_steps}"] = score(sampler, n_steps, 1.0)
-    guided = {str(w): score("dpm-solver", 20, w) for w in GUIDANCE}
-    for w in (1.0, 3.0):
-        labels = torch.arange(10).repeat_interleave(10)
+    guidance = 1.0 if model.conditional else None
+    for setting in args.settings:
+        sampler, n_steps = setting.split("/")
+        quality[setting] = score(sampler, int(n_steps), guidance)
+    guided = {str(w): score("dpm-solver", 20, w) for w in GUIDANCE} if model.conditional else {}
+    for w in (1.0, 3.0) if model.conditional else (None,):
+        labels = torch.arange(10).repeat_interleave(10) if model.conditional else None
         g = torch.Generator().manual_seed(args.seed)
         grid = model.sample(100, labels, generator=g, sampler=DPMSolver(steps=args.grid_steps), guidance=w)
-        save_grid(grid, run_dir / f"samples-guidance-{w:g}.png", 10)
+        save_grid(grid, run_dir / (f"samples-guidance-{w:g}.png" if w else "samples.png"), 10)
 
     started = time.perf_counter()
     g = torch.Generator().manual_seed(args.seed)
@@ -207,7 +224,10 @@ def main() -> int:
     null = torch.full((len(x_nll),), 10, dtype=torch.long)
     with torch.no_grad():  # (with gradients on, the whole ODE trajectory's graph would be kept)
         log_p = torch.cat(
-            [model.log_prob(xb, cb, generator=g) for xb, cb in zip(x_nll.split(250), null.split(250))]
+            [
+                model.log_prob(xb, cb if model.conditional else None, generator=g)
+                for xb, cb in zip(x_nll.split(250), null.split(250))
+            ]
         )
     d = math.prod(data.info.event_shape)
     bpd = Estimate.from_values(-log_p / (d * math.log(2)), model.likelihood_estimator, "bits/dim")
@@ -238,7 +258,7 @@ def main() -> int:
             "n": len(log_p),
         },
         "nll_seconds": round(nll_seconds, 1),
-        "grids": [str(run_dir / "samples-guidance-1.png"), str(run_dir / "samples-guidance-3.png")],
+        "grids": sorted(str(path) for path in run_dir.glob("samples*.png")),
     }
     write_record(record, Path(args.results) if args.results else RESULTS / "mnist-diffusion.json")
     return 0

@@ -39,7 +39,13 @@ from simulacra.data.info import DataInfo
 from simulacra.data.transforms import CenteredRange
 from simulacra.errors import ConfigError, DataError
 from simulacra.models.base import GenerativeModel, LossOutput, check_batch, check_context
-from simulacra.objectives.score import WEIGHTINGS, denoising_loss, variational_bound
+from simulacra.objectives.score import (
+    TIME_SAMPLINGS,
+    WEIGHTINGS,
+    denoising_loss,
+    sample_times,
+    variational_bound,
+)
 from simulacra.processes.gaussian import Denoise, batch_time, check_parameterization, convert
 from simulacra.processes.schedules import NoiseSchedule
 from simulacra.samplers import Ancestral, DPMSolver, Sampler, check_sampler, time_grid
@@ -58,6 +64,10 @@ class Diffusion(GenerativeModel):
         weighting: the loss weighting (a name in :data:`WEIGHTINGS`; default: ``prediction``).
         timesteps: T for a discrete-time DDPM (training times i/T, i = 1..T), None for
             continuous time (t ~ U(t_min, 1)).
+        time_sampling: ``uniform`` training times, or ``importance``: log SNR uniform, each
+            example's loss reweighted so that the objective is unchanged (with the
+            ``likelihood`` weighting, the maximum-likelihood training of Song et al. 2021b; see
+            :func:`~simulacra.objectives.score.sample_times`).
         conditional: the denoiser reads labels (needs ``info.num_classes``).
         label_dropout: probability of replacing a label by ∅ while training (classifier-free
             guidance); only for conditional models.
@@ -76,6 +86,7 @@ class Diffusion(GenerativeModel):
         prediction: str = "eps",
         weighting: str | None = None,
         timesteps: int | None = 1000,
+        time_sampling: str = "uniform",
         conditional: bool = False,
         label_dropout: float = 0.1,
         sampler: Sampler | None = None,
@@ -95,6 +106,10 @@ class Diffusion(GenerativeModel):
             raise ConfigError(
                 f"timesteps must be an integer >= 2 (or None for continuous time); found {timesteps!r}"
             )
+        if time_sampling not in TIME_SAMPLINGS:
+            raise ConfigError(
+                f"unknown time_sampling {time_sampling!r}; expected one of {', '.join(TIME_SAMPLINGS)}"
+            )
         if not 0.0 <= label_dropout < 1.0:
             raise ConfigError(f"label_dropout must be in [0, 1); found {label_dropout}")
         if conditional and info.num_classes is None:
@@ -105,6 +120,7 @@ class Diffusion(GenerativeModel):
         self.process = process
         self.weighting = weighting
         self.timesteps = None if timesteps is None else int(timesteps)
+        self.time_sampling = time_sampling
         self.conditional = bool(conditional)
         self.label_dropout = float(label_dropout) if conditional else 0.0
         self.sampler = Ancestral() if sampler is None else check_sampler(sampler)
@@ -188,17 +204,15 @@ class Diffusion(GenerativeModel):
 
     # -- training ----------------------------------------------------------------------------
 
-    def _train_times(self, n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-        if self.timesteps is not None:
-            return torch.randint(1, self.timesteps + 1, (n,), device=device).to(dtype) / self.timesteps
-        t_min = self.process.t_min
-        return t_min + (1.0 - t_min) * torch.rand(n, device=device, dtype=dtype)
-
     def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
-        """Weighted denoising loss (mean over the batch and the D dimensions)."""
+        """Weighted denoising loss (mean over the batch and the D dimensions; with importance
+        sampled times, each example's term carries its factor 1/((1 − t_min) p(t)))."""
         check_batch(self, x, c)
         y = self.to_model(x)
-        t = self._train_times(x.shape[0], x.device, x.dtype)
+        t, factor = sample_times(
+            self.process, x.shape[0], timesteps=self.timesteps, method=self.time_sampling,
+            device=x.device, dtype=x.dtype,
+        )  # fmt: skip
         labels = None
         if self.conditional and c is not None:
             labels = c.long()
@@ -213,7 +227,7 @@ class Diffusion(GenerativeModel):
             prediction=self.prediction,
             weighting=self.weighting,
         )
-        loss = per_example.mean()
+        loss = (factor * per_example).mean()
         return LossOutput(loss, {"denoising": loss.detach()})
 
     # -- sampling ----------------------------------------------------------------------------

@@ -13,6 +13,13 @@ time-integral is the score-matching bound on −log p of Song et al. (2021b, "Ma
 training of score-based diffusion models"), up to a constant. By default a model is trained on its
 own parameterisation's squared error (w = k_p).
 
+Training times (:func:`sample_times`) are uniform, t ~ U(t_min, 1) or t = i/T, or importance
+sampled with density p(t) ∝ −λ′(t) = g(t)²/σ(t)², i.e. λ = log SNR uniform between λ(1) and
+λ(t_min) (Song et al. 2021b, §5; Kingma et al. 2021, §5.2), each example's loss multiplied by
+1/((1 − t_min) p(t)) so that the objective's expectation is the one of uniform times. Under the
+``likelihood`` weighting, w(t) = −½ λ′(t), the product is the constant ½ (λ(t_min) − λ(1))/(1 − t_min):
+the Monte Carlo noise of t, which dominates the bound's gradient, is gone.
+
 The variational bound of a discrete-time chain on a grid t_1 < … < t_N (Ho et al. 2020, eq. 5;
 Kingma et al. 2021, eq. 13), with p(z_{t_{i−1}} | z_{t_i}) = q(z_{t_{i−1}} | z_{t_i}, x₀ = x̂₀):
 
@@ -43,6 +50,7 @@ from simulacra.processes.gaussian import PARAMETERIZATIONS, Denoise, error_facto
 from simulacra.processes.schedules import NoiseSchedule
 
 WEIGHTINGS = (*PARAMETERIZATIONS, "likelihood")
+TIME_SAMPLINGS = ("uniform", "importance")
 
 
 Energy = Callable[[Tensor], Tensor]
@@ -60,6 +68,58 @@ def loss_weight(weighting: str, process: NoiseSchedule, t: Tensor) -> Tensor:
     if weighting == "likelihood":
         return 0.5 * process.drift_diffusion(t)[1] / sigma**2
     return error_factor(weighting, alpha, sigma)
+
+
+def sample_times(
+    process: NoiseSchedule,
+    n: int,
+    *,
+    timesteps: int | None = None,
+    method: str = "uniform",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """n training times and the factors that keep the loss's expectation that of uniform times.
+
+    Args:
+        process: the noise schedule (its ``t_min`` bounds continuous times).
+        n: number of times.
+        timesteps: T of a discrete-time model (times i/T, i = 1..T); None for continuous time
+            on [t_min, 1].
+        method: ``uniform`` (factor 1), or ``importance``: density p(t) ∝ −λ′(t) = g(t)²/σ(t)²
+            (on the grid, probabilities ∝ g²/σ² at i/T), factor 1/((1 − t_min) p(t))
+            (on the grid 1/(T p_i)).
+        generator: draws the times.
+
+    Returns:
+        (t, factor), both (n,) of ``dtype``: an unbiased estimate of E_{t uniform}[ℓ(t)] is
+        ``factor · ℓ(t)``.
+    """
+    if method not in TIME_SAMPLINGS:
+        raise ConfigError(f"unknown time sampling {method!r}; expected one of {', '.join(TIME_SAMPLINGS)}")
+    n = positive_int(n, "the number of training times")
+    ones = torch.ones(n, device=device, dtype=dtype)
+    if timesteps is not None:
+        if method == "uniform":
+            i = torch.randint(1, timesteps + 1, (n,), device=device, generator=generator)
+            return i.to(dtype) / timesteps, ones
+        grid = torch.arange(1, timesteps + 1, dtype=torch.float64) / timesteps
+        _, g2 = process.drift_diffusion(grid)
+        rate = g2 / process.sigma(grid) ** 2  # −λ′(t_i)
+        probs = rate / rate.sum()
+        i = torch.multinomial(probs, n, replacement=True, generator=generator)
+        return grid[i].to(device, dtype), (1.0 / (timesteps * probs[i])).to(device, dtype)
+    t_min = process.t_min
+    if method == "uniform":
+        u = torch.rand(n, device=device, dtype=dtype, generator=generator)
+        return t_min + (1.0 - t_min) * u, ones
+    ends = process.log_snr(torch.tensor([1.0, t_min], dtype=torch.float64))  # λ(1) < λ(t_min)
+    u = torch.rand(n, dtype=torch.float64, generator=generator)
+    t = process.time_at_log_snr(ends[0] + (ends[1] - ends[0]) * u).clamp(t_min, 1.0)
+    _, g2 = process.drift_diffusion(t)
+    density = g2 / process.sigma(t) ** 2 / (ends[1] - ends[0])  # p(t) = −λ′(t) / (λ(t_min) − λ(1))
+    return t.to(device, dtype), (1.0 / ((1.0 - t_min) * density)).to(device, dtype)
 
 
 def denoising_loss(

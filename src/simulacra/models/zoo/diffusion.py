@@ -54,6 +54,7 @@ def ddpm(
     timesteps: int = 1000,
     prediction: str = "eps",
     weighting: str | None = None,
+    time_sampling: str = "uniform",
     arch: str = "auto",
     hidden: Sequence[int] = (256, 256, 256),
     channels: Sequence[int] = (16, 32),
@@ -64,7 +65,8 @@ def ddpm(
     sample_steps: int | None = None,
 ) -> Diffusion:
     """T = ``timesteps`` steps of a ``linear`` (Ho et al.) or ``cosine`` (Nichol & Dhariwal) schedule;
-    ``prediction`` eps, x0 or v; a TimeMLP (``hidden``) for vectors, a UNet (``channels``) for
+    ``prediction`` eps, x0 or v; ``weighting`` and ``time_sampling`` as in :class:`Diffusion`
+    (``likelihood`` with ``importance`` trains for likelihood); a TimeMLP (``hidden``) for vectors, a UNet (``channels``) for
     images; ``conditional`` trains with label dropout for classifier-free guidance; ``sampler``
     the default sampler (a name in ``SAMPLERS`` or ``{"name": ..., options}``)."""
     if schedule not in ("linear", "cosine"):
@@ -72,7 +74,7 @@ def ddpm(
     return Diffusion(
         info, _denoiser(info, arch, hidden, channels, attention_resolution, conditional),
         SCHEDULES.build(schedule), prediction=prediction, weighting=weighting,
-        timesteps=positive_int(timesteps, "timesteps"), conditional=conditional,
+        timesteps=positive_int(timesteps, "timesteps"), time_sampling=time_sampling, conditional=conditional,
         label_dropout=label_dropout, sampler=resolve_sampler(sampler), sample_steps=sample_steps,
     )  # fmt: skip
 
@@ -82,8 +84,10 @@ def score_sde(
     info: DataInfo,
     sde: str = "vp",
     sigma_max: float = 50.0,
+    t_min: float | None = None,
     prediction: str = "eps",
     weighting: str | None = None,
+    time_sampling: str = "uniform",
     arch: str = "auto",
     hidden: Sequence[int] = (256, 256, 256),
     channels: Sequence[int] = (16, 32),
@@ -94,13 +98,20 @@ def score_sde(
     sample_steps: int = 1000,
 ) -> Diffusion:
     """Denoising score matching at t ~ U(t_min, 1) on the ``sde`` vp, subvp or ve (``sigma_max``:
-    σ(1) of the VE SDE, about the largest distance between data points); other keywords as ddpm."""
+    σ(1) of the VE SDE, about the largest distance between data points; ``t_min``: the smallest
+    time trained, sampled and integrated, default the SDE's: 10⁻³ for vp/subvp, 10⁻⁵ for ve;
+    likelihoods of discrete data want a σ(t_min) well below the bin width, e.g. 10⁻⁵ for vp,
+    Song et al. 2021b); other keywords as ddpm."""
     if sde not in ("vp", "subvp", "ve"):
         raise ConfigError(f"sde must be 'vp', 'subvp' or 've'; found {sde!r}")
-    process = SCHEDULES.build({"name": "ve", "sigma_max": sigma_max} if sde == "ve" else sde)
+    options: dict[str, Any] = {"name": sde} if t_min is None else {"name": sde, "t_min": t_min}
+    if sde == "ve":
+        options["sigma_max"] = sigma_max
+    process = SCHEDULES.build(options)
     return Diffusion(
         info, _denoiser(info, arch, hidden, channels, attention_resolution, conditional), process,
-        prediction=prediction, weighting=weighting, timesteps=None, conditional=conditional,
+        prediction=prediction, weighting=weighting, timesteps=None, time_sampling=time_sampling,
+        conditional=conditional,
         label_dropout=label_dropout, sampler=resolve_sampler(sampler),
         sample_steps=positive_int(sample_steps, "sample_steps"),
     )  # fmt: skip
