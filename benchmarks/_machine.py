@@ -62,18 +62,25 @@ def write_record(record: dict, path: Path) -> None:
 
 
 def calibrate(
-    model_spec: dict, data: Dataset, batch_size: int, steps: int, warmup: int = 3, validation: bool = False
+    model_spec: dict,
+    data: Dataset,
+    batch_size: int,
+    steps: int,
+    warmup: int = 3,
+    validation: bool = False,
+    precision: str = "fp32",
 ) -> tuple[float, float]:
     """(seconds per training step, seconds per validation pass) of ``model_spec`` on ``data`` on
-    this machine: :func:`simulacra.train.budget.calibrate` on the preset built with seed 123
-    (the validation pass counted only when ``validation``)."""
+    this machine: :func:`simulacra.train.budget.calibrate` on the preset built with seed 123,
+    training steps in ``precision`` (the validation pass counted only when ``validation``)."""
     from simulacra.config import TrainConfig
     from simulacra.models.zoo import build_model
     from simulacra.train.budget import calibrate as measure
 
     torch.manual_seed(123)
     model = build_model(model_spec, data.info)
-    cal = measure(model, data, TrainConfig(batch_size=batch_size), steps=steps, warmup=warmup)
+    config = TrainConfig(batch_size=batch_size, precision=precision)
+    cal = measure(model, data, config, steps=steps, warmup=warmup)
     return cal.step_seconds, cal.eval_seconds if validation else 0.0
 
 
@@ -104,13 +111,16 @@ def plan_budget(
     validation: bool = False,
     eval_every: int = 0,
     margin: float = 0.95,
+    precision: str = "fp32",
 ) -> tuple[int, float, float]:
-    """(steps, seconds per step, seconds per validation pass): :func:`calibrate` on this machine,
-    then :func:`steps_for_budget` for ``minutes`` of wall time with a validation pass every
-    ``eval_every`` steps (its cost is measured when ``validation``, else counted as 0)."""
+    """(steps, seconds per step, seconds per validation pass): :func:`calibrate` on this machine
+    (training steps in ``precision``), then :func:`steps_for_budget` for ``minutes`` of wall time
+    with a validation pass every ``eval_every`` steps (its cost is measured when ``validation``,
+    else counted as 0)."""
     step_seconds, eval_seconds = calibrate(
-        model_spec, data, batch_size, steps=calibration_steps, warmup=warmup, validation=validation
-    )
+        model_spec, data, batch_size, steps=calibration_steps, warmup=warmup, validation=validation,
+        precision=precision,
+    )  # fmt: skip
     steps = steps_for_budget(minutes * 60, step_seconds, eval_seconds, eval_every, margin)
     return steps, step_seconds, eval_seconds
 

@@ -69,7 +69,7 @@ def run_name(args: argparse.Namespace) -> str:
         name += "-natural-order" if args.natural_order else ""
         name += "" if args.hidden == [500] else "-" + "x".join(map(str, args.hidden))
         name += "" if args.direct else "-no-direct"
-    return name
+    return name + ("" if args.precision == "fp32" else f"-{args.precision}")
 
 
 def sampling_seconds(model, n: int, cache: bool) -> tuple[float, torch.Tensor]:
@@ -87,6 +87,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="training steps' precision (train.precision)",
+    )
     parser.add_argument("--masks", type=int, default=32, help="MADE: number of masks")
     parser.add_argument("--hidden", type=int, nargs="+", default=[500], help="MADE: hidden layer widths")
     parser.add_argument(
@@ -142,6 +148,7 @@ def main() -> int:
         calibration_steps=5 if args.minutes < 1 else 50,
         validation=True,
         eval_every=eval_every,
+        precision=args.precision,
     )
     eval_every = min(eval_every, steps)
     print(
@@ -157,6 +164,7 @@ def main() -> int:
         keep_best=True,  # end on the weights best on valid (no early stopping)
         log_every=max(1, min(500, steps // 10)),
         checkpoint_every=10 * eval_every,
+        precision=args.precision,
     )
     model, result = fit_on_budget(model_spec, data, source, config, run_dir, args.minutes)
     print(
@@ -198,6 +206,7 @@ def main() -> int:
         "best_valid_loss": result.best_valid_loss,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "precision": args.precision,
         "sample_n": args.samples,
         "sample_seconds_uncached": round(uncached, 3),
         "sample_seconds_cached": None if cached is None else round(cached, 3),

@@ -3,6 +3,10 @@
     python benchmarks/gpu_check.py --out OUT_DIR                  # on the GPU machine (cuda)
     python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpu-check   # its dry run here
 
+On a lent machine (the device tool; its python3 holds a CUDA build of torch, and the script puts
+``src/`` on the path): ``PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out $OUT`` with a
+timeout of 540 s.
+
 1. Throughput: the MNIST UNet (``ddpm``) and the PixelCNN (``pixelcnn``) at the accelerator's
    default sizes, batch 128, on 1×28×28 images with 256 grey levels: optimizer steps per second
    through :func:`simulacra.train.budget.calibrate` (the timing ``--minutes`` plans with), on the
@@ -14,8 +18,9 @@
 
 Data: MNIST from ``--data-dir`` when ``mnist.npz`` is there (the device machine has no
 ``../shared``: carry a copy), else an MNIST-shaped file of random grey levels written into the
-output folder (a step's cost does not depend on the pixel values). Writes ``gpu-check.json``
-and the samples into ``--out``.
+work folder (a step's cost does not depend on the pixel values). Writes ``gpu-check.json``, the
+command line's log ``cli.log`` and ``samples.png`` into ``--out``; the data file and the run
+directory go to ``--work`` (a new temporary folder by default).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,13 +45,13 @@ ROOT = HERE.parent
 PRESETS = ("ddpm", "pixelcnn")
 
 
-def mnist_file(data_dir: Path, out: Path, n: int) -> Path:
+def mnist_file(data_dir: Path, work: Path, n: int) -> Path:
     """MNIST's ``mnist.npz`` when present, else an MNIST-shaped ``.npz`` of n random uint8 images."""
     real = data_dir / "mnist.npz"
     if real.is_file():
         return real
     rng = np.random.default_rng(0)
-    path = out / "mnist-shaped.npz"
+    path = work / "mnist-shaped.npz"
     images = lambda k: rng.integers(0, 256, (k, 28, 28), dtype=np.uint8)  # noqa: E731
     labels = lambda k: rng.integers(0, 10, k)  # noqa: E731
     np.savez(path, x_train=images(n), y_train=labels(n), x_test=images(n // 5), y_test=labels(n // 5))
@@ -108,10 +114,12 @@ def _command(argv: list[str], log: Path, *, interrupt_after: Path | None = None)
     return {"argv": argv, "exit": code, "seconds": round(time.perf_counter() - started, 1), "last": lines[-1]}
 
 
-def end_to_end(data_path: Path, device: str, out: Path, steps: int, eval_n: int) -> dict[str, Any]:
+def end_to_end(
+    data_path: Path, device: str, out: Path, work: Path, steps: int, eval_n: int
+) -> dict[str, Any]:
     """train (interrupted, then resumed), sample and evaluate a small ddpm on ``device``; the
     likelihoods (PF-ODE) of ``eval_n`` test images."""
-    run = out / "ddpm-run"
+    run = work / "ddpm-run"
     log = out / "cli.log"
     train = ["train", "ddpm", "--data", str(data_path), "--steps", str(steps), "--device", device]
     # `evaluate` below scores the run: training's own evaluation is skipped (--no-eval)
@@ -141,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", required=True, help="folder for gpu-check.json, the CLI log and samples")
+    parser.add_argument(
+        "--work", default=None, help="folder for the data file and the run (default: a temporary one)"
+    )
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--steps", type=int, default=50, help="timed steps on the device")
     parser.add_argument("--cpu-steps", type=int, default=5, help="timed steps on the CPU path")
@@ -156,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT / "src"))
-    data_path = mnist_file(Path(args.data_dir), out, n=2000 if args.quick else 12000)
+    work = Path(args.work or tempfile.mkdtemp(prefix="gpu-check-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data_path = mnist_file(Path(args.data_dir), work, n=2000 if args.quick else 12000)
     record: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "device": args.device,
@@ -167,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(data_path),
     }
     record["throughput"] = throughput(data_path, args.device, args.steps, args.cpu_steps, args.batch_size)
-    record["end_to_end"] = end_to_end(data_path, args.device, out, args.cli_steps, args.eval_n)
+    record["end_to_end"] = end_to_end(data_path, args.device, out, work, args.cli_steps, args.eval_n)
     (out / "gpu-check.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(record["end_to_end"], indent=1))
     return 0
