@@ -329,7 +329,7 @@ def test_importance_sampled_times_have_uniform_log_snr_and_unit_mean_factor(name
 def test_time_sampling_is_checked() -> None:
     with pytest.raises(ConfigError, match="time_sampling"):
         build_model({"name": "ddpm", "hidden": [8], "time_sampling": "sobol"}, DataInfo((3,)))
-    with pytest.raises(ConfigError, match="time sampling"):
+    with pytest.raises(ConfigError, match="time_sampling"):
         sample_times(SCHEDULES.build("vp"), 4, method="sobol")
     model = build_model(
         {

@@ -40,8 +40,8 @@ from simulacra.data.transforms import CenteredRange
 from simulacra.errors import ConfigError, DataError
 from simulacra.models.base import GenerativeModel, LossOutput, check_batch, check_context
 from simulacra.objectives.score import (
-    TIME_SAMPLINGS,
     WEIGHTINGS,
+    check_time_sampling,
     denoising_loss,
     sample_times,
     variational_bound,
@@ -106,10 +106,6 @@ class Diffusion(GenerativeModel):
             raise ConfigError(
                 f"timesteps must be an integer >= 2 (or None for continuous time); found {timesteps!r}"
             )
-        if time_sampling not in TIME_SAMPLINGS:
-            raise ConfigError(
-                f"unknown time_sampling {time_sampling!r}; expected one of {', '.join(TIME_SAMPLINGS)}"
-            )
         if not 0.0 <= label_dropout < 1.0:
             raise ConfigError(f"label_dropout must be in [0, 1); found {label_dropout}")
         if conditional and info.num_classes is None:
@@ -120,7 +116,7 @@ class Diffusion(GenerativeModel):
         self.process = process
         self.weighting = weighting
         self.timesteps = None if timesteps is None else int(timesteps)
-        self.time_sampling = time_sampling
+        self.time_sampling = check_time_sampling(time_sampling)
         self.conditional = bool(conditional)
         self.label_dropout = float(label_dropout) if conditional else 0.0
         self.sampler = Ancestral() if sampler is None else check_sampler(sampler)

@@ -70,6 +70,13 @@ def loss_weight(weighting: str, process: NoiseSchedule, t: Tensor) -> Tensor:
     return error_factor(weighting, alpha, sigma)
 
 
+def check_time_sampling(method: str) -> str:
+    """``method`` if it is one of :data:`TIME_SAMPLINGS`, else a :class:`ConfigError`."""
+    if method not in TIME_SAMPLINGS:
+        raise ConfigError(f"unknown time_sampling {method!r}; expected one of {', '.join(TIME_SAMPLINGS)}")
+    return method
+
+
 def sample_times(
     process: NoiseSchedule,
     n: int,
@@ -96,8 +103,7 @@ def sample_times(
         (t, factor), both (n,) of ``dtype``: an unbiased estimate of E_{t uniform}[ℓ(t)] is
         ``factor · ℓ(t)``.
     """
-    if method not in TIME_SAMPLINGS:
-        raise ConfigError(f"unknown time sampling {method!r}; expected one of {', '.join(TIME_SAMPLINGS)}")
+    check_time_sampling(method)
     n = positive_int(n, "the number of training times")
     ones = torch.ones(n, device=device, dtype=dtype)
     if timesteps is not None:

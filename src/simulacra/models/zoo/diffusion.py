@@ -66,8 +66,8 @@ def ddpm(
 ) -> Diffusion:
     """T = ``timesteps`` steps of a ``linear`` (Ho et al.) or ``cosine`` (Nichol & Dhariwal) schedule;
     ``prediction`` eps, x0 or v; ``weighting`` and ``time_sampling`` as in :class:`Diffusion`
-    (``likelihood`` with ``importance`` trains for likelihood); a TimeMLP (``hidden``) for vectors, a UNet (``channels``) for
-    images; ``conditional`` trains with label dropout for classifier-free guidance; ``sampler``
+    (``likelihood`` with ``importance`` trains for likelihood); a TimeMLP (``hidden``) for
+    vectors, a UNet (``channels``) for images; ``conditional`` trains with label dropout for classifier-free guidance; ``sampler``
     the default sampler (a name in ``SAMPLERS`` or ``{"name": ..., options}``)."""
     if schedule not in ("linear", "cosine"):
         raise ConfigError(f"ddpm's schedule must be 'linear' or 'cosine'; found {schedule!r} (see score-sde)")
