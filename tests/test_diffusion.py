@@ -342,3 +342,21 @@ def test_time_sampling_is_checked() -> None:
         DataInfo((3,)),
     )
     assert model.process.t_min == 1e-5 and model.t_min == 1e-5
+
+
+def test_a_continuous_models_bound_is_tight_even_at_a_tiny_t_min() -> None:
+    """At t_min = 10⁻⁵ the continuous-time bound (1,000 points equally spaced in log SNR) of data
+    N(0, COV) under the optimal denoiser lies below and within 0.25 nats of the exact log-density
+    of x_{t_min} (0.14 measured; on 1,000 points equally spaced in t the gap is 105 nats)."""
+    process = SCHEDULES.build({"name": "vp", "t_min": 1e-5})
+    net = GaussianDenoiser(process, torch.zeros(2, dtype=torch.float64), COV)
+    model = Diffusion(DataInfo((2,)), net, process, prediction="x0", timesteps=None).double()
+    g = torch.Generator().manual_seed(0)
+    n = 2000
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(COV).T
+    t = torch.full((n,), 1e-5, dtype=torch.float64)
+    exact = gaussian_marginal_log_prob(x, *process.alpha_sigma(t), torch.zeros(2).double(), COV)
+    with torch.no_grad():
+        gap = exact - model.log_prob_bound(x, generator=g)
+    assert gap.mean() > -3 * gap.std() / n**0.5, "the bound must not exceed the exact log-likelihood"
+    assert gap.mean() < 0.25, gap.mean()
