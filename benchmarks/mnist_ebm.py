@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         probe = TrainConfig.for_model(
             model, batch_size=args.batch_size, eval_every=0, seed=args.seed, **extra
         )
-        steps, calibration = steps_for_minutes(model, data, probe, args.minutes)
+        steps, calibration, _ = steps_for_minutes(model, data, probe, args.minutes)
         config = TrainConfig.for_model(
             model,
             steps=steps,

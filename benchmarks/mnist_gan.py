@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(spec, data.info)
         parameters = sum(p.numel() for p in model.parameters())
         probe = TrainConfig.for_model(model, batch_size=args.batch_size, eval_every=0, seed=args.seed)
-        steps, calibration = steps_for_minutes(model, data, probe, args.minutes)
+        steps, calibration, _ = steps_for_minutes(model, data, probe, args.minutes)
         config = TrainConfig.for_model(
             model, steps=steps, batch_size=args.batch_size, eval_every=0, seed=args.seed, log_every=500
         )

@@ -64,7 +64,7 @@ def train(spec: dict[str, Any], data: Any, minutes: float, seed: int, name: str,
     torch.manual_seed(seed)
     model = build_model(spec, data.info)
     probe = TrainConfig.for_model(model, batch_size=64, eval_every=0, seed=seed, **settings)
-    steps, calibration = steps_for_minutes(model, data, probe, minutes)
+    steps, calibration, _ = steps_for_minutes(model, data, probe, minutes)
     config = TrainConfig.for_model(
         model, steps=steps, batch_size=64, eval_every=0, seed=seed, log_every=500, **settings
     )

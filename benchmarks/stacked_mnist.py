@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             steps, budget = args.steps, []
         else:
             probe = TrainConfig.for_model(model, batch_size=args.batch_size, eval_every=0, seed=args.seed)
-            steps, calibration = steps_for_minutes(model, data, probe, args.minutes)
+            steps, calibration, _ = steps_for_minutes(model, data, probe, args.minutes)
             budget = [TimeBudget(60 * args.minutes)]
             print(f"{steps} steps planned ({calibration.step_seconds * 1000:.0f} ms each)")
         config = TrainConfig.for_model(
