@@ -20,9 +20,10 @@ Training runs ``simulacra.train.fit`` on the MNIST training digits for ``--minut
   network (the shipped MNIST classifier when present, else the benchmark's own);
 * the test NLL of ``--nll-n`` test digits in nats and bits/dim through an AIS estimate of log Z
   (``--ais-chains`` chains, ``--ais-distributions`` distributions, MALA transitions): the
-  per-example standard error and the AIS standard error are reported apart. A continuous density
-  on [0, 1]^784 scored on 256-level images: bits/dim include the dequantization offset, as for
-  the flows; AIS underestimates log Z on average, so the NLL is optimistic;
+  per-example standard error and the AIS standard error are reported apart. The EBM's density
+  lives on the dequantization bins of the 256 levels, so the NLL is the uniform-dequantization
+  bound on the levels' probability, as for the flows; AIS underestimates log Z on average, so the
+  NLL is optimistic;
 * JEM: test accuracy; AUROC of the marginal log-density −E(x) separating test digits from uniform
   noise, and (``--classes``) from test digits of the held-out classes.
 

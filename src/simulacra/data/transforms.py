@@ -65,6 +65,29 @@ def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None)
     return (k + u.to(x.device)) / levels
 
 
+def quantize(v: Tensor, levels: int) -> Tensor:
+    """The inverse of :func:`dequantize`: v in [0, 1] -> the grid value k/(levels − 1) of its bin
+    [k/levels, (k + 1)/levels), k = ⌊levels · v⌋ clamped to 0 … levels − 1. Any shape."""
+    k = torch.clamp(torch.floor(v * levels), 0, levels - 1)
+    return k / (levels - 1)
+
+
+def bin_centres(x: Tensor, levels: int) -> Tensor:
+    """x on the grid k/(levels − 1) -> (k + ½)/levels, the centre of its dequantization bin
+    (the deterministic counterpart of :func:`dequantize`). Any shape."""
+    return (torch.round(x * (levels - 1)) + 0.5) / levels
+
+
+def discrete_levels(info: DataInfo) -> int | None:
+    """L, the number of values per dimension of discrete data scaled to [0, 1] (2 for binary
+    data), or None for continuous data (real-valued, or [0, 1] data of unknown levels)."""
+    if info.support == "binary":
+        return 2
+    if info.support == "unit" and info.levels is not None and info.levels >= 2:
+        return int(info.levels)
+    return None
+
+
 def standardization(x: Tensor, eps: float = 1e-8, *, unbiased: bool = False) -> tuple[Tensor, Tensor]:
     """Per-dimension mean and standard deviation of examples ``x`` (N, ...), each of shape (...).
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simulacra.data.info import DataInfo
+from simulacra.data.transforms import discrete_levels, quantize
 from simulacra.errors import ConfigError
 from simulacra.flows.base import Affine, Transform, sum_event
 from simulacra.flows.coupling import Coupling, alternating_mask, checkerboard_mask
@@ -59,11 +60,10 @@ class Logit(Transform):
 
 def levels_of(info: DataInfo) -> int:
     """L, the number of values per dimension of discrete data (2 for binary data)."""
-    if info.support == "binary":
-        return 2
-    if info.levels is None or info.levels < 2:
+    levels = discrete_levels(info)
+    if levels is None:
         raise ConfigError(f"dequantization needs discrete data (DataInfo.levels >= 2); found {info.levels}")
-    return int(info.levels)
+    return levels
 
 
 class _BinDequantizer(nn.Module):
@@ -82,8 +82,7 @@ class _BinDequantizer(nn.Module):
 
     def quantize(self, y: Tensor) -> Tensor:
         """y in [0, 1) -> the grid value k/(L − 1) of its bin, k = ⌊L y⌋ clamped to 0..L − 1."""
-        k = torch.clamp(torch.floor(y * self.levels), 0, self.levels - 1)
-        return k / (self.levels - 1)
+        return quantize(y, self.levels)
 
     def preprocessing(self) -> list[Transform]:
         """Transforms to place first in the flow (the logit step), in the normalizing order."""

@@ -17,6 +17,19 @@ five standard deviations of standardized data, and room for the 2-D toys, which 
 is finite for any energy network, chains never leave it (SGLD clamps, MALA/HMC reject), and
 uniform noise on the box is the chains' fresh start and the base of annealed importance sampling.
 
+Discrete data. Data with L levels per dimension (binary: L = 2; 8-bit images: L = 256), stored as
+x = k/(L − 1), are modelled through their dequantization bins, which tile [0, 1]: level k owns
+[k/L, (k + 1)/L) and the box point y = 2v − 1 of v in it. Training reads v = (k + u)/L, u ~ U[0, 1)^D
+(fresh each batch), so the model is a density on the box; ``log_prob`` is the uniform-dequantization
+bound on the probability of the levels,
+
+    log P(k) ≥ E_u[log p_v((k + u)/L)] − D log L,    log p_v(v) = −E(2v − 1) − log Z + D log 2,
+
+in nats of the discrete data (bits/dim need no further offset), and the probabilities of all L^D
+level vectors sum to at most one. ``energy`` reads the bins' centres (k + ½)/L; samples are
+quantized back, k = ⌊L v⌋. Without the bins a density evaluated at the points k/(L − 1) is no
+probability at all (on binary data, any value).
+
 The partition function. For one- and two-dimensional data Z is computed by quadrature on a grid
 over the box after training (:class:`~simulacra.models.base.SecondStage`): ``log_prob`` is then exact
 up to the grid's discretisation. In higher dimensions ``log_prob`` uses an annealed importance
@@ -41,7 +54,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simulacra.data.info import DataInfo
-from simulacra.data.transforms import CenteredRange
+from simulacra.data.transforms import CenteredRange, bin_centres, discrete_levels, quantize
+from simulacra.data.transforms import dequantize as uniform_dequantize
 from simulacra.errors import CapabilityError, ConfigError, DataError, TrainingError, positive_int
 from simulacra.models.base import (
     ExactLikelihood,
@@ -226,6 +240,7 @@ class EBM(GenerativeModel):
             raise ConfigError(f"ais_step_size must be positive; found {ais_step_size}")
         self.ais_step_size = float(ais_step_size)
         self.range = CenteredRange.for_data(info)
+        self.levels = discrete_levels(info)  # None for continuous data: no bins
         half = 1.0 if self.range.bounded else float(box)
         self.bounds = (-half, half)
         # the chains live on the box: SGLD clamps to it, MALA and HMC reject what leaves it
@@ -245,21 +260,42 @@ class EBM(GenerativeModel):
 
     # -- data space <-> model space ----------------------------------------------------------
 
-    def to_model(self, x: Tensor) -> Tensor:
-        """y = 2x − 1 for [0, 1] data; real values unchanged. (B, *event)."""
+    def to_model(
+        self, x: Tensor, generator: torch.Generator | None = None, *, dequantize: bool = False
+    ) -> Tensor:
+        """Model space (B, *event): y = 2v − 1 for [0, 1] data, real values unchanged. For discrete
+        data v is a point of x's bin: (k + u)/L with u ~ U[0, 1)^D drawn with ``generator`` when
+        ``dequantize`` (training, likelihoods), else the bin's centre (k + ½)/L; for continuous
+        [0, 1] data v = x."""
+        if self.levels is not None:
+            x = uniform_dequantize(x, self.levels, generator) if dequantize else bin_centres(x, self.levels)
         return self.range.forward(x)
 
     def from_model(self, y: Tensor) -> Tensor:
-        """Data space (B, *event): (y + 1)/2 clamped and rounded to the levels for bounded data."""
+        """Data space (B, *event): for discrete data the level whose bin holds v = (y + 1)/2; for
+        continuous [0, 1] data v clamped to [0, 1]; real values unchanged."""
+        if self.levels is not None:
+            return quantize(((y + 1.0) / 2.0).clamp(0.0, 1.0), self.levels)
         return self.range.inverse(y)
 
     @property
     def log_det(self) -> float:
-        """log |dy/dx| = D log 2 for bounded data (y = 2x − 1), else 0: log p(x) = log p(y) + this."""
-        return self.info.dim * math.log(self.range.scale)
+        """What turns log p(y) into ``log_prob``'s value in data space: log |dy/dv| = D log 2 for
+        bounded data (y = 2v − 1), minus D log L for discrete data (the uniform dequantization's
+        log q(v | k)); 0 for real values."""
+        value = self.info.dim * math.log(self.range.scale)
+        if self.levels is not None:
+            value -= self.info.dim * math.log(self.levels)
+        return value
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        """True for discrete data: ``log_prob`` is a bound on the levels' probability (no offset)."""
+        return self.levels is not None
 
     def energy(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        """E(y), y = the model-space image of x (B, *event) in data space; (B,). p(x) ∝ exp(−E)."""
+        """E(y), y = the model-space image of x (B, *event) in data space (the bin centre for
+        discrete data); (B,). p(x) ∝ exp(−E)."""
         check_batch(self, x, c)
         return self.net(self.to_model(x), c if self.conditional else None)
 
@@ -336,7 +372,7 @@ class EBM(GenerativeModel):
         NCE: ``nce_accuracy``, ``log_z``), the kernel's ``accept_rate`` where it has one, and for
         JEM ``ce`` (nats) and ``accuracy``."""
         check_batch(self, x, c)
-        y = self.to_model(x)
+        y = self.to_model(x, dequantize=True)
         if self.training:
             self._check_box(y)
         samples = None
@@ -487,8 +523,12 @@ class EBM(GenerativeModel):
         if not self.conditional or isinstance(self.net, ClassifierEnergy):  # else log_prob says why not
             self.partition()
 
-    def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        """log p(x) in nats (B,), data space: −E(y) − log Z + log|dy/dx|, −inf outside the box.
+    def log_prob(
+        self, x: Tensor, c: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """log p(x) in nats (B,), data space: −E(y) − log Z + :attr:`log_det`, −inf outside the
+        box; for discrete data a one-draw uniform-dequantization bound on log P(x) (y drawn in x's
+        bin with ``generator``).
 
         Exact up to the quadrature grid for D ≤ 2; elsewhere log Z is an AIS estimate (see
         :attr:`likelihood_estimator`). A conditional energy is scored by its marginal only when it
@@ -504,7 +544,7 @@ class EBM(GenerativeModel):
                 "estimated; use --metric mmd or fid"
             )
         log_z = self.partition().log_z
-        y = self.to_model(x)
+        y = self.to_model(x, generator, dequantize=True)
         with torch.no_grad():
             log_p = -self.net(y, None).double() - log_z + self.log_det
         lo, hi = self.bounds
@@ -514,12 +554,13 @@ class EBM(GenerativeModel):
     @property
     def likelihood_estimator(self) -> str:
         stored = self._stored_estimate()
+        bins = "" if self.levels is None else ", uniform dequantization bound (1 draw)"
         if stored is None:
-            return "log Z not yet estimated"
+            return "log Z not yet estimated" + bins
         if stored.num_distributions == 0:
-            return f"exact (log Z by {stored.method} of the box)"
+            return f"exact (log Z by {stored.method} of the box){bins}"
         return (
-            f"estimate: log Z by {stored.method} = {stored.log_z:.3f} ± {stored.stderr:.3f} nats "
+            f"estimate: log Z by {stored.method} = {stored.log_z:.3f} ± {stored.stderr:.3f} nats{bins} "
             "(AIS is a stochastic lower bound on log Z: the NLL is optimistic by its bias)"
         )
 
