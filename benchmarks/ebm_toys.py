@@ -45,12 +45,15 @@ NSF = {"moons": 2.399, "8gaussians": 2.845, "checkerboard": 3.505, "pinwheel": 2
 """Test NLL of the spline flow (BENCHMARKS §5, the best flow on every toy)."""
 
 
-def settings(objective: str, chain_steps: int, step_size: float, alpha: float) -> dict:
-    base = {"name": "ebm", "hidden": [128, 128, 128], "objective": objective}
+def settings(args: argparse.Namespace, objective: str) -> dict:
+    base = {"name": "ebm", "hidden": list(args.hidden), "objective": objective}
     if objective == "cd":
-        return {**base, "steps": chain_steps, "step_size": step_size, "buffer_size": 10_000, "alpha": alpha}
+        return {
+            **base, "steps": args.chain_steps, "step_size": args.step_size, "buffer_size": 10_000,
+            "alpha": args.alpha,
+        }  # fmt: skip
     if objective in ("nce", "nce-flow"):
-        return {**base, "objective": "nce", "nce_ratio": 4}
+        return {**base, "objective": "nce", "nce_ratio": args.nce_ratio}
     return {**base, "projections": 4}
 
 
@@ -66,7 +69,7 @@ def run(toy: str, objective: str, args: argparse.Namespace) -> dict:
 
     data = load_dataset(DataConfig(name=toy, num_samples=20_000), seed=args.seed)
     torch.manual_seed(args.seed)
-    spec = settings(objective, args.chain_steps, args.step_size, args.alpha)
+    spec = settings(args, objective)
     noise = None
     if objective == "nce-flow":  # the noise: a flow fitted to the data first, then frozen
         noise = build_model(json.loads(args.noise_flow), data.info)
@@ -146,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chain-steps", type=int, default=20, help="cd: Langevin steps per batch")
     parser.add_argument("--step-size", type=float, default=0.01, help="cd: the Langevin step ε")
     parser.add_argument("--alpha", type=float, default=0.0, help="cd: the L2 energy penalty α")
+    parser.add_argument(
+        "--hidden", type=int, nargs="+", default=[128, 128, 128], help="the energy MLP's widths"
+    )
+    parser.add_argument("--nce-ratio", type=int, default=4, help="nce: noise draws per data point")
     parser.add_argument(
         "--noise-flow",
         default='{"name": "maf", "transforms": 5, "hidden": [64, 64]}',
