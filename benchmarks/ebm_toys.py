@@ -6,7 +6,8 @@ splits as the flows of BENCHMARKS §5) and each objective:
 * ``cd``: persistent contrastive divergence, a replay buffer of 10,000 chains, ``--chain-steps``
   unadjusted Langevin steps per batch;
 * ``sliced``: sliced score matching (no chains);
-* ``nce``: noise-contrastive estimation against a Gaussian fitted to the data, widened 1.2×;
+* ``nce``: noise-contrastive estimation against a Gaussian fitted to the data, widened 1.2×
+  (``--nce-noise uniform``: uniform on the box);
 * ``nce-flow``: NCE against a flow trained on the data first (``--noise-flow``, ``--noise-steps``),
   as ``simulacra train ebm --set model.objective=nce --init FLOW_RUN`` does (Gao et al. 2020);
 
@@ -53,7 +54,8 @@ def settings(args: argparse.Namespace, objective: str) -> dict:
             "alpha": args.alpha,
         }  # fmt: skip
     if objective in ("nce", "nce-flow"):
-        return {**base, "objective": "nce", "nce_ratio": args.nce_ratio}
+        noise = {} if objective == "nce-flow" else {"nce_noise": args.nce_noise}
+        return {**base, "objective": "nce", "nce_ratio": args.nce_ratio, **noise}
     return {**base, "projections": 4}
 
 
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         "--hidden", type=int, nargs="+", default=[128, 128, 128], help="the energy MLP's widths"
     )
     parser.add_argument("--nce-ratio", type=int, default=4, help="nce: noise draws per data point")
+    parser.add_argument(
+        "--nce-noise", choices=("gaussian", "uniform"), default="gaussian", help="nce: the fixed noise"
+    )
     parser.add_argument(
         "--noise-flow",
         default='{"name": "maf", "transforms": 5, "hidden": [64, 64]}',

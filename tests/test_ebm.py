@@ -271,6 +271,10 @@ def test_bad_settings_are_caught_before_training() -> None:
         build_model({"name": "ebm", "chains": "somewhere"}, TOY)
     with pytest.raises(ConfigError, match="objective"):
         build_model({"name": "ebm", "objective": "magic"}, TOY)
+    with pytest.raises(ConfigError, match="nce_noise 'poisson'; expected one of gaussian, uniform"):
+        build_model({"name": "ebm", "objective": "nce", "nce_noise": "poisson"}, TOY)
+    uniform = build_model({"name": "ebm", "objective": "nce", "nce_noise": "uniform", "box": 4.0}, TOY)
+    assert uniform.objective.noise.low == -4.0 and uniform.objective.noise.high == 4.0
     model = build_model({"name": "ebm", "buffer_size": 16}, TOY)
     with pytest.raises(ConfigError, match="cannot start a batch of 32"):
         model.check_training(32)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
-from simulacra.distributions.standard import FittedGaussian
+from simulacra.distributions.standard import BoxUniform, FittedGaussian
 from simulacra.errors import ConfigError, DataError
 from simulacra.objectives.contrastive import (
     NCE,
@@ -466,6 +466,26 @@ def test_nce_recovers_maximum_likelihood_and_the_normaliser(correlated) -> None:
     assert (m.mu - mu_ml).abs().max().item() < 0.03
     assert _relative(m.precision(), lam_ml) < 0.05
     assert nce.log_z.item() == pytest.approx(m.log_normaliser().item(), abs=0.03)
+
+
+def test_nce_against_uniform_noise_on_a_box_recovers_maximum_likelihood(correlated) -> None:
+    """The EBM's other fixed noise, uniform on its box (here [−5, 7]², which holds the Gaussian
+    to 6 standard deviations, so truncation changes nothing measurable): ν = 50, 100,000 noise
+    draws. Uniform noise is far from the data, so NCE is less efficient than with the fitted
+    Gaussian; still consistent. Over 3 data sets × 2 noise draws the errors were at most 0.018 in
+    μ, 1.8 % in Λ and 0.028 nats in log_z; allow 0.05, 5 % and 0.06 nats."""
+    x, mu_ml, lam_ml = correlated
+    m = GaussianEnergy(2)
+    nce = NCE(BoxUniform(2, -5.0, 7.0).double(), ratio=50).double()
+    params = list(m.parameters()) + list(nce.parameters())
+    _lbfgs(params, lambda: nce(m, x, None, generator=torch.Generator().manual_seed(1))[0], iters=200)
+    assert (m.mu - mu_ml).abs().max().item() < 0.05
+    assert _relative(m.precision(), lam_ml) < 0.05
+    assert nce.log_z.item() == pytest.approx(m.log_normaliser().item(), abs=0.06)
+    outside, inside = BoxUniform(2, -5.0, 7.0).log_prob(torch.tensor([[8.0, 0.0], [0.0, 0.0]])).tolist()
+    assert outside == -math.inf and inside == pytest.approx(-2 * math.log(12.0))
+    with pytest.raises(ConfigError, match="low < high"):
+        BoxUniform(2, 1.0, 1.0)
 
 
 def test_denoising_score_matching_recovers_the_smoothed_density() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from simulacra.data.info import DataInfo
-from simulacra.distributions.standard import FittedGaussian
+from simulacra.distributions.standard import BoxUniform, FittedGaussian
 from simulacra.errors import ConfigError, positive_int
 from simulacra.models.ebm import EBM, TRAIN_DEFAULTS, ModelNoise, TiltedEnergy
 from simulacra.models.zoo._registry import ACCELERATOR_IMAGE_DEFAULTS, IMAGE_DEFAULTS, MODELS, build_model
@@ -26,6 +26,8 @@ from simulacra.objectives.contrastive import NCE, ContrastiveDivergence, EnergyO
 from simulacra.samplers.mcmc import HMC, MALA, SGLD, Kernel
 
 OBJECTIVES = ("cd", "sliced", "exact", "denoising", "nce")
+NCE_NOISES = ("gaussian", "uniform")
+"""NCE's fixed noises: a Gaussian fitted to the data (widened 1.2×), or uniform on the model's box."""
 KERNELS = ("sgld", "mala", "hmc")
 
 VECTOR_TRAIN = {**TRAIN_DEFAULTS, "lr": 1e-3, "betas": (0.9, 0.999)}
@@ -65,6 +67,8 @@ def _objective(
     projections: int,
     ratio: int,
     noise_model: ModelNoise | None = None,
+    noise: str = "gaussian",
+    bounds: tuple[float, float] = (-1.0, 1.0),
 ) -> EnergyObjective:
     if noise_model is not None and name != "nce":
         raise ConfigError(f"a trained noise model (stage_one, --init) is NCE's; found objective={name!r}")
@@ -73,8 +77,14 @@ def _objective(
     if name in ("sliced", "exact", "denoising"):
         return ScoreMatching(name, sigma, positive_int(projections, "projections"))
     if name == "nce":
-        noise = FittedGaussian(info.event_shape) if noise_model is None else noise_model
-        return NCE(noise, positive_int(ratio, "nce_ratio"))
+        if noise not in NCE_NOISES:
+            raise ConfigError(f"unknown nce_noise {noise!r}; expected one of {', '.join(NCE_NOISES)}")
+        if noise_model is not None:
+            return NCE(noise_model, positive_int(ratio, "nce_ratio"))
+        fixed = (
+            FittedGaussian(info.event_shape) if noise == "gaussian" else BoxUniform(info.event_shape, *bounds)
+        )
+        return NCE(fixed, positive_int(ratio, "nce_ratio"))
     raise ConfigError(f"unknown objective {name!r}; expected one of {', '.join(OBJECTIVES)}")
 
 
@@ -98,6 +108,7 @@ def ebm(
     sigma: float = 0.1,
     projections: int = 1,
     nce_ratio: int = 1,
+    nce_noise: str = "gaussian",
     hidden: Sequence[int] = (128, 128, 128),
     channels: Sequence[int] = (32, 64, 128),
     spectral: bool = False,
@@ -114,7 +125,8 @@ def ebm(
     """Energy-based model p(x) ∝ exp(−E(x)): ``objective`` cd (with ``chains`` buffer = PCD, data =
     CD-k, noise = short-run; L2 energy penalty ``alpha``), sliced/exact/denoising score matching
     (``sigma``) or nce; ``kernel`` sgld/mala/hmc with ``step_size`` (and sgld's ``noise_scale``).
-    NCE's noise is a Gaussian fitted to the data, or on real-valued data a trained flow given by
+    NCE's noise (``nce_noise``) is a Gaussian fitted to the data or uniform on the box, or on
+    real-valued data a trained flow given by
     ``stage_one`` (its spec; ``simulacra train ebm --set model.objective=nce --init FLOW_RUN``
     fills it and takes the flow's weights); with ``tilt`` the density is then the flow tilted by the
     energy, p ∝ p_flow · exp(−E), so that the energy learns only what the flow misses."""
@@ -132,7 +144,7 @@ def ebm(
         info,
         energy,
         _kernel(kernel, step_size, noise_scale, bounds, num_leapfrog),
-        _objective(info, objective, alpha, sigma, projections, nce_ratio, noise_model),
+        _objective(info, objective, alpha, sigma, projections, nce_ratio, noise_model, nce_noise, bounds),
         steps=steps,
         chains=chains,
         buffer_size=buffer_size,
