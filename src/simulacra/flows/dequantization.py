@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simulacra.data.info import DataInfo
-from simulacra.data.transforms import discrete_levels, quantize
+from simulacra.data.transforms import dequantize, discrete_levels, quantize
 from simulacra.errors import ConfigError
 from simulacra.flows.base import Affine, Transform, sum_event
 from simulacra.flows.coupling import Coupling, alternating_mask, checkerboard_mask
@@ -104,7 +104,7 @@ class UniformDequantizer(_BinDequantizer):
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B, *event) on the grid k/(L − 1) -> (y (B, *event) in [0, 1), log q(y | x) (B,))."""
-        y = (self.bins(x) + torch.rand_like(x)) / self.levels
+        y = dequantize(x, self.levels)
         log_q = x.new_full((x.shape[0],), self.dim * math.log(self.levels))
         return y, log_q
 
