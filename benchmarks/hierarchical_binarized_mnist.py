@@ -21,6 +21,7 @@ per k), and runs/bench/<preset>-<tag>/ (checkpoint, metrics).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -73,6 +74,10 @@ def main() -> int:
         "--kl-balance", action="store_true", help="KL balancing during warm-up (hvae: always)"
     )
     parser.add_argument("--free-bits", type=float, default=0.0, help="nats per latent dimension, per group")
+    parser.add_argument(
+        "--prior", default="normal",
+        help='p(z_L) of the top group: normal, vamp, maf, or a JSON spec such as \'{"name": "vamp", "components": 500}\'',
+    )  # fmt: skip
     parser.add_argument("--warmup-epochs", type=float, default=10.0, help="KL warm-up length (0: none)")
     parser.add_argument(
         "--minutes", type=float, default=33.0, help="training budget (CPU minutes of this process)"
@@ -115,6 +120,8 @@ def main() -> int:
         "arch": args.arch,
         "free_bits": args.free_bits,
     }
+    if args.prior != "normal":
+        spec["prior"] = json.loads(args.prior) if args.prior.lstrip().startswith("{") else args.prior
     if args.kl_balance:
         spec["kl_balance"] = True
     cpu_start = time.process_time()
@@ -215,6 +222,7 @@ def main() -> int:
         "grad_clip": args.grad_clip or None,
         "warmup_epochs": args.warmup_epochs,
         "free_bits": args.free_bits,
+        "top_prior": spec.get("prior", "normal"),
         "machine_note": "2-core CPU, shared with other jobs during this run",
     }
     write_record(record, ROOT / "benchmarks" / "results" / f"{name}.json")

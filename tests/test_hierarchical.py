@@ -6,6 +6,7 @@ bits, KL balancing, and zero groups refused from Python and from the CLI."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ from simulacra.cli import main
 from simulacra.data.info import DataInfo
 from simulacra.distributions.heads import GaussianHead
 from simulacra.distributions.ladder import PrecisionWeighted, RelativeToPrior, precision_weighted
-from simulacra.errors import ConfigError
+from simulacra.distributions.standard import StandardNormal
+from simulacra.errors import CapabilityError, ConfigError
 from simulacra.metrics.likelihood import importance_sampled_log_likelihood
 from simulacra.models.hierarchical import HierarchicalVAE
+from simulacra.models.latent_prior import VampPrior
 from simulacra.models.zoo import build_model
 from simulacra.nn.ladder import Ladder, PosteriorCell, TopDownCell
 from simulacra.objectives.variational import importance_weighted_bound
@@ -62,11 +65,12 @@ C = torch.tensor([1.3, 0.7, -0.9], dtype=torch.float64)
 SX = 0.5
 
 
-def linear_gaussian(exact: bool = True) -> HierarchicalVAE:
+def linear_gaussian(exact: bool = True, top_prior: Callable[..., nn.Module] | None = None) -> HierarchicalVAE:
     """The two-level model as a ladder of linear cells with LVAE's merge. ``exact``: the bottom-up
     estimates are the likelihood's, N(x / c, sx² / c²) for z_1 and N(x / (c a), (c² s1² + sx²) /
     (c a)²) for z_2, so that the precision-weighted posterior is the exact p(z_1, z_2 | x);
-    otherwise they are perturbed (a valid but inexact posterior)."""
+    otherwise they are perturbed (a valid but inexact posterior). ``top_prior``: the factory of a
+    learned p(z_2) (it receives the model's q(z_2 | x))."""
     zero = torch.zeros(D, dtype=torch.float64)
     w1, r1 = 1 / C, raw(SX / C.abs())
     w2, r2 = 1 / (C * A), raw((C**2 * S1**2 + SX**2).sqrt() / (C * A).abs())
@@ -83,7 +87,7 @@ def linear_gaussian(exact: bool = True) -> HierarchicalVAE:
     )  # fmt: skip
     info = DataInfo(event_shape=(D,), support="real")
     return HierarchicalVAE(
-        info, ladder, PrecisionWeighted(MIN), GaussianHead(D, std=SX), min_std=MIN
+        info, ladder, PrecisionWeighted(MIN), GaussianHead(D, std=SX), min_std=MIN, top_prior=top_prior
     ).double()
 
 
@@ -196,6 +200,141 @@ def test_weights_with_the_bottom_groups_from_the_prior_still_average_to_px(exact
                 assert bool((gap > 5 * log_w.std(0) / math.sqrt(n)).all()), gap
     with pytest.raises(ConfigError, match="skip must be between 0 and the 2 latent groups; found 3"):
         model.log_importance_weights(x, num_samples=2, skip=3)
+
+
+def test_a_learned_top_prior_takes_the_monte_carlo_path_and_keeps_the_bound_exact() -> None:
+    """The top group's prior given as a module (the path of the VampPrior and the MAF: log p(z_L)
+    from the module, its KL as log q − log p at the drawn z) with N(0, I) as that module is the
+    same model: with the exact posterior every weight is still log p(x), the one-draw ELBO with
+    the Monte Carlo top KL is unbiased for it, and the KL of z_2 averages to the closed form."""
+    exact, x = linear_gaussian(exact=True), data(4, seed=11)
+    model = linear_gaussian(exact=True, top_prior=lambda encoder: StandardNormal(D))
+    assert model.top_prior is not None and exact.top_prior is None
+    with torch.no_grad():
+        log_w = model.log_importance_weights(x, num_samples=5, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(log_w, log_marginal(x).expand(5, -1), rtol=0, atol=1e-9)
+        n = 20000
+        xs = x[:1].expand(n, -1)
+        bound = model.log_prob_bound(xs, generator=torch.Generator().manual_seed(2))
+        assert abs(float(bound.mean() - log_marginal(x[:1]))) < 4 * float(bound.std()) / math.sqrt(n)
+        kl = model.kl_per_group(xs, generator=torch.Generator().manual_seed(3))[:, 1]
+        closed = exact.kl_per_group(x[:1])[0, 1]
+        assert abs(float(kl.mean() - closed)) < 4 * float(kl.std()) / math.sqrt(n)
+        # drawn at temperature 1 from the module, the top group is N(0, I)
+        z = model.prior(n=n).rsample()[:, D:]
+        assert float(z.mean(0).abs().max()) < 0.05 and float((z.std(0) - 1).abs().max()) < 0.05
+
+
+def grey_digits(n: int, seed: int) -> Tensor:
+    """n random 8×8 images on the 17 grey levels of TINY's digits."""
+    return torch.randint(0, 17, (n, 1, 8, 8), generator=torch.Generator().manual_seed(seed)) / 16.0
+
+
+def test_training_on_the_iwae_bound() -> None:
+    """``num_samples`` = k: the loss is −L_k of the model's own importance weights (the same draws),
+    with β inside each weight during warm-up; on the exact posterior it is −log p(x); free bits,
+    which clamp the one-draw KL, are refused with it."""
+    kwargs, info = TINY["hvae"]
+    torch.manual_seed(0)
+    model = build_model({"name": "hvae", **kwargs, "beta": 1.0, "num_samples": 4}, info)
+    x = grey_digits(6, seed=8)
+    torch.manual_seed(1)
+    out = model.loss(x)
+    torch.manual_seed(1)
+    log_w = model.log_importance_weights(x, num_samples=4)
+    torch.testing.assert_close(out.loss, -importance_weighted_bound(log_w).mean())
+    torch.testing.assert_close(out.metrics["iwae"], importance_weighted_bound(log_w).mean())
+    torch.testing.assert_close(out.metrics["elbo"], log_w.mean())
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # β weights log p(z) − log q(z) inside each weight: β = 0 leaves L_k of log p(x | z) alone
+    model.set_loss_weight("kl", 0.0)
+    torch.manual_seed(1)
+    rec_only = model.loss(x).loss
+    torch.manual_seed(1)
+    log_px, _, _ = model._weighted_pass(x, 4)
+    torch.testing.assert_close(rec_only, -importance_weighted_bound(log_px).mean())
+    exact = linear_gaussian(exact=True)
+    exact.num_samples = 3
+    xs = data(5, seed=9)
+    torch.testing.assert_close(exact.loss(xs).loss, -log_marginal(xs).mean(), rtol=0, atol=1e-9)
+    with pytest.raises(ConfigError, match="free bits clamp the one-draw ELBO's KL"):
+        build_model({"name": "hvae", **kwargs, "free_bits": 0.5, "num_samples": 4}, info)
+    with pytest.raises(ConfigError, match="num_samples"):
+        build_model({"name": "lvae", "groups": 2, "latent_dim": 3, "hidden": 8, "num_samples": 0}, info)
+
+
+def _twins(components: int = 3) -> tuple[HierarchicalVAE, HierarchicalVAE]:
+    """hvae-vamp and the N(0, I) hvae with the same weights (everything but the pseudo-inputs)."""
+    kwargs, info = TINY["hvae"]
+    torch.manual_seed(0)
+    vamp = build_model(
+        {"name": "hvae-vamp", **kwargs, "prior": {"name": "vamp", "components": components}}, info
+    )
+    plain = build_model({"name": "hvae", **kwargs}, info)
+    missing, unexpected = plain.load_state_dict(vamp.state_dict(), strict=False)
+    assert not missing and all(k.startswith("top_prior.") for k in unexpected)
+    return vamp, plain
+
+
+def test_a_vamp_top_prior_is_the_mixture_of_top_posteriors_at_its_pseudo_inputs() -> None:
+    """p(z_L) = (1/K) Σ_k q(z_L | u_k): the joint prior density differs from the N(0, I) twin's by
+    log p(z_L) − log N(z_L; 0, I) exactly, the posterior is the twin's, and at temperature 0 the top
+    group is the mean of one component."""
+    vamp, plain = _twins()
+    prior = vamp.top_prior
+    x = grey_digits(5, seed=3)
+    with torch.no_grad():
+        z = vamp.prior(n=5).rsample()
+        top = z[:, -math.prod(vamp.ladder.latent_shapes[-1]) :]
+        q = vamp.top_posterior(prior.inputs())  # (K,) components
+        mixture = torch.logsumexp(q.log_prob(top.unsqueeze(1)), 1) - math.log(3)  # (5, K) -> (5,)
+        standard = torch.distributions.Normal(0.0, 1.0).log_prob(top).sum(1)
+        torch.testing.assert_close(
+            vamp.prior(n=5).log_prob(z) - plain.prior(n=5).log_prob(z), mixture - standard
+        )
+        zq = vamp.encode(x).rsample()
+        torch.testing.assert_close(vamp.encode(x).log_prob(zq), plain.encode(x).log_prob(zq))
+        cold = vamp.descend(6, temperature=[1.0, 0.0], generator=torch.Generator().manual_seed(4)).z[-1]
+        assert all(bool(((q.mean - row).abs().amax(1) < 1e-6).any()) for row in cold.flatten(1))
+
+
+def test_a_vamp_top_prior_keeps_the_iwae_bounds_ordered() -> None:
+    """On the linear-Gaussian hierarchy with a VampPrior of 3 pseudo-inputs over z_2 (no longer a
+    Gaussian model, the posterior inexact): ELBO = L_1 < L_8 < L_64 in expectation, by margins
+    the draws resolve, and the pseudo-inputs get a gradient from the bound."""
+    info = DataInfo(event_shape=(D,), support="real")
+    model = linear_gaussian(exact=False, top_prior=lambda encoder: VampPrior(encoder, info, 3))
+    x, reps, g = data(1, seed=12), 400, torch.Generator().manual_seed(13)
+    with torch.no_grad():
+        means, errors = [], []
+        for k in (1, 8, 64):
+            b = importance_weighted_bound(
+                model.log_importance_weights(x.expand(reps, -1), num_samples=k, generator=g)
+            )
+            means.append(float(b.mean()))
+            errors.append(float(b.std()) / math.sqrt(reps))
+    assert means[0] + 3 * (errors[0] + errors[1]) < means[1] < means[2] - 3 * (errors[1] + errors[2])
+    model.loss(data(8)).loss.backward()
+    assert float(model.top_prior.pseudo_inputs.grad.abs().sum()) > 0
+
+
+def test_top_priors_that_do_not_fit_are_refused() -> None:
+    from simulacra.tasks.bitsback import levels_of
+
+    kwargs, info = TINY["hvae"]
+    with pytest.raises(ConfigError, match="top group takes the prior normal, vamp, maf; found 'diffusion'"):
+        build_model({"name": "hvae", **kwargs, "prior": "diffusion"}, info)
+    with pytest.raises(ConfigError, match="top group takes the prior normal, vamp, maf; found 'gamma'$"):
+        build_model({"name": "lvae", "groups": 2, "latent_dim": 3, "hidden": 8, "prior": "gamma"}, info)
+    flow = build_model({"name": "hvae", **kwargs, "prior": "maf"}, info)
+    assert flow.sample(3, temperature=[0.5, 1.0]).shape == (3, *info.event_shape)
+    with pytest.raises(ConfigError, match="draws at temperature 1 only; found 0.5"):
+        flow.sample(3, temperature=[1.0, 0.5])
+    binary = DataInfo(event_shape=(1, 8, 8), support="binary", levels=2)
+    vamp = build_model({"name": "hvae-vamp", **kwargs, "likelihood": "bernoulli"}, binary)
+    with pytest.raises(CapabilityError, match="top group's prior N\\(0, I\\); this hierarchy's is VampPrior"):
+        levels_of(vamp)
 
 
 def _manual_pass(model: HierarchicalVAE, n: int, x: Tensor | None) -> Tensor:

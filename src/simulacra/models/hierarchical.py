@@ -19,6 +19,11 @@ The bound, with every KL in closed form given the sampled z_{>i}:
 
     log p(x) ≥ E_q[log p(x | z)] − Σ_i E_q[KL(q(z_i | x, z_{>i}) ‖ p(z_i | z_{>i}))].
 
+The top group's prior p(z_L) is N(0, I) by default, or any learned prior over the flattened z_L
+(``top_prior``: the VampPrior, a mixture of q(z_L | u_k) at learned pseudo-inputs, as in Tomczak &
+Welling's hierarchical VampPrior VAE, or a MAF); its KL is then the one-draw Monte Carlo estimate
+log q(z_L | x) − log p(z_L), and q(z_L | x) is parameterized relative to N(0, I).
+
 Training keeps what the papers needed for stability: a KL weight β that the KL warm-up callback
 anneals, free bits per group (Kingma et al. 2016), KL balancing between groups during warm-up
 (Vahdat & Kautz 2020, App. A), softplus-bounded scales, and gradient clipping and skipping
@@ -35,12 +40,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Normal, constraints
+from torch.distributions import Distribution, Independent, MixtureSameFamily, Normal, constraints
 
 from simulacra.data.info import DataInfo
 from simulacra.distributions.heads import is_discrete
 from simulacra.distributions.standard import sample_from, softplus_std
-from simulacra.errors import ConfigError
+from simulacra.errors import ConfigError, positive_int
 from simulacra.models.base import GenerativeModel, GroupSettings, LossOutput, check_batch
 from simulacra.nn.ladder import Ladder, group_sizes
 from simulacra.objectives.variational import importance_weighted_bound
@@ -56,7 +61,9 @@ class HierarchyPass:
         log_q: log q(z_i | x, z_{>i}) (n,) nats for the groups drawn from the posterior, None for
             groups drawn from the prior.
         log_p: log p(z_i | z_{>i}) (n,) nats for the same groups, None elsewhere.
-        kl: KL(q(z_i | x, z_{>i}) ‖ p(z_i | z_{>i})) (n,) nats in closed form, None elsewhere.
+        kl: KL(q(z_i | x, z_{>i}) ‖ p(z_i | z_{>i})) (n,) nats in closed form, None elsewhere
+            (for the top group under a learned prior: log q − log p at the drawn z, its one-draw
+            Monte Carlo estimate).
         likelihood: p(x | z), batch (n,), the data's event shape.
     """
 
@@ -145,6 +152,12 @@ class HierarchicalVAE(GenerativeModel):
         grad_clip: gradient-norm bound, the model's training default (None: none).
         grad_skip: skip updates whose gradient norm exceeds it (VDVAE; None: never), the
             group's declared setting (a run overrides it with ``train.groups.main.grad_skip``).
+        num_samples: k ≥ 1; k > 1 trains on the IWAE bound with k draws of the whole hierarchy
+            (Burda et al. 2016; β weights log p(z) − log q(z) inside each weight; free bits and KL
+            balancing belong to the one-draw ELBO and are refused or off).
+        top_prior: None for p(z_L) = N(0, I), or a factory that receives :meth:`top_posterior`
+            (the encoder ``(x, c) -> q(z_L | x)`` a VampPrior mixes) and returns a lazy prior
+            module ``(c, n) -> p(z_L)`` over the flattened top group (batch (n,), event (|z_L|,)).
     """
 
     loss_description = "negative variational bound (nats per example)"
@@ -164,6 +177,8 @@ class HierarchicalVAE(GenerativeModel):
         min_std: float = 1e-3,
         grad_clip: float | None = None,
         grad_skip: float | None = None,
+        num_samples: int = 1,
+        top_prior: Callable[[Callable[..., Distribution]], nn.Module] | None = None,
     ) -> None:
         super().__init__(info)
         if not math.isfinite(beta) or beta < 0:
@@ -173,6 +188,12 @@ class HierarchicalVAE(GenerativeModel):
         self.ladder, self.merge, self.head = ladder, merge, head
         self.beta, self.free_bits, self.kl_balance = float(beta), float(free_bits), bool(kl_balance)
         self.min_std = float(min_std)
+        self.num_samples = positive_int(num_samples, "num_samples")
+        if self.num_samples > 1 and self.free_bits > 0:
+            raise ConfigError("free bits clamp the one-draw ELBO's KL: use num_samples=1 with free_bits > 0")
+        # a learned p(z_L): its module holds the pseudo-inputs or the flow; top_posterior is how
+        # the VampPrior reaches this model's encoder (a bound method, not a submodule)
+        self.top_prior: nn.Module | None = None if top_prior is None else top_prior(self.top_posterior)
         self.register_buffer(
             "_sizes", torch.tensor(group_sizes(ladder), dtype=torch.float32), persistent=False
         )
@@ -201,6 +222,35 @@ class HierarchicalVAE(GenerativeModel):
             b = cell(b)
             features.append(b)
         return features
+
+    def top_posterior(self, x: Tensor, c: Tensor | None = None) -> Independent:
+        """q(z_L | x) over the flattened top group, batch (B,), event (|z_L|,): the posterior the
+        top-down pass starts from (relative to N(0, I)). A VampPrior over z_L mixes it at its
+        pseudo-inputs."""
+        n = x.shape[0]
+        top = self.levels - 1
+        shape = self.ladder.latent_shapes[top]
+        features = self.bottom_up(x)[top]
+        h = self.ladder.posterior[top](features, self.ladder.start(n)).reshape(n, 2, *shape)
+        zeros = torch.zeros((n, *shape), dtype=h.dtype, device=h.device)
+        loc, scale = self.merge(h, zeros, torch.ones_like(zeros))
+        return Independent(Normal(loc.flatten(1), scale.flatten(1), validate_args=False), 1)
+
+    def _draw_top(self, prior: Distribution, tau: float, n: int, generator: torch.Generator | None) -> Tensor:
+        """z_L (n, |z_L|) from a learned top prior at temperature τ: τ = 1 draws from it; for a
+        mixture of diagonal Gaussians (the VampPrior) τ scales the chosen component's scale (τ = 0:
+        the component's mean); other priors draw at τ = 1 only."""
+        if tau == 1.0:
+            return sample_from(prior, (), generator)
+        if isinstance(prior, MixtureSameFamily) and isinstance(prior.component_distribution, Independent):
+            k = sample_from(prior.mixture_distribution, (), generator)  # (n,)
+            normal = prior.component_distribution.base_dist
+            rows = torch.arange(n, device=k.device)
+            loc, scale = normal.loc[rows, k], normal.scale[rows, k]
+            return loc if tau == 0 else loc + tau * scale * noise_like(loc, generator)
+        raise ConfigError(
+            f"the top group's {type(self.top_prior).__name__} prior draws at temperature 1 only; found {tau}"
+        )
 
     def _prior_at(self, i: int, d: Tensor | None, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """(μ_p, σ_p) of group i given the state d_i (N(0, I) at the top), (n, *shape) each."""
@@ -249,7 +299,9 @@ class HierarchicalVAE(GenerativeModel):
         kl: list[Tensor | None] = [None] * levels
         groups = None if given is None else self.unflatten_latents(given)
 
-        def choose(i: int, prior: Normal, posterior: Normal | None) -> Tensor:
+        def choose(i: int, prior: Distribution, posterior: Normal | None) -> Tensor:
+            if not isinstance(prior, Normal):  # a learned p(z_L) over the flattened top group
+                return choose_top(i, prior, posterior)
             p_loc, p_scale = prior.loc, prior.scale
             if posterior is not None:
                 q_loc, q_scale = posterior.loc, posterior.scale
@@ -271,6 +323,25 @@ class HierarchicalVAE(GenerativeModel):
             z_all[i] = z
             return z
 
+        def choose_top(i: int, prior: Distribution, posterior: Normal | None) -> Tensor:
+            shape = self.ladder.latent_shapes[i]
+            if posterior is not None:
+                if groups is not None:
+                    z = groups[i]
+                else:
+                    q_loc, q_scale = posterior.loc, posterior.scale
+                    z = q_loc if posterior_mean else q_loc + q_scale * noise_like(q_loc, generator)
+                log_q[i] = _sum_event(posterior.log_prob(z))
+                log_p[i] = prior.log_prob(z.flatten(1))
+                kl[i] = log_q[i] - log_p[i]  # type: ignore[operator]
+            elif groups is not None:
+                z = groups[i]
+                log_p[i] = prior.log_prob(z.flatten(1))
+            else:
+                z = self._draw_top(prior, taus[i], n, generator).reshape(n, *shape)
+            z_all[i] = z
+            return z
+
         likelihood = self.top_down(n, features, choose, keep=keep)
         return HierarchyPass(z_all, log_q, log_p, kl, likelihood)
 
@@ -278,7 +349,7 @@ class HierarchicalVAE(GenerativeModel):
         self,
         n: int,
         features: list[Tensor] | None,
-        choose: Callable[[int, Normal, Normal | None], Tensor],
+        choose: Callable[[int, Distribution, Normal | None], Tensor],
         *,
         keep: int | None = None,
     ) -> Distribution:
@@ -287,7 +358,9 @@ class HierarchicalVAE(GenerativeModel):
         For i = L, …, 1: ``choose(i − 1, p(z_i | z_{>i}), q(z_i | x, z_{>i}))`` returns z_i
         (n, *shape_i), from which the path goes on; the posterior is None without ``features``
         (:meth:`bottom_up` of x) and below the top ``keep`` groups (default: all). Both are
-        Normals with batch (n, *shape_i) computed from the values chosen above. :meth:`descend`
+        Normals with batch (n, *shape_i) computed from the values chosen above, except the top
+        group's prior under a learned ``top_prior``: that is its distribution over the flattened
+        z_L, batch (n,), and the posterior is relative to N(0, I). :meth:`descend`
         draws through it; so does a coder that takes every group from a stack of bits and needs
         each conditional before the next (bits-back coding, :mod:`simulacra.tasks.bitsback`).
 
@@ -303,7 +376,10 @@ class HierarchicalVAE(GenerativeModel):
             if features is not None and i >= self.levels - keep:
                 h = self.ladder.posterior[i](features[i], d).reshape(n, 2, *self.ladder.latent_shapes[i])
                 q = Normal(*self.merge(h, p_loc, p_scale), validate_args=False)
-            z = choose(i, Normal(p_loc, p_scale, validate_args=False), q)
+            prior: Distribution = Normal(p_loc, p_scale, validate_args=False)
+            if i == self.levels - 1 and self.top_prior is not None:
+                prior = self.top_prior(None, n)
+            z = choose(i, prior, q)
             d = self.ladder.down[i](d, z)
         return self.head(self.ladder.out(d))
 
@@ -365,13 +441,18 @@ class HierarchicalVAE(GenerativeModel):
         normalized to mean 1, without gradient; ones when balancing is off or β ≥ 1."""
         if not self.kl_balance or self.beta >= 1.0:
             return torch.ones(kl.shape[1], dtype=kl.dtype, device=kl.device)
-        gamma = kl.detach().mean(0) / self._sizes.to(kl.dtype) + 0.01
+        # a learned top prior's KL is a one-draw estimate: its batch mean can dip below 0
+        gamma = kl.detach().mean(0).clamp_min(0) / self._sizes.to(kl.dtype) + 0.01
         return gamma / gamma.mean()
 
     def loss(self, x: Tensor, c: Tensor | None = None, *, group: str = "main") -> LossOutput:
         """−E_q log p(x | z) + β Σ_i γ_i max(KL_i, λ|z_i|) averaged over the batch (one draw;
-        the clamp applies to a group's batch mean). Metrics: ``elbo`` (the β = 1 bound), ``rec``,
-        ``kl`` and ``kl/i`` for each group i = 1 (nearest the data) … L, nats per example."""
+        the clamp applies to a group's batch mean); with ``num_samples`` = k > 1, −L_k, the IWAE
+        bound over k draws with β on log p(z) − log q(z) in each weight. Metrics: ``elbo`` (the
+        β = 1 bound, one draw), ``iwae`` (L_k, when k > 1), ``rec``, ``kl`` and ``kl/i`` for each
+        group i = 1 (nearest the data) … L, nats per example."""
+        if self.num_samples > 1:
+            return self._iwae_loss(x)
         out = self.descend(x.shape[0], self.bottom_up(x))
         rec = out.likelihood.log_prob(x)  # (B,)
         kl = torch.stack([k for k in out.kl if k is not None], 1)  # (B, L)
@@ -389,6 +470,23 @@ class HierarchicalVAE(GenerativeModel):
         for i, value in enumerate(kl.mean(0).detach()):
             metrics[f"kl/{i + 1}"] = value
         return LossOutput((-rec + self.beta * kl_loss).mean(), metrics)
+
+    def _iwae_loss(self, x: Tensor) -> LossOutput:
+        """−L_k (the IWAE bound, β inside the weights) for k = ``num_samples`` draws per example."""
+        k, batch = self.num_samples, x.shape[0]
+        log_px, log_ratio, out = self._weighted_pass(x, k)
+        bound = importance_weighted_bound(log_px + log_ratio)  # (B,)
+        loss = bound if self.beta == 1.0 else importance_weighted_bound(log_px + self.beta * log_ratio)
+        kl = torch.stack([v for v in out.kl if v is not None], 1).reshape(k, batch, -1).mean(0)  # (B, L)
+        metrics = {
+            "elbo": (log_px + log_ratio).mean().detach(),
+            "iwae": bound.mean().detach(),
+            "rec": log_px.mean().detach(),
+            "kl": kl.sum(1).mean().detach(),
+        }
+        for i, value in enumerate(kl.mean(0).detach()):
+            metrics[f"kl/{i + 1}"] = value
+        return LossOutput(-loss.mean(), metrics)
 
     def validation_score(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """−ELBO (B,) nats, the β = 1 bound whatever the warm-up's β and free bits: what keeping
@@ -428,16 +526,25 @@ class HierarchicalVAE(GenerativeModel):
         if not 0 <= int(skip) <= self.levels:
             raise ConfigError(f"skip must be between 0 and the {self.levels} latent groups; found {skip}")
         self.validate(x)
-        k, batch = int(num_samples), x.shape[0]
+        log_px, log_ratio, _ = self._weighted_pass(x, int(num_samples), skip=int(skip), generator=generator)
+        return log_px + log_ratio
+
+    def _weighted_pass(
+        self, x: Tensor, k: int, *, skip: int = 0, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, HierarchyPass]:
+        """k top-down draws per example (row i·B + b): log p(x | z) and Σ_{i>skip} [log p(z_i | z_{>i})
+        − log q(z_i | x, z_{>i})], (k, B) nats each, and the pass itself."""
+        batch = x.shape[0]
         features = [b.repeat(k, *([1] * (b.dim() - 1))) for b in self.bottom_up(x)]  # row i·B + b
-        out = self.descend(k * batch, features, keep=self.levels - int(skip), generator=generator)
-        log_w = out.likelihood.log_prob(x.repeat(k, *([1] * (x.dim() - 1))))
+        out = self.descend(k * batch, features, keep=self.levels - skip, generator=generator)
+        log_px = out.likelihood.log_prob(x.repeat(k, *([1] * (x.dim() - 1))))
+        log_ratio = torch.zeros_like(log_px)
         for i, (lp, lq) in enumerate(zip(out.log_p, out.log_q)):
             if i < skip:  # drawn from the conditional prior: p / p cancels
                 continue
             assert lp is not None and lq is not None
-            log_w = log_w + lp - lq
-        return log_w.reshape(k, batch)
+            log_ratio = log_ratio + lp - lq
+        return log_px.reshape(k, batch), log_ratio.reshape(k, batch), out
 
     def log_prob_bound(
         self,
@@ -448,7 +555,8 @@ class HierarchicalVAE(GenerativeModel):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """A lower bound on log p(x), (B,) nats: the ELBO ``log p(x | z) − Σ_i KL_i`` (one draw,
-        closed-form KLs) for ``num_samples = 1``, the IWAE bound with k draws otherwise."""
+        closed-form KLs, the top group's by one draw under a learned top prior) for
+        ``num_samples = 1``, the IWAE bound with k draws otherwise."""
         if num_samples > 1:
             return importance_weighted_bound(
                 self.log_importance_weights(x, c, num_samples, generator=generator)
@@ -480,7 +588,8 @@ class HierarchicalVAE(GenerativeModel):
         temperature: float | Sequence[float] = 1.0,
         **sampler_options: Any,
     ) -> Tensor:
-        """z_L ~ N(0, τ_L² I), z_i ~ N(μ_p, (τ_i σ_p)²) down the hierarchy, then x = E[x | z]
+        """z_L ~ N(0, τ_L² I) (a learned top prior: see :meth:`_draw_top`), z_i ~ N(μ_p, (τ_i σ_p)²)
+        down the hierarchy, then x = E[x | z]
         (``mean=True``) or x ~ p(x | z).
 
         Args:

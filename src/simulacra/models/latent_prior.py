@@ -26,6 +26,7 @@ the zoo chooses among all four by name (:data:`simulacra.models.zoo._priors.LATE
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -71,7 +72,11 @@ class VampPrior(nn.Module):
     """
 
     def __init__(
-        self, encoder: nn.Module, info: DataInfo, components: int = 500, init_std: float = 1.0
+        self,
+        encoder: Callable[..., Distribution],
+        info: DataInfo,
+        components: int = 500,
+        init_std: float = 1.0,
     ) -> None:
         super().__init__()
         object.__setattr__(self, "_encoder", encoder)  # a reference, not a submodule: see the docstring

@@ -219,6 +219,11 @@ def levels_of(model: GenerativeModel) -> int:
         levels = head.levels
     else:
         raise CapabilityError(f"bits-back coding does not know the likelihood {type(head).__name__}")
+    if isinstance(model, HierarchicalVAE) and model.top_prior is not None:
+        raise CapabilityError(
+            f"bits-back coding here needs the top group's prior N(0, I); this hierarchy's is "
+            f"{type(model.top_prior).__name__}"
+        )
     if isinstance(model, VAE):
         if model.conditional:
             raise CapabilityError(

@@ -39,13 +39,13 @@ from simulacra.samplers import resolve_sampler
 
 @dataclass(frozen=True)
 class PriorSite:
-    """What a prior p(z | c) is built for: the data, the latent size, the VAE's encoder (which the
-    VampPrior reads), whether the VAE is conditional, and the flow settings of the ``vae`` preset
+    """What a prior p(z | c) is built for: the data, the latent size, the encoder ``(x, c) -> q(z | x)``
+    that the VampPrior reads (a VAE's encoder module, or a hierarchy's ``top_posterior``), whether the VAE is conditional, and the flow settings of the ``vae`` preset
     (``flow_transforms``, ``flow_hidden``), the ``maf`` prior's defaults."""
 
     info: DataInfo
     latent_dim: int
-    encoder: nn.Module
+    encoder: Callable[..., Any]
     conditional: bool = False
     embedding_dim: int | None = None
     flow_transforms: int = 4
@@ -74,7 +74,9 @@ def normal_prior(site: PriorSite) -> nn.Module:
 def vamp_prior(site: PriorSite, components: int = 500, init_std: float = 1.0) -> nn.Module:
     """p(z) = (1/K) Σ_k q(z | u_k), K = ``components`` learned pseudo-inputs (500 in the paper)."""
     _unconditional(site, "vamp")
-    if not (isinstance(site.encoder, Amortized) and isinstance(site.encoder.head, DiagonalGaussian)):
+    # a VAE's encoder module must be the diagonal Gaussian one; a hierarchy passes its q(z_L | x)
+    gaussian = isinstance(site.encoder, Amortized) and isinstance(site.encoder.head, DiagonalGaussian)
+    if isinstance(site.encoder, nn.Module) and not gaussian:
         raise ConfigError(
             "the vamp prior mixes diagonal Gaussian posteriors: use it with posterior='gaussian'"
         )
