@@ -78,6 +78,7 @@ def main() -> int:
         "--prior", default="normal",
         help='p(z_L) of the top group: normal, vamp, maf, or a JSON spec such as \'{"name": "vamp", "components": 500}\'',
     )  # fmt: skip
+    parser.add_argument("--num-samples", type=int, default=1, help="k > 1: train on the IWAE bound")
     parser.add_argument("--warmup-epochs", type=float, default=10.0, help="KL warm-up length (0: none)")
     parser.add_argument(
         "--minutes", type=float, default=33.0, help="training budget (CPU minutes of this process)"
@@ -120,6 +121,8 @@ def main() -> int:
         "arch": args.arch,
         "free_bits": args.free_bits,
     }
+    if args.num_samples > 1:
+        spec["num_samples"] = args.num_samples
     if args.prior != "normal":
         spec["prior"] = json.loads(args.prior) if args.prior.lstrip().startswith("{") else args.prior
     if args.kl_balance:
@@ -223,6 +226,7 @@ def main() -> int:
         "warmup_epochs": args.warmup_epochs,
         "free_bits": args.free_bits,
         "top_prior": spec.get("prior", "normal"),
+        "train_num_samples": args.num_samples,
         "machine_note": "2-core CPU, shared with other jobs during this run",
     }
     write_record(record, ROOT / "benchmarks" / "results" / f"{name}.json")
