@@ -78,6 +78,7 @@ def main() -> int:
         "--prior", default="normal",
         help='p(z_L) of the top group: normal, vamp, maf, or a JSON spec such as \'{"name": "vamp", "components": 500}\'',
     )  # fmt: skip
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout in the MLP cells")
     parser.add_argument("--num-samples", type=int, default=1, help="k > 1: train on the IWAE bound")
     parser.add_argument("--warmup-epochs", type=float, default=10.0, help="KL warm-up length (0: none)")
     parser.add_argument(
@@ -121,6 +122,8 @@ def main() -> int:
         "arch": args.arch,
         "free_bits": args.free_bits,
     }
+    if args.dropout > 0:
+        spec["dropout"] = args.dropout
     if args.num_samples > 1:
         spec["num_samples"] = args.num_samples
     if args.prior != "normal":
@@ -227,6 +230,7 @@ def main() -> int:
         "free_bits": args.free_bits,
         "top_prior": spec.get("prior", "normal"),
         "train_num_samples": args.num_samples,
+        "dropout": args.dropout,
         "machine_note": "2-core CPU, shared with other jobs during this run",
     }
     write_record(record, ROOT / "benchmarks" / "results" / f"{name}.json")

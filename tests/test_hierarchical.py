@@ -520,3 +520,22 @@ def test_zero_groups_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "groups" in err[0], err
     assert not out.exists()
+
+
+def test_dropout_in_the_mlp_cells_acts_while_training_only() -> None:
+    info = DataInfo(event_shape=(12,), support="binary", levels=2)
+    spec = {"name": "hvae", "groups": 2, "latent_dim": 3, "hidden": 16, "dropout": 0.5}
+    torch.manual_seed(0)
+    model = build_model(spec, info)
+    assert sum(isinstance(m, nn.Dropout) for m in model.modules()) == 4  # two up blocks, two down cells
+    x = (torch.rand(32, 12, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    model.eval()
+    torch.testing.assert_close(model.log_prob_bound(x, generator=g()), model.log_prob_bound(x, generator=g()))
+    model.train()
+    assert not torch.allclose(model.log_prob_bound(x, generator=g()), model.log_prob_bound(x, generator=g()))
+    for bad in (1.0, -0.1, "0.2"):
+        with pytest.raises(ConfigError, match="dropout must be (a probability in \\[0, 1\\)|a number)"):
+            build_model({**spec, "dropout": bad}, info)
+    with pytest.raises(ConfigError, match="dropout is an option of the MLP cells"):
+        build_model({"name": "hvae", "groups": 2, "dropout": 0.1}, TINY["hvae"][1])

@@ -154,6 +154,7 @@ def mlp_ladder(
     residual: bool,
     posterior_reads_state: bool,
     activation: str = "relu",
+    dropout: float = 0.0,
 ) -> Ladder:
     """MLP cells for vectors (Sønderby et al. 2016, §3: two-layer blocks per group).
 
@@ -161,7 +162,9 @@ def mlp_ladder(
     φ(MLP(h_{i−1} → h_i → h_i)) (h_0 = ``in_features``; inputs are flattened), posterior[i] a
     linear map to 2·|z_i|, prior[i] = Linear(φ(d_i)), down[i] an MLP |z_i| → h_{i−1} → h_{i−1}
     (``residual``: [h_i + |z_i|] → h_{i−1} → h_{i−1}, plus a skip), out = Linear(φ(d_0)) of
-    ``out_features`` (d_0 has h_1 units).
+    ``out_features`` (d_0 has h_1 units). ``dropout`` p > 0: dropout after the hidden
+    activations of the up and down blocks while training (a regularizer against overfitting a
+    fixed training set, e.g. statically binarized MNIST).
     """
     levels = check_groups(groups)
     z, h = _sizes(latent_dims, levels, "latent_dim"), _sizes(hidden, levels, "hidden")
@@ -169,7 +172,9 @@ def mlp_ladder(
     below = [h[0], *h[:-1]]  # width of d_{i-1}, the state each down cell writes
     up: list[nn.Module] = []
     for i in range(levels):
-        block = nn.Sequential(MLP(in_features if i == 0 else h[i - 1], [h[i]], h[i], activation), act())
+        block = nn.Sequential(
+            MLP(in_features if i == 0 else h[i - 1], [h[i]], h[i], activation, dropout), act()
+        )
         up.append(nn.Sequential(nn.Flatten(), block) if i == 0 else block)
     width = [h[i] * (2 if posterior_reads_state else 1) for i in range(levels)]
     posterior = [
@@ -180,11 +185,13 @@ def mlp_ladder(
     for i in range(levels):
         if residual:
             skip = nn.Identity() if h[i] == below[i] else nn.Linear(h[i], below[i])
-            net = MLP(h[i] + z[i], [below[i]], below[i], activation)
+            net = MLP(h[i] + z[i], [below[i]], below[i], activation, dropout)
             down.append(TopDownCell(net, True, skip, activation=activation))
         else:
             down.append(
-                TopDownCell(MLP(z[i], [below[i]], below[i], activation), False, activation=activation)
+                TopDownCell(
+                    MLP(z[i], [below[i]], below[i], activation, dropout), False, activation=activation
+                )
             )
     out = nn.Sequential(act(), nn.Linear(h[0], out_features))
     needs_top = residual or posterior_reads_state

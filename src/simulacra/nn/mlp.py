@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from simulacra.errors import ConfigError
 from simulacra.registry import Registry
 
 ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
@@ -26,6 +27,13 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS.get(name)()
 
 
+def check_dropout(p: float) -> float:
+    """A dropout probability in [0, 1); else a :class:`ConfigError` naming it."""
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= float(p) < 1:
+        raise ConfigError(f"dropout must be a probability in [0, 1); found {p!r}")
+    return float(p)
+
+
 class MLP(nn.Sequential):
     """Fully connected network ``in_features -> hidden[0] -> ... -> out_features``.
 
@@ -37,6 +45,7 @@ class MLP(nn.Sequential):
         hidden: sizes of the hidden layers (a list from JSON is fine).
         out_features: size of the output, (B, out_features).
         activation: a name in :data:`ACTIVATIONS`.
+        dropout: p ∈ [0, 1): dropout after every hidden activation while training (0: none).
     """
 
     def __init__(
@@ -45,14 +54,18 @@ class MLP(nn.Sequential):
         hidden: Sequence[int],
         out_features: int,
         activation: str = "relu",
+        dropout: float = 0.0,
     ) -> None:
         act = ACTIVATIONS.get(activation)  # resolve the name once, fail before building layers
+        p = check_dropout(dropout)
         sizes = [int(in_features), *(int(h) for h in hidden), int(out_features)]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers.append(act())
+                if p > 0:
+                    layers.append(nn.Dropout(p))
         super().__init__(*layers)
         self.in_features = sizes[0]
         self.out_features = sizes[-1]
