@@ -39,8 +39,9 @@ from simulacra.samplers import resolve_sampler
 
 @dataclass(frozen=True)
 class PriorSite:
-    """What a prior p(z | c) is built for: the data, the latent size, the encoder ``(x, c) -> q(z | x)``
-    that the VampPrior reads (a VAE's encoder module, or a hierarchy's ``top_posterior``), whether the VAE is conditional, and the flow settings of the ``vae`` preset
+    """What a prior p(z | c) is built for: the data, the latent size, the encoder
+    ``(x, c) -> q(z | x)`` that the VampPrior reads (a VAE's encoder module, or a hierarchy's
+    ``top_posterior``), whether the VAE is conditional, and the flow settings of the ``vae`` preset
     (``flow_transforms``, ``flow_hidden``), the ``maf`` prior's defaults."""
 
     info: DataInfo
