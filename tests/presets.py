@@ -37,7 +37,10 @@ TINY: dict[str, tuple[dict[str, Any], DataInfo]] = {
     # -- hierarchical VAEs
     "lvae": ({"groups": 2, "latent_dim": [3, 2], "hidden": 8}, DIGITS),
     "hvae": ({"groups": 2, "latent_dim": 2, "hidden": 4, "beta": 0.5}, DIGITS),
-    "hvae-vamp": ({"groups": 2, "latent_dim": 2, "hidden": 4, "prior": {"name": "vamp", "components": 3}}, DIGITS),
+    "hvae-vamp": (
+        {"groups": 2, "latent_dim": 2, "hidden": 4, "prior": {"name": "vamp", "components": 3}},
+        DIGITS,
+    ),
     # -- flows
     "realnvp": ({"transforms": 2, "hidden": [8], "batchnorm": True}, TOY),
     "maf": ({"transforms": 2, "hidden": [8], "conditional": True}, DIGITS),
