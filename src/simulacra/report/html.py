@@ -101,6 +101,8 @@ pre { background: #f8f8f8; padding: .6em; overflow-x: auto; font-size: .8em; }
     body.dataset.imagesLoaded = images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
   }
   images.forEach(function (i) {
+    // an image that failed before this script ran fired its error event unheard
+    if (i.complete && i.naturalWidth === 0) { note("image did not load: " + i.alt); return; }
     i.addEventListener("load", count);
     i.addEventListener("error", function () { note("image did not load: " + i.alt); });
   });
