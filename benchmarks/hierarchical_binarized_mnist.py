@@ -79,6 +79,7 @@ def main() -> int:
         help='p(z_L) of the top group: normal, vamp, maf, or a JSON spec such as \'{"name": "vamp", "components": 500}\'',
     )  # fmt: skip
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout in the MLP cells")
+    parser.add_argument("--gated", action="store_true", help="gated dense units in the MLP cells")
     parser.add_argument("--num-samples", type=int, default=1, help="k > 1: train on the IWAE bound")
     parser.add_argument("--warmup-epochs", type=float, default=10.0, help="KL warm-up length (0: none)")
     parser.add_argument(
@@ -124,6 +125,8 @@ def main() -> int:
     }
     if args.dropout > 0:
         spec["dropout"] = args.dropout
+    if args.gated:
+        spec["gated"] = True
     if args.num_samples > 1:
         spec["num_samples"] = args.num_samples
     if args.prior != "normal":
@@ -231,6 +234,7 @@ def main() -> int:
         "top_prior": spec.get("prior", "normal"),
         "train_num_samples": args.num_samples,
         "dropout": args.dropout,
+        "gated": args.gated,
         "machine_note": "2-core CPU, shared with other jobs during this run",
     }
     write_record(record, ROOT / "benchmarks" / "results" / f"{name}.json")

@@ -25,6 +25,7 @@ from simulacra.models.hierarchical import HierarchicalVAE
 from simulacra.models.latent_prior import VampPrior
 from simulacra.models.zoo import build_model
 from simulacra.nn.ladder import Ladder, PosteriorCell, TopDownCell
+from simulacra.nn.mlp import GatedLinear
 from simulacra.objectives.variational import importance_weighted_bound
 
 from presets import TINY
@@ -520,6 +521,21 @@ def test_zero_groups_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "groups" in err[0], err
     assert not out.exists()
+
+
+def test_gated_mlp_cells_train_and_refuse_conv_or_non_booleans() -> None:
+    info = DataInfo(event_shape=(12,), support="binary", levels=2)
+    spec = {"name": "hvae", "groups": 2, "latent_dim": 3, "hidden": 16, "gated": True}
+    torch.manual_seed(0)
+    model = build_model(spec, info)
+    assert sum(isinstance(m, GatedLinear) for m in model.modules()) == 4  # two up blocks, two down cells
+    x = (torch.rand(32, 12, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    model.loss(x).loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    with pytest.raises(ConfigError, match="gated must be true or false"):
+        build_model({**spec, "gated": "yes"}, info)
+    with pytest.raises(ConfigError, match="gated is an option of the MLP cells"):
+        build_model({"name": "hvae", "groups": 2, "gated": True}, TINY["hvae"][1])
 
 
 def test_dropout_in_the_mlp_cells_acts_while_training_only() -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from simulacra.errors import DataError, UnknownNameError
-from simulacra.nn import MLP, ContextEmbedding, ContextNet, ConvDecoder, ConvEncoder
+from simulacra.nn import MLP, ContextEmbedding, ContextNet, ConvDecoder, ConvEncoder, GatedLinear
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "elu", "gelu", "silu"])
@@ -24,6 +24,25 @@ def test_mlp_without_hidden_is_affine() -> None:
     x, y = torch.randn(3), torch.randn(3)
     f = mlp(torch.stack([x, y, 0.3 * x + 0.7 * y]))
     torch.testing.assert_close(f[2], 0.3 * f[0] + 0.7 * f[1])
+
+
+def test_gated_linear_is_value_times_sigmoid_of_gate() -> None:
+    torch.manual_seed(0)
+    layer = GatedLinear(5, 3)
+    x = torch.randn(4, 5)
+    w, b = layer.linear.weight, layer.linear.bias
+    value = x @ w[:3].T + b[:3]
+    gate = x @ w[3:].T + b[3:]
+    torch.testing.assert_close(layer(x), value * torch.sigmoid(gate))
+
+
+def test_gated_mlp_gates_hidden_layers_and_keeps_the_output_affine() -> None:
+    mlp = MLP(5, [7, 3], 2, "silu", gated=True)
+    assert [type(m) for m in mlp] == [GatedLinear, GatedLinear, nn.Linear]  # the gate is the nonlinearity
+    assert mlp[0].linear.out_features == 14 and mlp[2].in_features == 3
+    x, y = torch.randn(3, 5), torch.randn(3, 5)
+    f = mlp(torch.cat([x, y, 0.3 * x + 0.7 * y]))
+    assert not torch.allclose(f[6:], 0.3 * f[:3] + 0.7 * f[3:6], atol=1e-3)  # not affine
 
 
 def test_unknown_activation_lists_names() -> None:

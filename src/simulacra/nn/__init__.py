@@ -2,11 +2,12 @@
 
 from simulacra.nn.conv import ConvDecoder, ConvEncoder
 from simulacra.nn.embeddings import ContextEmbedding, ContextNet, Standardization
-from simulacra.nn.mlp import ACTIVATIONS, MLP, activation
+from simulacra.nn.mlp import ACTIVATIONS, MLP, GatedLinear, activation
 
 __all__ = [
     "ACTIVATIONS",
     "MLP",
+    "GatedLinear",
     "ContextEmbedding",
     "ContextNet",
     "ConvDecoder",

@@ -155,6 +155,7 @@ def mlp_ladder(
     posterior_reads_state: bool,
     activation: str = "relu",
     dropout: float = 0.0,
+    gated: bool = False,
 ) -> Ladder:
     """MLP cells for vectors (Sønderby et al. 2016, §3: two-layer blocks per group).
 
@@ -164,7 +165,8 @@ def mlp_ladder(
     (``residual``: [h_i + |z_i|] → h_{i−1} → h_{i−1}, plus a skip), out = Linear(φ(d_0)) of
     ``out_features`` (d_0 has h_1 units). ``dropout`` p > 0: dropout after the hidden
     activations of the up and down blocks while training (a regularizer against overfitting a
-    fixed training set, e.g. statically binarized MNIST).
+    fixed training set, e.g. statically binarized MNIST). ``gated``: the hidden layer of every up
+    and down block is a gated dense layer (value ⊙ σ(gate), Tomczak & Welling 2018's units).
     """
     levels = check_groups(groups)
     z, h = _sizes(latent_dims, levels, "latent_dim"), _sizes(hidden, levels, "hidden")
@@ -173,7 +175,7 @@ def mlp_ladder(
     up: list[nn.Module] = []
     for i in range(levels):
         block = nn.Sequential(
-            MLP(in_features if i == 0 else h[i - 1], [h[i]], h[i], activation, dropout), act()
+            MLP(in_features if i == 0 else h[i - 1], [h[i]], h[i], activation, dropout, gated), act()
         )
         up.append(nn.Sequential(nn.Flatten(), block) if i == 0 else block)
     width = [h[i] * (2 if posterior_reads_state else 1) for i in range(levels)]
@@ -185,12 +187,12 @@ def mlp_ladder(
     for i in range(levels):
         if residual:
             skip = nn.Identity() if h[i] == below[i] else nn.Linear(h[i], below[i])
-            net = MLP(h[i] + z[i], [below[i]], below[i], activation, dropout)
+            net = MLP(h[i] + z[i], [below[i]], below[i], activation, dropout, gated)
             down.append(TopDownCell(net, True, skip, activation=activation))
         else:
             down.append(
                 TopDownCell(
-                    MLP(z[i], [below[i]], below[i], activation, dropout), False, activation=activation
+                    MLP(z[i], [below[i]], below[i], activation, dropout, gated), False, activation=activation
                 )
             )
     out = nn.Sequential(act(), nn.Linear(h[0], out_features))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from simulacra.errors import ConfigError
 from simulacra.registry import Registry
@@ -34,6 +35,22 @@ def check_dropout(p: float) -> float:
     return float(p)
 
 
+class GatedLinear(nn.Module):
+    """h = (W x + b) ⊙ σ(V x + c): a gated dense layer (Dauphin et al. 2017's GLU; the "GatedDense"
+    units of Tomczak & Welling 2018's VampPrior models). (B, in_features) -> (B, out_features).
+
+    One linear map to 2 · out_features computes both halves; the first half is the value, the
+    second the gate.
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(int(in_features), 2 * int(out_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.glu(self.linear(x), dim=-1)
+
+
 class MLP(nn.Sequential):
     """Fully connected network ``in_features -> hidden[0] -> ... -> out_features``.
 
@@ -46,6 +63,8 @@ class MLP(nn.Sequential):
         out_features: size of the output, (B, out_features).
         activation: a name in :data:`ACTIVATIONS`.
         dropout: p ∈ [0, 1): dropout after every hidden activation while training (0: none).
+        gated: every hidden layer is a :class:`GatedLinear`, h = (W x + b) ⊙ σ(V x + c), with the
+            gate as its nonlinearity (no ``activation`` after it); the output layer stays affine.
     """
 
     def __init__(
@@ -55,15 +74,18 @@ class MLP(nn.Sequential):
         out_features: int,
         activation: str = "relu",
         dropout: float = 0.0,
+        gated: bool = False,
     ) -> None:
         act = ACTIVATIONS.get(activation)  # resolve the name once, fail before building layers
         p = check_dropout(dropout)
         sizes = [int(in_features), *(int(h) for h in hidden), int(out_features)]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers.append(act())
+            hidden_layer = i < len(sizes) - 2
+            layers.append(GatedLinear(a, b) if gated and hidden_layer else nn.Linear(a, b))
+            if hidden_layer:
+                if not gated:
+                    layers.append(act())
                 if p > 0:
                     layers.append(nn.Dropout(p))
         super().__init__(*layers)

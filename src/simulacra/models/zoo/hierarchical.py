@@ -46,12 +46,14 @@ def _top_prior(
 def _hierarchy(
     info: DataInfo, arch: str, groups: int, latent: int | Sequence[int], hidden: int | Sequence[int],
     activation: str, likelihood: str, merge: str, residual: bool, prior: str | Mapping[str, Any] = "normal",
-    dropout: float = 0.0, **options: float | bool | None,
+    dropout: float = 0.0, gated: bool = False, **options: float | bool | None,
 ) -> HierarchicalVAE:  # fmt: skip
     """Build the ladder of ``arch`` ("mlp" or "conv") with the posterior ``merge`` ("precision":
     LVAE's; "relative": NVAE's) and a likelihood head."""
     check_groups(groups)
     dropout = check_dropout(dropout)
+    if not isinstance(gated, bool):
+        raise ConfigError(f"gated must be true or false; found {gated!r}")
     if merge not in ("precision", "relative"):
         raise ConfigError(f"unknown merge {merge!r}; expected 'precision' (LVAE) or 'relative' (NVAE)")
     merger = PrecisionWeighted() if merge == "precision" else RelativeToPrior()
@@ -61,12 +63,15 @@ def _hierarchy(
     if arch == "mlp":
         ladder = mlp_ladder(info.dim, head.params_per_dim * info.dim, latent, hidden, groups,
                             residual=residual, posterior_reads_state=reads, activation=activation,
-                            dropout=dropout)  # fmt: skip
+                            dropout=dropout, gated=gated)  # fmt: skip
     elif arch == "conv":
         if not info.is_image:
             raise ConfigError(f"arch='conv' needs images (C, H, W); found event_shape {info.event_shape}")
-        if dropout > 0:
-            raise ConfigError("dropout is an option of the MLP cells (arch='mlp'); the conv cells have none")
+        if dropout > 0 or gated:
+            option = "dropout" if dropout > 0 else "gated"
+            raise ConfigError(
+                f"{option} is an option of the MLP cells (arch='mlp'); the conv cells have none"
+            )
         out = head.params_per_dim * info.event_shape[0]
         ladder = conv_ladder(info.event_shape, out, latent, hidden, groups,
                              residual=residual, posterior_reads_state=reads, activation=activation)  # fmt: skip
@@ -85,14 +90,15 @@ def lvae(
     arch: str = "mlp", merge: str = "precision", residual: bool = False, beta: float = 1.0,
     free_bits: float = 0.0, kl_balance: bool = False, grad_clip: float | None = 200.0,
     grad_skip: float | None = None, prior: str | Mapping[str, Any] = "normal", num_samples: int = 1,
-    dropout: float = 0.0,
+    dropout: float = 0.0, gated: bool = False,
 ) -> HierarchicalVAE:  # fmt: skip
     """L = ``groups`` latent groups of ``latent_dim`` units (z_1, nearest the data, first), MLP
     blocks of ``hidden`` units, q(z_i | ·) = bottom-up N(μ̂, σ̂²) ⊗ p(z_i | z_{>i}). Sizes are one
     integer for every group or one per group (MNIST in the paper: 5 groups, 64-32-16-8-4).
     ``prior``: p(z_L) of the top group, ``normal``, ``vamp`` (``{"name": "vamp", "components": K}``)
-    or ``maf``; ``num_samples`` > 1 trains on the IWAE bound. ``dropout``: p in the MLP cells."""
-    return _hierarchy(info, arch, groups, latent_dim, hidden, activation, likelihood, merge, residual, prior, dropout,
+    or ``maf``; ``num_samples`` > 1 trains on the IWAE bound. ``dropout``: p in the MLP cells;
+    ``gated``: gated dense units in them (h ⊙ σ(g), Tomczak & Welling 2018)."""
+    return _hierarchy(info, arch, groups, latent_dim, hidden, activation, likelihood, merge, residual, prior, dropout, gated,
                       beta=beta, free_bits=free_bits, kl_balance=kl_balance, grad_clip=grad_clip, grad_skip=grad_skip,
                       num_samples=num_samples)  # fmt: skip
 
@@ -103,15 +109,16 @@ def hvae(
     activation: str = "silu", likelihood: str = "auto", arch: str = "auto", beta: float = 1.0,
     free_bits: float = 0.0, kl_balance: bool = True, grad_clip: float | None = 200.0,
     grad_skip: float | None = None, prior: str | Mapping[str, Any] = "normal", num_samples: int = 1,
-    dropout: float = 0.0,
+    dropout: float = 0.0, gated: bool = False,
 ) -> HierarchicalVAE:  # fmt: skip
     """q(z_i | ·) = N(μ_p + Δμ, (σ_p Δσ)²), residual top-down cells d ← d + f([d, z]) with a learned
     top state; ``arch="auto"``: convolutional cells for images (a group per resolution, 28 → 14, 7,
     4; ``latent_dim`` and ``hidden`` are channels), MLP cells for vectors; KL balancing on.
     ``prior``: p(z_L) of the top group, ``normal``, ``vamp`` (the hierarchical VampPrior VAE of
-    Tomczak & Welling 2018) or ``maf``; ``num_samples`` > 1 trains on the IWAE bound. ``dropout``: p in the MLP cells."""
+    Tomczak & Welling 2018) or ``maf``; ``num_samples`` > 1 trains on the IWAE bound. ``dropout``: p
+    in the MLP cells; ``gated``: gated dense units in them (h ⊙ σ(g), Tomczak & Welling 2018)."""
     arch = ("conv" if info.is_image else "mlp") if arch == "auto" else arch
-    return _hierarchy(info, arch, groups, latent_dim, hidden, activation, likelihood, "relative", True, prior, dropout,
+    return _hierarchy(info, arch, groups, latent_dim, hidden, activation, likelihood, "relative", True, prior, dropout, gated,
                       beta=beta, free_bits=free_bits, kl_balance=kl_balance, grad_clip=grad_clip, grad_skip=grad_skip,
                       num_samples=num_samples)  # fmt: skip
 
