@@ -9,6 +9,7 @@ Stages (each a separate call, in this order; each writes benchmarks/results/vqva
     python benchmarks/mnist_vqvae.py --stage vae                         # conv-vae, same CPU time
     python benchmarks/mnist_vqvae.py --stage plain --steps 5000          # no restarts, no k-means
     python benchmarks/mnist_vqvae.py --stage prior-transformer --steps 4000   # a Transformer prior
+    python benchmarks/mnist_vqvae.py --stage prior-transformer --steps 4000 --base no-restarts
 
 ``restarts`` and ``no-restarts`` train the ``vqvae`` preset (7×7 grid of 16-D vectors, K = 128
 codes, EMA codebook, k-means start; discretized-logistic decoder on the 256 grey levels) by
@@ -102,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         "--limit", type=int, default=None, help="train on the first LIMIT digits (smoke tests)"
     )
     parser.add_argument("--tag", default="", help="suffix of the result and run names")
+    parser.add_argument(
+        "--base",
+        choices=("restarts", "no-restarts"),
+        default="restarts",
+        help="the VQ-VAE run whose codes a prior stage learns (no-restarts: names the result -on-no-restarts)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -111,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     test = Split(data.test.x[: args.eval_n], data.test.y[: args.eval_n])
     net, features = feature_network()
     tag = f"-{args.tag}" if args.tag else ""
-    name = f"vqvae-{args.stage}{tag}"
+    on_base = f"-on-{args.base}" if args.stage.startswith("prior") and args.base != "restarts" else ""
+    name = f"vqvae-{args.stage}{on_base}{tag}"
     run_dir = args.runs / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = build_model(SPECS[args.stage], data.info)
     if isinstance(model, VQVAEPrior):
-        first = load_model(args.runs / f"vqvae-restarts{tag}")
+        first = load_model(args.runs / f"vqvae-{args.base}{tag}")
         model.initialize_from(first)
 
     usage: list[dict[str, float]] = []
