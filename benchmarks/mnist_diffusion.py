@@ -100,6 +100,37 @@ def train(spec: dict, data, run_dir: Path, args: argparse.Namespace, data_config
     return model, result.steps, result.wall_time
 
 
+def bits_per_dim_of(model, data, args) -> tuple[dict, float]:
+    """The PF-ODE bits/dim of the first ``args.nll_n`` test images (the unconditional density; a
+    conditional model through its null label), and the seconds it took."""
+    from simulacra.metrics.likelihood import Estimate
+
+    started = time.perf_counter()
+    g = torch.Generator().manual_seed(args.seed)
+    # the unconditional density: the null label ∅ = 10 that label dropout trained
+    x_nll = data.test.x[: args.nll_n]
+    null = torch.full((len(x_nll),), 10, dtype=torch.long)
+    with torch.no_grad():  # (with gradients on, the whole ODE trajectory's graph would be kept)
+        log_p = torch.cat(
+            [
+                model.log_prob(xb, cb if model.conditional else None, generator=g)
+                for xb, cb in zip(x_nll.split(250), null.split(250))
+            ]
+        )
+    d = math.prod(data.info.event_shape)
+    bpd = Estimate.from_values(-log_p / (d * math.log(2)), model.likelihood_estimator, "bits/dim")
+    nll_seconds = time.perf_counter() - started
+    print(
+        f"PF-ODE: {bpd.value:.3f} ± {bpd.stderr:.3f} bits/dim on {len(log_p)} test images ({nll_seconds:.0f} s)"
+    )
+    return {
+        "value": bpd.value,
+        "stderr": bpd.stderr,
+        "estimator": bpd.estimator,
+        "n": len(log_p),
+    }, nll_seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,7 +160,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--eval-n", type=int, default=1000, help="samples and test images per FID/MMD")
-    parser.add_argument("--nll-n", type=int, default=500, help="test images for the PF-ODE bits/dim")
+    parser.add_argument(
+        "--nll-n", type=int, default=500, help="test images for the PF-ODE bits/dim (0: not scored)"
+    )
     parser.add_argument("--grid-steps", type=int, default=20, help="dpm-solver steps for the sample grids")
     parser.add_argument(
         "--limit", type=int, default=None, help="train on the first LIMIT images (smoke tests)"
@@ -141,6 +174,12 @@ def main() -> int:
     parser.add_argument(
         "--results", default=None, help="results JSON (default benchmarks/results/mnist-diffusion.json)"
     )
+    parser.add_argument(
+        "--features",
+        default=None,
+        help="'shipped': score FID with the package's MNIST feature network (BENCHMARKS §22), as the "
+        "GAN and VAE figures of §20 are; default: this script's own classifier (§11, 97.2%%)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -148,7 +187,6 @@ def main() -> int:
     from simulacra.config import DataConfig
     from simulacra.data import load_dataset
     from simulacra.metrics.fid import fid
-    from simulacra.metrics.likelihood import Estimate
     from simulacra.metrics.two_sample import mmd
     from simulacra.samplers import DPMSolver, resolve_sampler
     from simulacra.train.checkpoint import load_model
@@ -167,7 +205,14 @@ def main() -> int:
     clf_path = (
         RESULTS / "mnist-classifier.safetensors" if args.limit is None else run_dir / "classifier.safetensors"
     )
-    net, acc = classifier(data, args.seed, clf_path)
+    if args.features == "shipped":
+        from _features import feature_network
+
+        net, features = feature_network()
+        acc = features["test_accuracy"]
+    else:
+        net, acc = classifier(data, args.seed, clf_path)
+        features = {"network": str(clf_path)}
     print(f"feature classifier: test accuracy {acc:.4f}")
     if args.evaluate:  # a finished run: its EMA weights and its own log
         model = load_model(run_dir)
@@ -217,30 +262,14 @@ def main() -> int:
         grid = model.sample(100, labels, generator=g, sampler=DPMSolver(steps=args.grid_steps), guidance=w)
         save_grid(grid, run_dir / (f"samples-guidance-{w:g}.png" if w else "samples.png"), 10)
 
-    started = time.perf_counter()
-    g = torch.Generator().manual_seed(args.seed)
-    # the unconditional density: the null label ∅ = 10 that label dropout trained
-    x_nll = data.test.x[: args.nll_n]
-    null = torch.full((len(x_nll),), 10, dtype=torch.long)
-    with torch.no_grad():  # (with gradients on, the whole ODE trajectory's graph would be kept)
-        log_p = torch.cat(
-            [
-                model.log_prob(xb, cb if model.conditional else None, generator=g)
-                for xb, cb in zip(x_nll.split(250), null.split(250))
-            ]
-        )
-    d = math.prod(data.info.event_shape)
-    bpd = Estimate.from_values(-log_p / (d * math.log(2)), model.likelihood_estimator, "bits/dim")
-    nll_seconds = time.perf_counter() - started
-    print(
-        f"PF-ODE: {bpd.value:.3f} ± {bpd.stderr:.3f} bits/dim on {len(log_p)} test images ({nll_seconds:.0f} s)"
-    )
+    bits_per_dim, nll_seconds = bits_per_dim_of(model, data, args) if args.nll_n > 0 else (None, 0.0)
 
     record = {
         "benchmark": "mnist-diffusion",
         "model": spec,
         "parameters": parameters,
         "classifier_test_accuracy": acc,
+        "features": features,
         "train_images": len(data.train),
         "steps": steps_done,
         "epochs": round(steps_done * args.batch_size / len(data.train), 2),
@@ -251,12 +280,7 @@ def main() -> int:
         "fid_test_vs_test": floor_fid,
         "quality": quality,
         "guidance": guided,
-        "bits_per_dim": {
-            "value": bpd.value,
-            "stderr": bpd.stderr,
-            "estimator": bpd.estimator,
-            "n": len(log_p),
-        },
+        "bits_per_dim": bits_per_dim,
         "nll_seconds": round(nll_seconds, 1),
         "grids": sorted(str(path) for path in run_dir.glob("samples*.png")),
     }

@@ -320,3 +320,18 @@ def test_simulacra_trains_lsgm_on_a_vae_run_and_refuses_a_run_without_latents(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
     assert not (tmp_path / "no.png").exists()
+
+
+def test_a_prior_setting_without_a_name_keeps_the_presets_prior() -> None:
+    # `--set model.prior.components=3` on vae-vamp / hvae-vamp gives {"components": 3}: the preset's
+    # prior with that setting, not an error about a missing name
+    from simulacra.config import apply_overrides
+
+    for preset, extra in (("vae-vamp", {"latent_dim": 2, "hidden": [8]}), ("hvae-vamp", {"arch": "mlp"})):
+        raw = apply_overrides({"name": preset, **extra}, ["prior.components=3"])
+        assert raw["prior"] == {"components": 3}
+        model = build_model(raw, DIGITS)
+        vamp = next(m for m in model.modules() if isinstance(m, VampPrior))
+        assert vamp.pseudo_inputs.shape[0] == 3
+    with pytest.raises(ConfigError):  # N(0, I) takes no settings: still an error
+        build_model({**TINY_VAE, "prior": {"name": "normal", "components": 3}}, DIGITS)

@@ -130,6 +130,14 @@ def build_prior(spec: str | Mapping[str, Any], site: PriorSite) -> nn.Module:
     return LATENT_PRIORS.build(spec, site=site)
 
 
+def named(spec: str | Mapping[str, Any], default: str) -> str | Mapping[str, Any]:
+    """``spec`` with the preset's ``default`` prior name filled in where a mapping has none, so that
+    ``--set model.prior.components=20`` on ``vae-vamp`` sets the VampPrior's K instead of failing."""
+    if isinstance(spec, Mapping) and "name" not in spec:
+        return {"name": default, **spec}
+    return spec
+
+
 def prior_name(spec: str | Mapping[str, Any]) -> str:
     """The name of a prior spec."""
     return LATENT_PRIORS.split(spec)[0]

@@ -19,7 +19,7 @@ from simulacra.flows.recipes import maf_layers
 from simulacra.models.autoencoder import Autoencoder
 from simulacra.models.vae import VAE
 from simulacra.models.zoo._common import _context
-from simulacra.models.zoo._priors import PriorSite, build_prior, diffusion_prior, prior_name
+from simulacra.models.zoo._priors import PriorSite, build_prior, diffusion_prior, named, prior_name
 from simulacra.models.zoo._registry import MISSING_DATA_PRESETS, MODELS, build_model
 from simulacra.nn.conv import ConvDecoder, ConvEncoder
 from simulacra.nn.embeddings import ContextEmbedding, ContextNet
@@ -161,9 +161,9 @@ def vae_iaf(info: DataInfo, posterior: str = "iaf", **kwargs: Any) -> VAE:
 
 
 @MODELS.register("vae-flow-prior", "VAE with a learned MAF prior p(z) over its latent")
-def vae_flow_prior(info: DataInfo, prior: str = "maf", **kwargs: Any) -> VAE:
+def vae_flow_prior(info: DataInfo, prior: str | Mapping[str, Any] = "maf", **kwargs: Any) -> VAE:
     """The ``vae`` preset with p(z) a masked autoregressive flow; other keywords as ``vae``."""
-    return vae(info, prior=prior, **kwargs)
+    return vae(info, prior=named(prior, "maf"), **kwargs)
 
 
 @MODELS.register(
@@ -172,7 +172,7 @@ def vae_flow_prior(info: DataInfo, prior: str = "maf", **kwargs: Any) -> VAE:
 def vae_vamp(info: DataInfo, prior: str | Mapping[str, Any] = "vamp", **kwargs: Any) -> VAE:
     """The ``vae`` preset with p(z) = (1/K) Σ_k q(z | u_k), K = 500 learned pseudo-inputs (set K with
     ``prior={"name": "vamp", "components": K}``); other keywords as ``vae``."""
-    return vae(info, prior=prior, **kwargs)
+    return vae(info, prior=named(prior, "vamp"), **kwargs)
 
 
 LSGM_STAGE_ONE: dict[str, Any] = {"name": "vae"}

@@ -14,7 +14,7 @@ from simulacra.distributions.heads import head_for
 from simulacra.distributions.ladder import PrecisionWeighted, RelativeToPrior
 from simulacra.errors import ConfigError
 from simulacra.models.hierarchical import HierarchicalVAE
-from simulacra.models.zoo._priors import PriorSite, build_prior, prior_name
+from simulacra.models.zoo._priors import PriorSite, build_prior, named, prior_name
 from simulacra.models.zoo._registry import MODELS
 from simulacra.nn.ladder import Ladder, check_groups, conv_ladder, mlp_ladder
 from simulacra.nn.mlp import check_dropout
@@ -129,5 +129,6 @@ def hvae(
 )
 def hvae_vamp(info: DataInfo, prior: str | Mapping[str, Any] = "vamp", **kwargs: Any) -> HierarchicalVAE:
     """The ``hvae`` preset with p(z_L) = (1/K) Σ_k q(z_L | u_k) at K learned pseudo-inputs (500 by
-    default; ``prior={"name": "vamp", "components": K}``); other keywords as ``hvae``."""
-    return hvae(info, prior=prior, **kwargs)
+    default; ``prior={"name": "vamp", "components": K}``, or ``--set model.prior.components=K``); other
+    keywords as ``hvae``."""
+    return hvae(info, prior=named(prior, "vamp"), **kwargs)
