@@ -18,6 +18,7 @@ FID between two sets of test digits (the floor) beside them.
     python benchmarks/mnist_gan.py --recipe hinge+sn --minutes 55 --threads 1
     python benchmarks/mnist_gan.py --recipe wgan-gp --minutes 55 --threads 1
     python benchmarks/mnist_gan.py --recipe vae --minutes 55 --threads 1    # the VAE, for comparison
+    python benchmarks/mnist_gan.py --recipe ns+r1 --seed 1 --steps 29500 --minutes 55   # another seed, same length
     python benchmarks/mnist_gan.py --recipe ns+r1 --evaluate      # score a finished run again
     python benchmarks/mnist_gan.py --recipe ns+r1 --evaluate --tag old-features \
         --features benchmarks/results/mnist-classifier.safetensors
@@ -82,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="ns+r1")
     parser.add_argument("--set", dest="settings", action="append", default=[], help="model KEY=JSON")
     parser.add_argument("--minutes", type=float, default=55.0, help="training budget (wall time)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="train this many steps (within --minutes) instead of calibrating",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--eval-n", type=int, default=1000, help="samples and test images for FID and MMD")
     parser.add_argument("--seed", type=int, default=0)
@@ -126,11 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(spec, data.info)
         parameters = sum(p.numel() for p in model.parameters())
         probe = TrainConfig.for_model(model, batch_size=args.batch_size, eval_every=0, seed=args.seed)
-        steps, calibration, _ = steps_for_minutes(model, data, probe, args.minutes)
+        if args.steps is None:
+            steps, calibration, _ = steps_for_minutes(model, data, probe, args.minutes)
+            planned = f"{steps} steps planned ({calibration.step_seconds * 1000:.0f} ms each)"
+        else:  # the step count of another seed, so that seeds differ only in their seed
+            steps, planned = args.steps, f"{args.steps} steps asked"
         config = TrainConfig.for_model(
             model, steps=steps, batch_size=args.batch_size, eval_every=0, seed=args.seed, log_every=500
         )
-        print(f"{args.recipe}: {spec}, {steps} steps planned ({calibration.step_seconds * 1000:.0f} ms each)")
+        print(f"{args.recipe}: {spec}, {planned}")
         started, cpu_started = time.perf_counter(), time.process_time()
         budget = [TimeBudget(60 * args.minutes)]
         result = fit(model, data, config, run_dir=run_dir, callbacks=budget, progress=False)

@@ -15,6 +15,8 @@ Training is budgeted by CPU time (``time.process_time``), one torch thread: the 
     python benchmarks/outliers_mnist.py --family glow --minutes 5
     python benchmarks/outliers_mnist.py --family vae --minutes 5
     python benchmarks/outliers_mnist.py --family hvae --minutes 10 --no-background --k 20
+    python benchmarks/outliers_mnist.py --family pixelcnn --minutes 4 --perturb 0 \
+        --background-spec '{"blocks": 0, "kernel_size": 3}' --tag local   # a local background
 
 Each writes ``benchmarks/results/outliers-<family>.json`` and its runs under
 ``runs/bench/outliers-<family>`` and ``runs/bench/outliers-<family>-background``; the data sets
@@ -133,7 +135,15 @@ def main() -> int:
     )
     parser.add_argument("--family", choices=sorted(FAMILIES), required=True)
     parser.add_argument("--minutes", type=float, default=5.0, help="CPU minutes per model (default 5)")
-    parser.add_argument("--perturb", type=float, default=0.2, help="the background's perturbation rate μ")
+    parser.add_argument(
+        "--perturb", type=float, default=0.2, help="the background's perturbation rate μ (0: clean inputs)"
+    )
+    parser.add_argument(
+        "--background-spec",
+        default=None,
+        help="JSON object of settings over the model's for the background, e.g. a PixelCNN that sees "
+        'only its neighbours: \'{"blocks": 0, "kernel_size": 3}\' (with --perturb 0)',
+    )
     parser.add_argument("--examples", type=int, default=1000, help="examples per evaluation set")
     parser.add_argument("--k", type=int, default=100, help="importance samples per example (VAE)")
     parser.add_argument("--batch", type=int, nargs="+", default=[5, 25], help="typicality batch sizes M")
@@ -185,8 +195,10 @@ def main() -> int:
         model, data, cpu_model, steps_model = train(spec, source, None, args.minutes, runs, args.seed)
         background, cpu_bg, steps_bg = None, None, None
         if not args.no_background:
+            background_spec = {**spec, **json.loads(args.background_spec or "{}")}
+            perturb = args.perturb or None
             background, _, cpu_bg, steps_bg = train(
-                spec, source, args.perturb, args.minutes, Path(f"{runs}-background"), args.seed
+                background_spec, source, perturb, args.minutes, Path(f"{runs}-background"), args.seed
             )
     info = model.info
     start = time.process_time()
@@ -269,7 +281,12 @@ def main() -> int:
             "model": {"cpu_seconds": cpu_model, "steps": steps_model, "batch_size": 64},
             "background": None
             if background is None
-            else {"cpu_seconds": cpu_bg, "steps": steps_bg, "perturb": args.perturb},
+            else {
+                "cpu_seconds": cpu_bg,
+                "steps": steps_bg,
+                "perturb": args.perturb,
+                "settings": json.loads(args.background_spec or "{}"),
+            },
         },
         "examples_per_set": args.examples,
         "mean_bits_per_dim": mean_bpd,
