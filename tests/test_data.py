@@ -169,6 +169,24 @@ def test_validate_labels_and_valid_data() -> None:
         validate_examples(x, source="foo", y=np.zeros((10, 2)))
 
 
+def test_the_clean_data_check_is_exact_when_its_sum_overflows_or_cancels() -> None:
+    """Clean data are recognised by one finite sum; a sum that overflows (finite values near
+    float32's maximum) must still pass, and +inf beside −inf (a NaN sum) is still counted."""
+    validate_examples(np.full((4, 3), 3e38, dtype=np.float32), source="big")  # the sum is inf
+    both = np.array([[np.inf, -np.inf], [0.0, 1.0]], dtype=np.float32)
+    with pytest.raises(DataError, match=r"2 infinite values, the first at example 0 \(index \(0, 0\)\)"):
+        validate_examples(both, source="both")
+
+
+def test_arrays_stored_in_fortran_order_load_as_the_same_contiguous_floats(tmp_path: Path) -> None:
+    x = np.asfortranarray(np.random.default_rng(0).integers(0, 256, (40, 12), dtype=np.uint8))
+    np.savez(tmp_path / "f.npz", x_train=x)
+    loaded = load_dataset(DataConfig(name=str(tmp_path / "f.npz"), valid_fraction=0.0))
+    assert loaded.train.x.is_contiguous() and loaded.train.x.dtype == torch.float32
+    rows = {tuple(r) for r in (loaded.train.x * 255).round().to(torch.uint8).tolist()}
+    assert rows == {tuple(r) for r in x.tolist()}  # the same examples, whatever order was carved
+
+
 def test_check_support() -> None:
     check_support(torch.tensor([0.0, 1.0, 1.0]), "binary", "b")
     check_support(torch.tensor([True, False]), "binary", "b")

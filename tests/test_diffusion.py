@@ -78,6 +78,37 @@ def test_log_prob_is_the_exact_density_and_the_bound_lies_below() -> None:
     assert max(gaps) < 2.0, gaps
 
 
+def test_the_odes_tolerances_trade_network_calls_for_exactness() -> None:
+    """``rtol``/``atol`` (preset settings) set the PF-ODE solve: looser calls the denoiser fewer
+    times and stays near the exact log-density of the optimal denoiser; bad values are refused."""
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    calls, values = [], []
+    for tolerance in (1e-5, 1e-2):
+        model = _gaussian_model(timesteps=200).double()
+        model.rtol = model.atol = tolerance
+        forward, count = model.denoiser.forward, [0]
+
+        def counted(*args: Tensor, forward=forward, count=count) -> Tensor:
+            count[0] += 1
+            return forward(*args)
+
+        model.denoiser.forward = counted
+        with torch.no_grad():
+            values.append(model.log_prob(x))
+        calls.append(count[0])
+    t = torch.full((20,), 1 / 200, dtype=torch.float64)
+    exact = gaussian_marginal_log_prob(x, *model.process.alpha_sigma(t), torch.zeros(2).double(), COV)
+    torch.testing.assert_close(values[0], exact, atol=2e-3, rtol=0)
+    torch.testing.assert_close(values[1], exact, atol=0.1, rtol=0)
+    assert calls[1] < calls[0] / 2, calls
+    info = DataInfo((3,))
+    assert build_model({"name": "ddpm", "hidden": [8], "rtol": 1e-3, "atol": 1e-4}, info).rtol == 1e-3
+    assert build_model({"name": "score-sde", "hidden": [8], "atol": 1e-4}, info).atol == 1e-4
+    for bad in (0.0, 1.5, "x", True):
+        with pytest.raises(ConfigError, match="rtol must be a number"):
+            build_model({"name": "ddpm", "hidden": [8], "rtol": bad}, info)
+
+
 def test_unit_data_are_scaled_and_discrete_data_dequantized() -> None:
     """x ∈ [0, 1] is modelled as y = 2x − 1: log p_x(x) = log p_y(2x − 1) + D log 2."""
     model = _gaussian_model("unit").double()

@@ -36,7 +36,7 @@ TRAIN: dict[str, tuple[dict, int, float]] = {
     "maf": ({"transforms": 2, "hidden": [32]}, 400, 5e-3),
     "iaf": ({"transforms": 2, "hidden": [32]}, 400, 5e-3),
     "nsf": ({"transforms": 2, "hidden": [32]}, 400, 5e-3),
-    "nsf-coupling": ({"transforms": 4, "hidden": [32]}, 800, 1e-2),
+    "nsf-coupling": ({"transforms": 2, "hidden": [32]}, 400, 1e-2),
     "umnn": ({"transforms": 2, "hidden": [32], "integrand_hidden": [32], "nodes": 12}, 300, 5e-3),
     "cnf": ({"hidden": [32]}, 80, 1e-2),
 }

@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from simulacra.config import RunConfig
     from simulacra.data import load_dataset
-    from simulacra.models.zoo import build_model, recorded_spec
+    from simulacra.models.zoo import MODELS, build_model, recorded_spec
     from simulacra.train import fit
     from simulacra.train.callbacks import build_callbacks
     from simulacra.train.checkpoint import load_run_config
@@ -137,6 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.train.num_threads:
             torch.set_num_threads(config.train.num_threads)
         # everything is checked before an old run is touched: data, config, model, the folder
+        MODELS.get(MODELS.split(config.model)[0])  # a misspelt model fails before the data are read
         data = load_dataset(config.data, seed=config.train.seed)
         first_stage = None if args.resume else _first_stage(config, args.init, data.info)
         torch.manual_seed(config.train.seed)

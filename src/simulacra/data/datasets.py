@@ -254,7 +254,8 @@ def binarized_mnist(config: DataConfig, seed: int = 0) -> Dataset:
             raise DataError(f"{str(path)!r} {key}: expected (N, 784) binary images; got shape {x.shape}")
         if key == "test":
             x = x[np.random.default_rng(TEST_ORDER_SEED).permutation(x.shape[0])]
-        splits[key] = (x.reshape(-1, 1, 28, 28).astype(np.float32), None)
+        # the file stores its arrays in Fortran order: reorder the bytes before they become floats
+        splits[key] = (np.ascontiguousarray(x).reshape(-1, 1, 28, 28).astype(np.float32), None)
     return build_dataset("binarized-mnist", str(path), splits, support="binary", levels=2)
 
 

@@ -206,6 +206,10 @@ def build_dataset(
             continue
         x, y = pair
         where = f"{source} ({key})"
+        if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
+            # the float32 values the models will see, in one copy at most (a file may store its
+            # arrays in Fortran order), so that validation checks those values without copying
+            x = np.ascontiguousarray(x, dtype=np.float32)
         validate_examples(x, source=where, support=support, y=y, allow_missing=allow_missing)
         xt = torch.as_tensor(x, dtype=torch.float32).contiguous()
         yt = y.to(torch.int64) if isinstance(y, torch.Tensor) else None

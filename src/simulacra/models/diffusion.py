@@ -122,6 +122,11 @@ class Diffusion(GenerativeModel):
         self.sampler = Ancestral() if sampler is None else check_sampler(sampler)
         self.sample_steps = sample_steps
         self.guidance = float(guidance)
+        for name, value in (("rtol", rtol), ("atol", atol)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+                raise ConfigError(
+                    f"the probability-flow ODE's {name} must be a number in (0, 1); found {value!r}"
+                )
         self.trace, self.rtol, self.atol = trace, float(rtol), float(atol)
         # y = scale · x + shift maps [0, 1] data (binary, grey levels) to [−1, 1]
         self.range = CenteredRange.for_data(info)

@@ -63,12 +63,16 @@ def ddpm(
     label_dropout: float = 0.1,
     sampler: str | Mapping[str, Any] = "ancestral",
     sample_steps: int | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
 ) -> Diffusion:
     """T = ``timesteps`` steps of a ``linear`` (Ho et al.) or ``cosine`` (Nichol & Dhariwal) schedule;
     ``prediction`` eps, x0 or v; ``weighting`` and ``time_sampling`` as in :class:`Diffusion`
     (``likelihood`` with ``importance`` trains for likelihood); a TimeMLP (``hidden``) for
     vectors, a UNet (``channels``) for images; ``conditional`` trains with label dropout for classifier-free guidance; ``sampler``
-    the default sampler (a name in ``SAMPLERS`` or ``{"name": ..., options}``)."""
+    the default sampler (a name in ``SAMPLERS`` or ``{"name": ..., options}``); ``rtol`` and ``atol``
+    the tolerances of the probability-flow ODE that the likelihood solves (looser: fewer network
+    evaluations, a less exact NLL)."""
     if schedule not in ("linear", "cosine"):
         raise ConfigError(f"ddpm's schedule must be 'linear' or 'cosine'; found {schedule!r} (see score-sde)")
     return Diffusion(
@@ -76,6 +80,7 @@ def ddpm(
         SCHEDULES.build(schedule), prediction=prediction, weighting=weighting,
         timesteps=positive_int(timesteps, "timesteps"), time_sampling=time_sampling, conditional=conditional,
         label_dropout=label_dropout, sampler=resolve_sampler(sampler), sample_steps=sample_steps,
+        rtol=rtol, atol=atol,
     )  # fmt: skip
 
 
@@ -96,6 +101,8 @@ def score_sde(
     label_dropout: float = 0.1,
     sampler: str | Mapping[str, Any] = "euler-maruyama",
     sample_steps: int = 1000,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
 ) -> Diffusion:
     """Denoising score matching at t ~ U(t_min, 1) on the ``sde`` vp, subvp or ve (``sigma_max``:
     σ(1) of the VE SDE, about the largest distance between data points; ``t_min``: the smallest
@@ -113,7 +120,7 @@ def score_sde(
         prediction=prediction, weighting=weighting, timesteps=None, time_sampling=time_sampling,
         conditional=conditional,
         label_dropout=label_dropout, sampler=resolve_sampler(sampler),
-        sample_steps=positive_int(sample_steps, "sample_steps"),
+        sample_steps=positive_int(sample_steps, "sample_steps"), rtol=rtol, atol=atol,
     )  # fmt: skip
 
 
