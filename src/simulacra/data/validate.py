@@ -58,7 +58,12 @@ def check_finite(x: ArrayLike, source: str) -> None:
         count = int(bad.sum())
         if count:
             first = _index(bad.nonzero()[0])
-            hint = " (or train miwae, which learns from data with missing entries)" if name == "NaN" else ""
+            hint = {
+                "NaN": " (or train miwae, which learns from data with missing entries)",
+                "infinite": " (data are read as float32, whose largest magnitude is 3.4e38)"
+                if t.dtype == torch.float32
+                else "",
+            }[name]
             raise DataError(
                 f"{source!r} contains {count} {name} value{'s' if count > 1 else ''}, the first at "
                 f"example {first[0]} (index {first}); remove or impute them{hint}"
