@@ -37,7 +37,7 @@ TRAIN: dict[str, tuple[dict, int, float]] = {
     "iaf": ({"transforms": 2, "hidden": [32]}, 400, 5e-3),
     "nsf": ({"transforms": 2, "hidden": [32]}, 400, 5e-3),
     "nsf-coupling": ({"transforms": 2, "hidden": [32]}, 400, 1e-2),
-    "umnn": ({"transforms": 2, "hidden": [32], "integrand_hidden": [32], "nodes": 12}, 300, 5e-3),
+    "umnn": ({"transforms": 1, "hidden": [32], "integrand_hidden": [32], "nodes": 12}, 300, 5e-3),
     "cnf": ({"hidden": [32]}, 80, 1e-2),
 }
 IMAGE_OR_MANIFOLD = {"glow", "torus"}
