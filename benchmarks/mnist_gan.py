@@ -19,6 +19,7 @@ FID between two sets of test digits (the floor) beside them.
     python benchmarks/mnist_gan.py --recipe wgan-gp --minutes 55 --threads 1
     python benchmarks/mnist_gan.py --recipe vae --minutes 55 --threads 1    # the VAE, for comparison
     python benchmarks/mnist_gan.py --recipe ns+r1 --seed 1 --steps 29500 --minutes 55   # another seed, same length
+    python benchmarks/mnist_gan.py --recipe ns+r1 --summarize 0 1 2   # mean ± sd over the seeds' results
     python benchmarks/mnist_gan.py --recipe ns+r1 --evaluate      # score a finished run again
     python benchmarks/mnist_gan.py --recipe ns+r1 --evaluate --tag old-features \
         --features benchmarks/results/mnist-classifier.safetensors
@@ -63,6 +64,50 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+FIGURES = ("fid", "kid", "precision", "recall", "density", "coverage", "class_kl_nats", "mmd")
+"""The figures :func:`summarize` averages over seeds."""
+
+
+def seed_record(recipe: str, seed: int) -> dict[str, Any]:
+    """The results of one seed's run scored on the shipped feature network: the run's own file,
+    or its ``-features-v2`` rescoring where the run was first scored on the old classifier."""
+    name = f"mnist-gan-{recipe}" + (f"-seed{seed}" if seed else "")
+    for path in (HERE / "results" / f"{name}.json", HERE / "results" / f"{name}-features-v2.json"):
+        if path.exists():
+            record = json.loads(path.read_text())
+            if str(record.get("features", {}).get("network", "")).startswith("shipped"):
+                return record
+    raise SystemExit(f"no results of {recipe} seed {seed} on the shipped features in {HERE / 'results'}")
+
+
+def summarize(recipe: str, seeds: list[int]) -> int:
+    """Mean ± sd (n − 1) over ``seeds`` of each figure in :data:`FIGURES`, with every seed's value
+    and training length, written to benchmarks/results/mnist-gan-RECIPE-seeds.json."""
+    import statistics
+
+    records = [seed_record(recipe, seed) for seed in seeds]
+    table: dict[str, Any] = {}
+    for figure in FIGURES:
+        values = [float(r[figure]) for r in records]
+        sd = statistics.stdev(values) if len(values) > 1 else math.nan
+        table[figure] = {"mean": statistics.fmean(values), "sd": sd, "per_seed": values}
+        print(
+            f"{recipe} {figure}: {statistics.fmean(values):.4g} ± {sd:.2g} ({', '.join(f'{v:.4g}' for v in values)})"
+        )
+    write_record(
+        {
+            "recipe": recipe,
+            "seeds": seeds,
+            "figures": table,
+            "steps": [r["steps"] for r in records],
+            "train_cpu_minutes": [r.get("train_cpu_minutes") for r in records],
+            "train_minutes": [r.get("train_minutes") for r in records],
+        },
+        HERE / "results" / f"mnist-gan-{recipe}-seeds.json",
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from simulacra.config import TrainConfig
     from simulacra.data import load_dataset
@@ -105,7 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limit", type=int, default=None, help="train on the first LIMIT digits (smoke tests)"
     )
+    parser.add_argument(
+        "--summarize",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="write the mean ± sd over these seeds' finished results (shipped features) and stop",
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        return summarize(args.recipe, args.summarize)
     torch.set_num_threads(args.threads)
 
     settings = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.settings)}
